@@ -1,0 +1,177 @@
+import { z } from 'zod';
+import { IDENTIFIER_PATTERN } from '../sql/ident.js';
+import { ticksFromIso } from '../time/ticks.js';
+
+/**
+ * The configuration, declared once per option: type, default, constraint and description. It is parsed once at
+ * start-up into a frozen object; docs/configuration.md is generated from these descriptions
+ * (`npm run docs:config`), and a unit test fails when the two drift apart.
+ */
+
+const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be a plain SQL identifier (letters, digits, _, $, #; starting with a letter or _)');
+const name = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/, 'must be letters, digits, _, . or - (at most 100)');
+const timestamp = z.string().refine((s) => {
+  try {
+    ticksFromIso(s);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be an ISO-8601 timestamp such as 2020-01-01T00:00:00Z');
+
+const tableRef = z.object({
+  schema: identifier.default('dbo').describe('Schema of the table.'),
+  table: identifier.describe('Table name.'),
+});
+
+export const kafkaSchema = z.object({
+  brokers: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'must be host:port')).min(1).default(['127.0.0.1:9092'])
+    .describe('Bootstrap brokers. Env: HIGHWATER_KAFKA_BROKERS (comma-separated).'),
+  clientId: z.string().default('highwater').describe('Kafka client id prefix.'),
+  ssl: z.boolean().default(false).describe('Use TLS to the brokers.'),
+  sasl: z.object({
+    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).describe('SASL mechanism.'),
+    username: z.string().describe('SASL user. Env: HIGHWATER_KAFKA_USERNAME.'),
+    password: z.string().describe('SASL password (never logged). Env: HIGHWATER_KAFKA_PASSWORD.'),
+  }).optional().describe('SASL authentication, when the cluster requires it.'),
+  partitions: z.number().int().min(1).max(1000).default(6).describe('Partitions of each table topic created by highwater.'),
+  replicationFactor: z.number().int().min(1).max(10).default(1).describe('Replication factor of topics created by highwater (3 in production).'),
+  maxMessageBytes: z.number().int().min(65_536).max(64 * 1024 * 1024).default(1_048_576)
+    .describe('Largest record highwater produces, and the max.message.bytes of the topics it creates. Blobs bigger than the inline limit derived from it are chunked.'),
+  connectionTimeoutMs: z.number().int().positive().default(10_000).describe('Time to connect to a broker.'),
+});
+
+export const encodingSchema = z.object({
+  kind: z.enum(['single-object', 'registry']).default('single-object')
+    .describe('single-object: Avro single-object encoding with the schema fingerprint, schemas from schema/avro (no registry needed). registry: Confluent wire format through a schema registry.'),
+  registryUrl: z.string().url().optional().describe('Schema registry base URL (Confluent-compatible). Env: HIGHWATER_SCHEMA_REGISTRY_URL.'),
+}).superRefine((e, ctx) => {
+  if (e.kind === 'registry' && !e.registryUrl) {
+    ctx.addIssue({ code: 'custom', path: ['registryUrl'], message: 'is required when kind is registry' });
+  }
+});
+
+export const databaseSchema = z.object({
+  name: name.describe('Name other sections use to refer to this database.'),
+  kind: z.enum(['postgres', 'sqlserver']).describe('Database engine.'),
+  connectionString: z.string().min(1).optional()
+    .describe('Connection string (never logged). Env: HIGHWATER_DB_<NAME>_URL, with the name upper-cased and non-alphanumerics as _.'),
+  poolSize: z.number().int().min(1).max(100).default(4).describe('Connections in the pool.'),
+  tenant: z.string().max(100).default('').describe('Tenant this source stands for when several sources feed one target.'),
+  oldestOpenTransaction: z.enum(['auto', 'off']).default('auto')
+    .describe('auto: clamp each window end to the start of the oldest open write transaction, where the login may see it; off: the safety buffer alone.'),
+});
+
+export const businessUnitSchema = z.object({
+  column: identifier.describe('Column of the metadata table holding the owning business unit.'),
+  mapTable: tableRef.extend({
+    idColumn: identifier.describe('Column of the BU table matched against the metadata column.'),
+  }).optional().describe('BU table (the seeds\' LA_BU): when set, only rows whose BU is listed there are replicated.'),
+});
+
+export const tableSchema = z.object({
+  name: name.describe('Logical table name; used in topic names, the control store and the target.'),
+  enabled: z.boolean().default(true).describe('Whether the poller reads this table.'),
+  source: name.describe('Name of the source database (see databases).'),
+  blob: tableRef.describe('The FileTable-style blob table.'),
+  metadata: tableRef.extend({
+    joinColumn: identifier.describe('Column of the metadata table equal to the blob table key.'),
+  }).describe('The metadata table that carries ModifiedOn and the business unit.'),
+  keyColumn: identifier.default('stream_id').describe('Key column of the blob table (unique).'),
+  modifiedOnColumn: identifier.default('ModifiedOn').describe('ModifiedOn column of the metadata table.'),
+  columns: z.object({
+    name: identifier.default('name').describe('File name column.'),
+    content: identifier.default('file_stream').describe('Content column (varbinary(max) / bytea).'),
+    isDirectory: identifier.default('is_directory').describe('Directory flag column.'),
+    pathLocator: identifier.default('path_locator').describe('Hierarchy column of the row (hierarchyid / text).'),
+    parentPathLocator: identifier.default('parent_path_locator').describe('Hierarchy column of the parent; NULL for roots.'),
+    creationTime: identifier.nullable().default('creation_time').describe('Creation time column, or null.'),
+    lastWriteTime: identifier.nullable().default('last_write_time').describe('Last write time column, or null.'),
+  }).default({
+    name: 'name', content: 'file_stream', isDirectory: 'is_directory', pathLocator: 'path_locator',
+    parentPathLocator: 'parent_path_locator', creationTime: 'creation_time', lastWriteTime: 'last_write_time',
+  }).describe('Column names of the blob table.'),
+  businessUnit: businessUnitSchema.optional().describe('Business-unit mapping; omit when the table has none.'),
+  scope: z.string().max(100).nullable().default(null).describe('Business unit to poll (its id); null for all BUs.'),
+  excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated for this table (added to the global list).'),
+  safetyBufferMinutes: z.number().min(0).max(7 * 24 * 60).default(240).describe('Overlap between windows and distance of the window end from the source clock.'),
+  batchSize: z.number().int().min(1).max(50_000).default(500).describe('Rows per page (one keyset page = one published batch).'),
+  initialBaseline: timestamp.default('1900-01-01T00:00:00Z').describe('Window start of the first run, before any high-watermark exists.'),
+  topic: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/).optional().describe('Topic name; default highwater.<source>.<name>.'),
+  maxdop: z.number().int().min(0).max(64).nullable().default(null).describe('SQL Server sources: OPTION (MAXDOP n) on window reads; null leaves the server default.'),
+});
+
+export const targetSchema = z.object({
+  name: name.describe('Name of this target.'),
+  database: name.describe('Name of the target database (see databases).'),
+  schema: identifier.default('highwater').describe('Schema of the target tables.'),
+  groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
+  tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
+  batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
+  retry: z.object({
+    maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
+    backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),
+    initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first retry; doubles each attempt.'),
+    maxDelayMs: z.number().int().min(0).default(300_000).describe('Longest delay between retries.'),
+  }).default({ maxAttempts: 8, backfillAfterAttempts: 2, initialDelayMs: 2000, maxDelayMs: 300_000 })
+    .describe('Missing-parent retry policy.'),
+});
+
+export const configSchema = z.object({
+  controlStore: z.object({
+    database: name.describe('Name of the PostgreSQL database (see databases) that holds the control store.'),
+    schema: identifier.default('highwater_control').describe('Schema of the control store tables.'),
+  }).describe('Where runs, high-watermarks, leases and the published-state registry live.'),
+  kafka: kafkaSchema.default(kafkaSchema.parse({})).describe('Kafka connection and topic settings.'),
+  encoding: encodingSchema.default({ kind: 'single-object' }).describe('How event values are encoded.'),
+  databases: z.array(databaseSchema).min(1).describe('Every database highwater talks to: sources, targets, control store.'),
+  tables: z.array(tableSchema).default([]).describe('Tables the poller publishes.'),
+  targets: z.array(targetSchema).default([]).describe('Targets the consumers apply to.'),
+  excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated, in any table.'),
+  poll: z.object({
+    intervalSeconds: z.number().int().min(1).default(300).describe('Interval between polls with `poll --every`.'),
+    leaseSeconds: z.number().int().min(10).default(600).describe('Lease duration; renewed while a poll runs.'),
+    inlineContentMaxBytes: z.number().int().min(0).default(65_536).describe('Content up to this size is read inside the page query; larger content is read separately in slices.'),
+    maxBlobBytes: z.number().int().min(1).default(2 * 1024 * 1024 * 1024).describe('Largest blob published; a larger one is refused and recorded against the run.'),
+    deleteSweepKeys: z.number().int().min(0).default(10_000).describe('Registered keys checked for deletion per table per poll (0 turns the sweep off).'),
+  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: 2 * 1024 * 1024 * 1024, deleteSweepKeys: 10_000 })
+    .describe('Poller behaviour.'),
+  metrics: z.object({
+    port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),
+  }).default({ port: null }).describe('Metrics and health endpoint.'),
+  log: z.object({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level. Env: HIGHWATER_LOG_LEVEL.'),
+  }).default({ level: 'info' }).describe('Logging.'),
+}).superRefine(checkReferences);
+
+function checkReferences(cfg: { databases: { name: string; kind: string }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined }[]; controlStore: { database: string } }, ctx: z.RefinementCtx): void {
+  const dbs = new Map(cfg.databases.map((d) => [d.name, d.kind]));
+  const tableNames = new Set(cfg.tables.map((t) => t.name));
+  reportDuplicates(cfg.databases.map((d) => d.name), ['databases'], ctx);
+  reportDuplicates(cfg.tables.map((t) => t.name), ['tables'], ctx);
+  if (!dbs.has(cfg.controlStore.database)) ctx.addIssue({ code: 'custom', path: ['controlStore', 'database'], message: `no database named ${JSON.stringify(cfg.controlStore.database)}` });
+  else if (dbs.get(cfg.controlStore.database) !== 'postgres') ctx.addIssue({ code: 'custom', path: ['controlStore', 'database'], message: 'the control store must be a PostgreSQL database' });
+  cfg.tables.forEach((t, i) => {
+    if (!dbs.has(t.source)) ctx.addIssue({ code: 'custom', path: ['tables', i, 'source'], message: `no database named ${JSON.stringify(t.source)}` });
+  });
+  cfg.targets.forEach((t, i) => {
+    if (!dbs.has(t.database)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'database'], message: `no database named ${JSON.stringify(t.database)}` });
+    (t.tables ?? []).forEach((name, j) => {
+      if (!tableNames.has(name)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'tables', j], message: `no table named ${JSON.stringify(name)}` });
+    });
+  });
+}
+
+function reportDuplicates(names: string[], path: (string | number)[], ctx: z.RefinementCtx): void {
+  const seen = new Set<string>();
+  names.forEach((n, i) => {
+    if (seen.has(n)) ctx.addIssue({ code: 'custom', path: [...path, i, 'name'], message: `duplicate name ${JSON.stringify(n)}` });
+    seen.add(n);
+  });
+}
+
+export type Config = z.output<typeof configSchema>;
+export type TableConfig = Config['tables'][number];
+export type TargetConfig = Config['targets'][number];
+export type DatabaseConfig = Config['databases'][number];
+export type KafkaConfig = Config['kafka'];

@@ -1,0 +1,84 @@
+import type { Position, SourceRow, Ticks, Window } from '../contract.js';
+
+/**
+ * What the poller needs from a source database. One implementation per engine, in connectors/<engine>/, each
+ * with the same file names: queries.ts (pure builders returning { text, values }) and source.ts (executes them).
+ * Every comparison of keys and timestamps happens in the source database, in its own ordering.
+ */
+
+/** The window steps that page the source directly (missing parents page a sub-query, see `readMissingParentsPage`). */
+export type PageStep = 'roots' | 'children';
+
+export interface ScopeFilter {
+  /** Business unit id to restrict to, or null for all. */
+  readonly businessUnit: string | null;
+  /** Keys never read (the table's list plus the global list). */
+  readonly excludedKeys: readonly string[];
+}
+
+export interface PageRequest extends ScopeFilter {
+  readonly step: PageStep;
+  /** Rows with `window.start < ModifiedOn <= window.end`. */
+  readonly window: Window;
+  /** Rows strictly after this position in (ModifiedOn, key) order; null starts at the window start. */
+  readonly after: Position | null;
+  readonly limit: number;
+}
+
+export interface MissingParentsRequest extends ScopeFilter {
+  /** Parents referenced by the children of this window. */
+  readonly window: Window;
+  /** Keyset position over the parents' own (ModifiedOn, key). */
+  readonly after: Position | null;
+  readonly limit: number;
+}
+
+export type OldestOpenTransaction =
+  | { readonly visible: true; readonly start: Ticks | null }
+  | { readonly visible: false; readonly reason: string };
+
+export interface SourceConnector {
+  readonly kind: 'postgres' | 'sqlserver';
+  /** The source database's clock (UTC ticks): window ends are computed from it, never from the host's clock. */
+  clock(): Promise<Ticks>;
+  /** Start of the oldest open write transaction, when the database shows it to this login. */
+  oldestOpenTransaction(): Promise<OldestOpenTransaction>;
+  /** One keyset page of a window step, ordered by (ModifiedOn, key). Content is inline up to the inline limit. */
+  readPage(request: PageRequest): Promise<SourceRow[]>;
+  /** One keyset page of parents referenced by the window's children, ordered by (ModifiedOn, key). */
+  readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]>;
+  /** Rows by key (back-fill requests), with the same shape as a page. */
+  readByKeys(keys: readonly string[]): Promise<SourceRow[]>;
+  /** Rows by their own path locator (parents of a child). */
+  readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]>;
+  /** A slice of one row's content, for blobs above the inline limit; null when the row is gone. */
+  readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null>;
+  /** Which of these keys still exist at the source (the delete sweep), regardless of window and scope. */
+  existingKeys(keys: readonly string[]): Promise<Set<string>>;
+  close(): Promise<void>;
+}
+
+/** Settings a connector is built with, derived from the table and database configuration. */
+export interface SourceTableSpec {
+  readonly blob: { readonly schema: string; readonly table: string };
+  readonly metadata: { readonly schema: string; readonly table: string; readonly joinColumn: string };
+  readonly keyColumn: string;
+  readonly modifiedOnColumn: string;
+  readonly columns: {
+    readonly name: string;
+    readonly content: string;
+    readonly isDirectory: string;
+    readonly pathLocator: string;
+    readonly parentPathLocator: string;
+    readonly creationTime: string | null;
+    readonly lastWriteTime: string | null;
+  };
+  readonly businessUnit?: {
+    readonly column: string;
+    readonly mapTable?: { readonly schema: string; readonly table: string; readonly idColumn: string } | undefined;
+  } | undefined;
+  /** Content longer than this is not read in the page query (contentLength is set, content is null). */
+  readonly inlineContentMaxBytes: number;
+  /** SQL Server only: OPTION (MAXDOP n). */
+  readonly maxdop: number | null;
+}

@@ -1,0 +1,82 @@
+import type { BlobChange, BlobChunk, Ticks } from '../contract.js';
+
+/**
+ * What the apply loop needs from a target database. One implementation per engine in consumers/<engine>/, each
+ * with the same file names: dialect.ts (pure SQL builders returning { text, values }) and writer.ts (executes).
+ * The loop reduces, orders and decides; the writer only makes one batch durable, atomically with its offsets.
+ */
+
+/** Where a partition stands in the target: the next offset to consume. */
+export interface StoredOffset {
+  readonly topic: string;
+  readonly partition: number;
+  readonly nextOffset: bigint;
+}
+
+/**
+ * A row to upsert: the latest version of its key in the batch. Inline content is in `change.content.bytes`;
+ * chunked content (`change.content.kind === 'chunked'`) is assembled by the writer, inside the database, from the
+ * chunks staged earlier under `change.contentSha256` — so a large blob never has to be whole in the service's memory.
+ */
+export interface RowToApply {
+  readonly change: BlobChange;
+}
+
+export interface DeleteToApply {
+  readonly table: string;
+  readonly tenant: string;
+  readonly key: string;
+  readonly modifiedOn: Ticks;
+}
+
+export interface WatermarkToRecord {
+  readonly table: string;
+  readonly tenant: string;
+  readonly scope: string;
+  readonly topic: string;
+  readonly partition: number;
+  readonly watermark: Ticks;
+}
+
+export interface ApplyBatch {
+  readonly groupId: string;
+  readonly table: string;
+  readonly rows: readonly RowToApply[];
+  readonly deletes: readonly DeleteToApply[];
+  readonly watermarks: readonly WatermarkToRecord[];
+  /** Chunks of large blobs, staged in the target (same transaction) until their row arrives. */
+  readonly chunks: readonly BlobChunk[];
+  /** Offsets to store with the data, in the same transaction. */
+  readonly offsets: readonly StoredOffset[];
+}
+
+export interface ApplyResult {
+  /** Rows written (inserted or updated). */
+  readonly applied: number;
+  /** Rows not written because the target already held a newer or equal version (or a newer delete). */
+  readonly skippedStale: number;
+  readonly deleted: number;
+  /** Keys of rows whose parent is neither in the target nor in this batch; they were not written. */
+  readonly missingParent: readonly string[];
+  /** Keys of chunked rows whose chunks are not all staged; they were not written (treated like missing parents). */
+  readonly incompleteContent: readonly string[];
+}
+
+export interface TargetWriter {
+  readonly kind: 'postgres' | 'sqlserver';
+  /** Creates the target tables (numbered migrations in schema/target-<engine>/) if they are missing. */
+  migrate(): Promise<void>;
+  /** Offsets stored in the target for this group, to resume from. */
+  storedOffsets(groupId: string, topics: readonly string[]): Promise<StoredOffset[]>;
+  /**
+   * Applies one batch in one transaction: upserts guarded by ModifiedOn (newer wins; on a tie the greater content
+   * hash wins, so every replica converges), deletes guarded the same way, watermarks, offsets.
+   * Rows whose parent is missing are left out and reported, so the loop can route them to the retry topic.
+   */
+  apply(batch: ApplyBatch): Promise<ApplyResult>;
+  /** Whether rows with these parent path locators exist in the target (for retried children). */
+  existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>>;
+  /** consistent_as_of per table: the minimum watermark over the partitions of its topic. */
+  consistentAsOf(groupId: string): Promise<{ table: string; scope: string; watermark: Ticks | null }[]>;
+  close(): Promise<void>;
+}
