@@ -1,0 +1,342 @@
+/**
+ * The control store against a real PostgreSQL: every test creates its own database (dropped only when it passed),
+ * migrates a schema with a mixed-case name (so quoting is exercised) and checks one behaviour the poller relies on.
+ */
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { ControlStore, type PublishedRow, type TableStart } from '../../src/control/store.js';
+import { HighwaterError } from '../../src/errors.js';
+import { createTestDatabase, dropWhenPassed, type TestDatabase } from '../support/pg.js';
+
+const SCHEMA = 'Hw_Control';
+/** Bigger than 2^53: a Number would round it. */
+const BIG_TICKS = 638000000000000001n;
+
+async function controlStore(testName: string): Promise<{ db: TestDatabase; store: ControlStore }> {
+  const db = await createTestDatabase(`control ${testName}`);
+  dropWhenPassed(db);
+  const store = new ControlStore(db.pool(), SCHEMA);
+  await store.migrate();
+  return { db, store };
+}
+
+/** A second process: its own pool and store on the same database, closed when the test ends. */
+async function withOtherProcess<T>(db: TestDatabase, work: (store: ControlStore) => Promise<T>, max = 10): Promise<T> {
+  const pool = new pg.Pool({ connectionString: db.url, max });
+  try {
+    return await work(new ControlStore(pool, SCHEMA));
+  } finally {
+    await pool.end();
+  }
+}
+
+function tableStart(overrides: Partial<TableStart> = {}): TableStart {
+  return {
+    table: 'ReferralAttachment', scope: '*', tenant: 'gwent',
+    window: { start: 637000000000000000n, end: BIG_TICKS }, endClampedBy: null, oldestTxVisible: true,
+    ...overrides,
+  };
+}
+
+function published(key: string, modifiedOn: bigint, extra: Partial<PublishedRow> = {}): PublishedRow {
+  return { key, modifiedOn, contentSha256: Buffer.alloc(32, key.length), pathLocator: `/${key}/`, chunkCount: null, ...extra };
+}
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  const error = await promise.then(() => null, (e: unknown) => e);
+  expect(error).toBeInstanceOf(HighwaterError);
+  expect((error as HighwaterError).code).toBe(code);
+}
+
+describe('control store', () => {
+  it('migrates once: a second migration, or two at the same time, change nothing', async ({ task }) => {
+    const db = await createTestDatabase(`control ${task.name}`);
+    dropWhenPassed(db);
+    const concurrent = await withOtherProcess(db, async (other) =>
+      Promise.all([new ControlStore(db.pool(), SCHEMA).migrate(), other.migrate()]));
+    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1]]);
+
+    const again = await new ControlStore(db.pool(), SCHEMA).migrate();
+    expect(again.applied).toEqual([]);
+    const tables = await db.pool().query<{ table_name: string }>(
+      'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name', [SCHEMA]);
+    expect(tables.rows.map((r) => r.table_name)).toEqual([
+      'deletion_log', 'published', 'row_failures', 'run_batches', 'run_tables', 'runs', 'schema_migrations', 'sweep_cursors', 'watermarks',
+    ]);
+    const versions = await db.pool().query(`SELECT version, name FROM "${SCHEMA}".schema_migrations`);
+    expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }]);
+  });
+
+  it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    const owners = Array.from({ length: 8 }, (_, i) => `poller-${i}`);
+    const results = await withOtherProcess(db, (other) =>
+      Promise.all(owners.map((owner, i) => (i % 2 === 0 ? store : other).acquireLease('ClientAttachment', '*', 'gwent', owner, 60))));
+
+    const winners = results.filter((r) => r.acquired);
+    expect(winners).toHaveLength(1);
+    const holder = winners[0]!.holder;
+    expect(owners).toContain(holder);
+    for (const loser of results.filter((r) => !r.acquired)) {
+      expect(loser.holder).toBe(holder);
+      expect(loser.expiresAt).toBeInstanceOf(Date);
+    }
+    // The holder may take it again (a restart of the same owner); nobody else may.
+    expect((await store.acquireLease('ClientAttachment', '*', 'gwent', holder!, 60)).acquired).toBe(true);
+    expect((await store.acquireLease('ClientAttachment', '*', 'gwent', 'someone-else', 60)).acquired).toBe(false);
+    // Another scope of the same table is a different lease.
+    expect((await store.acquireLease('ClientAttachment', 'bu-1', 'gwent', 'someone-else', 60)).acquired).toBe(true);
+  });
+
+  it('lets an expired lease be taken over; the old owner can then neither renew nor advance', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll', requestedBy: 'test' });
+    expect((await store.acquireLease('T', '*', '', 'old', 60)).acquired).toBe(true);
+    expect(await store.renewLease('T', '*', 'old', 60)).toBe(true);
+
+    // Expire it by the database's clock.
+    await db.pool().query(`UPDATE "${SCHEMA}".watermarks SET lease_expires_at = clock_timestamp() - interval '1 second'`);
+    const taken = await store.acquireLease('T', '*', '', 'new', 60);
+    expect(taken).toMatchObject({ acquired: true, holder: 'new', highWater: null });
+
+    expect(await store.renewLease('T', '*', 'old', 60)).toBe(false);
+    expect(await store.advanceHighWater('T', '*', 'old', 100n, runId)).toBe(false);
+    expect(await store.releaseLease('T', '*', 'old')).toBe(false);
+    expect((await store.acquireLease('T', '*', '', 'old', 60)).acquired).toBe(false);
+    expect(await store.advanceHighWater('T', '*', 'new', 100n, runId)).toBe(true);
+    expect((await store.watermark('T', '*'))?.leaseOwner).toBe('new');
+
+    // A short lease also expires by itself.
+    expect(await store.releaseLease('T', '*', 'new')).toBe(true);
+    expect((await store.acquireLease('T', '*', '', 'brief', 0.2)).acquired).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(await store.renewLease('T', '*', 'brief', 60)).toBe(false);
+    expect(await store.acquireLease('T', '*', '', 'next', 60)).toMatchObject({ acquired: true, highWater: 100n });
+  });
+
+  it('moves the high-watermark only forward and only for the lease holder', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    await store.acquireLease('T', '*', 't1', 'me', 60);
+    expect(await store.advanceHighWater('T', '*', 'me', BIG_TICKS, runId)).toBe(true);
+    const first = await store.watermark('T', '*');
+    expect(first).toMatchObject({ highWater: BIG_TICKS, lastRunId: runId, tenant: 't1' });
+
+    expect(await store.advanceHighWater('T', '*', 'me', BIG_TICKS - 1n, runId)).toBe(true);
+    expect((await store.watermark('T', '*'))?.highWater).toBe(BIG_TICKS);
+    expect((await store.watermark('T', '*'))?.lastAdvancedAt).toEqual(first?.lastAdvancedAt);
+
+    expect(await store.advanceHighWater('T', '*', 'intruder', BIG_TICKS + 10n, runId)).toBe(false);
+    expect(await store.advanceHighWater('Other', '*', 'me', BIG_TICKS + 10n, runId)).toBe(false);
+    expect((await store.watermark('T', '*'))?.highWater).toBe(BIG_TICKS);
+
+    expect(await store.advanceHighWater('T', '*', 'me', BIG_TICKS + 1n, runId)).toBe(true);
+    await store.releaseLease('T', '*', 'me');
+    expect(await store.advanceHighWater('T', '*', 'me', BIG_TICKS + 2n, runId)).toBe(false);
+    expect(await store.acquireLease('T', '*', 't1', 'me-again', 60)).toMatchObject({ acquired: true, highWater: BIG_TICKS + 1n });
+    expect(await store.watermarks()).toEqual([expect.objectContaining({ table: 'T', scope: '*', highWater: BIG_TICKS + 1n, leaseOwner: 'me-again' })]);
+  });
+
+  it('records batches with their counts and finds the most advanced completed one across steps', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll', requestedBy: 'test', options: { tables: ['T'], big: BIG_TICKS } });
+    await store.startTable(runId, tableStart({ table: 'T' }));
+    expect(await store.lastCompletedBatch(runId, 'T', '*')).toBeNull();
+
+    const batch = { runId, table: 'T', scope: '*', bytes: 10, skipped: 1, startedAt: new Date(), status: 'completed' as const };
+    const at = (n: bigint, key: string) => ({ modifiedOn: n, key });
+    // Alphabetically 'roots' > 'missing-parents' > 'children'; the step order must win, not the name.
+    expect(await store.recordBatch({ ...batch, step: 'roots', batchNo: 1, rows: 5, lastPosition: at(1n, 'r1') })).toBe(true);
+    expect(await store.recordBatch({ ...batch, step: 'roots', batchNo: 2, rows: 5, lastPosition: at(2n, 'r2') })).toBe(true);
+    expect(await store.lastCompletedBatch(runId, 'T', '*')).toEqual({ step: 'roots', batchNo: 2, lastPosition: at(2n, 'r2') });
+    await store.recordBatch({ ...batch, step: 'missing-parents', batchNo: 1, rows: 2, lastPosition: at(BIG_TICKS, 'p"1,{x}') });
+    expect(await store.lastCompletedBatch(runId, 'T', '*')).toEqual({ step: 'missing-parents', batchNo: 1, lastPosition: at(BIG_TICKS, 'p"1,{x}') });
+    await store.recordBatch({ ...batch, step: 'children', batchNo: 1, rows: 3, lastPosition: at(5n, 'c1') });
+    await store.recordBatch({ ...batch, step: 'children', batchNo: 2, rows: 3, lastPosition: at(6n, 'c2') });
+    // A failed batch is not a checkpoint and its counts are not added.
+    await store.recordBatch({ ...batch, step: 'children', batchNo: 3, rows: 99, lastPosition: null, status: 'failed', error: 'broker gone' });
+    expect(await store.lastCompletedBatch(runId, 'T', '*')).toEqual({ step: 'children', batchNo: 2, lastPosition: at(6n, 'c2') });
+    // Recording a completed batch again (a retried call) changes nothing.
+    expect(await store.recordBatch({ ...batch, step: 'children', batchNo: 2, rows: 3, lastPosition: at(6n, 'c2') })).toBe(false);
+
+    let table = await store.getTable(runId, 'T', '*');
+    expect(table).toMatchObject({ rowsPublished: 18, bytesPublished: 50, rowsSkippedUnchanged: 5, tombstones: 0, rowsFailed: 0 });
+
+    // The failed batch redone: replaced and counted once.
+    expect(await store.recordBatch({ ...batch, step: 'children', batchNo: 3, rows: 4, failed: 1, lastPosition: at(7n, 'c3') })).toBe(true);
+    await store.recordBatch({ ...batch, step: 'deletes', batchNo: 1, rows: 2, bytes: 0, skipped: 0, lastPosition: null });
+    expect(await store.lastCompletedBatch(runId, 'T', '*')).toEqual({ step: 'deletes', batchNo: 1, lastPosition: null });
+    table = await store.getTable(runId, 'T', '*');
+    expect(table).toMatchObject({ rowsPublished: 22, bytesPublished: 60, rowsSkippedUnchanged: 6, tombstones: 2, rowsFailed: 1 });
+
+    const run = await store.getRun(runId);
+    expect(run.options).toEqual({ tables: ['T'], big: BIG_TICKS.toString() });
+    expect(run.batches.map((b) => `${b.step}#${b.batchNo}:${b.status}`)).toEqual([
+      'roots#1:completed', 'roots#2:completed', 'missing-parents#1:completed',
+      'children#1:completed', 'children#2:completed', 'children#3:completed', 'deletes#1:completed',
+    ]);
+    expect(run.batches[2]?.lastPosition).toEqual(at(BIG_TICKS, 'p"1,{x}'));
+
+    // A batch of a table the run never started is refused.
+    await expectCode(store.recordBatch({ ...batch, table: 'Unstarted', step: 'roots', batchNo: 1, rows: 1, lastPosition: null }), 'DB_CONSTRAINT');
+  });
+
+  it('keeps the original window when a run resumes a table', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const original = { start: 100n, end: BIG_TICKS };
+    const first = await store.startTable(runId, tableStart({ window: original, endClampedBy: 'oldest-open-transaction', oldestTxVisible: true }));
+    expect(first).toMatchObject({ resumed: false, window: original, status: 'running', endClampedBy: 'oldest-open-transaction', oldestTxVisible: true });
+    expect(await store.finishTable(runId, first.table, '*', { status: 'failed', error: 'source went away' })).toBe(true);
+    expect(await store.getTable(runId, first.table, '*')).toMatchObject({ status: 'failed', error: 'source went away' });
+
+    const resumed = await store.startTable(runId, tableStart({ window: { start: 500n, end: BIG_TICKS + 1000n }, endClampedBy: null, oldestTxVisible: false }));
+    expect(resumed).toMatchObject({ resumed: true, window: original, status: 'running', error: null, finishedAt: null, endClampedBy: 'oldest-open-transaction' });
+
+    // A table that completed stays completed, so the resuming poller can skip it.
+    await store.finishTable(runId, first.table, '*', { status: 'completed' });
+    expect(await store.startTable(runId, tableStart())).toMatchObject({ resumed: true, status: 'completed', window: original });
+
+    expect(await store.getTable(runId, 'Nope', '*')).toBeNull();
+    expect(await store.finishTable(runId, 'Nope', '*', { status: 'failed', error: 'lease held' })).toBe(false);
+  });
+
+  it('runs: created, finished, listed, read back, and unknown ids refused', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const a = await store.createRun({ kind: 'poll', requestedBy: 'cron' });
+    const b = await store.createRun({ kind: 'backfill', requestedBy: 'consumer', options: { keys: ['k1'] } });
+    await store.startTable(a, tableStart());
+    await store.recordBatch({ runId: a, table: tableStart().table, scope: '*', step: 'roots', batchNo: 1, rows: 3, bytes: 30, skipped: 0, lastPosition: { modifiedOn: 1n, key: 'k' }, startedAt: new Date(), status: 'completed' });
+    await store.finishRun(a, 'completed');
+    await store.finishRun(b, 'failed', 'it broke');
+
+    const runA = await store.getRun(a);
+    expect(runA).toMatchObject({ runId: a, kind: 'poll', status: 'completed', requestedBy: 'cron', pid: process.pid, error: null });
+    expect(runA.finishedAt).toBeInstanceOf(Date);
+    expect(runA.tables).toHaveLength(1);
+    expect(runA.batches).toHaveLength(1);
+
+    const all = await store.listRuns({ limit: 10 });
+    expect(all.map((r) => r.runId)).toEqual([b, a]);
+    expect(all[1]).toMatchObject({ tableCount: 1, rowsPublished: 3, bytesPublished: 30 });
+    expect((await store.listRuns({ limit: 10, status: 'failed' })).map((r) => [r.runId, r.error])).toEqual([[b, 'it broke']]);
+    expect(await store.listRuns({ limit: 1 })).toHaveLength(1);
+
+    await expectCode(store.getRun('00000000-0000-4000-8000-000000000000'), 'RUN_NOT_FOUND');
+    await expectCode(store.getRun('not-a-uuid'), 'RUN_NOT_FOUND');
+    await expectCode(store.finishRun('00000000-0000-4000-8000-000000000000', 'failed'), 'RUN_NOT_FOUND');
+  });
+
+  it('resets a run: batches, tables and failures gone, running again from a fresh window', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    await store.startTable(runId, tableStart({ window: { start: 1n, end: 2n } }));
+    await store.recordBatch({ runId, table: tableStart().table, scope: '*', step: 'roots', batchNo: 1, rows: 1, bytes: 1, skipped: 0, lastPosition: { modifiedOn: 2n, key: 'a' }, startedAt: new Date(), status: 'completed' });
+    await store.recordRowFailure(runId, tableStart().table, 'big', BIG_TICKS, 'BLOB_TOO_LARGE');
+    await store.finishRun(runId, 'failed', 'boom');
+
+    await store.resetRun(runId);
+    const run = await store.getRun(runId);
+    expect(run).toMatchObject({ status: 'running', error: null, finishedAt: null, tables: [], batches: [] });
+    expect(await store.lastCompletedBatch(runId, tableStart().table, '*')).toBeNull();
+    expect(await store.rowFailures(runId)).toEqual([]);
+    expect(await store.startTable(runId, tableStart({ window: { start: 5n, end: 9n } }))).toMatchObject({ resumed: false, window: { start: 5n, end: 9n } });
+
+    await expectCode(store.resetRun('00000000-0000-4000-8000-000000000000'), 'RUN_NOT_FOUND');
+  });
+
+  it('registry: records and looks up versions exactly, never moving a key backwards', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    // Keys that need escaping inside a PostgreSQL array literal, and one that spells NULL.
+    const awkward = ['k"quote', 'a,b', 'back\\slash', '{brace}', 'NULL', 'ünï cødé', ' padded '];
+    const rows = [
+      published('k1', BIG_TICKS, { chunkCount: 3 }),
+      published('k2', 5n, { contentSha256: null, pathLocator: null }),
+      ...awkward.map((k, i) => published(k, BigInt(i + 1))),
+    ];
+    expect(await store.recordPublished('T', runId, rows)).toBe(rows.length);
+
+    const found = await store.lookupPublished('T', ['k1', 'k2', 'missing', ...awkward]);
+    expect([...found.keys()].sort()).toEqual(['k1', 'k2', ...awkward].sort());
+    expect(found.get('k1')).toEqual({ modifiedOn: BIG_TICKS, contentSha256: Buffer.alloc(32, 2), pathLocator: '/k1/', chunkCount: 3, deleted: false });
+    expect(found.get('k2')).toEqual({ modifiedOn: 5n, contentSha256: null, pathLocator: null, chunkCount: null, deleted: false });
+    expect(found.get('NULL')?.modifiedOn).toBe(5n);
+    expect(await store.lookupPublished('Other', ['k1'])).toEqual(new Map());
+    expect(await store.lookupPublished('T', [])).toEqual(new Map());
+
+    // Older: ignored. Same version, same content: ignored. Same version, other content: taken. Newer: taken.
+    expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS - 1n, { chunkCount: null })])).toBe(0);
+    expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS, { chunkCount: 3 })])).toBe(0);
+    expect((await store.lookupPublished('T', ['k1'])).get('k1')).toMatchObject({ modifiedOn: BIG_TICKS, chunkCount: 3 });
+    expect(await store.recordPublished('T', runId, [published('k2', 5n, { contentSha256: Buffer.alloc(32, 9) })])).toBe(1);
+    expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS + 1n, { pathLocator: '/moved/' })])).toBe(1);
+    expect((await store.lookupPublished('T', ['k1'])).get('k1')).toMatchObject({ modifiedOn: BIG_TICKS + 1n, pathLocator: '/moved/', chunkCount: null });
+
+    // The same key twice in one batch: the later version wins, whatever the order.
+    expect(await store.recordPublished('T', runId, [published('dup', 9n), published('dup', 7n), published('dup', 8n)])).toBe(1);
+    expect((await store.lookupPublished('T', ['dup'])).get('dup')?.modifiedOn).toBe(9n);
+
+    expect(await store.publishedPathLocators('T', ['/moved/', '/k1/', '/a,b/', '/nowhere/'])).toEqual(new Set(['/moved/', '/a,b/']));
+    expect(await store.publishedPathLocators('T', [])).toEqual(new Set());
+  });
+
+  it('deletions mark the registry and the log once; the sweep walks keys with a cursor', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const keys = ['a', 'b', 'c', 'd', 'e'];
+    await store.recordPublished('T', runId, keys.map((k) => published(k, BIG_TICKS)));
+    await store.recordPublished('U', runId, [published('a', 1n)]);
+
+    expect(await store.sweepCursor('T')).toBeNull();
+    const firstRange = await store.registeredKeysAfter('T', null, 2);
+    expect(firstRange).toEqual(['a', 'b']);
+    await store.setSweepCursor('T', firstRange.at(-1)!);
+    expect(await store.sweepCursor('T')).toBe('b');
+    expect(await store.registeredKeysAfter('T', 'b', 2)).toEqual(['c', 'd']);
+
+    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS }, { key: 'zz', modifiedOn: 1n }])).toEqual(['c']);
+    // Repeated: nothing new is logged.
+    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS }])).toEqual([]);
+    // A version older than the registered one is not a deletion of the row we published.
+    expect(await store.recordDeletions('T', runId, [{ key: 'd', modifiedOn: BIG_TICKS - 1n }])).toEqual([]);
+
+    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: true, modifiedOn: BIG_TICKS });
+    expect(await store.registeredKeysAfter('T', 'b', 2)).toEqual(['d', 'e']);
+    expect(await store.publishedPathLocators('T', ['/c/', '/d/'])).toEqual(new Set(['/d/']));
+    expect((await store.lookupPublished('U', ['a'])).get('a')?.deleted).toBe(false);
+    const log = await db.pool().query(`SELECT table_name, key, modified_on_ticks, run_id FROM "${SCHEMA}".deletion_log`);
+    expect(log.rows).toEqual([{ table_name: 'T', key: 'c', modified_on_ticks: BIG_TICKS.toString(), run_id: runId }]);
+
+    // The row comes back with a newer version: registered again.
+    expect(await store.recordPublished('T', runId, [published('c', BIG_TICKS + 1n)])).toBe(1);
+    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: false, modifiedOn: BIG_TICKS + 1n });
+
+    await store.setSweepCursor('T', null);
+    expect(await store.sweepCursor('T')).toBeNull();
+  });
+
+  it('records row failures and reports status per table and scope', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    await store.recordRowFailure(runId, 'T', 'huge', BIG_TICKS, 'BLOB_TOO_LARGE: 3 GB');
+    await store.recordRowFailure(runId, 'T', 'odd', null, 'unreadable');
+    expect(await store.rowFailures(runId)).toEqual([
+      expect.objectContaining({ runId, table: 'T', key: 'huge', modifiedOn: BIG_TICKS, reason: 'BLOB_TOO_LARGE: 3 GB' }),
+      expect.objectContaining({ key: 'odd', modifiedOn: null }),
+    ]);
+
+    await store.acquireLease('T', '*', 'gwent', 'me', 60);
+    await store.acquireLease('T', 'bu-1', 'gwent', 'me', 60);
+    await store.startTable(runId, tableStart({ table: 'T' }));
+    await store.advanceHighWater('T', '*', 'me', BIG_TICKS, runId);
+    await store.finishTable(runId, 'T', '*', { status: 'completed' });
+    await store.releaseLease('T', '*', 'me');
+
+    const status = await store.status();
+    expect(status).toEqual([
+      expect.objectContaining({ table: 'T', scope: '*', highWater: BIG_TICKS, leaseOwner: null, leaseActive: false, lastRunId: runId, lastRunStatus: 'running', lastRunTableStatus: 'completed', advancedByRunId: runId }),
+      expect.objectContaining({ table: 'T', scope: 'bu-1', highWater: null, leaseOwner: 'me', leaseActive: true, lastRunId: null, lastRunStatus: null }),
+    ]);
+  });
+});
