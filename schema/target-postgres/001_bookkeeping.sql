@@ -34,12 +34,17 @@ CREATE TABLE IF NOT EXISTS {{schema}}.hw_tombstones (
   PRIMARY KEY (table_name, tenant, key)
 );
 
--- Chunks of large blobs wait here until their row arrives; the row's upsert assembles them in the database.
+-- Chunks of large blobs wait here until their row arrives; the row's upsert assembles them in the database and
+-- then deletes them. They are kept per row key (not by hash alone): two rows with the same content, applied in
+-- different batches, must not consume each other's chunks; and per chunk count, so chunks of one content cut at two
+-- chunk sizes never mix.
 CREATE TABLE IF NOT EXISTS {{schema}}.hw_chunks (
+  table_name      text        NOT NULL,
+  key             text        NOT NULL,
   content_sha256  bytea       NOT NULL,
-  idx             integer     NOT NULL,
   chunk_count     integer     NOT NULL,
+  idx             integer     NOT NULL,
   bytes           bytea       NOT NULL,
   staged_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
-  PRIMARY KEY (content_sha256, idx)
+  PRIMARY KEY (table_name, key, content_sha256, chunk_count, idx)
 );

@@ -1,0 +1,511 @@
+import { createHash } from 'node:crypto';
+import type { BlobChunk, Ticks } from '../../src/contract.js';
+import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
+import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import type { CopyColumn, CopyValue } from './copy-binary.js';
+
+/**
+ * PostgreSQL target dialect: pure builders returning `{ text, values }`. Values always travel as parameters (or in
+ * the binary COPY stream); identifiers are validated and quoted by quotePg. writer.ts executes these, in order, in
+ * one transaction per batch:
+ *
+ *   stageChunks → createStageTable → COPY rows into pg_temp.hw_stage → assembleChunkedContent →
+ *   markIncompleteContent → markMissingParents → upsertFromStage → deleteUsedChunks → applyDeletes →
+ *   upsertWatermarks → upsertOffsets → COMMIT
+ *
+ * A staged row ends with `status` 'incomplete' (chunked content not all staged), 'missing-parent', or NULL: then
+ * the upsert writes it unless it is stale (the target or a tombstone holds a newer or equal version). Staleness is
+ * only looked up for rows about to be held back, so a stale row is skipped rather than retried, at no cost to the
+ * rows that are written. Versions compare as `(modified_on_ticks, coalesce(content_sha256, '\x'))`: newer
+ * ModifiedOn wins, a tie goes to the greater hash.
+ */
+
+export interface SqlQuery {
+  readonly text: string;
+  readonly values: readonly unknown[];
+}
+
+/** A configured table as it lives in the target: its logical name (used in bookkeeping rows) and its SQL name. */
+export interface TargetTable {
+  readonly logical: string;
+  readonly schema: string;
+  readonly table: string;
+}
+
+/** Rows may carry where they were read from; the writer stores it in source_partition/source_offset when present. */
+export interface StageInput extends RowToApply {
+  readonly sourcePartition?: number;
+  readonly sourceOffset?: bigint;
+}
+
+export type StageStatus = 'incomplete' | 'missing-parent';
+
+// ---------------------------------------------------------------------------------------------------- names
+
+/** PostgreSQL truncates identifiers longer than 63 bytes; table names leave room for the `_path_idx` suffix. */
+export const PG_MAX_IDENTIFIER = 63;
+const PATH_INDEX_SUFFIX = '_path_idx';
+const MAX_TABLE_NAME = PG_MAX_IDENTIFIER - PATH_INDEX_SUFFIX.length;
+/** Names the bookkeeping tables use; a configured table mapping onto one gets a `t_` prefix. */
+const RESERVED_PREFIX = 'hw_';
+
+/**
+ * The SQL name of a configured table (`name` may hold `.`, `-` and upper case): lower-cased, every character other
+ * than a-z, 0-9 and `_` turned into `_`, prefixed with `t_` when it would not start with a letter or `_` or would
+ * start with `hw_`, and cut to 54 characters plus `_` and 8 hex digits of its SHA-256 when longer. Deterministic;
+ * different names can map to one table (`a.b`, `a_b`), which the writer refuses at construction.
+ */
+export function targetTableName(name: string): string {
+  if (name.length === 0) throw new TypeError('a table name must not be empty');
+  let base = name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (!/^[a-z_]/.test(base) || base.startsWith(RESERVED_PREFIX)) base = `t_${base}`;
+  if (base.length > MAX_TABLE_NAME) {
+    const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 8);
+    base = `${base.slice(0, MAX_TABLE_NAME - 9)}_${hash}`;
+  }
+  return assertIdentifier(base, 'target table name');
+}
+
+export function pathIndexName(table: string): string {
+  return assertIdentifier(`${table}${PATH_INDEX_SUFFIX}`, 'index name');
+}
+
+export function targetTable(schema: string, logical: string): TargetTable {
+  return { logical, schema: assertIdentifier(schema, 'target schema'), table: targetTableName(logical) };
+}
+
+const bookkeeping = (schema: string, table: string): string => qualified(quotePg, schema, table);
+const target = (t: TargetTable): string => qualified(quotePg, t.schema, t.table);
+
+// ---------------------------------------------------------------------------------------------------- migrations
+
+export type MigrationPlaceholder = 'schema' | 'table' | 'index_path';
+
+/**
+ * Replaces `{{schema}}`, `{{table}}` and `{{index_path}}` with validated, quoted identifiers. An unknown
+ * placeholder, or one without a value, is an error: a migration never runs half-rendered.
+ */
+export function renderMigration(text: string, identifiers: Partial<Record<MigrationPlaceholder, string>>): string {
+  return text.replace(/\{\{\s*([A-Za-z_]+)\s*\}\}/g, (_match, name: string) => {
+    if (name !== 'schema' && name !== 'table' && name !== 'index_path') throw new TypeError(`unknown placeholder {{${name}}} in a migration`);
+    const value = identifiers[name];
+    if (value === undefined) throw new TypeError(`no value for placeholder {{${name}}} in a migration`);
+    return quotePg(value);
+  });
+}
+
+/** A numbered bookkeeping migration (schema/target-postgres/NNN_*.sql) for the target schema. */
+export function bookkeepingDdl(fileText: string, schema: string): SqlQuery {
+  return { text: renderMigration(fileText, { schema }), values: [] };
+}
+
+/** schema/target-postgres/blob-table.sql for one configured table. */
+export function blobTableDdl(fileText: string, t: TargetTable): SqlQuery {
+  return { text: renderMigration(fileText, { schema: t.schema, table: t.table, index_path: pathIndexName(t.table) }), values: [] };
+}
+
+/** Migration files are `NNN_name.sql`, applied in name order. */
+export const MIGRATION_FILE = /^\d{3}_[A-Za-z0-9_-]+\.sql$/;
+
+/** Serialises migrations of one schema across processes: an advisory lock held until the transaction ends. */
+export function migrationLock(schema: string): SqlQuery {
+  const key = createHash('sha256').update(`highwater:target-postgres:${schema}`, 'utf8').digest().readBigInt64BE(0);
+  return { text: 'SELECT pg_advisory_xact_lock($1::bigint)', values: [key.toString()] };
+}
+
+export function createMigrationsTable(schema: string): SqlQuery {
+  return {
+    text: `CREATE SCHEMA IF NOT EXISTS ${quotePg(schema)};
+CREATE TABLE IF NOT EXISTS ${bookkeeping(schema, 'hw_migrations')} (
+  name        text        PRIMARY KEY,
+  sha256      text        NOT NULL,
+  applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+)`,
+    values: [],
+  };
+}
+
+export function selectAppliedMigrations(schema: string): SqlQuery {
+  return { text: `SELECT name FROM ${bookkeeping(schema, 'hw_migrations')}`, values: [] };
+}
+
+export function recordMigration(schema: string, name: string, sha256: string): SqlQuery {
+  return { text: `INSERT INTO ${bookkeeping(schema, 'hw_migrations')} (name, sha256) VALUES ($1, $2)`, values: [name, sha256] };
+}
+
+// ---------------------------------------------------------------------------------------------------- staging
+
+export const STAGE_TABLE = 'pg_temp.hw_stage';
+
+/** The staging table's COPY columns, in COPY order. */
+export const STAGE_COLUMNS: readonly CopyColumn[] = [
+  { name: 'tenant', type: 'text' },
+  { name: 'key', type: 'text' },
+  { name: 'name', type: 'text' },
+  { name: 'path_locator', type: 'text' },
+  { name: 'parent_path_locator', type: 'text' },
+  { name: 'is_directory', type: 'bool' },
+  { name: 'size', type: 'int8' },
+  { name: 'content', type: 'bytea' },
+  { name: 'content_kind', type: 'text' },
+  { name: 'content_sha256', type: 'bytea' },
+  { name: 'chunk_count', type: 'int4' },
+  { name: 'modified_on_ticks', type: 'int8' },
+  { name: 'business_unit', type: 'text' },
+  { name: 'creation_time_ticks', type: 'int8' },
+  { name: 'last_write_time_ticks', type: 'int8' },
+  { name: 'last_access_time_ticks', type: 'int8' },
+  { name: 'is_readonly', type: 'bool' },
+  { name: 'is_hidden', type: 'bool' },
+  { name: 'is_system', type: 'bool' },
+  { name: 'is_archive', type: 'bool' },
+  { name: 'run_id', type: 'text' },
+  { name: 'source_partition', type: 'int4' },
+  { name: 'source_offset', type: 'int8' },
+];
+
+/** Staging-only columns: how the content travels. Every other COPY column is a column of the target table. */
+const STAGE_ONLY = new Set(['content_kind', 'chunk_count']);
+const TARGET_COLUMNS = STAGE_COLUMNS.map((c) => c.name).filter((n) => !STAGE_ONLY.has(n));
+const SQL_TYPE: Record<CopyColumn['type'], string> = { bool: 'boolean', int2: 'smallint', int4: 'integer', int8: 'bigint', text: 'text', bytea: 'bytea' };
+
+/** A temporary table per transaction (dropped at COMMIT or ROLLBACK), so pooled sessions never share staging. */
+export function createStageTable(): SqlQuery {
+  const columns = STAGE_COLUMNS.map((c) => `  ${c.name} ${SQL_TYPE[c.type]}`).join(',\n');
+  return { text: `CREATE TEMP TABLE hw_stage (\n${columns},\n  status text\n) ON COMMIT DROP`, values: [] };
+}
+
+/** The COPY statement for pg-copy-streams' `from()`; the stream carries the values (see copy-binary.ts). */
+export function copyIntoStage(): SqlQuery {
+  return { text: `COPY ${STAGE_TABLE} (${STAGE_COLUMNS.map((c) => c.name).join(', ')}) FROM STDIN (FORMAT binary)`, values: [] };
+}
+
+/** One row's COPY values, in STAGE_COLUMNS order. */
+export function stageValues(row: StageInput): CopyValue[] {
+  const c = row.change;
+  const a = c.attributes;
+  const content = c.content;
+  return [
+    c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
+    c.size,
+    content.kind === 'inline' ? content.bytes : null,
+    content.kind,
+    c.contentSha256,
+    content.kind === 'chunked' ? content.chunkCount : null,
+    c.modifiedOn, c.businessUnit,
+    a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
+    a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
+    c.runId,
+    row.sourcePartition ?? null,
+    row.sourceOffset ?? null,
+  ];
+}
+
+/** Version order, as the database compares it: ModifiedOn, then the content hash (NULL as the empty string). */
+export function compareVersions(a: { modifiedOn: Ticks; contentSha256: Buffer | null }, b: { modifiedOn: Ticks; contentSha256: Buffer | null }): number {
+  if (a.modifiedOn !== b.modifiedOn) return a.modifiedOn < b.modifiedOn ? -1 : 1;
+  return Buffer.compare(a.contentSha256 ?? EMPTY, b.contentSha256 ?? EMPTY);
+}
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Keeps the greatest version per (tenant, key), so the upsert never meets a key twice; the others are `superseded`
+ * (counted as stale, their staged chunks released). Stable: the first of equal versions is kept.
+ */
+export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest: T[]; superseded: T[] } {
+  const best = new Map<string, T>();
+  const superseded: T[] = [];
+  for (const row of rows) {
+    const id = `${row.change.tenant}\u0000${row.change.key}`;
+    const held = best.get(id);
+    if (held === undefined) best.set(id, row);
+    else if (compareVersions(row.change, held.change) > 0) {
+      superseded.push(held);
+      best.set(id, row);
+    } else superseded.push(row);
+  }
+  return { latest: [...best.values()], superseded };
+}
+
+// ---------------------------------------------------------------------------------------------------- chunks
+
+/** Content-addressed chunks, in multi-row inserts of at most `maxBytes` (bytes go as binary parameters). */
+export function stageChunks(schema: string, chunks: readonly BlobChunk[], maxBytes = 16 << 20, maxRows = 1000): SqlQuery[] {
+  const queries: SqlQuery[] = [];
+  let group: BlobChunk[] = [];
+  let bytes = 0;
+  for (const chunk of chunks) {
+    if (group.length > 0 && (bytes + chunk.bytes.length > maxBytes || group.length >= maxRows)) {
+      queries.push(insertChunks(schema, group));
+      group = [];
+      bytes = 0;
+    }
+    group.push(chunk);
+    bytes += chunk.bytes.length;
+  }
+  if (group.length > 0) queries.push(insertChunks(schema, group));
+  return queries;
+}
+
+function insertChunks(schema: string, chunks: readonly BlobChunk[]): SqlQuery {
+  const values: unknown[] = [];
+  const tuples = chunks.map((c) => {
+    const n = values.push(c.table, c.key, c.contentSha256, c.count, c.index, c.bytes);
+    return `($${n - 5}, $${n - 4}, $${n - 3}, $${n - 2}, $${n - 1}, $${n})`;
+  });
+  return {
+    text: `INSERT INTO ${bookkeeping(schema, 'hw_chunks')} (table_name, key, content_sha256, chunk_count, idx, bytes)
+VALUES ${tuples.join(', ')}
+ON CONFLICT DO NOTHING`,
+    values,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- classification
+
+const VERSION_OF = (alias: string): string => `(${alias}.modified_on_ticks, coalesce(${alias}.content_sha256, '\\x'::bytea))`;
+
+/** A tombstone of this table ($1), tenant and key at or after the staged row's version. */
+const TOMBSTONED = (schema: string): string => `EXISTS (SELECT 1 FROM ${bookkeeping(schema, 'hw_tombstones')} d
+    WHERE d.table_name = $1 AND d.tenant = s.tenant AND d.key = s.key AND d.modified_on_ticks >= s.modified_on_ticks)`;
+
+/**
+ * The staged row `s` will not be written: the target holds its version or a newer one, or a delete covers it. Only
+ * evaluated for rows about to be held back, so that a stale row is counted as stale, not sent to the retry topic.
+ */
+const STALE = (t: TargetTable): string => `(EXISTS (SELECT 1 FROM ${target(t)} t
+    WHERE t.tenant = s.tenant AND t.key = s.key AND ${VERSION_OF('t')} >= ${VERSION_OF('s')})
+  OR ${TOMBSTONED(t.schema)})`;
+
+/**
+ * Puts chunked content together in the database: `string_agg(bytes ORDER BY idx)` over the row's staged chunks,
+ * kept only when every chunk is there and the SHA-256 of the result is the row's hash. Stale rows are left alone.
+ */
+export function assembleChunkedContent(t: TargetTable): SqlQuery {
+  return {
+    text: `UPDATE ${STAGE_TABLE} s SET content = (
+  SELECT a.bytes FROM (
+    SELECT string_agg(c.bytes, ''::bytea ORDER BY c.idx) AS bytes, count(*) AS n
+    FROM ${bookkeeping(t.schema, 'hw_chunks')} c
+    WHERE c.table_name = $1 AND c.key = s.key AND c.content_sha256 = s.content_sha256
+      AND c.chunk_count = s.chunk_count AND c.idx >= 0 AND c.idx < s.chunk_count
+  ) a
+  WHERE a.n = s.chunk_count AND sha256(a.bytes) = s.content_sha256)
+WHERE s.status IS NULL AND s.content_kind = 'chunked' AND NOT ${STALE(t)}`,
+    values: [t.logical],
+  };
+}
+
+/** Chunked rows, not stale, whose content could not be assembled; returns their keys. */
+export function markIncompleteContent(t: TargetTable): SqlQuery {
+  return {
+    text: `UPDATE ${STAGE_TABLE} s SET status = 'incomplete'
+WHERE s.status IS NULL AND s.content_kind = 'chunked' AND s.content IS NULL AND NOT ${STALE(t)}
+RETURNING s.key`,
+    values: [t.logical],
+  };
+}
+
+/**
+ * Rows, not stale, whose parent is neither in the target (same tenant) nor placed by this batch; returns their
+ * keys. A row of the batch places its children when it is not held back and no tombstone covers it: rooted, or its
+ * parent is in the target, or its parent is placed — followed recursively, so a chain hanging from a missing parent
+ * is held back whole.
+ */
+export function markMissingParents(t: TargetTable): SqlQuery {
+  const parentInTarget = `EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = s.tenant AND t.path_locator = s.parent_path_locator)`;
+  return {
+    text: `WITH RECURSIVE placed (tenant, path_locator) AS (
+  SELECT s.tenant, s.path_locator FROM ${STAGE_TABLE} s
+  WHERE s.status IS NULL AND s.path_locator IS NOT NULL AND (s.parent_path_locator IS NULL OR ${parentInTarget})
+    AND NOT ${TOMBSTONED(t.schema)}
+  UNION
+  SELECT s.tenant, s.path_locator FROM ${STAGE_TABLE} s
+  JOIN placed p ON p.tenant = s.tenant AND p.path_locator = s.parent_path_locator
+  WHERE s.status IS NULL AND s.path_locator IS NOT NULL AND NOT ${TOMBSTONED(t.schema)}
+)
+UPDATE ${STAGE_TABLE} s SET status = 'missing-parent'
+WHERE s.status IS NULL AND s.parent_path_locator IS NOT NULL
+  AND NOT ${parentInTarget}
+  AND NOT EXISTS (SELECT 1 FROM placed p WHERE p.tenant = s.tenant AND p.path_locator = s.parent_path_locator)
+  AND NOT ${STALE(t)}
+RETURNING s.key`,
+    values: [t.logical],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- writes
+
+/**
+ * The guarded upsert: rows still unclassified, with no tombstone at or after their version, inserted or updated
+ * only when strictly newer than the target's version. The row count is the number of rows written.
+ */
+export function upsertFromStage(t: TargetTable): SqlQuery {
+  const columns = TARGET_COLUMNS.join(', ');
+  const updates = [...TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key').map((c) => `${c} = excluded.${c}`), 'applied_at = clock_timestamp()'];
+  return {
+    text: `INSERT INTO ${target(t)} AS t (${columns})
+SELECT ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
+FROM ${STAGE_TABLE} s
+WHERE s.status IS NULL AND NOT ${TOMBSTONED(t.schema)}
+ORDER BY s.tenant, s.key
+ON CONFLICT (tenant, key) DO UPDATE SET ${updates.join(', ')}
+WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}`,
+    values: [t.logical],
+  };
+}
+
+/**
+ * Releases staged chunks once used: those of rows written or found stale, and of versions superseded inside the
+ * batch — but never a set still needed by a row held back (missing parent, incomplete) in this batch.
+ */
+export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply[]): SqlQuery {
+  const chunked = superseded.filter((r) => r.change.content.kind === 'chunked' && r.change.contentSha256 !== null);
+  const stage = (condition: string): string =>
+    `SELECT key, content_sha256, chunk_count FROM ${STAGE_TABLE} WHERE content_kind = 'chunked' AND ${condition}`;
+  return {
+    text: `DELETE FROM ${bookkeeping(t.schema, 'hw_chunks')} c
+USING (
+  (${stage('status IS NULL')}
+   UNION SELECT * FROM unnest($2::text[], $3::bytea[], $4::integer[]))
+  EXCEPT ${stage("status IN ('incomplete', 'missing-parent')")}
+) u
+WHERE c.table_name = $1 AND c.key = u.key AND c.content_sha256 = u.content_sha256 AND c.chunk_count = u.chunk_count`,
+    values: [
+      t.logical,
+      chunked.map((r) => r.change.key),
+      chunked.map((r) => r.change.contentSha256),
+      chunked.map((r) => (r.change.content.kind === 'chunked' ? r.change.content.chunkCount : 0)),
+    ],
+  };
+}
+
+/**
+ * Guarded deletes: the target row goes only when its version is not newer than the deleted one, and the deletion
+ * is remembered in hw_tombstones (the greatest deleted version per key) so an older replay cannot resurrect it.
+ * The row count is the number of target rows deleted.
+ */
+export function applyDeletes(t: TargetTable, deletes: readonly DeleteToApply[]): SqlQuery {
+  const tombstones = bookkeeping(t.schema, 'hw_tombstones');
+  return {
+    text: `WITH d AS (
+  SELECT tenant, key, max(ticks) AS ticks
+  FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x (tenant, key, ticks)
+  GROUP BY tenant, key
+), remembered AS (
+  INSERT INTO ${tombstones} AS tb (table_name, tenant, key, modified_on_ticks)
+  SELECT $1::text, d.tenant, d.key, d.ticks FROM d
+  ON CONFLICT (table_name, tenant, key) DO UPDATE
+    SET modified_on_ticks = GREATEST(tb.modified_on_ticks, excluded.modified_on_ticks), deleted_at = clock_timestamp()
+    WHERE tb.modified_on_ticks < excluded.modified_on_ticks
+)
+DELETE FROM ${target(t)} t USING d
+WHERE t.tenant = d.tenant AND t.key = d.key AND t.modified_on_ticks <= d.ticks`,
+    values: [t.logical, deletes.map((d) => d.tenant), deletes.map((d) => d.key), deletes.map((d) => d.modifiedOn.toString())],
+  };
+}
+
+/** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
+export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
+  const latest = new Map<string, WatermarkToRecord>();
+  for (const m of marks) {
+    const id = JSON.stringify([m.topic, m.partition, m.scope]);
+    const held = latest.get(id);
+    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
+  }
+  const rows = [...latest.values()];
+  return {
+    text: `INSERT INTO ${bookkeeping(schema, 'hw_watermarks')} AS w (group_id, table_name, tenant, scope, topic, partition, watermark_ticks)
+SELECT $1::text, m.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::bigint[]) AS m
+ON CONFLICT (group_id, topic, partition, scope) DO UPDATE
+  SET watermark_ticks = excluded.watermark_ticks, table_name = excluded.table_name, tenant = excluded.tenant, updated_at = clock_timestamp()
+  WHERE w.watermark_ticks < excluded.watermark_ticks`,
+    values: [
+      groupId,
+      rows.map((m) => m.table),
+      rows.map((m) => m.tenant),
+      rows.map((m) => m.scope),
+      rows.map((m) => m.topic),
+      rows.map((m) => m.partition),
+      rows.map((m) => m.watermark.toString()),
+    ],
+  };
+}
+
+/** The next offset per partition, as given (the last of the batch per partition wins). */
+export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
+  const last = new Map<string, StoredOffset>();
+  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
+  const rows = [...last.values()];
+  return {
+    text: `INSERT INTO ${bookkeeping(schema, 'hw_offsets')} AS o (group_id, topic, partition, next_offset)
+SELECT $1::text, x.* FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS x
+ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset, updated_at = clock_timestamp()`,
+    values: [groupId, rows.map((o) => o.topic), rows.map((o) => o.partition), rows.map((o) => o.nextOffset.toString())],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- reads
+
+/** Columns: topic, partition, next_offset (bigint as text). */
+export function selectStoredOffsets(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `SELECT topic, partition, next_offset::text AS next_offset FROM ${bookkeeping(schema, 'hw_offsets')}
+WHERE group_id = $1 AND topic = ANY($2::text[]) ORDER BY topic, partition`,
+    values: [groupId, [...topics]],
+  };
+}
+
+/** Column: path_locator. */
+export function selectExistingPaths(t: TargetTable, tenant: string, pathLocators: readonly string[]): SqlQuery {
+  return {
+    text: `SELECT DISTINCT path_locator FROM ${target(t)} WHERE tenant = $1 AND path_locator = ANY($2::text[])`,
+    values: [tenant, [...pathLocators]],
+  };
+}
+
+/**
+ * consistent_as_of per (table, scope): the minimum watermark over the partitions of its topics, or NULL when a
+ * partition is known not to have passed a marker of that scope. Without partition counts the known partitions are
+ * those with a marker or a stored offset of this group: a partition the group has consumed from but that has no
+ * marker yet makes the table's value NULL. Columns: table_name, scope, watermark (bigint as text, or NULL).
+ */
+export function selectConsistentAsOf(schema: string, groupId: string): SqlQuery {
+  return {
+    text: `WITH w AS (
+  SELECT table_name, scope, topic, partition, watermark_ticks FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE group_id = $1
+), known AS (
+  SELECT topic, count(*) AS partitions FROM (
+    SELECT topic, partition FROM w
+    UNION SELECT topic, partition FROM ${bookkeeping(schema, 'hw_offsets')} WHERE group_id = $1
+  ) p GROUP BY topic
+)
+${CONSISTENT_TAIL}`,
+    values: [groupId],
+  };
+}
+
+/**
+ * As selectConsistentAsOf, with the partition count of every topic given (from the broker's metadata): NULL when a
+ * topic has fewer markers of a scope than partitions, or is not in the map.
+ */
+export function selectConsistentAsOfWithPartitions(schema: string, groupId: string, partitionsByTopic: ReadonlyMap<string, number>): SqlQuery {
+  return {
+    text: `WITH w AS (
+  SELECT table_name, scope, topic, partition, watermark_ticks FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE group_id = $1
+), known AS (
+  SELECT * FROM unnest($2::text[], $3::integer[]) AS k (topic, partitions)
+)
+${CONSISTENT_TAIL}`,
+    values: [groupId, [...partitionsByTopic.keys()], [...partitionsByTopic.values()]],
+  };
+}
+
+const CONSISTENT_TAIL = `, per_topic AS (
+  SELECT table_name, scope, topic, min(watermark_ticks) AS watermark, count(*) AS marked FROM w GROUP BY table_name, scope, topic
+)
+SELECT p.table_name, p.scope,
+  CASE WHEN bool_and(k.partitions IS NOT NULL AND p.marked >= k.partitions) THEN min(p.watermark)::text END AS watermark
+FROM per_topic p LEFT JOIN known k ON k.topic = p.topic
+GROUP BY p.table_name, p.scope
+ORDER BY p.table_name, p.scope`;

@@ -1,0 +1,351 @@
+/**
+ * The PostgreSQL target writer against a real PostgreSQL: every test owns a database (hw_t_pgwriter_…), dropped
+ * only when the test passed.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { PostgresWriter } from '../../consumers/postgres/writer.js';
+import type { BlobChange, BlobChunk, Ticks } from '../../src/contract.js';
+import { HighwaterError } from '../../src/errors.js';
+import type { ApplyBatch, RowToApply } from '../../src/target/writer.js';
+import { createTestDatabase, dropWhenPassed } from '../support/pg.js';
+
+const TABLE = 'Referral.Attachment';
+const GROUP = 'highwater.pgwriter';
+const TOPIC = 'highwater.src.Referral.Attachment';
+const MiB = 1 << 20;
+
+interface Target {
+  /** For assertions; the writer has its own pool. */
+  readonly sql: pg.Pool;
+  readonly url: string;
+  readonly writer: PostgresWriter;
+}
+
+async function freshTarget(label: string): Promise<Target> {
+  const db = await createTestDatabase(`pgwriter ${label}`);
+  dropWhenPassed(db);
+  const writer = await writerFor(db.url, 'tgt');
+  return { sql: db.pool(), url: db.url, writer };
+}
+
+/** A migrated writer on its own pool, closed when the test ends (before its database is dropped). */
+async function writerFor(url: string, schema: string): Promise<PostgresWriter> {
+  const writer = new PostgresWriter(new pg.Pool({ connectionString: url, max: 2 }), { schema, tables: [{ name: TABLE }] });
+  onTestFinished(() => writer.close());
+  await writer.migrate();
+  return writer;
+}
+
+const sha256 = (bytes: Buffer): Buffer => createHash('sha256').update(bytes).digest();
+
+function version(key: string, modifiedOn: Ticks, content: Buffer | null, over: Partial<BlobChange> = {}): RowToApply {
+  return {
+    change: {
+      table: TABLE, tenant: '', key, name: `${key}.bin`, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: content === null,
+      size: content?.length ?? null, attributes: {}, modifiedOn, businessUnit: 'bu1',
+      content: content === null ? { kind: 'none' } : { kind: 'inline', bytes: content }, contentSha256: content === null ? null : sha256(content),
+      runId: 'run-1', window: { start: 0n, end: modifiedOn }, ...over,
+    },
+  };
+}
+
+function chunkedVersion(key: string, modifiedOn: Ticks, content: Buffer, chunkSize: number): RowToApply {
+  const chunkCount = Math.ceil(content.length / chunkSize);
+  return version(key, modifiedOn, null, {
+    isDirectory: false, size: content.length, contentSha256: sha256(content),
+    content: { kind: 'chunked', chunkCount, chunkSize, totalSize: content.length },
+  });
+}
+
+function chunksOf(key: string, content: Buffer, chunkSize: number): BlobChunk[] {
+  const count = Math.ceil(content.length / chunkSize);
+  return Array.from({ length: count }, (_, index) => ({
+    table: TABLE, key, contentSha256: sha256(content), index, count, bytes: content.subarray(index * chunkSize, (index + 1) * chunkSize),
+  }));
+}
+
+function batch(parts: Partial<ApplyBatch>): ApplyBatch {
+  return { groupId: GROUP, table: TABLE, rows: [], deletes: [], watermarks: [], chunks: [], offsets: [], ...parts };
+}
+
+async function rowsOf(sql: pg.Pool, text: string, values: unknown[] = []): Promise<Record<string, unknown>[]> {
+  return (await sql.query(text, values)).rows;
+}
+
+async function held(sql: pg.Pool, key: string, schema = 'tgt'): Promise<{ ticks: string; sha: string | null } | undefined> {
+  const rows = await rowsOf(sql, `SELECT modified_on_ticks::text AS ticks, encode(content_sha256, 'hex') AS sha FROM ${schema}.referral_attachment WHERE key = $1`, [key]);
+  return rows[0] as { ticks: string; sha: string | null } | undefined;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<HighwaterError> {
+  const error = await promise.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(HighwaterError);
+  return error as HighwaterError;
+}
+
+/** Records every update of a target row; `regressions` are those that moved ModifiedOn back. */
+async function installAudit(sql: pg.Pool): Promise<{ updates(): Promise<number>; regressions(): Promise<number> }> {
+  await sql.query(`
+    CREATE TABLE tgt.audit (key text, old_ticks bigint, new_ticks bigint);
+    CREATE FUNCTION tgt.audit_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO tgt.audit VALUES (NEW.key, OLD.modified_on_ticks, NEW.modified_on_ticks);
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER audit_update AFTER UPDATE ON tgt.referral_attachment FOR EACH ROW EXECUTE FUNCTION tgt.audit_update();`);
+  const count = async (where: string) => Number((await rowsOf(sql, `SELECT count(*) AS n FROM tgt.audit WHERE ${where}`))[0]!.n);
+  return { updates: () => count('true'), regressions: () => count('new_ticks < old_ticks') };
+}
+
+describe('PostgresWriter', () => {
+  it('inserts new rows: 1 MiB blobs byte-identical, ticks beyond 2^53 exact, directories without content', async () => {
+    const { sql, writer } = await freshTarget('insert');
+    const blobs = Array.from({ length: 6 }, () => randomBytes(MiB));
+    const ticks = 2n ** 60n + 7n;
+    const rows = [
+      ...blobs.map((b, i) => version(`blob-${i}`, 1_000n + BigInt(i), b)),
+      version('dir', 2n ** 53n + 1n, null),
+      { ...version('attrs', ticks, Buffer.from('hello'), { attributes: { creationTime: 2n ** 55n + 3n, isReadonly: true, isHidden: false } }), sourcePartition: 2, sourceOffset: 2n ** 40n },
+    ];
+
+    const result = await writer.apply(batch({ rows }));
+
+    expect(result).toEqual({ applied: 8, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+    const stored = await rowsOf(sql, `SELECT key, encode(sha256(content), 'hex') AS sha, length(content) AS len, encode(content_sha256, 'hex') AS declared
+      FROM tgt.referral_attachment WHERE key LIKE 'blob-%' ORDER BY key`);
+    expect(stored).toEqual(blobs.map((b, i) => ({ key: `blob-${i}`, sha: sha256(b).toString('hex'), len: MiB, declared: sha256(b).toString('hex') })));
+    const first = await rowsOf(sql, `SELECT content FROM tgt.referral_attachment WHERE key = 'blob-0'`);
+    expect((first[0]!.content as Buffer).equals(blobs[0]!)).toBe(true);
+    expect(await rowsOf(sql, `SELECT modified_on_ticks::text AS t, creation_time_ticks::text AS c, is_readonly, is_hidden, source_partition, source_offset::text AS o
+      FROM tgt.referral_attachment WHERE key = 'attrs'`)).toEqual([{ t: ticks.toString(), c: (2n ** 55n + 3n).toString(), is_readonly: true, is_hidden: false, source_partition: 2, o: (2n ** 40n).toString() }]);
+    expect(await rowsOf(sql, `SELECT modified_on_ticks::text AS t, content, is_directory FROM tgt.referral_attachment WHERE key = 'dir'`))
+      .toEqual([{ t: '9007199254740993', content: null, is_directory: true }]);
+  });
+
+  it('lets a newer version overwrite and never an older or equal one (audited by a trigger)', async () => {
+    const { sql, writer } = await freshTarget('newer wins');
+    const audit = await installAudit(sql);
+    const v = (ticks: bigint) => version('doc', ticks, Buffer.from(`content at ${ticks}`));
+
+    expect(await writer.apply(batch({ rows: [v(10n)] }))).toMatchObject({ applied: 1, skippedStale: 0 });
+    const appliedAt = (await rowsOf(sql, `SELECT applied_at FROM tgt.referral_attachment`))[0]!.applied_at;
+    expect(await writer.apply(batch({ rows: [v(5n)] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await writer.apply(batch({ rows: [v(10n)] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await audit.updates()).toBe(0);
+    expect((await rowsOf(sql, `SELECT applied_at FROM tgt.referral_attachment`))[0]!.applied_at).toEqual(appliedAt);
+
+    expect(await writer.apply(batch({ rows: [v(20n)] }))).toMatchObject({ applied: 1, skippedStale: 0 });
+    expect(await writer.apply(batch({ rows: [v(15n), v(30n), v(25n)] }))).toMatchObject({ applied: 1, skippedStale: 2 });
+    expect(await writer.apply(batch({ rows: [v(29n), v(11n)] }))).toMatchObject({ applied: 0, skippedStale: 2 });
+
+    expect(await held(sql, 'doc')).toEqual({ ticks: '30', sha: sha256(Buffer.from('content at 30')).toString('hex') });
+    expect(await audit.updates()).toBe(2);
+    expect(await audit.regressions()).toBe(0);
+  });
+
+  it('breaks a ModifiedOn tie by the greater content hash, whatever the arrival order', async () => {
+    const { url, sql, writer: first } = await freshTarget('tie');
+    const second = await writerFor(url, 'tgt2');
+    const [x, y] = [Buffer.from('version x'), Buffer.from('version y')];
+    const greater = Buffer.compare(sha256(x), sha256(y)) > 0 ? x : y;
+    const tie = 2n ** 58n;
+
+    await first.apply(batch({ rows: [version('k', tie, x)] }));
+    const r1 = await first.apply(batch({ rows: [version('k', tie, y)] }));
+    await second.apply(batch({ rows: [version('k', tie, y)] }));
+    const r2 = await second.apply(batch({ rows: [version('k', tie, x)] }));
+
+    expect(r1.applied + r2.applied).toBe(1);
+    expect(r1.skippedStale + r2.skippedStale).toBe(1);
+    const expected = { ticks: tie.toString(), sha: sha256(greater).toString('hex') };
+    expect(await held(sql, 'k', 'tgt')).toEqual(expected);
+    expect(await held(sql, 'k', 'tgt2')).toEqual(expected);
+  });
+
+  it('deletes only versions not newer than the deleted one, and a tombstone stops older replays', async () => {
+    const { sql, writer } = await freshTarget('delete');
+    const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks });
+    const tombstone = async () => (await rowsOf(sql, `SELECT modified_on_ticks::text AS t FROM tgt.hw_tombstones WHERE table_name = $1 AND key = 'doc'`, [TABLE]))[0]?.t;
+    await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }));
+
+    expect(await writer.apply(batch({ deletes: [del(3n)] }))).toMatchObject({ deleted: 0 });
+    expect(await held(sql, 'doc')).toMatchObject({ ticks: '5' });
+    expect(await writer.apply(batch({ deletes: [del(6n)] }))).toMatchObject({ deleted: 1 });
+    expect(await held(sql, 'doc')).toBeUndefined();
+
+    expect(await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await writer.apply(batch({ rows: [version('doc', 6n, Buffer.from('v6'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await held(sql, 'doc')).toBeUndefined();
+    await writer.apply(batch({ deletes: [del(4n)] }));
+    expect(await tombstone()).toBe('6');
+
+    expect(await writer.apply(batch({ rows: [version('doc', 7n, Buffer.from('v7'))] }))).toMatchObject({ applied: 1 });
+    expect(await held(sql, 'doc')).toMatchObject({ ticks: '7' });
+  });
+
+  it('holds back a child whose parent is missing, and writes one whose parent is in the batch or the target', async () => {
+    const { writer } = await freshTarget('missing parent');
+    const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
+    const first = await writer.apply(batch({
+      rows: [
+        version('p', 1n, null),
+        version('c1', 2n, Buffer.from('c1'), under('p')),
+        version('orphan', 3n, null, under('nowhere')),
+        version('grandchild', 4n, Buffer.from('g'), under('orphan')),
+        version('other-tenant', 5n, Buffer.from('t'), { ...under('p'), tenant: 'south' }),
+      ],
+    }));
+    expect(first.applied).toBe(2);
+    expect(first.skippedStale).toBe(0);
+    expect([...first.missingParent].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await writer.existingPaths(TABLE, '', ['/p/', '/c1/', '/orphan/', '/nowhere/'])).toEqual(new Set(['/p/', '/c1/']));
+
+    await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
+    const retried = await writer.apply(batch({ rows: [version('grandchild', 4n, Buffer.from('g'), under('orphan')), version('orphan', 3n, null, under('nowhere'))] }));
+    expect(retried).toMatchObject({ applied: 2, missingParent: [] });
+    expect(await writer.existingPaths(TABLE, '', ['/orphan/', '/grandchild/'])).toEqual(new Set(['/orphan/', '/grandchild/']));
+    expect(await writer.existingPaths(TABLE, 'south', ['/p/'])).toEqual(new Set());
+
+    // A replay after the folder and its file were deleted: the file is stale (tombstone), not waiting for a parent.
+    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n }] }));
+    expect(await writer.apply(batch({ rows: [version('c1', 2n, Buffer.from('c1'), under('p'))] })))
+      .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [] });
+  });
+
+  it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async () => {
+    const { sql, writer } = await freshTarget('chunks');
+    const blob = randomBytes(3 * MiB);
+    const chunks = chunksOf('big', blob, MiB);
+    const chunkRows = async () => Number((await rowsOf(sql, 'SELECT count(*) AS n FROM tgt.hw_chunks'))[0]!.n);
+
+    await writer.apply(batch({ chunks: chunks.slice(0, 2) }));
+    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, incompleteContent: ['big'], missingParent: [] });
+    expect(await chunkRows()).toBe(2);
+
+    const done = await writer.apply(batch({ chunks: [chunks[2]!, chunks[0]!], rows: [chunkedVersion('big', 9n, blob, MiB)] }));
+    expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+    expect(await rowsOf(sql, `SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len, size FROM tgt.referral_attachment WHERE key = 'big'`))
+      .toEqual([{ sha: sha256(blob).toString('hex'), len: 3 * MiB, size: String(3 * MiB) }]);
+    expect(await chunkRows()).toBe(0);
+
+    // Replayed after it was applied, without its chunks: stale, not incomplete.
+    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, skippedStale: 1, incompleteContent: [] });
+  });
+
+  it('keeps the chunks of two rows with the same content apart', async () => {
+    const { sql, writer } = await freshTarget('shared content');
+    const blob = randomBytes(MiB + 17);
+    await writer.apply(batch({ chunks: [...chunksOf('a', blob, 256 * 1024), ...chunksOf('b', blob, 256 * 1024)] }));
+
+    expect(await writer.apply(batch({ rows: [chunkedVersion('a', 1n, blob, 256 * 1024)] }))).toMatchObject({ applied: 1 });
+    expect(await writer.apply(batch({ rows: [chunkedVersion('b', 1n, blob, 256 * 1024)] }))).toMatchObject({ applied: 1, incompleteContent: [] });
+    expect(await rowsOf(sql, `SELECT key, encode(sha256(content), 'hex') AS sha FROM tgt.referral_attachment ORDER BY key`))
+      .toEqual(['a', 'b'].map((key) => ({ key, sha: sha256(blob).toString('hex') })));
+    expect(await rowsOf(sql, 'SELECT count(*)::int AS n FROM tgt.hw_chunks')).toEqual([{ n: 0 }]);
+  });
+
+  it('stores offsets in the same transaction as the rows: a failing upsert moves nothing', async () => {
+    const { sql, writer } = await freshTarget('offsets');
+    const offset = (next: bigint) => [{ topic: TOPIC, partition: 0, nextOffset: next }];
+    await writer.apply(batch({ rows: [version('a', 1n, Buffer.from('a'))], offsets: offset(10n) }));
+    await sql.query(`
+      CREATE FUNCTION tgt.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.key = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF;
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER refuse_boom BEFORE INSERT OR UPDATE ON tgt.referral_attachment FOR EACH ROW EXECUTE FUNCTION tgt.refuse_boom();`);
+
+    const failing = batch({
+      rows: [version('b', 2n, Buffer.from('b')), version('boom', 3n, Buffer.from('boom'))],
+      deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n }],
+      chunks: chunksOf('c', randomBytes(1000), 400),
+      watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
+      offsets: offset(20n),
+    });
+    const error = await rejection(writer.apply(failing));
+    expect(error.message).toMatch(/boom refused/);
+
+    expect(await writer.storedOffsets(GROUP, [TOPIC])).toEqual([{ topic: TOPIC, partition: 0, nextOffset: 10n }]);
+    expect(await rowsOf(sql, 'SELECT key FROM tgt.referral_attachment ORDER BY key')).toEqual([{ key: 'a' }]);
+    for (const table of ['hw_chunks', 'hw_watermarks', 'hw_tombstones']) {
+      expect(await rowsOf(sql, `SELECT count(*)::int AS n FROM tgt.${table}`)).toEqual([{ n: 0 }]);
+    }
+
+    await writer.apply(batch({ rows: [version('b', 2n, Buffer.from('b'))], offsets: [...offset(20n), { topic: TOPIC, partition: 1, nextOffset: 2n ** 40n }] }));
+    expect(await writer.storedOffsets(GROUP, [TOPIC, 'other'])).toEqual([
+      { topic: TOPIC, partition: 0, nextOffset: 20n },
+      { topic: TOPIC, partition: 1, nextOffset: 2n ** 40n },
+    ]);
+    expect(await writer.storedOffsets('another-group', [TOPIC])).toEqual([]);
+  });
+
+  it('reports constraint and data errors as DB_CONSTRAINT and stays usable', async () => {
+    const { sql, writer } = await freshTarget('constraint');
+    await sql.query(`ALTER TABLE tgt.referral_attachment ADD CONSTRAINT no_forbidden CHECK (name <> 'forbidden')`);
+
+    const check = await rejection(writer.apply(batch({ rows: [version('x', 1n, Buffer.from('x'), { name: 'forbidden' })] })));
+    expect(check.code).toBe('DB_CONSTRAINT');
+    const nul = await rejection(writer.apply(batch({ rows: [version('y', 1n, Buffer.from('y'), { name: 'a\u0000b' })] })));
+    expect(nul.code).toBe('DB_CONSTRAINT');
+    const size = await rejection(writer.apply(batch({ rows: [version('z', 1n, Buffer.from('z'), { size: 1.5 })] })));
+    expect(size.code).toBe('DB_CONSTRAINT');
+    expect(size.message).toMatch(/"z".*size/);
+
+    expect(await writer.apply(batch({ rows: [version('ok', 1n, Buffer.from('ok'))] }))).toMatchObject({ applied: 1 });
+  });
+
+  it('moves watermarks forward only and computes consistent_as_of over every partition', async () => {
+    const { writer } = await freshTarget('watermarks');
+    const big = 2n ** 60n;
+    const mark = (partition: number, watermark: bigint, scope = '*') => ({ table: TABLE, tenant: '', scope, topic: TOPIC, partition, watermark });
+    const offsets = [0, 1].map((partition) => ({ topic: TOPIC, partition, nextOffset: 1n }));
+
+    await writer.apply(batch({ watermarks: [mark(0, big + 100n)], offsets }));
+    expect(await writer.consistentAsOf(GROUP)).toEqual([{ table: TABLE, scope: '*', watermark: null }]);
+    await writer.apply(batch({ watermarks: [mark(1, big + 50n), mark(0, big + 80n)] }));
+    expect(await writer.consistentAsOf(GROUP)).toEqual([{ table: TABLE, scope: '*', watermark: big + 50n }]);
+    await writer.apply(batch({ watermarks: [mark(1, big + 120n), mark(0, 7n, 'bu1'), mark(1, 9n, 'bu1')] }));
+    expect(await writer.consistentAsOf(GROUP)).toEqual([
+      { table: TABLE, scope: '*', watermark: big + 100n },
+      { table: TABLE, scope: 'bu1', watermark: 7n },
+    ]);
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 3]]))).toEqual([
+      { table: TABLE, scope: '*', watermark: null },
+      { table: TABLE, scope: 'bu1', watermark: null },
+    ]);
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 2]]))).toEqual([
+      { table: TABLE, scope: '*', watermark: big + 100n },
+      { table: TABLE, scope: 'bu1', watermark: 7n },
+    ]);
+    expect(await writer.consistentAsOf('another-group')).toEqual([]);
+  });
+
+  it('survives idle connections being killed, telling the observer', async () => {
+    const db = await createTestDatabase('pgwriter idle error');
+    dropWhenPassed(db);
+    const idleErrors: HighwaterError[] = [];
+    const url = new URL(db.url);
+    url.searchParams.set('application_name', 'hw-pgwriter-idle');
+    const writer = new PostgresWriter(new pg.Pool({ connectionString: url.toString(), max: 2 }), {
+      schema: 'tgt', tables: [{ name: TABLE }], onIdleError: (e) => idleErrors.push(e),
+    });
+    onTestFinished(() => writer.close());
+    await writer.migrate();
+
+    await db.pool().query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'hw-pgwriter-idle' AND datname = current_database()`);
+    await expect.poll(() => idleErrors.length).toBeGreaterThan(0);
+    expect(idleErrors[0]!.code).toBe('DB_UNAVAILABLE');
+    expect(await writer.apply(batch({ rows: [version('after', 1n, Buffer.from('x'))] }))).toMatchObject({ applied: 1 });
+  });
+
+  it('migrates idempotently, recording each numbered migration once', async () => {
+    const { sql, writer } = await freshTarget('migrate');
+    await writer.migrate();
+    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations')).toEqual([{ name: '001_bookkeeping.sql' }]);
+    expect(await rowsOf(sql, `SELECT indexname FROM pg_indexes WHERE schemaname = 'tgt' AND tablename = 'referral_attachment' ORDER BY 1`))
+      .toEqual([{ indexname: 'referral_attachment_path_idx' }, { indexname: 'referral_attachment_pkey' }]);
+  });
+});
