@@ -1,0 +1,167 @@
+import sql from 'mssql';
+import type { SourceRow, Ticks } from '../../src/contract.js';
+import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
+import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
+import { ticksFromIso } from '../../src/time/ticks.js';
+import * as q from './queries.js';
+
+/** A SQL Server source table. Executes the builders of queries.ts; classifies every driver error once, here. */
+
+interface RawRow {
+  key: string;
+  name: string | null;
+  path_locator: string | null;
+  parent_path_locator: string | null;
+  is_directory: boolean;
+  /** DATALENGTH of varbinary(max) is bigint, which the driver returns as a string. */
+  content_length: number | string | null;
+  content: Buffer | null;
+  modified_on: string;
+  business_unit: string | null;
+  creation_time: string | null;
+  last_write_time: string | null;
+}
+
+function ticksOrNull(text: string | null): Ticks | null {
+  return text === null ? null : ticksFromIso(text);
+}
+
+export function toSourceRow(r: RawRow): SourceRow {
+  return {
+    key: r.key,
+    name: r.name,
+    pathLocator: r.path_locator,
+    parentPathLocator: r.parent_path_locator,
+    isDirectory: r.is_directory,
+    contentLength: r.content_length === null ? null : Number(r.content_length),
+    content: r.content,
+    modifiedOn: ticksFromIso(r.modified_on),
+    businessUnit: r.business_unit,
+    attributes: {
+      creationTime: ticksOrNull(r.creation_time),
+      lastWriteTime: ticksOrNull(r.last_write_time),
+    },
+  };
+}
+
+/** The driver type of each parameter type the builders use; JSON lists and keys go as nvarchar(max). */
+const TYPES: Readonly<Record<q.SqlServerType, () => sql.ISqlType>> = {
+  NVarChar: () => sql.NVarChar(sql.MAX),
+  VarChar: () => sql.VarChar(sql.MAX),
+  BigInt: () => sql.BigInt(),
+  Int: () => sql.Int(),
+  UniqueIdentifier: () => sql.UniqueIdentifier(),
+  DateTime2: () => sql.DateTime2(7),
+  VarBinary: () => sql.VarBinary(sql.MAX),
+  Bit: () => sql.Bit(),
+};
+
+/** Runs one statement on a pool or inside a transaction: `request.input(name, type, value)` per parameter. */
+export async function runStatement<R>(on: sql.ConnectionPool | sql.Transaction, stmt: q.SqlServerStatement): Promise<R[]> {
+  const request = on instanceof sql.Transaction ? new sql.Request(on) : new sql.Request(on);
+  for (const [name, param] of Object.entries(stmt.values)) request.input(name, TYPES[param.type](), param.value);
+  const result = await request.query<R>(stmt.text);
+  return result.recordset ?? [];
+}
+
+/**
+ * Driver settings from a connection string: ADO style (`Server=host,1433;Database=db;User Id=…;Password=…`), parsed
+ * by mssql, or a URL (`mssql://user:password@host:1433/db?encrypt=false&trustServerCertificate=true`), which
+ * mssql 12 no longer parses itself.
+ */
+export function mssqlConfig(connectionString: string): sql.config {
+  if (!/^(mssql|sqlserver):\/\//i.test(connectionString)) return sql.ConnectionPool.parseConnectionString(connectionString);
+  const url = URL.canParse(connectionString) ? new URL(connectionString) : null;
+  // The string holds a password: it never goes into the message.
+  if (url === null) throw new HighwaterError('CONFIG_INVALID', 'the SQL Server connection string looks like a URL but is not a valid one');
+  const flag = (name: string): boolean | undefined => (url.searchParams.has(name) ? url.searchParams.get(name) === 'true' : undefined);
+  return {
+    server: url.hostname,
+    port: url.port === '' ? 1433 : Number(url.port),
+    user: decodeURIComponent(url.username),
+    password: decodeURIComponent(url.password),
+    database: decodeURIComponent(url.pathname.slice(1)) || undefined,
+    options: { encrypt: flag('encrypt') ?? true, trustServerCertificate: flag('trustServerCertificate') ?? false },
+  };
+}
+
+/** A connected pool of at most `max` connections, from an mssql connection string (ADO-style or mssql:// URL). */
+export async function createMssqlPool(connectionString: string, max: number): Promise<sql.ConnectionPool> {
+  const config = mssqlConfig(connectionString);
+  const pool = new sql.ConnectionPool({ ...config, pool: { ...config.pool, max } });
+  try {
+    return await pool.connect();
+  } catch (err) {
+    throw classifyDbError(err, 'SQL Server: connecting');
+  }
+}
+
+// 297: "The user does not have permission to perform this action"; 300: "VIEW SERVER STATE permission was denied".
+const PERMISSION_DENIED = new Set([297, 300]);
+
+function permissionDenied(err: unknown): boolean {
+  const n = (coerceError(err) as Error & { number?: unknown }).number;
+  return typeof n === 'number' && PERMISSION_DENIED.has(n);
+}
+
+export class SqlServerSource implements SourceConnector {
+  readonly kind = 'sqlserver' as const;
+
+  constructor(private readonly pool: sql.ConnectionPool, private readonly spec: SourceTableSpec, private readonly ownsPool = false) {}
+
+  private async run<R>(what: string, stmt: q.SqlServerStatement): Promise<R[]> {
+    try {
+      return await runStatement<R>(this.pool, stmt);
+    } catch (err) {
+      throw classifyDbError(err, `SQL Server source: ${what} of ${this.spec.blob.schema}.${this.spec.blob.table}`);
+    }
+  }
+
+  async clock(): Promise<Ticks> {
+    const [row] = await this.run<{ now_utc: string }>('reading the clock', q.clockQuery());
+    return ticksFromIso(row!.now_utc);
+  }
+
+  async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
+    try {
+      const [row] = await runStatement<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery());
+      return { visible: true, start: row?.oldest_utc ? ticksFromIso(row.oldest_utc) : null };
+    } catch (err) {
+      if (permissionDenied(err)) return { visible: false, reason: 'the login lacks VIEW SERVER STATE, which sys.dm_tran_active_transactions requires' };
+      throw classifyDbError(err, 'SQL Server source: reading open transactions');
+    }
+  }
+
+  async readPage(request: PageRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>(`reading ${request.step}`, q.pageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>('reading missing parents', q.missingParentsQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async readByKeys(keys: readonly string[]): Promise<SourceRow[]> {
+    if (keys.length === 0) return [];
+    return (await this.run<RawRow>('reading rows by key', q.byKeysQuery(this.spec, keys))).map(toSourceRow);
+  }
+
+  async readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]> {
+    if (pathLocators.length === 0) return [];
+    return (await this.run<RawRow>('reading rows by path', q.byPathLocatorsQuery(this.spec, pathLocators))).map(toSourceRow);
+  }
+
+  async readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null> {
+    const [row] = await this.run<{ slice: Buffer | null }>('reading a content slice', q.contentSliceQuery(this.spec, key, offset, length));
+    return row ? row.slice : null;
+  }
+
+  async existingKeys(keys: readonly string[]): Promise<Set<string>> {
+    if (keys.length === 0) return new Set();
+    const rows = await this.run<{ key: string }>('checking keys', q.existingKeysQuery(this.spec, keys));
+    return new Set(rows.map((r) => r.key));
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsPool) await this.pool.close();
+  }
+}

@@ -1,0 +1,658 @@
+import { createHash } from 'node:crypto';
+import type { Ticks } from '../../src/contract.js';
+import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
+import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+
+/**
+ * SQL Server target dialect: pure builders returning `{ text, values }` with named `@parameters`. Values always
+ * travel as parameters (small sets as one JSON parameter read with OPENJSON) or in the bulk-load stream;
+ * identifiers are validated and quoted by quoteMssql. writer.ts executes these, in order, in one transaction per
+ * batch — the same steps as the PostgreSQL dialect:
+ *
+ *   [createChunkStageTable → bulk → insertStagedChunks] → createStageTable → bulk into #hw_stage → markStale →
+ *   assembleChunkedContent → markIncompleteContent → markMissingParents → upsertFromStage → deleteUsedChunks →
+ *   dropStageTables → applyDeletes → upsertWatermarks → upsertOffsets → COMMIT
+ *
+ * A staged row ends with `status` NULL (to write), 'stale', 'incomplete' or 'missing-parent'. Versions compare as
+ * `(modified_on_ticks, ISNULL(content_sha256, 0x))`: newer ModifiedOn wins, a tie goes to the greater hash.
+ *
+ * Statements without values create the session's temporary tables: the writer sends those as plain batches,
+ * because a #table created inside sp_executesql (how mssql sends parameterised text) is dropped when it returns.
+ */
+
+export type SqlServerType = 'NVarChar' | 'VarChar' | 'BigInt' | 'Int' | 'UniqueIdentifier' | 'DateTime2' | 'VarBinary' | 'Bit';
+
+export interface SqlServerParam {
+  readonly type: SqlServerType;
+  readonly value: unknown;
+}
+
+export interface SqlServerStatement {
+  readonly text: string;
+  readonly values: Readonly<Record<string, SqlServerParam>>;
+}
+
+/** The statement type under the name the PostgreSQL dialect uses, so both folders read alike. */
+export type SqlQuery = SqlServerStatement;
+
+/** A configured table as it lives in the target: its logical name (used in bookkeeping rows) and its SQL name. */
+export interface TargetTable {
+  readonly logical: string;
+  readonly schema: string;
+  readonly table: string;
+}
+
+/** Rows may carry where they were read from; the writer stores it in source_partition/source_offset when present. */
+export interface StageInput extends RowToApply {
+  readonly sourcePartition?: number;
+  readonly sourceOffset?: bigint;
+}
+
+export type StageStatus = 'stale' | 'incomplete' | 'missing-parent';
+
+const nvarchar = (value: string | null): SqlServerParam => ({ type: 'NVarChar', value });
+const json = (value: unknown): SqlServerParam => ({ type: 'NVarChar', value: JSON.stringify(value) });
+const BIN2 = 'Latin1_General_100_BIN2';
+
+/** A column read from a JSON parameter: name, T-SQL type, JSON path, and whether it is text compared exactly. */
+type JsonColumn = readonly [name: string, type: string, path: string, exact?: 'exact'];
+
+/**
+ * The rows of a JSON array parameter as a derived-table body. Text columns that meet BIN2 columns get the BIN2
+ * collation here: OPENJSON's columns carry the database's default collation, and comparing (or UNIONing) two
+ * columns of different collations is an error in SQL Server.
+ */
+function jsonRows(param: string, columns: readonly JsonColumn[]): string {
+  const select = columns.map(([name, , , exact]) => `j.[${name}]${exact ? ` COLLATE ${BIN2}` : ''} AS [${name}]`);
+  const schema = columns.map(([name, type, path]) => `[${name}] ${type} '${path}'`);
+  return `SELECT ${select.join(', ')}\n  FROM OPENJSON(@${param}) WITH (${schema.join(', ')}) AS j`;
+}
+
+/** A JSON array of strings as an IN list, in the binary collation. */
+function jsonStrings(param: string): string {
+  return `SELECT j.[value] COLLATE ${BIN2} FROM OPENJSON(@${param}) AS j`;
+}
+
+// ---------------------------------------------------------------------------------------------------- names
+
+/** SQL Server identifiers hold 128 characters. */
+export const MSSQL_MAX_IDENTIFIER = 128;
+const RESERVED_PREFIX = 'hw_';
+
+/**
+ * The SQL name of a configured table (`name` may hold `.`, `-` and upper case), by the PostgreSQL dialect's rule:
+ * lower-cased, every character other than a-z, 0-9 and `_` turned into `_`, prefixed with `t_` when it would not
+ * start with a letter or `_` or would start with `hw_`, and cut to 119 characters plus `_` and 8 hex digits of its
+ * SHA-256 when longer. Different names can map to one table (`a.b`, `a_b`); the writer refuses that.
+ */
+export function targetTableName(name: string): string {
+  if (name.length === 0) throw new TypeError('a table name must not be empty');
+  let base = name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (!/^[a-z_]/.test(base) || base.startsWith(RESERVED_PREFIX)) base = `t_${base}`;
+  if (base.length > MSSQL_MAX_IDENTIFIER) {
+    const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 8);
+    base = `${base.slice(0, MSSQL_MAX_IDENTIFIER - 9)}_${hash}`;
+  }
+  return assertIdentifier(base, 'target table name');
+}
+
+export function targetTable(schema: string, logical: string): TargetTable {
+  return { logical, schema: assertIdentifier(schema, 'target schema'), table: targetTableName(logical) };
+}
+
+const bookkeeping = (schema: string, table: string): string => qualified(quoteMssql, schema, table);
+const target = (t: TargetTable): string => qualified(quoteMssql, t.schema, t.table);
+
+// ---------------------------------------------------------------------------------------------------- migrations
+
+export type MigrationPlaceholder = 'schema' | 'table';
+
+/**
+ * Replaces `{{schema}}` and `{{table}}` with validated, bracket-quoted identifiers. A quoted identifier holds no
+ * quote of either kind, so it may also stand inside an N'…' literal (OBJECT_ID, EXEC). An unknown placeholder, or
+ * one without a value, is an error: a migration never runs half-rendered.
+ */
+export function renderMigration(text: string, identifiers: Partial<Record<MigrationPlaceholder, string>>): string {
+  return text.replace(/\{\{\s*([A-Za-z_]+)\s*\}\}/g, (_match, name: string) => {
+    if (name !== 'schema' && name !== 'table') throw new TypeError(`unknown placeholder {{${name}}} in a migration`);
+    const value = identifiers[name];
+    if (value === undefined) throw new TypeError(`no value for placeholder {{${name}}} in a migration`);
+    return quoteMssql(value);
+  });
+}
+
+/** A script's batches, split on `GO` lines as sqlcmd does; empty batches (comments only) are dropped. */
+export function splitBatches(script: string): string[] {
+  return script
+    .split(/^[ \t]*GO[ \t]*;?[ \t]*$/im)
+    .map((b) => b.trim())
+    .filter((b) => b.split('\n').some((line) => line.trim() !== '' && !line.trim().startsWith('--')));
+}
+
+/** A numbered bookkeeping migration (schema/target-sqlserver/NNN_*.sql), as batches for the target schema. */
+export function bookkeepingDdl(fileText: string, schema: string): SqlQuery[] {
+  return splitBatches(renderMigration(fileText, { schema })).map((text) => ({ text, values: {} }));
+}
+
+/** schema/target-sqlserver/blob-table.sql for one configured table, as batches. */
+export function blobTableDdl(fileText: string, t: TargetTable): SqlQuery[] {
+  return splitBatches(renderMigration(fileText, { schema: t.schema, table: t.table })).map((text) => ({ text, values: {} }));
+}
+
+/** Migration files are `NNN_name.sql`, applied in name order. */
+export const MIGRATION_FILE = /^\d{3}_[A-Za-z0-9_-]+\.sql$/;
+
+/**
+ * Serialises migrations of one schema across processes: an application lock owned by the transaction. sp_getapplock
+ * reports a timeout through its return code, so the lock's mode is read back: anything but 'Exclusive' means the
+ * lock was not granted.
+ */
+export function migrationLock(schema: string): SqlQuery {
+  return {
+    text: `EXEC sp_getapplock @Resource = @resource, @LockMode = 'Exclusive', @LockOwner = 'Transaction', @LockTimeout = 60000;
+SELECT APPLOCK_MODE(N'public', @resource, N'Transaction') AS lock_mode;`,
+    values: { resource: nvarchar(`highwater:target-sqlserver:${schema}`) },
+  };
+}
+
+export function createMigrationsTable(schema: string): SqlQuery {
+  const s = quoteMssql(schema);
+  return {
+    text: `IF SCHEMA_ID(PARSENAME(N'${s}', 1)) IS NULL EXEC(N'CREATE SCHEMA ${s}');
+IF OBJECT_ID(N'${s}.[hw_migrations]', N'U') IS NULL
+CREATE TABLE ${s}.[hw_migrations] (
+  name        nvarchar(200) COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY,
+  sha256      char(64)      NOT NULL,
+  applied_at  datetime2(7)  NOT NULL DEFAULT SYSUTCDATETIME()
+);`,
+    values: {},
+  };
+}
+
+export function selectAppliedMigrations(schema: string): SqlQuery {
+  return { text: `SELECT name FROM ${bookkeeping(schema, 'hw_migrations')}`, values: {} };
+}
+
+export function recordMigration(schema: string, name: string, sha256: string): SqlQuery {
+  return {
+    text: `INSERT INTO ${bookkeeping(schema, 'hw_migrations')} (name, sha256) VALUES (@name, @sha256)`,
+    values: { name: nvarchar(name), sha256: { type: 'VarChar', value: sha256 } },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- staging
+
+export const STAGE_TABLE = '#hw_stage';
+export const CHUNK_STAGE_TABLE = '#hw_chunk_stage';
+
+/** A bulk-loaded column: its driver type, length (characters or bytes), and whether it compares exactly (BIN2). */
+export interface StageColumn {
+  readonly name: string;
+  readonly type: 'NVarChar' | 'VarChar' | 'VarBinary' | 'BigInt' | 'Int' | 'Bit';
+  readonly length?: number | 'max';
+  readonly exact?: boolean;
+}
+
+/** The staging table's bulk columns, in bulk order. Lengths match the target table (blob-table.sql). */
+export const STAGE_COLUMNS: readonly StageColumn[] = [
+  { name: 'tenant', type: 'NVarChar', length: 100, exact: true },
+  { name: 'key', type: 'NVarChar', length: 450, exact: true },
+  { name: 'name', type: 'NVarChar', length: 4000 },
+  { name: 'path_locator', type: 'NVarChar', length: 850, exact: true },
+  { name: 'parent_path_locator', type: 'NVarChar', length: 850, exact: true },
+  { name: 'is_directory', type: 'Bit' },
+  { name: 'size', type: 'BigInt' },
+  { name: 'content', type: 'VarBinary', length: 'max' },
+  { name: 'content_kind', type: 'VarChar', length: 8 },
+  { name: 'content_sha256', type: 'VarBinary', length: 32 },
+  { name: 'chunk_count', type: 'Int' },
+  { name: 'modified_on_ticks', type: 'BigInt' },
+  { name: 'business_unit', type: 'NVarChar', length: 100 },
+  { name: 'creation_time_ticks', type: 'BigInt' },
+  { name: 'last_write_time_ticks', type: 'BigInt' },
+  { name: 'last_access_time_ticks', type: 'BigInt' },
+  { name: 'is_readonly', type: 'Bit' },
+  { name: 'is_hidden', type: 'Bit' },
+  { name: 'is_system', type: 'Bit' },
+  { name: 'is_archive', type: 'Bit' },
+  { name: 'run_id', type: 'NVarChar', length: 100 },
+  { name: 'source_partition', type: 'Int' },
+  { name: 'source_offset', type: 'BigInt' },
+];
+
+/** The chunk staging table's bulk columns, in bulk order. */
+export const CHUNK_STAGE_COLUMNS: readonly StageColumn[] = [
+  { name: 'table_name', type: 'NVarChar', length: 100, exact: true },
+  { name: 'key', type: 'NVarChar', length: 450, exact: true },
+  { name: 'content_sha256', type: 'VarBinary', length: 32 },
+  { name: 'chunk_count', type: 'Int' },
+  { name: 'idx', type: 'Int' },
+  { name: 'bytes', type: 'VarBinary', length: 'max' },
+];
+
+/** Staging-only columns: how the content travels. Every other bulk column is a column of the target table. */
+const STAGE_ONLY = new Set(['content_kind', 'chunk_count']);
+const TARGET_COLUMNS = STAGE_COLUMNS.map((c) => c.name).filter((n) => !STAGE_ONLY.has(n));
+const col = (name: string): string => quoteMssql(name);
+
+function columnDdl(c: StageColumn): string {
+  const length = c.length === undefined ? '' : `(${c.length})`;
+  const collation = c.exact ? ` COLLATE ${BIN2}` : '';
+  return `${col(c.name)} ${c.type.toLowerCase()}${length}${collation} NULL`;
+}
+
+function createTempTable(name: string, columns: readonly StageColumn[], extra: readonly string[] = []): SqlQuery {
+  const defs = [...columns.map(columnDdl), ...extra].map((d) => `  ${d}`).join(',\n');
+  return { text: `DROP TABLE IF EXISTS ${name};\nCREATE TABLE ${name} (\n${defs}\n);`, values: {} };
+}
+
+/**
+ * The session's staging table, created afresh for each batch (a pooled session may still hold the previous one)
+ * and dropped before COMMIT by dropStageTables, so tempdb does not keep a batch of blobs.
+ */
+export function createStageTable(): SqlQuery {
+  return createTempTable(STAGE_TABLE, STAGE_COLUMNS, ['[status] varchar(16) NULL']);
+}
+
+export function createChunkStageTable(): SqlQuery {
+  return createTempTable(CHUNK_STAGE_TABLE, CHUNK_STAGE_COLUMNS);
+}
+
+export function dropStageTables(): SqlQuery {
+  return { text: `DROP TABLE IF EXISTS ${STAGE_TABLE};\nDROP TABLE IF EXISTS ${CHUNK_STAGE_TABLE};`, values: {} };
+}
+
+export type StageValue = string | number | bigint | boolean | Buffer | null;
+
+/** One row's bulk values, in STAGE_COLUMNS order. */
+export function stageValues(row: StageInput): StageValue[] {
+  const c = row.change;
+  const a = c.attributes;
+  const content = c.content;
+  return [
+    c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
+    c.size === null ? null : BigInt(c.size),
+    content.kind === 'inline' ? content.bytes : null,
+    content.kind,
+    c.contentSha256,
+    content.kind === 'chunked' ? content.chunkCount : null,
+    c.modifiedOn, c.businessUnit,
+    a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
+    a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
+    c.runId,
+    row.sourcePartition ?? null,
+    row.sourceOffset ?? null,
+  ];
+}
+
+/** One chunk's bulk values, in CHUNK_STAGE_COLUMNS order. */
+export function chunkStageValues(chunk: { table: string; key: string; contentSha256: Buffer; count: number; index: number; bytes: Buffer }): StageValue[] {
+  return [chunk.table, chunk.key, chunk.contentSha256, chunk.count, chunk.index, chunk.bytes];
+}
+
+/**
+ * Why a row's values do not fit their bulk columns, or null when they do. Checked before the bulk load so the
+ * error names the row and column (the driver only says that validation failed), and a text too long is refused
+ * rather than truncated. nvarchar lengths count UTF-16 code units, as JS string lengths do.
+ */
+export function stageMismatch(columns: readonly StageColumn[], values: readonly StageValue[]): string | null {
+  for (const [i, c] of columns.entries()) {
+    const v = values[i] ?? null;
+    if (v === null || typeof c.length !== 'number') continue;
+    const size = typeof v === 'string' ? v.length : Buffer.isBuffer(v) ? v.length : 0;
+    if (size > c.length) return `${c.name} is ${size} long, more than the ${c.length} its column holds`;
+  }
+  return null;
+}
+
+/** Version order, as the database compares it: ModifiedOn, then the content hash (NULL as the empty binary). */
+export function compareVersions(a: { modifiedOn: Ticks; contentSha256: Buffer | null }, b: { modifiedOn: Ticks; contentSha256: Buffer | null }): number {
+  if (a.modifiedOn !== b.modifiedOn) return a.modifiedOn < b.modifiedOn ? -1 : 1;
+  return Buffer.compare(a.contentSha256 ?? EMPTY, b.contentSha256 ?? EMPTY);
+}
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Keeps the greatest version per (tenant, key), so the MERGE never meets a key twice (SQL Server refuses that with
+ * error 8672); the others are `superseded` (counted as stale, their staged chunks released).
+ */
+export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest: T[]; superseded: T[] } {
+  const best = new Map<string, T>();
+  const superseded: T[] = [];
+  for (const row of rows) {
+    const id = `${row.change.tenant}\u0000${row.change.key}`;
+    const held = best.get(id);
+    if (held === undefined) best.set(id, row);
+    else if (compareVersions(row.change, held.change) > 0) {
+      superseded.push(held);
+      best.set(id, row);
+    } else superseded.push(row);
+  }
+  return { latest: [...best.values()], superseded };
+}
+
+// ---------------------------------------------------------------------------------------------------- chunks
+
+/**
+ * Chunks bulk-loaded into #hw_chunk_stage move to hw_chunks unless already there (replays resend them). The
+ * UPDLOCK, HOLDLOCK probe makes two consumers inserting the same chunk wait for each other instead of one failing
+ * on the primary key.
+ */
+export function insertStagedChunks(schema: string): SqlQuery {
+  const chunks = bookkeeping(schema, 'hw_chunks');
+  const keyCols = ['table_name', 'key', 'content_sha256', 'chunk_count', 'idx'];
+  const same = keyCols.map((c) => `h.${col(c)} = c.${col(c)}`).join(' AND ');
+  const cols = CHUNK_STAGE_COLUMNS.map((c) => col(c.name)).join(', ');
+  return {
+    text: `INSERT INTO ${chunks} (${cols})
+SELECT ${CHUNK_STAGE_COLUMNS.map((c) => `c.${col(c.name)}`).join(', ')}
+FROM (
+  SELECT x.*, ROW_NUMBER() OVER (PARTITION BY ${keyCols.map((c) => `x.${col(c)}`).join(', ')} ORDER BY (SELECT NULL)) AS rn
+  FROM ${CHUNK_STAGE_TABLE} AS x
+) AS c
+WHERE c.rn = 1
+  AND NOT EXISTS (SELECT 1 FROM ${chunks} AS h WITH (UPDLOCK, HOLDLOCK) WHERE ${same});`,
+    values: {},
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- classification
+
+const sha = (alias: string): string => `ISNULL(${alias}.[content_sha256], 0x)`;
+
+/** Version of `a` strictly older than version of `b`. */
+function olderThan(a: string, b: string): string {
+  return `(${a}.[modified_on_ticks] < ${b}.[modified_on_ticks] OR (${a}.[modified_on_ticks] = ${b}.[modified_on_ticks] AND ${sha(a)} < ${sha(b)}))`;
+}
+
+/** A tombstone of this table/tenant/key at or after the staged version `s`. */
+function tombstoneBlocks(schema: string, s: string): string {
+  return `EXISTS (SELECT 1 FROM ${bookkeeping(schema, 'hw_tombstones')} AS d
+    WHERE d.[table_name] = @table AND d.[tenant] = ${s}.[tenant] AND d.[key] = ${s}.[key] AND d.[modified_on_ticks] >= ${s}.[modified_on_ticks])`;
+}
+
+/** Rows the target already holds at an equal or newer version, or that a newer (or equal) delete covers. */
+export function markStale(t: TargetTable): SqlQuery {
+  return {
+    text: `UPDATE s SET [status] = 'stale'
+FROM ${STAGE_TABLE} AS s
+WHERE s.[status] IS NULL AND (
+  EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = s.[tenant] AND t.[key] = s.[key] AND NOT ${olderThan('t', 's')})
+  OR ${tombstoneBlocks(t.schema, 's')});`,
+    values: { table: nvarchar(t.logical) },
+  };
+}
+
+/**
+ * Puts chunked content together in the database: rows whose chunks are all staged start as 0x and get chunk
+ * `idx` appended with `.WRITE(bytes, NULL, 0)` (an append that does not copy what is already there), chunk by
+ * chunk in index order; a result whose SHA-256 is not the row's hash is set back to NULL (incomplete).
+ */
+export function assembleChunkedContent(t: TargetTable): SqlQuery {
+  const chunks = bookkeeping(t.schema, 'hw_chunks');
+  const ofRow = `h.[table_name] = @table AND h.[key] = s.[key] AND h.[content_sha256] = s.[content_sha256] AND h.[chunk_count] = s.[chunk_count]`;
+  const pending = `s.[status] IS NULL AND s.[content_kind] = 'chunked'`;
+  return {
+    text: `UPDATE s SET [content] = 0x
+FROM ${STAGE_TABLE} AS s
+WHERE ${pending}
+  AND (SELECT COUNT(*) FROM ${chunks} AS h WHERE ${ofRow} AND h.[idx] >= 0 AND h.[idx] < s.[chunk_count]) = s.[chunk_count];
+DECLARE @idx int = 0;
+DECLARE @chunks int = ISNULL((SELECT MAX(s.[chunk_count]) FROM ${STAGE_TABLE} AS s WHERE ${pending} AND s.[content] IS NOT NULL), 0);
+WHILE @idx < @chunks
+BEGIN
+  UPDATE s SET [content].WRITE(h.[bytes], NULL, 0)
+  FROM ${STAGE_TABLE} AS s INNER JOIN ${chunks} AS h ON ${ofRow} AND h.[idx] = @idx
+  WHERE ${pending} AND s.[content] IS NOT NULL;
+  SET @idx = @idx + 1;
+END;
+UPDATE s SET [content] = NULL
+FROM ${STAGE_TABLE} AS s
+WHERE ${pending} AND s.[content] IS NOT NULL AND HASHBYTES('SHA2_256', s.[content]) <> s.[content_sha256];`,
+    values: { table: nvarchar(t.logical) },
+  };
+}
+
+/** Chunked rows whose content could not be assembled; returns their keys. */
+export function markIncompleteContent(): SqlQuery {
+  return {
+    text: `UPDATE s SET [status] = 'incomplete'
+FROM ${STAGE_TABLE} AS s
+WHERE s.[status] IS NULL AND s.[content_kind] = 'chunked' AND s.[content] IS NULL;
+SELECT s.[key] FROM ${STAGE_TABLE} AS s WHERE s.[status] = 'incomplete';`,
+    values: {},
+  };
+}
+
+/**
+ * Rows whose parent is neither in the target (same tenant) nor placed by this batch; returns their keys. A staged
+ * row places its children only while it will be written itself (status NULL), so marking is repeated until
+ * nothing changes: a chain hanging from a missing parent is held back whole. A loop rather than a recursive CTE:
+ * T-SQL recursion has no UNION (only UNION ALL), so a path that names itself as parent would recurse until
+ * MAXRECURSION fails the batch; each pass of the loop marks at least one row or ends it.
+ */
+export function markMissingParents(t: TargetTable): SqlQuery {
+  return {
+    text: `DECLARE @marked int = 1;
+WHILE @marked > 0
+BEGIN
+  UPDATE s SET [status] = 'missing-parent'
+  FROM ${STAGE_TABLE} AS s
+  WHERE s.[status] IS NULL AND s.[parent_path_locator] IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = s.[tenant] AND t.[path_locator] = s.[parent_path_locator])
+    AND NOT EXISTS (SELECT 1 FROM ${STAGE_TABLE} AS p WHERE p.[status] IS NULL AND p.[tenant] = s.[tenant] AND p.[path_locator] = s.[parent_path_locator]);
+  SET @marked = @@ROWCOUNT;
+END;
+SELECT s.[key] FROM ${STAGE_TABLE} AS s WHERE s.[status] = 'missing-parent';`,
+    values: {},
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- writes
+
+/**
+ * The guarded upsert: rows still unclassified, with no tombstone at or after their version, inserted, or updated
+ * only when strictly newer than the target's version. HOLDLOCK makes the MERGE's match and insert one serializable
+ * step, so two consumers cannot both insert one key. Returns `applied`, the rows written.
+ */
+export function upsertFromStage(t: TargetTable): SqlQuery {
+  const updatable = TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key');
+  const updates = [...updatable.map((c) => `${col(c)} = s.${col(c)}`), '[applied_at] = SYSUTCDATETIME()'];
+  const source = `SELECT ${TARGET_COLUMNS.map((c) => `r.${col(c)}`).join(', ')}
+  FROM ${STAGE_TABLE} AS r
+  WHERE r.[status] IS NULL AND NOT ${tombstoneBlocks(t.schema, 'r')}`;
+  return {
+    text: `MERGE ${target(t)} WITH (HOLDLOCK) AS t
+USING (
+  ${source}
+) AS s
+ON t.[tenant] = s.[tenant] AND t.[key] = s.[key]
+WHEN MATCHED AND ${olderThan('t', 's')} THEN
+  UPDATE SET ${updates.join(', ')}
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT (${TARGET_COLUMNS.map(col).join(', ')})
+  VALUES (${TARGET_COLUMNS.map((c) => `s.${col(c)}`).join(', ')});
+SELECT @@ROWCOUNT AS applied;`,
+    values: { table: nvarchar(t.logical) },
+  };
+}
+
+/**
+ * Releases staged chunks once used: those of rows written or found stale, and of versions superseded inside the
+ * batch (given as JSON, hashes in hex) — but never a set still needed by a row held back in this batch.
+ */
+export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply[]): SqlQuery {
+  const chunked = superseded.flatMap((r) => {
+    const c = r.change;
+    return c.content.kind === 'chunked' && c.contentSha256 !== null ? [{ key: c.key, sha: c.contentSha256.toString('hex'), count: c.content.chunkCount }] : [];
+  });
+  const stage = (condition: string): string =>
+    `SELECT s.[key], s.[content_sha256], s.[chunk_count] FROM ${STAGE_TABLE} AS s WHERE s.[content_kind] = 'chunked' AND ${condition}`;
+  return {
+    text: `DELETE h FROM ${bookkeeping(t.schema, 'hw_chunks')} AS h
+INNER JOIN (
+  ${stage("(s.[status] IS NULL OR s.[status] = 'stale')")}
+  UNION
+  SELECT x.[key], CONVERT(varbinary(32), x.[sha], 2), x.[count] FROM (
+    ${jsonRows('superseded', [['key', 'nvarchar(450)', '$.key', 'exact'], ['sha', 'varchar(64)', '$.sha'], ['count', 'int', '$.count']])}
+  ) AS x
+  EXCEPT
+  ${stage("s.[status] IN ('incomplete', 'missing-parent')")}
+) AS u ON h.[table_name] = @table AND h.[key] = u.[key] AND h.[content_sha256] = u.[content_sha256] AND h.[chunk_count] = u.[chunk_count];`,
+    values: { table: nvarchar(t.logical), superseded: json(chunked) },
+  };
+}
+
+/** The deletes of a batch as a derived table: the greatest deleted version per (tenant, key). Ticks travel as text. */
+function deletesSource(): string {
+  const rows = jsonRows('deletes', [['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact'], ['ticks', 'bigint', '$.ticks']]);
+  return `SELECT x.[tenant], x.[key], MAX(x.[ticks]) AS [ticks]
+  FROM (${rows}) AS x
+  GROUP BY x.[tenant], x.[key]`;
+}
+
+/**
+ * Guarded deletes: the target row goes only when its version is not newer than the deleted one, and the deletion
+ * is remembered in hw_tombstones (the greatest deleted version per key) so an older replay cannot resurrect it.
+ * Returns `deleted`, the target rows deleted.
+ */
+export function applyDeletes(t: TargetTable, deletes: readonly DeleteToApply[]): SqlQuery {
+  const tombstones = bookkeeping(t.schema, 'hw_tombstones');
+  return {
+    text: `DECLARE @deleted int;
+DELETE t FROM ${target(t)} AS t
+INNER JOIN (
+  ${deletesSource()}
+) AS d ON t.[tenant] = d.[tenant] AND t.[key] = d.[key]
+WHERE t.[modified_on_ticks] <= d.[ticks];
+SET @deleted = @@ROWCOUNT;
+MERGE ${tombstones} WITH (HOLDLOCK) AS tb
+USING (
+  ${deletesSource()}
+) AS d
+ON tb.[table_name] = @table AND tb.[tenant] = d.[tenant] AND tb.[key] = d.[key]
+WHEN MATCHED AND tb.[modified_on_ticks] < d.[ticks] THEN
+  UPDATE SET [modified_on_ticks] = d.[ticks], [deleted_at] = SYSUTCDATETIME()
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT ([table_name], [tenant], [key], [modified_on_ticks]) VALUES (@table, d.[tenant], d.[key], d.[ticks]);
+SELECT @deleted AS deleted;`,
+    values: {
+      table: nvarchar(t.logical),
+      deletes: json(deletes.map((d) => ({ tenant: d.tenant, key: d.key, ticks: d.modifiedOn.toString() }))),
+    },
+  };
+}
+
+/** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
+export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
+  const latest = new Map<string, WatermarkToRecord>();
+  for (const m of marks) {
+    const id = JSON.stringify([m.topic, m.partition, m.scope]);
+    const held = latest.get(id);
+    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
+  }
+  const rows = [...latest.values()].map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: m.topic, partition: m.partition, ticks: m.watermark.toString() }));
+  return {
+    text: `MERGE ${bookkeeping(schema, 'hw_watermarks')} WITH (HOLDLOCK) AS w
+USING (
+  ${jsonRows('marks', [
+    ['table_name', 'nvarchar(100)', '$.table', 'exact'], ['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['scope', 'nvarchar(100)', '$.scope', 'exact'],
+    ['topic', 'varchar(249)', '$.topic', 'exact'], ['partition', 'int', '$.partition'], ['ticks', 'bigint', '$.ticks'],
+  ])}
+) AS m
+ON w.[group_id] = @groupId AND w.[topic] = m.[topic] AND w.[partition] = m.[partition] AND w.[scope] = m.[scope]
+WHEN MATCHED AND w.[watermark_ticks] < m.[ticks] THEN
+  UPDATE SET [watermark_ticks] = m.[ticks], [table_name] = m.[table_name], [tenant] = m.[tenant], [updated_at] = SYSUTCDATETIME()
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT ([group_id], [table_name], [tenant], [scope], [topic], [partition], [watermark_ticks])
+  VALUES (@groupId, m.[table_name], m.[tenant], m.[scope], m.[topic], m.[partition], m.[ticks]);`,
+    values: { groupId: nvarchar(groupId), marks: json(rows) },
+  };
+}
+
+/** The next offset per partition, as given (the last of the batch per partition wins). */
+export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
+  const last = new Map<string, StoredOffset>();
+  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
+  const rows = [...last.values()].map((o) => ({ topic: o.topic, partition: o.partition, next: o.nextOffset.toString() }));
+  return {
+    text: `MERGE ${bookkeeping(schema, 'hw_offsets')} WITH (HOLDLOCK) AS o
+USING (
+  ${jsonRows('offsets', [['topic', 'varchar(249)', '$.topic', 'exact'], ['partition', 'int', '$.partition'], ['next_offset', 'bigint', '$.next']])}
+) AS x
+ON o.[group_id] = @groupId AND o.[topic] = x.[topic] AND o.[partition] = x.[partition]
+WHEN MATCHED THEN
+  UPDATE SET [next_offset] = x.[next_offset], [updated_at] = SYSUTCDATETIME()
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT ([group_id], [topic], [partition], [next_offset]) VALUES (@groupId, x.[topic], x.[partition], x.[next_offset]);`,
+    values: { groupId: nvarchar(groupId), offsets: json(rows) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- reads
+
+/** Columns: topic, partition, next_offset (bigint as text). */
+export function selectStoredOffsets(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `SELECT o.[topic], o.[partition], CONVERT(varchar(20), o.[next_offset]) AS next_offset
+FROM ${bookkeeping(schema, 'hw_offsets')} AS o
+WHERE o.[group_id] = @groupId AND o.[topic] IN (${jsonStrings('topics')})
+ORDER BY o.[topic], o.[partition];`,
+    values: { groupId: nvarchar(groupId), topics: json(topics) },
+  };
+}
+
+/** Column: path_locator. */
+export function selectExistingPaths(t: TargetTable, tenant: string, pathLocators: readonly string[]): SqlQuery {
+  return {
+    text: `SELECT DISTINCT t.[path_locator]
+FROM ${target(t)} AS t
+WHERE t.[tenant] = @tenant AND t.[path_locator] IN (${jsonStrings('paths')});`,
+    values: { tenant: nvarchar(tenant), paths: json(pathLocators) },
+  };
+}
+
+/**
+ * consistent_as_of per (table, scope): the minimum watermark over the partitions of its topics, or NULL when a
+ * partition is known not to have passed a marker of that scope. Without partition counts the known partitions are
+ * those with a marker or a stored offset of this group. Columns: table_name, scope, watermark (bigint as text, or NULL).
+ */
+export function selectConsistentAsOf(schema: string, groupId: string): SqlQuery {
+  return {
+    text: `WITH w AS (
+  SELECT [table_name], [scope], [topic], [partition], [watermark_ticks] FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE [group_id] = @groupId
+), known AS (
+  SELECT p.[topic], COUNT(*) AS partitions FROM (
+    SELECT [topic], [partition] FROM w
+    UNION SELECT [topic], [partition] FROM ${bookkeeping(schema, 'hw_offsets')} WHERE [group_id] = @groupId
+  ) AS p GROUP BY p.[topic]
+)${CONSISTENT_TAIL}`,
+    values: { groupId: nvarchar(groupId) },
+  };
+}
+
+/**
+ * As selectConsistentAsOf, with the partition count of every topic given (from the broker's metadata): NULL when a
+ * topic has fewer markers of a scope than partitions, or is not in the map.
+ */
+export function selectConsistentAsOfWithPartitions(schema: string, groupId: string, partitionsByTopic: ReadonlyMap<string, number>): SqlQuery {
+  const known = [...partitionsByTopic].map(([topic, partitions]) => ({ topic, partitions }));
+  return {
+    text: `WITH w AS (
+  SELECT [table_name], [scope], [topic], [partition], [watermark_ticks] FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE [group_id] = @groupId
+), known AS (
+  ${jsonRows('known', [['topic', 'varchar(249)', '$.topic', 'exact'], ['partitions', 'int', '$.partitions']])}
+)${CONSISTENT_TAIL}`,
+    values: { groupId: nvarchar(groupId), known: json(known) },
+  };
+}
+
+const CONSISTENT_TAIL = `, per_topic AS (
+  SELECT [table_name], [scope], [topic], MIN([watermark_ticks]) AS watermark, COUNT(*) AS marked FROM w GROUP BY [table_name], [scope], [topic]
+)
+SELECT p.[table_name], p.[scope],
+  CASE WHEN MIN(CASE WHEN k.[partitions] IS NOT NULL AND p.marked >= k.[partitions] THEN 1 ELSE 0 END) = 1
+    THEN CONVERT(varchar(20), MIN(p.watermark)) END AS watermark
+FROM per_topic AS p LEFT JOIN known AS k ON k.[topic] = p.[topic]
+GROUP BY p.[table_name], p.[scope]
+ORDER BY p.[table_name], p.[scope];`;
