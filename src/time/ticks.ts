@@ -19,12 +19,19 @@ export function ticksFromIso(text: string): Ticks {
   const m = ISO.exec(text.trim());
   if (!m) throw new RangeError(`not a timestamp: ${JSON.stringify(text)}`);
   const [, y, mo, d, h, mi, s, frac = '', zone = 'Z'] = m;
-  const wholeSeconds = BigInt(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +s!)) / 1000n;
+  const wholeSeconds = BigInt(utcMillis(+y!, +mo! - 1, +d!, +h!, +mi!, +s!)) / 1000n;
   if (frac.length > 7 && /[1-9]/.test(frac.slice(7))) {
     throw new RangeError(`timestamp finer than 100 ns: ${JSON.stringify(text)}`);
   }
   const fraction = BigInt(frac.slice(0, 7).padEnd(7, '0'));
   return wholeSeconds * TICKS_PER_SECOND + fraction - zoneOffsetTicks(zone);
+}
+
+/** Date.UTC maps years 0–99 to 1900–1999; SQL Server's sentinel 0001-01-01 must stay in year 1. */
+function utcMillis(year: number, month: number, day: number, hour: number, minute: number, second: number): number {
+  const d = new Date(Date.UTC(2000, month, day, hour, minute, second));
+  d.setUTCFullYear(year);
+  return d.getTime();
 }
 
 function zoneOffsetTicks(zone: string): Ticks {

@@ -1,0 +1,192 @@
+import type { Position, Ticks, Window } from '../../src/contract.js';
+import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import { quotePg } from '../../src/sql/ident.js';
+import { isoFromTicks } from '../../src/time/ticks.js';
+
+/**
+ * PostgreSQL source statements. Pure: each builder returns `{ text, values }`. Timestamps leave the database as
+ * exact tick counts (`extract(epoch …)` is numeric, exact to the microsecond) and come back as ISO text cast to
+ * timestamptz; sessions run with TimeZone=UTC so `timestamp without time zone` columns compare as UTC.
+ * Keyset order is `(m.ModifiedOn, m.joinColumn)`, which an index on the metadata table serves directly.
+ */
+
+export interface Statement {
+  readonly text: string;
+  readonly values: readonly unknown[];
+}
+
+class Params {
+  readonly values: unknown[] = [];
+  add(value: unknown): string {
+    this.values.push(value);
+    return `$${this.values.length}`;
+  }
+}
+
+export function ticksExpr(column: string): string {
+  return `(extract(epoch from ${column}) * 10000000)::bigint::text`;
+}
+
+/** PostgreSQL holds microseconds: a tick bound is rendered with 6 digits, rounded down (bounds come from PG anyway). */
+function tsParam(p: Params, ticks: Ticks): string {
+  return `${p.add(isoFromTicks(ticks - (((ticks % 10n) + 10n) % 10n), 6))}::timestamptz`;
+}
+
+interface Names {
+  blob: string;
+  meta: string;
+  key: string;
+  join: string;
+  mod: string;
+  parent: string;
+  path: string;
+}
+
+function names(spec: SourceTableSpec, blobAlias = 'b', metaAlias = 'm'): Names {
+  return {
+    blob: `${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)}`,
+    meta: `${quotePg(spec.metadata.schema)}.${quotePg(spec.metadata.table)}`,
+    key: `${blobAlias}.${quotePg(spec.keyColumn)}`,
+    join: `${metaAlias}.${quotePg(spec.metadata.joinColumn)}`,
+    mod: `${metaAlias}.${quotePg(spec.modifiedOnColumn)}`,
+    parent: `${blobAlias}.${quotePg(spec.columns.parentPathLocator)}`,
+    path: `${blobAlias}.${quotePg(spec.columns.pathLocator)}`,
+  };
+}
+
+function selectList(spec: SourceTableSpec, p: Params, b = 'b', m = 'm'): string {
+  const c = spec.columns;
+  const col = (name: string) => `${b}.${quotePg(name)}`;
+  const inline = p.add(spec.inlineContentMaxBytes);
+  const optionalTicks = (name: string | null) => (name ? ticksExpr(col(name)) : 'NULL::text');
+  const bu = spec.businessUnit ? `${m}.${quotePg(spec.businessUnit.column)}::text` : 'NULL::text';
+  return [
+    `${col(spec.keyColumn)}::text AS key`,
+    `${col(c.name)}::text AS name`,
+    `${col(c.pathLocator)}::text AS path_locator`,
+    `${col(c.parentPathLocator)}::text AS parent_path_locator`,
+    `coalesce(${col(c.isDirectory)}, false) AS is_directory`,
+    `octet_length(${col(c.content)}) AS content_length`,
+    `CASE WHEN octet_length(${col(c.content)}) <= ${inline} THEN ${col(c.content)} END AS content`,
+    `${ticksExpr(`${m}.${quotePg(spec.modifiedOnColumn)}`)} AS modified_on_ticks`,
+    `${bu} AS business_unit`,
+    `${optionalTicks(c.creationTime)} AS creation_time_ticks`,
+    `${optionalTicks(c.lastWriteTime)} AS last_write_time_ticks`,
+  ].join(',\n  ');
+}
+
+function fromClause(spec: SourceTableSpec, n: Names, b = 'b', m = 'm'): string {
+  let from = `${n.blob} AS ${b}\n  JOIN ${n.meta} AS ${m} ON ${m}.${quotePg(spec.metadata.joinColumn)} = ${b}.${quotePg(spec.keyColumn)}`;
+  const map = spec.businessUnit?.mapTable;
+  if (map && spec.businessUnit) {
+    from += `\n  JOIN ${quotePg(map.schema)}.${quotePg(map.table)} AS bu_${m} ON bu_${m}.${quotePg(map.idColumn)} = ${m}.${quotePg(spec.businessUnit.column)}`;
+  }
+  return from;
+}
+
+function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params, b = 'b', m = 'm'): string[] {
+  const conditions: string[] = [];
+  if (scope.businessUnit !== null && spec.businessUnit) {
+    conditions.push(`${m}.${quotePg(spec.businessUnit.column)}::text = ${p.add(scope.businessUnit)}`);
+  }
+  if (scope.excludedKeys.length > 0) {
+    conditions.push(`${b}.${quotePg(spec.keyColumn)}::text <> ALL(${p.add([...scope.excludedKeys])}::text[])`);
+  }
+  return conditions;
+}
+
+function windowConditions(n: Names, window: Window, p: Params): string[] {
+  return [`${n.mod} > ${tsParam(p, window.start)}`, `${n.mod} <= ${tsParam(p, window.end)}`];
+}
+
+function keysetCondition(n: Names, after: Position | null, p: Params): string[] {
+  if (!after) return [];
+  return [`(${n.mod}, ${n.join}) > (${tsParam(p, after.modifiedOn)}, ${p.add(after.key)})`];
+}
+
+/** One keyset page of the roots or children of a window. */
+export function pageQuery(spec: SourceTableSpec, req: PageRequest): Statement {
+  const p = new Params();
+  const n = names(spec);
+  const select = selectList(spec, p);
+  const where = [
+    ...windowConditions(n, req.window, p),
+    `${n.parent} IS ${req.step === 'roots' ? '' : 'NOT '}NULL`,
+    ...keysetCondition(n, req.after, p),
+    ...scopeConditions(spec, req, p),
+  ];
+  const text = `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.mod}, ${n.join}\nLIMIT ${p.add(req.limit)}`;
+  return { text, values: p.values };
+}
+
+/**
+ * Parents referenced by children of the window, in the parents' own (ModifiedOn, key) order. The scope (BU) is
+ * applied to the children, not the parents: a child in scope needs its parent whatever the parent's BU.
+ */
+export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRequest): Statement {
+  const p = new Params();
+  const n = names(spec);
+  const cn = names(spec, 'c', 'cm');
+  const select = selectList(spec, p);
+  const children = [
+    ...windowConditions(cn, req.window, p),
+    `${cn.parent} IS NOT NULL`,
+    ...scopeConditions(spec, req, p, 'c', 'cm'),
+  ];
+  const referenced = `SELECT ${cn.parent} FROM ${fromClause(spec, cn, 'c', 'cm')} WHERE ${children.join(' AND ')}`;
+  const where = [
+    `${n.path} IN (${referenced})`,
+    ...keysetCondition(n, req.after, p),
+    ...scopeConditions(spec, { businessUnit: null, excludedKeys: req.excludedKeys }, p),
+  ];
+  const text = `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.mod}, ${n.join}\nLIMIT ${p.add(req.limit)}`;
+  return { text, values: p.values };
+}
+
+export function byKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
+  const p = new Params();
+  const n = names(spec);
+  const select = selectList(spec, p);
+  return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${n.key}::text = ANY(${p.add([...keys])}::text[])`, values: p.values };
+}
+
+export function byPathLocatorsQuery(spec: SourceTableSpec, paths: readonly string[]): Statement {
+  const p = new Params();
+  const n = names(spec);
+  const select = selectList(spec, p);
+  return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${n.path}::text = ANY(${p.add([...paths])}::text[])`, values: p.values };
+}
+
+/** A slice of content (`substring` on bytea reads only the TOAST chunks it needs when the column is EXTERNAL). */
+export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: number, length: number): Statement {
+  const col = quotePg(spec.columns.content);
+  return {
+    text: `SELECT substring(${col} FROM $1 FOR $2) AS slice FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)}::text = $3`,
+    values: [offset + 1, length, key],
+  };
+}
+
+export function existingKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
+  return {
+    text: `SELECT ${quotePg(spec.keyColumn)}::text AS key FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)}::text = ANY($1::text[])`,
+    values: [[...keys]],
+  };
+}
+
+export function clockQuery(): Statement {
+  return { text: `SELECT ${ticksExpr('clock_timestamp()')} AS now_ticks`, values: [] };
+}
+
+/**
+ * Start of the oldest transaction that holds a write xid in this database (other than ours). Other sessions'
+ * xact_start is visible only to superusers and members of pg_read_all_stats; `visible` says whether we are one.
+ */
+export function oldestOpenTransactionQuery(): Statement {
+  return {
+    text: `SELECT
+  (SELECT ${ticksExpr('min(a.xact_start)')} FROM pg_stat_activity a
+    WHERE a.backend_xid IS NOT NULL AND a.datname = current_database() AND a.pid <> pg_backend_pid()) AS oldest_ticks,
+  (SELECT r.rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') FROM pg_roles r WHERE r.rolname = current_user) AS visible`,
+    values: [],
+  };
+}

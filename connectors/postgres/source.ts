@@ -1,0 +1,103 @@
+import pg from 'pg';
+import type { SourceRow } from '../../src/contract.js';
+import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
+import { classifyDbError } from '../../src/errors.js';
+import * as q from './queries.js';
+
+/** A PostgreSQL source table. Executes the builders of queries.ts; classifies every driver error once, here. */
+
+interface RawRow {
+  key: string;
+  name: string | null;
+  path_locator: string | null;
+  parent_path_locator: string | null;
+  is_directory: boolean;
+  content_length: number | string | null;
+  content: Buffer | null;
+  modified_on_ticks: string;
+  business_unit: string | null;
+  creation_time_ticks: string | null;
+  last_write_time_ticks: string | null;
+}
+
+export function toSourceRow(r: RawRow): SourceRow {
+  return {
+    key: r.key,
+    name: r.name,
+    pathLocator: r.path_locator,
+    parentPathLocator: r.parent_path_locator,
+    isDirectory: r.is_directory,
+    contentLength: r.content_length === null ? null : Number(r.content_length),
+    content: r.content,
+    modifiedOn: BigInt(r.modified_on_ticks),
+    businessUnit: r.business_unit,
+    attributes: {
+      creationTime: r.creation_time_ticks === null ? null : BigInt(r.creation_time_ticks),
+      lastWriteTime: r.last_write_time_ticks === null ? null : BigInt(r.last_write_time_ticks),
+    },
+  };
+}
+
+/** A pool whose sessions compare timestamps in UTC, whatever the server's default time zone. */
+export function createPgPool(connectionString: string, max: number): pg.Pool {
+  return new pg.Pool({ connectionString, max, options: '-c TimeZone=UTC' });
+}
+
+export class PostgresSource implements SourceConnector {
+  readonly kind = 'postgres' as const;
+
+  constructor(private readonly pool: pg.Pool, private readonly spec: SourceTableSpec, private readonly ownsPool = false) {}
+
+  private async run<R extends pg.QueryResultRow>(what: string, stmt: q.Statement): Promise<R[]> {
+    try {
+      const result = await this.pool.query<R>(stmt.text, stmt.values as unknown[]);
+      return result.rows;
+    } catch (err) {
+      throw classifyDbError(err, `PostgreSQL source: ${what} of ${this.spec.blob.schema}.${this.spec.blob.table}`);
+    }
+  }
+
+  async clock(): Promise<bigint> {
+    const [row] = await this.run<{ now_ticks: string }>('reading the clock', q.clockQuery());
+    return BigInt(row!.now_ticks);
+  }
+
+  async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
+    const [row] = await this.run<{ oldest_ticks: string | null; visible: boolean | null }>('reading open transactions', q.oldestOpenTransactionQuery());
+    if (!row?.visible) return { visible: false, reason: 'the login is neither superuser nor a member of pg_read_all_stats' };
+    return { visible: true, start: row.oldest_ticks === null ? null : BigInt(row.oldest_ticks) };
+  }
+
+  async readPage(request: PageRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>(`reading ${request.step}`, q.pageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>('reading missing parents', q.missingParentsQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async readByKeys(keys: readonly string[]): Promise<SourceRow[]> {
+    if (keys.length === 0) return [];
+    return (await this.run<RawRow>('reading rows by key', q.byKeysQuery(this.spec, keys))).map(toSourceRow);
+  }
+
+  async readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]> {
+    if (pathLocators.length === 0) return [];
+    return (await this.run<RawRow>('reading rows by path', q.byPathLocatorsQuery(this.spec, pathLocators))).map(toSourceRow);
+  }
+
+  async readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null> {
+    const [row] = await this.run<{ slice: Buffer | null }>('reading a content slice', q.contentSliceQuery(this.spec, key, offset, length));
+    return row ? row.slice : null;
+  }
+
+  async existingKeys(keys: readonly string[]): Promise<Set<string>> {
+    if (keys.length === 0) return new Set();
+    const rows = await this.run<{ key: string }>('checking keys', q.existingKeysQuery(this.spec, keys));
+    return new Set(rows.map((r) => r.key));
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsPool) await this.pool.end();
+  }
+}

@@ -1,0 +1,129 @@
+import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
+import type { InRecord } from '../events/records.js';
+import { withKafkaErrors } from './client.js';
+
+/**
+ * A consumer that never lets kafkajs commit on its own: offsets are committed by the apply loop after the data
+ * they cover is durable in the target. Partitions are positioned from the target's stored offsets on every
+ * assignment (`positionOf`), so a fresh target replays from the start and a restored one resumes where it is.
+ */
+
+export interface PartitionBatch {
+  readonly topic: string;
+  readonly partition: number;
+  readonly records: readonly InRecord[];
+  /** False once the partition was revoked from this member: the batch must not be committed. */
+  isCurrent(): boolean;
+  /** Marks everything up to `offset` as processed, so the next fetch starts after it. */
+  resolve(offset: bigint): void;
+  heartbeat(): Promise<void>;
+  /** Pauses this partition; the returned function resumes it. */
+  pause(): () => void;
+}
+
+export interface ManualConsumerOptions {
+  readonly groupId: string;
+  readonly topics: readonly string[];
+  /** Next offset for a partition as stored in the target, or null to start from the earliest. */
+  readonly positionOf: (topic: string, partition: number) => Promise<bigint | null>;
+  readonly sessionTimeoutMs?: number;
+  readonly maxBytesPerPartition?: number;
+  readonly onAssigned?: (assignment: Record<string, number[]>) => void;
+}
+
+export function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers ?? {})) {
+    if (v === undefined) continue;
+    const first = Array.isArray(v) ? v[0] : v;
+    if (first !== undefined) out[k] = first.toString();
+  }
+  return out;
+}
+
+export class ManualConsumer {
+  private readonly consumer: Consumer;
+  private readonly admin: Admin;
+
+  constructor(kafka: Kafka, private readonly options: ManualConsumerOptions) {
+    this.consumer = kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      maxBytesPerPartition: options.maxBytesPerPartition ?? 8 * 1024 * 1024,
+      allowAutoTopicCreation: false,
+    });
+    this.admin = kafka.admin();
+  }
+
+  async start(handler: (batch: PartitionBatch) => Promise<void>): Promise<void> {
+    await withKafkaErrors(`starting consumer group ${this.options.groupId}`, async () => {
+      await this.consumer.connect();
+      await this.admin.connect();
+      for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: true });
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
+      const assignment = event.payload.memberAssignment as Record<string, number[]>;
+      this.options.onAssigned?.(assignment);
+      void this.positionPartitions(assignment);
+    });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: async (payload) => {
+        if (!payload.isRunning() || payload.isStale()) return;
+        await handler(this.toPartitionBatch(payload));
+      },
+    });
+  }
+
+  /** Commits to Kafka (for lag monitoring) what the target already holds. */
+  async commit(topic: string, partition: number, nextOffset: bigint): Promise<void> {
+    await withKafkaErrors('committing offsets', () => this.consumer.commitOffsets([{ topic, partition, offset: nextOffset.toString() }]));
+  }
+
+  /** The earliest offset still in the log: where a partition with no stored offset starts. */
+  async earliestOffset(topic: string, partition: number): Promise<bigint> {
+    const offsets = await withKafkaErrors(`reading offsets of ${topic}`, () => this.admin.fetchTopicOffsets(topic));
+    return BigInt(offsets.find((p) => p.partition === partition)?.low ?? '0');
+  }
+
+  seek(topic: string, partition: number, offset: bigint): void {
+    this.consumer.seek({ topic, partition, offset: offset.toString() });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]);
+  }
+
+  private async positionPartitions(assignment: Record<string, number[]>): Promise<void> {
+    for (const [topic, partitions] of Object.entries(assignment)) {
+      const earliest = await this.admin.fetchTopicOffsets(topic);
+      for (const partition of partitions) {
+        const stored = await this.options.positionOf(topic, partition);
+        const low = earliest.find((p) => p.partition === partition)?.low ?? '0';
+        this.consumer.seek({ topic, partition, offset: (stored ?? BigInt(low)).toString() });
+      }
+    }
+  }
+
+  private toPartitionBatch(payload: EachBatchPayload): PartitionBatch {
+    const { batch } = payload;
+    return {
+      topic: batch.topic,
+      partition: batch.partition,
+      records: batch.messages.map((m) => ({
+        topic: batch.topic,
+        partition: batch.partition,
+        offset: BigInt(m.offset),
+        key: m.key,
+        value: m.value,
+        headers: headersToStrings(m.headers),
+      })),
+      isCurrent: () => payload.isRunning() && !payload.isStale(),
+      resolve: (offset) => payload.resolveOffset(offset.toString()),
+      heartbeat: () => payload.heartbeat(),
+      pause: () => payload.pause(),
+    };
+  }
+}

@@ -1,0 +1,96 @@
+import type { Admin, Kafka, Producer } from 'kafkajs';
+import type { OutRecord } from '../events/records.js';
+import { createIdempotentProducer, partitionForKey, withKafkaErrors } from './client.js';
+import { partitionCount } from './topics.js';
+
+/**
+ * Sends records and resolves only when every one is acknowledged by all in-sync replicas. A broker rejects a
+ * record batch (per partition) larger than the topic's max.message.bytes, and kafkajs puts everything of one send
+ * for a partition into one batch — so sends are cut into groups that stay under that size.
+ */
+
+const PER_RECORD_OVERHEAD = 96;
+
+export function recordSize(r: OutRecord): number {
+  let size = Buffer.byteLength(r.key) + (r.value?.length ?? 0) + PER_RECORD_OVERHEAD;
+  for (const [k, v] of Object.entries(r.headers)) size += Buffer.byteLength(k) + Buffer.byteLength(v);
+  return size;
+}
+
+/** Splits records, in order, into groups whose total size stays under `maxBytes` (a record larger than that goes alone). Pure. */
+export function groupBySize(records: readonly OutRecord[], maxBytes: number): OutRecord[][] {
+  const groups: OutRecord[][] = [];
+  let current: OutRecord[] = [];
+  let size = 0;
+  for (const r of records) {
+    const s = recordSize(r);
+    if (current.length > 0 && size + s > maxBytes) {
+      groups.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(r);
+    size += s;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
+export class Publisher {
+  private readonly producer: Producer;
+  private readonly admin: Admin;
+  private readonly partitions = new Map<string, number>();
+  private connected = false;
+
+  constructor(kafka: Kafka, private readonly maxBatchBytes: number) {
+    this.producer = createIdempotentProducer(kafka);
+    this.admin = kafka.admin();
+  }
+
+  async connect(): Promise<void> {
+    if (this.connected) return;
+    await withKafkaErrors('connecting the producer', async () => {
+      await this.producer.connect();
+      await this.admin.connect();
+    });
+    this.connected = true;
+  }
+
+  /** Partition count of a topic (cached: highwater never changes it while running). */
+  async partitionsOf(topic: string): Promise<number> {
+    let n = this.partitions.get(topic);
+    if (n === undefined) {
+      n = await partitionCount(this.admin, topic);
+      this.partitions.set(topic, n);
+    }
+    return n;
+  }
+
+  async partitionOfKey(topic: string, key: string): Promise<number> {
+    return partitionForKey(topic, key, await this.partitionsOf(topic));
+  }
+
+  /** Sends all records in order and waits for every acknowledgement. */
+  async send(topic: string, records: readonly OutRecord[]): Promise<void> {
+    for (const group of groupBySize(records, this.maxBatchBytes)) {
+      await withKafkaErrors(`publishing to ${topic}`, () =>
+        this.producer.send({
+          topic,
+          acks: -1,
+          messages: group.map((r) => ({
+            key: r.key,
+            value: r.value,
+            headers: { ...r.headers },
+            ...(r.partition === undefined ? {} : { partition: r.partition }),
+          })),
+        }),
+      );
+    }
+  }
+
+  async disconnect(): Promise<void> {
+    if (!this.connected) return;
+    this.connected = false;
+    await Promise.allSettled([this.producer.disconnect(), this.admin.disconnect()]);
+  }
+}

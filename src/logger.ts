@@ -1,0 +1,63 @@
+import pino, { type Logger } from 'pino';
+
+/**
+ * Structured logs: one pino root logger, child loggers carry `{ component, table, runId, step, batch, partition }`
+ * as fields. Secrets never reach a line: known secret fields are redacted, and connection strings are scrubbed of
+ * their password wherever they appear in a message.
+ */
+
+export type { Logger };
+
+export const REDACT_PATHS = [
+  'password', '*.password', '*.*.password',
+  'connectionString', '*.connectionString', '*.*.connectionString',
+  'sasl', '*.sasl',
+  'authorization', '*.authorization', 'headers.authorization',
+];
+
+export interface LoggerOptions {
+  level?: string;
+  /** Write to this destination instead of stdout (tests capture lines this way). */
+  destination?: pino.DestinationStream;
+  /** Pretty, coloured output for people at a terminal. */
+  pretty?: boolean;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const base: pino.LoggerOptions = {
+    level: options.level ?? 'info',
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    formatters: { log: scrubObject },
+    hooks: { logMethod: scrubMessageArgs },
+    serializers: { err: serializeError, error: serializeError },
+  };
+  if (options.destination) return pino(base, options.destination);
+  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
+  return pino(base);
+}
+
+// postgres://user:secret@host, Password=secret; pwd=secret — the shapes of pg, mssql and JDBC-ish strings.
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)([^@\s/]*)(@)/gi;
+const KV_PASSWORD = /(\b(?:password|pwd)\s*=\s*)([^;\s]*)/gi;
+
+/** Removes passwords from any connection string inside the text. */
+export function scrubSecrets(text: string): string {
+  return text.replace(URL_PASSWORD, '$1[redacted]$3').replace(KV_PASSWORD, '$1[redacted]');
+}
+
+function scrubObject(obj: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) out[k] = typeof v === 'string' ? scrubSecrets(v) : v;
+  return out;
+}
+
+function scrubMessageArgs(this: Logger, args: unknown[], method: (...a: unknown[]) => void): void {
+  method.apply(this, args.map((a) => (typeof a === 'string' ? scrubSecrets(a) : a)));
+}
+
+function serializeError(err: unknown): unknown {
+  const serialized = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
+  if (typeof serialized?.message === 'string') serialized.message = scrubSecrets(serialized.message);
+  if (typeof serialized?.stack === 'string') serialized.stack = scrubSecrets(serialized.stack);
+  return serialized;
+}

@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto';
+import type { BlobChange, SourceRow } from '../contract.js';
+import type { EventCodec } from '../events/codec.js';
+import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../events/records.js';
+import type { Publisher } from '../kafka/publisher.js';
+import type { SourceConnector } from '../source/connector.js';
+import { changeFromRow, planContent, sha256, type EventContext } from './build.js';
+
+/**
+ * Publishes the rows of one page: large contents first as chunks (in their row's partition, so the chunks precede
+ * the row's event), then the page's change events in order, and resolves when Kafka acknowledged all of them.
+ * Memory stays bounded by one slice per large blob: content is read from the source slice by slice.
+ */
+
+export interface RowsToPublish {
+  readonly topic: string;
+  readonly rows: readonly SourceRow[];
+  readonly ctx: EventContext;
+}
+
+export interface PublishSettings {
+  readonly inlineLimit: number;
+  readonly maxBlobBytes: number;
+}
+
+export interface PublishedRow {
+  readonly key: string;
+  readonly modifiedOn: bigint;
+  readonly contentSha256: Buffer | null;
+  readonly pathLocator: string | null;
+  readonly chunkCount: number | null;
+  readonly bytes: number;
+}
+
+export interface RowFailure {
+  readonly key: string;
+  readonly modifiedOn: bigint;
+  readonly reason: string;
+}
+
+export interface PublishOutcome {
+  readonly published: PublishedRow[];
+  readonly failed: RowFailure[];
+}
+
+export class RowPublisher {
+  constructor(
+    private readonly publisher: Publisher,
+    private readonly codec: EventCodec,
+    private readonly source: SourceConnector,
+    private readonly settings: PublishSettings,
+  ) {}
+
+  async publish(batch: RowsToPublish): Promise<PublishOutcome> {
+    const records: OutRecord[] = [];
+    const published: PublishedRow[] = [];
+    const failed: RowFailure[] = [];
+    for (const row of batch.rows) {
+      const result = await this.prepare(batch.topic, row, batch.ctx);
+      if ('reason' in result) {
+        failed.push(result);
+        continue;
+      }
+      records.push(await changeRecord(this.codec, result.change));
+      published.push(result.row);
+    }
+    await this.publisher.send(batch.topic, records);
+    return { published, failed };
+  }
+
+  /** Tombstones for the chunks of a superseded or deleted version, so compaction can drop them. */
+  async retireChunks(topic: string, table: string, tenant: string, key: string, contentSha256: Buffer, chunkCount: number): Promise<void> {
+    const partition = await this.publisher.partitionOfKey(topic, key);
+    const records = Array.from({ length: chunkCount }, (_, index) => chunkTombstone({ table, key, contentSha256, index }, tenant, partition));
+    await this.publisher.send(topic, records);
+  }
+
+  private async prepare(topic: string, row: SourceRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+    const plan = planContent(row, this.settings.inlineLimit, this.settings.maxBlobBytes);
+    switch (plan) {
+      case 'none':
+        return this.ready(row, ctx, { kind: 'none' }, null, null);
+      case 'inline':
+        return this.ready(row, ctx, { kind: 'inline', bytes: row.content! }, sha256(row.content!), null);
+      case 'fetch-inline': {
+        const bytes = await this.source.readContentSlice(row.key, 0, row.contentLength!);
+        if (bytes === null || bytes.length !== row.contentLength) return vanished(row);
+        return this.ready(row, ctx, { kind: 'inline', bytes }, sha256(bytes), null);
+      }
+      case 'chunked':
+        return this.publishChunks(topic, row, ctx);
+      case 'too-large':
+        return { key: row.key, modifiedOn: row.modifiedOn, reason: `content of ${row.contentLength} bytes exceeds poll.maxBlobBytes (${this.settings.maxBlobBytes})` };
+    }
+  }
+
+  private ready(row: SourceRow, ctx: EventContext, content: BlobChange['content'], hash: Buffer | null, chunkCount: number | null) {
+    const change = changeFromRow(row, ctx, content, hash);
+    const bytes = content.kind === 'inline' ? content.bytes.length : (row.contentLength ?? 0);
+    return { change, row: { key: row.key, modifiedOn: row.modifiedOn, contentSha256: hash, pathLocator: row.pathLocator, chunkCount, bytes } };
+  }
+
+  /**
+   * Two passes over the source, slice by slice: the first hashes the content (chunk keys are content-addressed),
+   * the second sends the chunks. If the content changed in between, the row has a newer ModifiedOn and a later
+   * window publishes it, so this version is reported as failed rather than published half-old, half-new.
+   */
+  private async publishChunks(topic: string, row: SourceRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+    const size = row.contentLength!;
+    const chunkSize = this.settings.inlineLimit;
+    const count = Math.ceil(size / chunkSize);
+    const first = await this.hashBySlices(row.key, size, chunkSize);
+    if (first === null) return vanished(row);
+    const partition = await this.publisher.partitionOfKey(topic, row.key);
+    const second = createHash('sha256');
+    for (let index = 0; index < count; index++) {
+      const bytes = await this.source.readContentSlice(row.key, index * chunkSize, chunkSize);
+      if (bytes === null) return vanished(row);
+      second.update(bytes);
+      const record = await chunkRecord(this.codec, { table: ctx.table, key: row.key, contentSha256: first, index, count, bytes }, ctx.tenant, partition);
+      await this.publisher.send(topic, [record]);
+    }
+    if (!second.digest().equals(first)) {
+      return { key: row.key, modifiedOn: row.modifiedOn, reason: 'content changed while it was being read; the newer version is published by a later window' };
+    }
+    return this.ready(row, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count);
+  }
+
+  private async hashBySlices(key: string, size: number, sliceSize: number): Promise<Buffer | null> {
+    const hash = createHash('sha256');
+    for (let offset = 0; offset < size; offset += sliceSize) {
+      const bytes = await this.source.readContentSlice(key, offset, sliceSize);
+      if (bytes === null) return null;
+      hash.update(bytes);
+    }
+    return hash.digest();
+  }
+}
+
+function vanished(row: SourceRow): RowFailure {
+  return { key: row.key, modifiedOn: row.modifiedOn, reason: 'row disappeared or changed while its content was read; a later window or the delete sweep handles it' };
+}
