@@ -1,0 +1,207 @@
+import type { BlobChange, Deletion } from '../contract.js';
+import { HEADERS } from '../contract.js';
+import type { EventCodec } from '../events/codec.js';
+import { decodeRecord, type InRecord, type OutRecord } from '../events/records.js';
+import { coerceError, HighwaterError } from '../errors.js';
+import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
+import type { Publisher } from '../kafka/publisher.js';
+import type { Logger } from '../logger.js';
+import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
+import type { ApplyResult, TargetWriter, WatermarkToRecord } from '../target/writer.js';
+import { childrenNeedingParents, reduceBatch, type BatchEvent } from './reduce.js';
+import { deadLetterRecord, retryRecord } from './side-records.js';
+
+/**
+ * The apply loop, shared by every target: per partition batch — decode (poison to the dead-letter topic first),
+ * reduce to the latest version per key, route children whose parent is in neither the batch nor the target to the
+ * retry topic, then hand the rest to the writer, which stores rows and offsets in one transaction. Kafka's own
+ * offsets are committed only after that, for lag monitoring. Everything published to a side topic is
+ * acknowledged before the offsets that cover its source record are stored, so a crash can duplicate, never lose.
+ */
+
+export interface TopicBinding {
+  readonly table: string;
+  readonly topic: string;
+  readonly retryTopic: string;
+  readonly dlqTopic: string;
+}
+
+export interface ApplyLoopDeps {
+  readonly groupId: string;
+  readonly bindings: readonly TopicBinding[];
+  readonly writer: TargetWriter;
+  readonly codec: EventCodec;
+  readonly publisher: Publisher;
+  readonly logger: Logger;
+  readonly batchMaxRecords: number;
+  readonly retryDelayMs: number;
+  readonly dbRetry?: RetryPolicy;
+  readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number }) => void;
+}
+
+export class ApplyLoop {
+  /** Next offset per partition as the target holds it; loaded lazily, reset on every assignment. */
+  private readonly expected = new Map<string, bigint>();
+  private readonly byTopic: Map<string, TopicBinding>;
+  private consumer: ManualConsumer | undefined;
+
+  constructor(private readonly deps: ApplyLoopDeps) {
+    this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
+  }
+
+  attach(consumer: ManualConsumer): void {
+    this.consumer = consumer;
+  }
+
+  forgetPositions(): void {
+    this.expected.clear();
+  }
+
+  async handle(batch: PartitionBatch): Promise<void> {
+    const binding = this.byTopic.get(batch.topic);
+    if (!binding) throw new HighwaterError('INTERNAL', `no table is bound to topic ${batch.topic}`);
+    const aligned = await this.alignWithTarget(batch);
+    if (aligned.kind === 'seeked-back') return;
+    if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
+    for (let i = 0; i < aligned.records.length; i += this.deps.batchMaxRecords) {
+      if (!batch.isCurrent()) return;
+      await this.applySlice(binding, batch, aligned.records.slice(i, i + this.deps.batchMaxRecords));
+      await batch.heartbeat();
+    }
+  }
+
+  /**
+   * Drops records the target already holds (reporting the last of them, so the fetch position can move past
+   * them) and, when the batch starts after the target's position (Kafka's committed offset ran ahead of a fresh
+   * or restored target), seeks back instead of skipping the gap.
+   */
+  private async alignWithTarget(batch: PartitionBatch): Promise<{ kind: 'seeked-back' } | { kind: 'records'; records: readonly InRecord[]; heldUpTo: bigint | null }> {
+    const id = `${batch.topic}\u0000${batch.partition}`;
+    let next = this.expected.get(id);
+    if (next === undefined) {
+      next = (await this.deps.writer.storedOffsets(this.deps.groupId, [batch.topic])).find((o) => o.partition === batch.partition)?.nextOffset
+        ?? (await this.consumer!.earliestOffset(batch.topic, batch.partition));
+      this.expected.set(id, next);
+    }
+    const first = batch.records[0]?.offset;
+    if (first !== undefined && first > next) {
+      this.deps.logger.info({ topic: batch.topic, partition: batch.partition, from: first, to: next }, 'batch starts after the target position; seeking back');
+      this.consumer!.seek(batch.topic, batch.partition, next);
+      return { kind: 'seeked-back' };
+    }
+    const target = next;
+    const records = batch.records.filter((r) => r.offset >= target);
+    const held = batch.records.filter((r) => r.offset < target);
+    return { kind: 'records', records, heldUpTo: held.at(-1)?.offset ?? null };
+  }
+
+  private async applySlice(binding: TopicBinding, batch: PartitionBatch, records: readonly InRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const { events, poison } = await this.decodeAll(records);
+    await this.deadLetter(binding, poison);
+    const reduced = reduceBatch(events);
+    const routed = await this.routeMissingParents(binding, reduced.changes, records);
+    const nextOffset = records.at(-1)!.offset + 1n;
+    const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records);
+    const late = [...result.missingParent, ...result.incompleteContent];
+    if (late.length > 0) await this.sendToRetry(binding, records.filter((r) => late.includes(r.key?.toString() ?? '')), 1);
+    batch.resolve(nextOffset - 1n);
+    if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
+    this.expected.set(`${batch.topic}\u0000${batch.partition}`, nextOffset);
+    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + late.length, duplicates: reduced.superseded + result.skippedStale });
+  }
+
+  private async decodeAll(records: readonly InRecord[]): Promise<{ events: BatchEvent[]; poison: { record: InRecord; error: Error }[] }> {
+    const events: BatchEvent[] = [];
+    const poison: { record: InRecord; error: Error }[] = [];
+    for (const record of records) {
+      try {
+        const e = await decodeRecord(this.deps.codec, record);
+        if (e.type !== 'chunk-tombstone') events.push(e);
+      } catch (err) {
+        poison.push({ record, error: coerceError(err) });
+      }
+    }
+    return { events, poison };
+  }
+
+  private async deadLetter(binding: TopicBinding, poison: readonly { record: InRecord; error: Error }[]): Promise<void> {
+    if (poison.length === 0) return;
+    for (const p of poison) this.deps.logger.warn({ topic: p.record.topic, partition: p.record.partition, offset: p.record.offset, err: p.error }, 'poison record sent to the dead-letter topic');
+    await this.deps.publisher.send(binding.dlqTopic, poison.map((p) => deadLetterRecord(p.record, p.error.message, 'poison')));
+  }
+
+  /** Children whose parent is in neither this batch nor the target go to the retry topic and out of the batch. */
+  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], records: readonly InRecord[]): Promise<{ keep: BlobChange[]; retried: number }> {
+    const orphans = childrenNeedingParents(changes);
+    if (orphans.length === 0) return { keep: changes, retried: 0 };
+    const byTenant = groupBy(orphans, (c) => c.tenant);
+    const missing = new Set<BlobChange>();
+    for (const [tenant, children] of byTenant) {
+      const present = await this.deps.writer.existingPaths(binding.table, tenant, children.map((c) => c.parentPathLocator!));
+      for (const c of children) if (!present.has(c.parentPathLocator!)) missing.add(c);
+    }
+    if (missing.size === 0) return { keep: changes, retried: 0 };
+    const missingKeys = new Set([...missing].map((c) => c.key));
+    const latestRecordOf = new Map<string, InRecord>();
+    for (const r of records) if (r.key && missingKeys.has(r.key.toString())) latestRecordOf.set(r.key.toString(), r);
+    await this.sendToRetry(binding, [...latestRecordOf.values()], 1);
+    return { keep: changes.filter((c) => !missing.has(c)), retried: missing.size };
+  }
+
+  private async sendToRetry(binding: TopicBinding, records: readonly InRecord[], attempt: number): Promise<void> {
+    if (records.length === 0) return;
+    const notBefore = Date.now() + this.deps.retryDelayMs;
+    await this.deps.publisher.send(binding.retryTopic, records.map((r) => retryRecord(r, attempt, notBefore)));
+  }
+
+  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, rows: BlobChange[], nextOffset: bigint, records: readonly InRecord[]): Promise<ApplyResult> {
+    const watermarks: WatermarkToRecord[] = reduced.markers.map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: batch.topic, partition: batch.partition, watermark: m.watermark }));
+    const applyBatch = {
+      groupId: this.deps.groupId,
+      table: binding.table,
+      rows: rows.map((change) => ({ change })),
+      deletes: reduced.deletes,
+      chunks: reduced.chunks,
+      watermarks,
+      offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
+    };
+    try {
+      return await withRetry(() => this.deps.writer.apply(applyBatch), this.deps.dbRetry ?? DEFAULT_RETRY, {
+        onRetry: ({ attempt, delayMs, error }) => this.deps.logger.warn({ attempt, delayMs, err: error }, 'target write failed; retrying'),
+      });
+    } catch (err) {
+      if (!(err instanceof HighwaterError) || err.code !== 'DB_CONSTRAINT') throw err;
+      return this.isolatePoisonRows(binding, applyBatch, records);
+    }
+  }
+
+  /**
+   * A constraint violation fails the whole transaction; find the rows that cause it one at a time, dead-letter
+   * them with the database's message, then store the batch without them.
+   */
+  private async isolatePoisonRows(binding: TopicBinding, applyBatch: Parameters<TargetWriter['apply']>[0], records: readonly InRecord[]): Promise<ApplyResult> {
+    const good: typeof applyBatch.rows[number][] = [];
+    const bad: { record: InRecord; error: Error }[] = [];
+    for (const row of applyBatch.rows) {
+      try {
+        await this.deps.writer.apply({ ...applyBatch, rows: [row], deletes: [], chunks: applyBatch.chunks, watermarks: [], offsets: [] });
+        good.push(row);
+      } catch (err) {
+        const record = [...records].reverse().find((r) => r.key?.toString() === row.change.key);
+        if (record) bad.push({ record, error: coerceError(err) });
+      }
+    }
+    await this.deadLetter(binding, bad);
+    return this.deps.writer.apply({ ...applyBatch, rows: good });
+  }
+}
+
+function groupBy<T>(items: readonly T[], keyOf: (t: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const item of items) out.set(keyOf(item), [...(out.get(keyOf(item)) ?? []), item]);
+  return out;
+}
+
+export type { Deletion, OutRecord };
+export { HEADERS };

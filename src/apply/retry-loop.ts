@@ -1,0 +1,156 @@
+import { HEADERS, type BlobChange } from '../contract.js';
+import { backfillTopic } from '../config/load.js';
+import type { TargetConfig } from '../config/schema.js';
+import type { EventCodec } from '../events/codec.js';
+import { backfillToAvro } from '../events/mapping.js';
+import { decodeRecord, type InRecord } from '../events/records.js';
+import { coerceError } from '../errors.js';
+import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
+import type { Publisher } from '../kafka/publisher.js';
+import type { Logger } from '../logger.js';
+import { backoffDelay } from '../retry.js';
+import type { TargetWriter } from '../target/writer.js';
+import type { TopicBinding } from './loop.js';
+import { deadLetterRecord, retryRecord } from './side-records.js';
+
+/**
+ * Children waiting for their parent. A record on `<topic>.retry` is tried when its not-before time has come: if
+ * the parent is now in the target the child is applied; if not, it goes back to the retry topic with the next
+ * attempt number and a longer delay, asks the poller side for a back-fill of the parent after
+ * `backfillAfterAttempts`, and goes to the dead-letter topic after `maxAttempts`. Nothing is dropped, and the
+ * retry topic's offsets are stored in the target with each outcome, like the main topic's.
+ */
+
+export interface RetryLoopDeps {
+  readonly groupId: string;
+  readonly bindings: readonly TopicBinding[];
+  readonly writer: TargetWriter;
+  readonly codec: EventCodec;
+  readonly publisher: Publisher;
+  readonly logger: Logger;
+  readonly policy: TargetConfig['retry'];
+  readonly requestedBy: string;
+  readonly now?: () => number;
+}
+
+type Outcome = 'applied' | 'requeued' | 'dead-lettered';
+
+export class RetryLoop {
+  private readonly byRetryTopic: Map<string, TopicBinding>;
+  private readonly expected = new Map<string, bigint>();
+  private readonly waiting = new Set<string>();
+  private consumer: ManualConsumer | undefined;
+
+  constructor(private readonly deps: RetryLoopDeps) {
+    this.byRetryTopic = new Map(deps.bindings.map((b) => [b.retryTopic, b]));
+  }
+
+  attach(consumer: ManualConsumer): void {
+    this.consumer = consumer;
+  }
+
+  forgetPositions(): void {
+    this.expected.clear();
+  }
+
+  async handle(batch: PartitionBatch): Promise<void> {
+    const binding = this.byRetryTopic.get(batch.topic)!;
+    const id = `${batch.topic}\u0000${batch.partition}`;
+    if (this.waiting.has(id)) return;
+    const next = await this.position(batch, id);
+    for (const record of batch.records) {
+      if (!batch.isCurrent()) return;
+      if (record.offset < next) {
+        batch.resolve(record.offset);
+        continue;
+      }
+      const due = Date.parse(record.headers[HEADERS.notBefore] ?? '') || 0;
+      const now = this.now();
+      if (due > now) return this.waitFor(batch, id, record.offset, due - now);
+      const outcome = await this.retryOne(binding, record);
+      this.deps.logger.debug({ key: record.key?.toString(), outcome }, 'retried a child');
+      batch.resolve(record.offset);
+      if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, record.offset + 1n);
+      this.expected.set(id, record.offset + 1n);
+      await batch.heartbeat();
+    }
+  }
+
+  private async position(batch: PartitionBatch, id: string): Promise<bigint> {
+    let next = this.expected.get(id);
+    if (next === undefined) {
+      next = (await this.deps.writer.storedOffsets(this.deps.groupId, [batch.topic])).find((o) => o.partition === batch.partition)?.nextOffset
+        ?? (await this.consumer!.earliestOffset(batch.topic, batch.partition));
+      this.expected.set(id, next);
+    }
+    const first = batch.records[0]?.offset;
+    if (first !== undefined && first > next) this.consumer!.seek(batch.topic, batch.partition, next);
+    return next;
+  }
+
+  /** Not due yet: rewind to this record, pause the partition and resume it when the record is due. */
+  private waitFor(batch: PartitionBatch, id: string, offset: bigint, delayMs: number): void {
+    this.consumer!.seek(batch.topic, batch.partition, offset);
+    const resume = batch.pause();
+    this.waiting.add(id);
+    setTimeout(() => {
+      this.waiting.delete(id);
+      resume();
+    }, Math.min(delayMs, this.deps.policy.maxDelayMs)).unref();
+  }
+
+  private async retryOne(binding: TopicBinding, record: InRecord): Promise<Outcome> {
+    const offsets = [{ topic: record.topic, partition: record.partition, nextOffset: record.offset + 1n }];
+    let change: BlobChange;
+    try {
+      const event = await decodeRecord(this.deps.codec, record);
+      if (event.type !== 'change') return this.deadLetter(binding, record, `unexpected ${event.type} record on a retry topic`, offsets, 'poison');
+      change = event.change;
+    } catch (err) {
+      return this.deadLetter(binding, record, coerceError(err).message, offsets, 'poison');
+    }
+    const attempt = Number(record.headers[HEADERS.attempt] ?? '1');
+    const parentPresent = (await this.deps.writer.existingPaths(binding.table, change.tenant, [change.parentPathLocator!])).has(change.parentPathLocator!);
+    if (parentPresent) {
+      const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets });
+      if (result.missingParent.length === 0 && result.incompleteContent.length === 0) return 'applied';
+    }
+    return this.requeue(binding, record, change, attempt, offsets);
+  }
+
+  private async requeue(binding: TopicBinding, record: InRecord, change: BlobChange, attempt: number, offsets: { topic: string; partition: number; nextOffset: bigint }[]): Promise<Outcome> {
+    const { maxAttempts, backfillAfterAttempts } = this.deps.policy;
+    if (attempt >= maxAttempts) {
+      return this.deadLetter(binding, record, `parent ${change.parentPathLocator} did not arrive after ${attempt} attempts`, offsets, 'missing-parent');
+    }
+    if (attempt === backfillAfterAttempts) await this.requestBackfill(change, attempt);
+    const delay = backoffDelay({ attempts: maxAttempts, initialDelayMs: this.deps.policy.initialDelayMs, maxDelayMs: this.deps.policy.maxDelayMs, jitter: 0.1 }, attempt + 1);
+    await this.deps.publisher.send(binding.retryTopic, [retryRecord(record, attempt + 1, this.now() + delay)]);
+    await this.storeOffsets(binding, offsets);
+    return 'requeued';
+  }
+
+  private async requestBackfill(change: BlobChange, attempt: number): Promise<void> {
+    const value = await this.deps.codec.encode('BackfillRequest', backfillToAvro({
+      table: change.table, tenant: change.tenant, parentPathLocator: change.parentPathLocator, keys: [],
+      requestedBy: this.deps.requestedBy, reason: `child ${change.key} still waits for its parent after ${attempt} attempts`,
+    }));
+    await this.deps.publisher.send(backfillTopic(), [{ key: change.table, value, headers: { [HEADERS.table]: change.table, [HEADERS.tenant]: change.tenant } }]);
+    this.deps.logger.info({ table: change.table, parent: change.parentPathLocator, child: change.key }, 'asked the poller side to back-fill a missing parent');
+  }
+
+  private async deadLetter(binding: TopicBinding, record: InRecord, reason: string, offsets: { topic: string; partition: number; nextOffset: bigint }[], kind: 'poison' | 'missing-parent'): Promise<Outcome> {
+    await this.deps.publisher.send(binding.dlqTopic, [deadLetterRecord(record, reason, kind)]);
+    this.deps.logger.warn({ key: record.key?.toString(), reason }, 'record sent to the dead-letter topic');
+    await this.storeOffsets(binding, offsets);
+    return 'dead-lettered';
+  }
+
+  private storeOffsets(binding: TopicBinding, offsets: { topic: string; partition: number; nextOffset: bigint }[]): Promise<unknown> {
+    return this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [], deletes: [], chunks: [], watermarks: [], offsets });
+  }
+
+  private now(): number {
+    return (this.deps.now ?? Date.now)();
+  }
+}

@@ -1,0 +1,165 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { isoFromTicks } from '../time/ticks.js';
+import { Runtime } from '../wiring.js';
+import { HighwaterError } from '../errors.js';
+import type { Config, TargetConfig } from '../config/schema.js';
+import { groupIdFor } from '../config/load.js';
+import { loadContext, report, type GlobalOptions } from './context.js';
+import { EXIT } from './exit-codes.js';
+import { installShutdown, untilAborted } from './shutdown.js';
+import type { RunSummary } from '../poller/poller.js';
+import { progressListener } from './progress.js';
+
+/** The subcommands' bodies. Each returns an exit code; errors propagate to main, which maps them to codes. */
+
+async function withRuntime<T>(options: GlobalOptions, body: (rt: Runtime, config: Config) => Promise<T>): Promise<T> {
+  const { config, logger } = await loadContext(options);
+  const rt = new Runtime(config, logger);
+  try {
+    return await body(rt, config);
+  } finally {
+    await rt.close();
+  }
+}
+
+export async function initCommand(options: GlobalOptions): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    const control = await rt.store().migrate();
+    const targets: string[] = [];
+    for (const t of config.targets) {
+      const writer = await rt.writer(t);
+      try {
+        await writer.migrate();
+      } finally {
+        await writer.close();
+      }
+      targets.push(t.name);
+    }
+    for (const t of config.tables.filter((x) => x.enabled)) await rt.ensureTableTopics(t);
+    report(options, { control, targets }, () => `control store ready (schema ${config.controlStore.schema}); targets migrated: ${targets.join(', ') || 'none'}; topics ensured`);
+    return EXIT.OK;
+  });
+}
+
+function summaryLine(s: RunSummary): string {
+  const lines = [`run ${s.runId}: ${s.status}`];
+  for (const t of s.tables) {
+    if (t.error) lines.push(`  ${t.table} [${t.scope}]: FAILED — ${t.error}`);
+    else if (t.outcome) lines.push(`  ${t.table} [${t.scope}]: window (${isoFromTicks(t.outcome.window.start)}, ${isoFromTicks(t.outcome.window.end)}] published ${t.outcome.published}, unchanged ${t.outcome.skipped}, refused ${t.outcome.failed}, tombstones ${t.outcome.tombstones}`);
+    else lines.push(`  ${t.table} [${t.scope}]: already completed`);
+  }
+  return lines.join('\n');
+}
+
+export async function pollCommand(options: GlobalOptions & { table?: string[]; every?: boolean }): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    await rt.store().migrate();
+    const stop = installShutdown(rt.logger);
+    const poller = await rt.poller({ listeners: [progressListener(options)], signal: stop.signal });
+    let code: number = EXIT.OK;
+    do {
+      const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
+      report(options, summary, () => summaryLine(summary));
+      code = summary.status === 'completed' ? EXIT.OK : EXIT.FAILURE;
+      if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+    } while (options.every && !stop.signal.aborted);
+    return code;
+  });
+}
+
+export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
+  return withRuntime(options, async (rt) => {
+    const poller = await rt.poller({ listeners: [progressListener(options)] });
+    const summary = await poller.resume(runId);
+    report(options, summary, () => summaryLine(summary));
+    return summary.status === 'completed' ? EXIT.OK : EXIT.FAILURE;
+  });
+}
+
+export async function resetCommand(options: GlobalOptions, runId: string): Promise<number> {
+  return withRuntime(options, async (rt) => {
+    await rt.store().resetRun(runId);
+    report(options, { runId, reset: true }, () => `run ${runId} reset: \`highwater resume ${runId}\` starts it again from its window start (targets keep what they hold)`);
+    return EXIT.OK;
+  });
+}
+
+function selectTargets(config: Config, names: string[] | undefined): TargetConfig[] {
+  if (!names || names.length === 0) return [...config.targets];
+  const unknown = names.filter((n) => !config.targets.some((t) => t.name === n));
+  if (unknown.length > 0) throw new HighwaterError('USAGE', `unknown target(s): ${unknown.join(', ')}`);
+  return config.targets.filter((t) => names.includes(t.name));
+}
+
+export async function consumeCommand(options: GlobalOptions & { target?: string[] }): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    const stop = installShutdown(rt.logger);
+    const running = [];
+    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t));
+    rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
+    await untilAborted(stop.signal);
+    for (const r of running) await r.stop();
+    return EXIT.OK;
+  });
+}
+
+export async function runCommand(options: GlobalOptions): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    await rt.store().migrate();
+    const stop = installShutdown(rt.logger);
+    const running = [];
+    for (const t of config.targets) running.push(await rt.startConsumers(t));
+    const poller = await rt.poller({ signal: stop.signal });
+    while (!stop.signal.aborted) {
+      const summary = await poller.run({ requestedBy: 'run' });
+      rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
+      await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+    }
+    for (const r of running) await r.stop();
+    return EXIT.OK;
+  });
+}
+
+export async function runsCommand(options: GlobalOptions & { limit?: string }, runId?: string): Promise<number> {
+  return withRuntime(options, async (rt) => {
+    if (runId) {
+      const run = await rt.store().getRun(runId);
+      report(options, run, () => JSON.stringify(run, (_k, v) => (typeof v === 'bigint' ? isoFromTicks(v) : v), 2));
+      return EXIT.OK;
+    }
+    const runs = await rt.store().listRuns({ limit: Number(options.limit ?? 20) });
+    report(options, runs, () => runs.map((r) => `${r.runId}  ${r.status.padEnd(9)}  ${r.startedAt.toISOString()}  ${r.kind}${r.error ? `  ${r.error}` : ''}`).join('\n') || 'no runs yet');
+    return EXIT.OK;
+  });
+}
+
+export async function statusCommand(options: GlobalOptions): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    const tables = await rt.store().status();
+    const targets: { target: string; groupId: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[] = [];
+    for (const t of config.targets) {
+      const writer = await rt.writer(t);
+      try {
+        targets.push({ target: t.name, groupId: groupIdFor(t), consistentAsOf: await writer.consistentAsOf(groupIdFor(t)) });
+      } finally {
+        await writer.close();
+      }
+    }
+    report(options, { tables, targets }, () => renderStatus(tables, targets));
+    return EXIT.OK;
+  });
+}
+
+function renderStatus(tables: Awaited<ReturnType<ReturnType<Runtime['store']>['status']>>, targets: { target: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[]): string {
+  const lines = ['tables:'];
+  for (const t of tables) {
+    const hw = t.highWater === null ? 'none yet' : isoFromTicks(t.highWater);
+    lines.push(`  ${t.table} [${t.scope}] high-water ${hw}; lease ${t.leaseOwner ?? 'free'}${t.leaseExpiresAt ? ` until ${t.leaseExpiresAt.toISOString()}` : ''}; last run ${t.lastRunId ?? '-'} ${t.lastRunStatus ?? ''}`);
+  }
+  lines.push('targets:');
+  for (const t of targets) {
+    for (const c of t.consistentAsOf) lines.push(`  ${t.target}: ${c.table} [${c.scope}] consistent as of ${c.watermark === null ? 'unknown' : isoFromTicks(c.watermark)}`);
+    if (t.consistentAsOf.length === 0) lines.push(`  ${t.target}: no watermark marker applied yet`);
+  }
+  return lines.join('\n');
+}

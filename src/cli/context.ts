@@ -1,0 +1,31 @@
+import { loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { createLogger, type Logger } from '../logger.js';
+
+/** What every command needs: the loaded configuration and a logger. Settings: file < environment < flags. */
+
+export interface GlobalOptions {
+  config?: string;
+  logLevel?: string;
+  json?: boolean;
+}
+
+export function configPath(options: GlobalOptions, env = process.env): string {
+  return options.config ?? env.HIGHWATER_CONFIG ?? 'highwater.yaml';
+}
+
+export function loggerFor(options: GlobalOptions, config?: Config): Logger {
+  const level = options.logLevel ?? process.env.HIGHWATER_LOG_LEVEL ?? config?.log.level ?? 'info';
+  return createLogger({ level, pretty: process.stdout.isTTY === true && !options.json });
+}
+
+export async function loadContext(options: GlobalOptions): Promise<{ config: Config; logger: Logger }> {
+  const config = await loadConfigFile(configPath(options));
+  return { config, logger: loggerFor(options, config) };
+}
+
+/** Prints a report: JSON when asked for (bigints as strings), else the human rendering. */
+export function report(options: GlobalOptions, value: unknown, human: () => string): void {
+  if (options.json) process.stdout.write(`${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
+  else process.stdout.write(`${human()}\n`);
+}

@@ -1,0 +1,81 @@
+import { Command, CommanderError, Option } from 'commander';
+import { coerceError, HighwaterError } from '../errors.js';
+import { scrubSecrets } from '../logger.js';
+import { consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
+import { loggerFor, type GlobalOptions } from './context.js';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { runDemo } from '../demo/demo.js';
+
+/** The `highwater` command line. Every subcommand resolves to an exit code; nothing calls process.exit but shutdown. */
+
+const EXIT_HELP = `
+Exit codes:
+  0  success
+  1  failure (a table failed, a service stayed unreachable after retries, …)
+  2  usage or configuration error (the message names each bad field)
+  3  a check found a difference (reconcile, demo)
+
+Settings: the YAML file (--config, or HIGHWATER_CONFIG, default ./highwater.yaml), then environment variables
+(HIGHWATER_KAFKA_BROKERS, HIGHWATER_DB_<NAME>_URL, HIGHWATER_SCHEMA_REGISTRY_URL, HIGHWATER_LOG_LEVEL), then flags.`;
+
+function globals(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals() as GlobalOptions;
+}
+
+export function buildProgram(run: (code: Promise<number>) => void): Command {
+  const program = new Command('highwater')
+    .description('Continuous, lossless replication of blob tables through Kafka.')
+    .option('-c, --config <file>', 'configuration file')
+    .option('--json', 'machine-readable output')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']))
+    .addHelpText('after', EXIT_HELP)
+    .exitOverride()
+    .showHelpAfterError();
+
+  program.command('init').description('create or upgrade the control store and target tables, and create the topics')
+    .action((_o, cmd: Command) => run(initCommand(globals(cmd))));
+  program.command('poll').description('publish the changes of every enabled table once (or every interval with --every)')
+    .option('-t, --table <name...>', 'only these tables')
+    .option('--every', 'keep polling every poll.intervalSeconds until SIGINT/SIGTERM')
+    .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean })));
+  program.command('resume <runId>').description('continue a failed or interrupted run from its last completed batch')
+    .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd), runId)));
+  program.command('reset <runId>').description("restart a run's progress from its window start (targets keep their rows)")
+    .action((runId: string, _o, cmd: Command) => run(resetCommand(globals(cmd), runId)));
+  program.command('consume').description('apply the change topics to the targets until SIGINT/SIGTERM')
+    .option('--target <name...>', 'only these targets')
+    .action((_o, cmd: Command) => run(consumeCommand(globals(cmd) as GlobalOptions & { target?: string[] })));
+  program.command('run').description('poller and consumers in one process, for small deployments')
+    .action((_o, cmd: Command) => run(runCommand(globals(cmd))));
+  program.command('runs [runId]').description('list recent runs, or show one with its tables and batches')
+    .option('--limit <n>', 'how many runs to list', '20')
+    .action((runId: string | undefined, _o, cmd: Command) => run(runsCommand(globals(cmd) as GlobalOptions & { limit?: string }, runId)));
+  program.command('status').description("per table: high-watermark, lease, last run; per target: consistent_as_of")
+    .action((_o, cmd: Command) => run(statusCommand(globals(cmd))));
+  program.command('demo').description('run the whole pipeline on sample data with a local Kafka and the local PostgreSQL')
+    .action((_o, cmd: Command) => run(runDemo({ logger: loggerFor({ ...globals(cmd), logLevel: globals(cmd).logLevel ?? 'error' }) })));
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let pending: Promise<number> | undefined;
+  const program = buildProgram((p) => {
+    pending = p;
+  });
+  try {
+    await program.parseAsync([...argv]);
+    return pending ? await pending : EXIT.OK;
+  } catch (err) {
+    return reportFailure(err);
+  }
+}
+
+function reportFailure(err: unknown): number {
+  if (err instanceof CommanderError) {
+    return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? EXIT.OK : EXIT.USAGE;
+  }
+  const error = coerceError(err);
+  const hint = error instanceof HighwaterError ? `\n  hint: ${error.hint}` : '';
+  process.stderr.write(`highwater: ${scrubSecrets(error.message)}${hint}\n`);
+  return exitCodeFor(err);
+}

@@ -1,0 +1,195 @@
+import type pg from 'pg';
+import type mssql from 'mssql';
+import { createPgPool, PostgresSource } from '../connectors/postgres/source.js';
+import { createMssqlPool, SqlServerSource } from '../connectors/sqlserver/source.js';
+import { PostgresWriter } from '../consumers/postgres/writer.js';
+import { SqlServerWriter } from '../consumers/sqlserver/writer.js';
+import { ApplyLoop, type ApplyLoopDeps, type TopicBinding } from './apply/loop.js';
+import { RetryLoop } from './apply/retry-loop.js';
+import { connectionStringOf, databaseByName, dlqTopicFor, groupIdFor, retryTopicFor, tablesForTarget, topicFor, backfillTopic } from './config/load.js';
+import type { Config, DatabaseConfig, TableConfig, TargetConfig } from './config/schema.js';
+import { ControlStore } from './control/store.js';
+import { createCodec, type EventCodec } from './events/codec.js';
+import { inlineLimit } from './events/records.js';
+import { createKafka } from './kafka/client.js';
+import { ManualConsumer } from './kafka/consumer.js';
+import { Publisher } from './kafka/publisher.js';
+import { ensureTopics, sideTopicSpec, tableTopicSpec } from './kafka/topics.js';
+import type { Logger } from './logger.js';
+import { PollerObserver, type PollerListener } from './poller/observer.js';
+import { Poller } from './poller/poller.js';
+import type { SourceConnector, SourceTableSpec } from './source/connector.js';
+import type { TargetWriter } from './target/writer.js';
+import type { Kafka } from 'kafkajs';
+
+/**
+ * The composition root: the one place that turns configuration into connected components. src/ imports the
+ * engine folders (connectors/, consumers/) only here.
+ */
+
+export class Runtime {
+  readonly kafka: Kafka;
+  readonly codec: EventCodec;
+  private readonly pgPools = new Map<string, pg.Pool>();
+  private readonly mssqlPools = new Map<string, Promise<mssql.ConnectionPool>>();
+  private readonly sources = new Map<string, SourceConnector>();
+  private publisherInstance: Publisher | undefined;
+  private storeInstance: ControlStore | undefined;
+
+  constructor(readonly config: Config, readonly logger: Logger) {
+    this.kafka = createKafka(config.kafka, logger);
+    this.codec = createCodec(config.encoding);
+  }
+
+  pgPool(db: DatabaseConfig): pg.Pool {
+    let pool = this.pgPools.get(db.name);
+    if (!pool) {
+      pool = createPgPool(connectionStringOf(db), db.poolSize);
+      pool.on('error', (err) => this.logger.warn({ err, database: db.name }, 'idle PostgreSQL connection failed; the pool replaces it'));
+      this.pgPools.set(db.name, pool);
+    }
+    return pool;
+  }
+
+  mssqlPool(db: DatabaseConfig): Promise<mssql.ConnectionPool> {
+    let pool = this.mssqlPools.get(db.name);
+    if (!pool) {
+      pool = createMssqlPool(connectionStringOf(db), db.poolSize);
+      this.mssqlPools.set(db.name, pool);
+    }
+    return pool;
+  }
+
+  store(): ControlStore {
+    this.storeInstance ??= new ControlStore(this.pgPool(databaseByName(this.config, this.config.controlStore.database)), this.config.controlStore.schema);
+    return this.storeInstance;
+  }
+
+  async publisher(): Promise<Publisher> {
+    this.publisherInstance ??= new Publisher(this.kafka, this.config.kafka.maxMessageBytes);
+    await this.publisherInstance.connect();
+    return this.publisherInstance;
+  }
+
+  async source(table: TableConfig): Promise<SourceConnector> {
+    let source = this.sources.get(table.name);
+    if (!source) {
+      const db = databaseByName(this.config, table.source);
+      const spec = sourceSpec(this.config, table);
+      source = db.kind === 'postgres' ? new PostgresSource(this.pgPool(db), spec) : new SqlServerSource(await this.mssqlPool(db), spec);
+      this.sources.set(table.name, source);
+    }
+    return source;
+  }
+
+  async writer(target: TargetConfig): Promise<TargetWriter> {
+    const db = databaseByName(this.config, target.database);
+    const tables = tablesForTarget(this.config, target).map((t) => ({ name: t.name }));
+    // Writers own their pool (close() ends it), so each gets a pool of its own.
+    if (db.kind === 'postgres') return new PostgresWriter(createPgPool(connectionStringOf(db), db.poolSize), { schema: target.schema, tables });
+    return new SqlServerWriter(await createMssqlPool(connectionStringOf(db), db.poolSize), { schema: target.schema, tables });
+  }
+
+  /** The table topic plus its retry and dead-letter topics, and the shared back-fill request topic. */
+  async ensureTableTopics(table: TableConfig): Promise<void> {
+    const topic = topicFor(this.config, table);
+    const k = this.config.kafka;
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      await ensureTopics(admin, [tableTopicSpec(topic, k), sideTopicSpec(retryTopicFor(topic), k), sideTopicSpec(dlqTopicFor(topic), k), sideTopicSpec(backfillTopic(), k, 1)], k.replicationFactor);
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  async poller(options: { listeners?: PollerListener[]; signal?: AbortSignal } = {}): Promise<Poller> {
+    const sources = new Map<string, SourceConnector>();
+    for (const t of this.config.tables.filter((t) => t.enabled)) sources.set(t.name, await this.source(t));
+    return new Poller({
+      config: this.config,
+      store: this.store(),
+      publisher: await this.publisher(),
+      codec: this.codec,
+      logger: this.logger.child({ component: 'poller' }),
+      observer: new PollerObserver(options.listeners ?? [], (err) => this.logger.warn({ err }, 'a poller observer failed')),
+      sourceFor: (t) => sources.get(t.name)!,
+      ensureTopics: (t) => this.ensureTableTopics(t),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+
+  bindings(target: TargetConfig): TopicBinding[] {
+    return tablesForTarget(this.config, target).map((t) => {
+      const topic = topicFor(this.config, t);
+      return { table: t.name, topic, retryTopic: retryTopicFor(topic), dlqTopic: dlqTopicFor(topic) };
+    });
+  }
+
+  /** Starts the main and retry consumers of one target; resolves once both are running. */
+  async startConsumers(target: TargetConfig, options: { onApplied?: ApplyLoopDeps['onApplied'] } = {}): Promise<RunningConsumers> {
+    const writer = await this.writer(target);
+    await writer.migrate();
+    for (const t of tablesForTarget(this.config, target)) await this.ensureTableTopics(t);
+    const groupId = groupIdFor(target);
+    const bindings = this.bindings(target);
+    const publisher = await this.publisher();
+    const logger = this.logger.child({ component: 'consumer', target: target.name, groupId });
+    const loop = new ApplyLoop({
+      groupId, bindings, writer, codec: this.codec, publisher, logger,
+      batchMaxRecords: target.batchMaxRecords, retryDelayMs: target.retry.initialDelayMs,
+      ...(options.onApplied ? { onApplied: options.onApplied } : {}),
+    });
+    const main = new ManualConsumer(this.kafka, {
+      groupId,
+      topics: bindings.map((b) => b.topic),
+      positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+      onAssigned: () => loop.forgetPositions(),
+    });
+    loop.attach(main);
+    const retry = new RetryLoop({ groupId, bindings, writer, codec: this.codec, publisher, logger: logger.child({ component: 'retry' }), policy: target.retry, requestedBy: target.name });
+    const retryConsumer = new ManualConsumer(this.kafka, {
+      groupId: `${groupId}.retry`,
+      topics: bindings.map((b) => b.retryTopic),
+      positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+      onAssigned: () => retry.forgetPositions(),
+    });
+    retry.attach(retryConsumer);
+    await main.start((batch) => loop.handle(batch));
+    await retryConsumer.start((batch) => retry.handle(batch));
+    return {
+      writer,
+      groupId,
+      stop: async () => {
+        await Promise.allSettled([main.stop(), retryConsumer.stop()]);
+        await writer.close();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.publisherInstance?.disconnect();
+    for (const s of this.sources.values()) await s.close().catch(() => undefined);
+    await Promise.allSettled([...this.pgPools.values()].map((p) => p.end()));
+    await Promise.allSettled([...this.mssqlPools.values()].map(async (p) => (await p).close()));
+  }
+}
+
+export interface RunningConsumers {
+  readonly writer: TargetWriter;
+  readonly groupId: string;
+  stop(): Promise<void>;
+}
+
+export function sourceSpec(cfg: Config, table: TableConfig): SourceTableSpec {
+  return {
+    blob: table.blob,
+    metadata: table.metadata,
+    keyColumn: table.keyColumn,
+    modifiedOnColumn: table.modifiedOnColumn,
+    columns: table.columns,
+    businessUnit: table.businessUnit,
+    inlineContentMaxBytes: Math.min(cfg.poll.inlineContentMaxBytes, inlineLimit(cfg.kafka.maxMessageBytes)),
+    maxdop: table.maxdop,
+  };
+}
