@@ -27,8 +27,11 @@ export interface DemoOptions {
   readonly timeoutMs?: number;
 }
 
-const SOURCE_DB = 'highwater_demo_source';
-const TARGET_DB = 'highwater_demo_target';
+/** Database names; HIGHWATER_DEMO_DB_PREFIX changes them so a test run never touches a person's demo. */
+function demoDatabases(env: NodeJS.ProcessEnv): { source: string; target: string } {
+  const prefix = env.HIGHWATER_DEMO_DB_PREFIX ?? 'highwater_demo';
+  return { source: `${prefix}_source`, target: `${prefix}_target` };
+}
 
 export async function runDemo(options: DemoOptions): Promise<number> {
   const env = options.env ?? process.env;
@@ -36,8 +39,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const adminUrl = env.HIGHWATER_DEMO_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const kafka = await kafkaForDemo(env, options.logger, out);
   try {
-    await recreateDatabases(adminUrl);
-    const config = demoConfig(adminUrl, kafka.brokers);
+    const dbs = demoDatabases(env);
+    await recreateDatabases(adminUrl, dbs);
+    const config = demoConfig(adminUrl, kafka.brokers, dbs, env.HIGHWATER_DEMO_TOPIC_PREFIX);
     return await replicate(config, options.logger, out, options.timeoutMs ?? 180_000);
   } finally {
     await kafka.stop();
@@ -70,11 +74,11 @@ function withDatabase(url: string, database: string): string {
   return u.toString();
 }
 
-async function recreateDatabases(adminUrl: string): Promise<void> {
+async function recreateDatabases(adminUrl: string, dbs: { source: string; target: string }): Promise<void> {
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    for (const db of [SOURCE_DB, TARGET_DB]) {
+    for (const db of [dbs.source, dbs.target]) {
       await admin.query(`DROP DATABASE IF EXISTS ${quotePg(db)} WITH (FORCE)`);
       await admin.query(`CREATE DATABASE ${quotePg(db)}`);
     }
@@ -83,13 +87,13 @@ async function recreateDatabases(adminUrl: string): Promise<void> {
   }
 }
 
-export function demoConfig(adminUrl: string, brokers: string[]): Config {
+export function demoConfig(adminUrl: string, brokers: string[], dbs: { source: string; target: string }, topicPrefix = 'highwater'): Config {
   return parseConfigObject({
     controlStore: { database: 'target', schema: 'highwater_control' },
     kafka: { brokers, partitions: 3, clientId: 'highwater-demo' },
     databases: [
-      { name: 'source', kind: 'postgres', connectionString: withDatabase(adminUrl, SOURCE_DB), tenant: 'gwent' },
-      { name: 'target', kind: 'postgres', connectionString: withDatabase(adminUrl, TARGET_DB) },
+      { name: 'source', kind: 'postgres', connectionString: withDatabase(adminUrl, dbs.source), tenant: 'gwent' },
+      { name: 'target', kind: 'postgres', connectionString: withDatabase(adminUrl, dbs.target) },
     ],
     tables: [{
       name: 'ReferralAttachment',
@@ -100,8 +104,9 @@ export function demoConfig(adminUrl: string, brokers: string[]): Config {
       // The demo writes its rows before it polls, so no commit can arrive late; production keeps the 240-minute default.
       safetyBufferMinutes: 0,
       batchSize: 500,
+      topic: `${topicPrefix}.source.ReferralAttachment`,
     }],
-    targets: [{ name: 'warehouse', database: 'target', schema: 'replica', retry: { initialDelayMs: 500, maxDelayMs: 5000, maxAttempts: 8, backfillAfterAttempts: 2 } }],
+    targets: [{ name: 'warehouse', database: 'target', schema: 'replica', groupId: `${topicPrefix}.warehouse`, retry: { initialDelayMs: 500, maxDelayMs: 5000, maxAttempts: 8, backfillAfterAttempts: 2 } }],
     log: { level: 'warn' },
   }, 'demo configuration');
 }

@@ -84,7 +84,7 @@ export class RegistryCodec implements EventCodec {
   private readonly ids = new Map<SchemaName, Promise<number>>();
   private readonly client: SchemaRegistry;
 
-  constructor(registryUrl: string) {
+  constructor(private readonly registryUrl: string) {
     this.client = new SchemaRegistry({ host: registryUrl }, { [SchemaType.AVRO]: avroTypeOptions() });
   }
 
@@ -120,16 +120,29 @@ export class RegistryCodec implements EventCodec {
     return id;
   }
 
+  /**
+   * Registers through the Confluent REST endpoint itself rather than the client's register(), which also rewrites
+   * the subject's compatibility setting — an operator's decision, and one Apicurio refuses to have overwritten.
+   * Registering an identical schema again returns its existing id.
+   */
   private async register(schema: SchemaName): Promise<number> {
+    const url = `${this.registryUrl.replace(/\/$/, '')}/subjects/${encodeURIComponent(`${NAMESPACE}.${schema}`)}/versions`;
+    let response: Response;
     try {
-      const { id } = await this.client.register(
-        { type: SchemaType.AVRO, schema: JSON.stringify(schemaOf(schema).json) },
-        { subject: `${NAMESPACE}.${schema}` },
-      );
-      return id;
+      response = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/vnd.schemaregistry.v1+json' },
+        body: JSON.stringify({ schema: JSON.stringify(schemaOf(schema).json) }),
+      });
     } catch (err) {
-      throw new HighwaterError('KAFKA_UNAVAILABLE', `cannot register schema ${schema} with the registry: ${coerceError(err).message}`, { cause: err });
+      throw new HighwaterError('KAFKA_UNAVAILABLE', `cannot reach the schema registry to register ${schema}: ${coerceError(err).message}`, { cause: err });
     }
+    const body = (await response.json().catch(() => ({}))) as { id?: number; message?: string };
+    if (!response.ok || typeof body.id !== 'number') {
+      const code = response.status >= 500 ? 'KAFKA_UNAVAILABLE' : 'KAFKA_REJECTED';
+      throw new HighwaterError(code, `the schema registry refused ${schema} (HTTP ${response.status}): ${body.message ?? 'no message'}`);
+    }
+    return body.id;
   }
 
   private async schemaNameOf(id: number): Promise<SchemaName> {
