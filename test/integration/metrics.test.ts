@@ -1,0 +1,57 @@
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
+import { Metrics } from '../../src/metrics/catalog.js';
+import { startMetricsServer } from '../../src/metrics/server.js';
+import { kafkaClient } from '../support/kafka.js';
+
+const SERIES = [
+  'highwater_rows_published_total', 'highwater_bytes_published_total', 'highwater_batches_published_total',
+  'highwater_rows_skipped_unchanged_total', 'highwater_rows_applied_total', 'highwater_rows_skipped_stale_total',
+  'highwater_retries_total', 'highwater_dead_letters_total', 'highwater_backfill_requests_total',
+  'highwater_consumer_lag_records', 'highwater_high_watermark_seconds', 'highwater_high_watermark_advanced_at_seconds',
+  'highwater_lease_held', 'highwater_last_run_failed', 'highwater_apply_batch_seconds', 'highwater_process_cpu_user_seconds_total',
+];
+
+describe('metrics and health endpoint', () => {
+  it('exposes every listed series, fed by the poller and apply events', async () => {
+    const metrics = new Metrics();
+    const listener = metrics.pollerListener();
+    listener.batchPublished?.({ table: 'T', step: 'roots', batchNo: 1, rows: 10, bytes: 2048, skipped: 3 });
+    listener.windowCompleted?.({ table: 'T', scope: '*', windowEnd: 17_637_000_000_000_000n });
+    metrics.onApplied({ table: 'T', result: { applied: 9, skippedStale: 1, deleted: 0, missingParent: [], incompleteContent: [] }, deadLettered: 2, retried: 1, duplicates: 1, seconds: 0.2 });
+    metrics.lag.set({ group: 'g', topic: 't', partition: '0' }, 5);
+    metrics.leaseHeld.set({ table: 'T', scope: '*' }, 1);
+    metrics.backfillRequests.inc({ table: 'T' });
+    const server = await startMetricsServer(metrics, 0);
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+      for (const name of SERIES) expect(text, name).toContain(name);
+      expect(text).toMatch(/highwater_rows_published_total\{table="T"\} 10/);
+      expect(text).toMatch(/highwater_dead_letters_total\{table="T"\} 2/);
+      expect(text).toMatch(/highwater_high_watermark_seconds\{table="T",scope="\*"\} 1763700000/);
+      expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('is ready only when Kafka and the databases answer', async () => {
+    const admin = kafkaClient('hw-readyz').admin();
+    await admin.connect();
+    const pool = new pg.Pool({ connectionString: inject('pgUrl'), max: 1 });
+    const good = { kafka: async () => void (await admin.describeCluster()), target: async () => void (await pool.query('SELECT 1')) };
+    const server = await startMetricsServer(new Metrics({ processMetrics: false }), 0, good);
+    const bad = await startMetricsServer(new Metrics({ processMetrics: false }), 0, { ...good, source: async () => void (await new pg.Pool({ connectionString: 'postgres://postgres@127.0.0.1:1/x', connectionTimeoutMillis: 500 }).query('SELECT 1')) });
+    try {
+      const ok = await fetch(`http://127.0.0.1:${server.port}/readyz`);
+      expect(ok.status).toBe(200);
+      const failing = await fetch(`http://127.0.0.1:${bad.port}/readyz`);
+      expect(failing.status).toBe(503);
+      const body = (await failing.json()) as { checks: { name: string; ok: boolean }[] };
+      expect(body.checks.find((c) => c.name === 'source')?.ok).toBe(false);
+      expect(body.checks.find((c) => c.name === 'kafka')?.ok).toBe(true);
+    } finally {
+      await Promise.all([server.close(), bad.close(), admin.disconnect(), pool.end()]);
+    }
+  });
+});
