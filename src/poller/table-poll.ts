@@ -139,7 +139,7 @@ export class TablePoll {
       position = { modifiedOn: page.at(-1)!.modifiedOn, key: page.at(-1)!.key };
       await this.deps.store.recordBatch({
         runId: this.job.runId, table: this.job.table, scope: this.job.scope, step, batchNo,
-        rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, lastPosition: position, startedAt, status: 'completed',
+        rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, failed: outcome.failed, lastPosition: position, startedAt, status: 'completed',
       });
       this.deps.observer.safe('batchPublished', { table: this.job.table, step, batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
       await this.renewLeaseIfDue();
@@ -154,7 +154,7 @@ export class TablePoll {
   }
 
   /** Skips versions the registry already holds, publishes the rest (parents first), records them in the registry. */
-  private async publishPage(step: Step, page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; bytes: number }> {
+  private async publishPage(step: Step, page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; failed: number; bytes: number }> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.key));
     const fresh = page.filter((r) => !isUnchanged(r, r.content ? sha256(r.content) : null, registered.get(r.key)));
     const ordered = step === 'missing-parents' ? [...fresh].sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator)) : fresh;
@@ -168,7 +168,7 @@ export class TablePoll {
     this.counts.published += outcome.published.length;
     this.counts.skipped += skipped;
     this.counts.failed += outcome.failed.length;
-    return { published: outcome.published.length, skipped, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
+    return { published: outcome.published.length, skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
   }
 
   private async retireSupersededChunks(published: readonly { key: string; contentSha256: Buffer | null }[], registered: Map<string, { contentSha256: Buffer | null; chunkCount: number | null }>): Promise<void> {

@@ -1,0 +1,252 @@
+/**
+ * The PostgreSQL source statements (connectors/postgres/queries.ts), checked without a server: each statement is
+ * parsed by sqlparser-rs (PostgreSQL dialect, through @guanmingchiu/sqlparser-ts), identifiers from configuration
+ * are quoted, window bounds, positions, limits, BU ids and excluded keys travel as parameters (a sentinel value
+ * never appears in the SQL text), and pages are keyset pages in (ModifiedOn, key) order, never OFFSET.
+ */
+import { init, parse } from '@guanmingchiu/sqlparser-ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import {
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, existingKeysQuery, missingParentsQuery,
+  oldestOpenTransactionQuery, pageQuery, type Statement,
+} from '../../connectors/postgres/queries.js';
+import { toSourceRow } from '../../connectors/postgres/source.js';
+import type { MissingParentsRequest, PageRequest, SourceTableSpec } from '../../src/source/connector.js';
+import { ticksFromIso } from '../../src/time/ticks.js';
+
+const SENTINEL = "x'); DROP TABLE demo; --";
+const BU_SENTINEL = "bu' OR '1'='1";
+const KEY_SENTINEL = "k'); DELETE FROM demo; --";
+
+const spec: SourceTableSpec = {
+  blob: { schema: 'Demo', table: 'ReferralAttachment' },
+  metadata: { schema: 'Demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
+  keyColumn: 'stream_id',
+  modifiedOnColumn: 'ModifiedOn',
+  columns: {
+    name: 'name', content: 'file_stream', isDirectory: 'is_directory', pathLocator: 'path_locator',
+    parentPathLocator: 'parent_path_locator', creationTime: 'creation_time', lastWriteTime: 'last_write_time',
+  },
+  businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'Demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
+  inlineContentMaxBytes: 65_536,
+  maxdop: null,
+};
+
+const window = { start: ticksFromIso('2024-01-01T00:00:00Z'), end: ticksFromIso('2024-01-02T00:00:00.0000019Z') };
+const after = { modifiedOn: ticksFromIso('2024-01-01T12:00:00.1234567Z'), key: KEY_SENTINEL };
+
+function page(over: Partial<PageRequest> = {}): PageRequest {
+  return { step: 'roots', window, after, limit: 500, businessUnit: BU_SENTINEL, excludedKeys: [SENTINEL, 'plain-key'], ...over };
+}
+
+function parents(over: Partial<MissingParentsRequest> = {}): MissingParentsRequest {
+  return { window, after, limit: 250, businessUnit: BU_SENTINEL, excludedKeys: [SENTINEL], ...over };
+}
+
+/** The position of `$n` for a value, so tests can find which placeholder carries it. */
+function placeholderOf(stmt: Statement, value: unknown): string {
+  const i = stmt.values.findIndex((v) => JSON.stringify(v) === JSON.stringify(value));
+  expect(i, `value ${JSON.stringify(value)} among the parameters`).toBeGreaterThanOrEqual(0);
+  return `$${i + 1}`;
+}
+
+/** Every `$n` of the text, and the check that they are exactly $1..$values.length. */
+function checkPlaceholders(stmt: Statement): void {
+  const used = new Set([...stmt.text.matchAll(/\$(\d+)/g)].map((m) => Number(m[1])));
+  expect([...used].sort((a, b) => a - b)).toEqual(stmt.values.map((_v, i) => i + 1));
+}
+
+function checkNoValueInText(stmt: Statement): void {
+  for (const v of stmt.values.flat()) {
+    if (typeof v === 'string' && v.length > 3) expect(stmt.text).not.toContain(v);
+  }
+  for (const s of [SENTINEL, BU_SENTINEL, KEY_SENTINEL, 'DROP', 'DELETE']) expect(stmt.text).not.toContain(s);
+}
+
+beforeAll(async () => {
+  await init();
+});
+
+describe('PostgreSQL source statements parse as PostgreSQL and carry every value as a parameter', () => {
+  const statements: [string, Statement][] = [
+    ['roots page', pageQuery(spec, page())],
+    ['children page', pageQuery(spec, page({ step: 'children' }))],
+    ['first page (no position, no scope, no exclusions)', pageQuery(spec, page({ after: null, businessUnit: null, excludedKeys: [] }))],
+    ['missing parents', missingParentsQuery(spec, parents())],
+    ['missing parents, first page, no scope', missingParentsQuery(spec, parents({ after: null, businessUnit: null, excludedKeys: [] }))],
+    ['by keys', byKeysQuery(spec, [SENTINEL, 'b'])],
+    ['by path locators', byPathLocatorsQuery(spec, [SENTINEL, '/1/2/'])],
+    ['content slice', contentSliceQuery(spec, SENTINEL, 1_048_576, 65_536)],
+    ['existing keys', existingKeysQuery(spec, [SENTINEL])],
+    ['clock', clockQuery()],
+    ['oldest open transaction', oldestOpenTransactionQuery()],
+  ];
+  it.each(statements)('%s', (_name, stmt) => {
+    expect(parse(stmt.text, 'postgresql').length).toBe(1);
+    checkPlaceholders(stmt);
+    checkNoValueInText(stmt);
+  });
+});
+
+describe('pageQuery', () => {
+  it('adds the keyset predicate (ModifiedOn, join key) > (position) only when a position is given', () => {
+    const withPosition = pageQuery(spec, page());
+    const ts = placeholderOf(withPosition, '2024-01-01T12:00:00.123456Z');
+    const key = placeholderOf(withPosition, KEY_SENTINEL);
+    expect(withPosition.text).toContain(`(m."ModifiedOn", m."cw_referralattachmentid") > (${ts}::timestamptz, ${key})`);
+
+    const first = pageQuery(spec, page({ after: null }));
+    expect(first.text).not.toMatch(/\(m\."ModifiedOn", m\."cw_referralattachmentid"\) >/);
+    expect(first.values).not.toContain(KEY_SENTINEL);
+    expect(first.values).toHaveLength(withPosition.values.length - 2);
+  });
+
+  it('orders by (ModifiedOn, key) and limits with a parameter; never OFFSET', () => {
+    const stmt = pageQuery(spec, page({ limit: 777 }));
+    expect(stmt.text).toMatch(/\nORDER BY m\."ModifiedOn", m\."cw_referralattachmentid"\nLIMIT \$\d+$/);
+    const limit = placeholderOf(stmt, 777);
+    expect(stmt.text.endsWith(`LIMIT ${limit}`)).toBe(true);
+    expect(stmt.text).not.toMatch(/\bOFFSET\b|\bFETCH\b/i);
+    expect(stmt.text).not.toContain('777');
+  });
+
+  it('reads the window (start, end] through timestamptz parameters, rounded down to microseconds', () => {
+    const stmt = pageQuery(spec, page());
+    const start = placeholderOf(stmt, '2024-01-01T00:00:00.000000Z');
+    const end = placeholderOf(stmt, '2024-01-02T00:00:00.000001Z');
+    expect(stmt.text).toContain(`m."ModifiedOn" > ${start}::timestamptz`);
+    expect(stmt.text).toContain(`m."ModifiedOn" <= ${end}::timestamptz`);
+    expect(stmt.text).not.toContain('2024-');
+  });
+
+  it('rounds negative (pre-1970) bounds down, not towards zero', () => {
+    const stmt = pageQuery(spec, page({ window: { start: -15n, end: 5n }, after: null }));
+    placeholderOf(stmt, '1969-12-31T23:59:59.999998Z');
+    placeholderOf(stmt, '1970-01-01T00:00:00.000000Z');
+  });
+
+  it('filters roots by a NULL parent and children by a non-NULL parent', () => {
+    const roots = pageQuery(spec, page({ step: 'roots' })).text;
+    const children = pageQuery(spec, page({ step: 'children' })).text;
+    expect(roots).toContain('b."parent_path_locator" IS NULL');
+    expect(roots).not.toContain('IS NOT NULL');
+    expect(children).toContain('b."parent_path_locator" IS NOT NULL');
+  });
+
+  it('scopes to one BU and leaves out excluded keys through parameters', () => {
+    const stmt = pageQuery(spec, page());
+    expect(stmt.text).toContain(`m."OwningBusinessUnit"::text = ${placeholderOf(stmt, BU_SENTINEL)}`);
+    expect(stmt.text).toContain(`b."stream_id"::text <> ALL(${placeholderOf(stmt, [SENTINEL, 'plain-key'])}::text[])`);
+  });
+
+  it('has no BU or exclusion condition when the scope is all BUs and nothing is excluded', () => {
+    const stmt = pageQuery(spec, page({ businessUnit: null, excludedKeys: [] }));
+    expect(stmt.text).not.toMatch(/"OwningBusinessUnit"::text =/);
+    expect(stmt.text).not.toContain('<> ALL');
+  });
+
+  it('joins the BU map table only when one is configured', () => {
+    expect(pageQuery(spec, page()).text).toContain('JOIN "Demo"."LA_BU" AS bu_m ON bu_m."BusinessUnitId" = m."OwningBusinessUnit"');
+    const noMap = pageQuery({ ...spec, businessUnit: { column: 'OwningBusinessUnit' } }, page());
+    expect(noMap.text).not.toContain('LA_BU');
+    const noBu = pageQuery({ ...spec, businessUnit: undefined }, page());
+    expect(noBu.text).toContain('NULL::text AS business_unit');
+    expect(noBu.text).not.toContain('OwningBusinessUnit');
+    expect(noBu.values).not.toContain(BU_SENTINEL);
+  });
+
+  it('quotes every configured identifier and joins the metadata table on the key', () => {
+    const text = pageQuery(spec, page()).text;
+    expect(text).toContain('FROM "Demo"."ReferralAttachment" AS b');
+    expect(text).toContain('JOIN "Demo"."cw_referralattachmentBase" AS m ON m."cw_referralattachmentid" = b."stream_id"');
+    for (const column of ['name', 'file_stream', 'is_directory', 'path_locator', 'parent_path_locator', 'creation_time', 'last_write_time']) {
+      expect(text).toContain(`b."${column}"`);
+      expect(text).not.toMatch(new RegExp(`b\\.${column}\\b`));
+    }
+  });
+
+  it('reads ModifiedOn and the file times as exact tick text, and inlines content only up to a parameter', () => {
+    const stmt = pageQuery(spec, page());
+    expect(stmt.text).toContain('(extract(epoch from m."ModifiedOn") * 10000000)::bigint::text AS modified_on_ticks');
+    expect(stmt.text).toContain(`CASE WHEN octet_length(b."file_stream") <= ${placeholderOf(stmt, 65_536)} THEN b."file_stream" END AS content`);
+    const noTimes = pageQuery({ ...spec, columns: { ...spec.columns, creationTime: null, lastWriteTime: null } }, page()).text;
+    expect(noTimes).toContain('NULL::text AS creation_time_ticks');
+    expect(noTimes).toContain('NULL::text AS last_write_time_ticks');
+  });
+
+  it('refuses an identifier that is not a plain SQL identifier instead of pasting it', () => {
+    expect(() => pageQuery({ ...spec, keyColumn: 'stream_id"; DROP TABLE x; --' }, page())).toThrow(/invalid identifier/);
+    expect(() => pageQuery({ ...spec, blob: { schema: 'demo', table: 'a b' } }, page())).toThrow(/invalid identifier/);
+  });
+});
+
+describe('missingParentsQuery', () => {
+  it('selects parents whose path locator is referenced by children of the window (a subquery over the window)', () => {
+    const stmt = missingParentsQuery(spec, parents());
+    const start = placeholderOf(stmt, '2024-01-01T00:00:00.000000Z');
+    const end = placeholderOf(stmt, '2024-01-02T00:00:00.000001Z');
+    const sub = /WHERE b\."path_locator" IN \((SELECT c\."parent_path_locator" FROM [\s\S]*?)\)\n/.exec(stmt.text)?.[1];
+    expect(sub).toBeDefined();
+    expect(sub).toContain('FROM "Demo"."ReferralAttachment" AS c');
+    expect(sub).toContain('JOIN "Demo"."cw_referralattachmentBase" AS cm ON cm."cw_referralattachmentid" = c."stream_id"');
+    expect(sub).toContain(`cm."ModifiedOn" > ${start}::timestamptz`);
+    expect(sub).toContain(`cm."ModifiedOn" <= ${end}::timestamptz`);
+    expect(sub).toContain('c."parent_path_locator" IS NOT NULL');
+  });
+
+  it('applies the BU scope to the children, not to the parents', () => {
+    const stmt = missingParentsQuery(spec, parents());
+    const bu = placeholderOf(stmt, BU_SENTINEL);
+    expect(stmt.text).toContain(`cm."OwningBusinessUnit"::text = ${bu}`);
+    expect(stmt.text).not.toContain(`m."OwningBusinessUnit"::text = ${bu}\n`);
+    expect(stmt.text.match(/"OwningBusinessUnit"::text = \$/g)).toHaveLength(1);
+  });
+
+  it('never returns an excluded parent nor reads an excluded child', () => {
+    const stmt = missingParentsQuery(spec, parents());
+    expect(stmt.text).toMatch(/c\."stream_id"::text <> ALL\(\$\d+::text\[\]\)/);
+    expect(stmt.text).toMatch(/\n {2}AND b\."stream_id"::text <> ALL\(\$\d+::text\[\]\)/);
+  });
+
+  it('pages the parents by their own (ModifiedOn, key), with the keyset predicate only after a position', () => {
+    const stmt = missingParentsQuery(spec, parents({ limit: 42 }));
+    expect(stmt.text).toContain(`(m."ModifiedOn", m."cw_referralattachmentid") > (${placeholderOf(stmt, '2024-01-01T12:00:00.123456Z')}::timestamptz, ${placeholderOf(stmt, KEY_SENTINEL)})`);
+    expect(stmt.text).toMatch(/\nORDER BY m\."ModifiedOn", m\."cw_referralattachmentid"\nLIMIT \$\d+$/);
+    expect(stmt.text.endsWith(`LIMIT ${placeholderOf(stmt, 42)}`)).toBe(true);
+    const first = missingParentsQuery(spec, parents({ after: null }));
+    expect(first.text).not.toMatch(/\) > \(/);
+  });
+});
+
+describe('other statements', () => {
+  it('reads a content slice with a 1-based offset', () => {
+    const stmt = contentSliceQuery(spec, 'k', 1_048_576, 65_536);
+    expect(stmt.text).toBe('SELECT substring("file_stream" FROM $1 FOR $2) AS slice FROM "Demo"."ReferralAttachment" WHERE "stream_id"::text = $3');
+    expect(stmt.values).toEqual([1_048_577, 65_536, 'k']);
+  });
+
+  it('reads the clock and open transactions from the database itself', () => {
+    expect(clockQuery().text).toContain('clock_timestamp()');
+    expect(clockQuery().values).toEqual([]);
+    const oldest = oldestOpenTransactionQuery().text;
+    expect(oldest).toContain('min(a.xact_start)');
+    expect(oldest).toContain('a.backend_xid IS NOT NULL');
+    expect(oldest).toContain('a.datname = current_database()');
+    expect(oldest).toContain('a.pid <> pg_backend_pid()');
+  });
+
+  it('looks keys up with one array parameter', () => {
+    expect(existingKeysQuery(spec, ['a', 'b']).values).toEqual([['a', 'b']]);
+    expect(byKeysQuery(spec, ['a']).text).toMatch(/WHERE b\."stream_id"::text = ANY\(\$2::text\[\]\)$/);
+  });
+});
+
+describe('toSourceRow', () => {
+  it('reads ticks and lengths from text without losing precision', () => {
+    const row = toSourceRow({
+      key: 'k', name: 'n', path_locator: '/1/2/', parent_path_locator: '/1/', is_directory: false, content_length: '3', content: Buffer.from('abc'),
+      modified_on_ticks: '17672472001234567', business_unit: 'bu', creation_time_ticks: '-1', last_write_time_ticks: null,
+    });
+    expect(row).toMatchObject({ key: 'k', contentLength: 3, modifiedOn: 17_672_472_001_234_567n, attributes: { creationTime: -1n, lastWriteTime: null } });
+  });
+});
