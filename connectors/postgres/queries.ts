@@ -87,10 +87,11 @@ function fromClause(spec: SourceTableSpec, n: Names, b = 'b', m = 'm'): string {
 function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params, b = 'b', m = 'm'): string[] {
   const conditions: string[] = [];
   if (scope.businessUnit !== null && spec.businessUnit) {
-    conditions.push(`${m}.${quotePg(spec.businessUnit.column)}::text = ${p.add(scope.businessUnit)}`);
+    // GUID text is compared case-insensitively, as SQL Server compares uniqueidentifier values.
+    conditions.push(`lower(${m}.${quotePg(spec.businessUnit.column)}::text) = lower(${p.add(scope.businessUnit)})`);
   }
   if (scope.excludedKeys.length > 0) {
-    conditions.push(`${b}.${quotePg(spec.keyColumn)}::text <> ALL(${p.add([...scope.excludedKeys])}::text[])`);
+    conditions.push(`lower(${b}.${quotePg(spec.keyColumn)}::text) <> ALL(${p.add(scope.excludedKeys.map((k) => k.toLowerCase()))}::text[])`);
   }
   return conditions;
 }

@@ -58,6 +58,15 @@ export interface TableOutcome {
 }
 
 const PAGE_STEPS: readonly Step[] = ['roots', 'missing-parents', 'children'];
+const MAX_HIERARCHY_DEPTH = 64;
+
+function parentsNotIn(rows: readonly SourceRow[], known: ReadonlySet<string | null>): string[] {
+  return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known.has(p)))];
+}
+
+function byDepth(rows: SourceRow[]): SourceRow[] {
+  return rows.sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
+}
 const STEP_ORDER: readonly string[] = [...PAGE_STEPS, 'deletes'];
 
 export class TablePoll {
@@ -157,7 +166,8 @@ export class TablePoll {
   private async publishPage(step: Step, page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; failed: number; bytes: number }> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.key));
     const fresh = page.filter((r) => !isUnchanged(r, r.content ? sha256(r.content) : null, registered.get(r.key)));
-    const ordered = step === 'missing-parents' ? [...fresh].sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator)) : fresh;
+    const ancestors = await this.unpublishedAncestors(fresh);
+    const ordered = step === 'missing-parents' || ancestors.length > 0 ? byDepth([...ancestors, ...fresh]) : fresh;
     const ctx = { table: this.job.table, tenant: this.job.tenant, runId: this.job.runId, window };
     const outcome = await this.rows.publish({ topic: this.job.topic, rows: ordered, ctx });
     await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
@@ -169,6 +179,28 @@ export class TablePoll {
     this.counts.skipped += skipped;
     this.counts.failed += outcome.failed.length;
     return { published: outcome.published.length, skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
+  }
+
+  /**
+   * Parents — and their parents, up to the root — that rows of this page reference but that are neither in the page
+   * nor published: read from the source and published first, whatever their ModifiedOn, so a child never reaches
+   * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
+   */
+  private async unpublishedAncestors(rows: readonly SourceRow[]): Promise<SourceRow[]> {
+    const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
+    const known = new Set(rows.map((r) => r.pathLocator));
+    const found: SourceRow[] = [];
+    let wanted = parentsNotIn(rows, known);
+    for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
+      const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
+      const missing = wanted.filter((p) => !published.has(p));
+      if (missing.length === 0) break;
+      const parents = (await this.source((s) => s.readByPathLocators(missing))).filter((r) => !excluded.has(r.key.toLowerCase()));
+      for (const p of parents) known.add(p.pathLocator);
+      found.push(...parents);
+      wanted = parentsNotIn(parents, known);
+    }
+    return found;
   }
 
   private async retireSupersededChunks(published: readonly { key: string; contentSha256: Buffer | null }[], registered: Map<string, { contentSha256: Buffer | null; chunkCount: number | null }>): Promise<void> {

@@ -60,8 +60,9 @@ export function floorToMicrosecond(ticks: Ticks): Ticks {
   return floorDiv(ticks, TICKS_PER_MICROSECOND) * TICKS_PER_MICROSECOND;
 }
 
+/** Minutes (fractions allowed, e.g. a 0.5-minute buffer in tests) → ticks, to the millisecond. */
 export function ticksFromMinutes(minutes: number): Ticks {
-  return BigInt(Math.round(minutes)) * TICKS_PER_MINUTE;
+  return BigInt(Math.round(minutes * 60_000)) * TICKS_PER_MILLISECOND;
 }
 
 /** Milliseconds since the epoch → ticks: for host-clock values (lease expiry, metrics), never for ModifiedOn. */

@@ -553,6 +553,29 @@ describe('poller', () => {
     console.log(`[poller test] missing parents: ${samePartition} of ${children.length} children share the parent's partition`);
   });
 
+  it('publishes every unpublished ancestor, root first, before a child whose chain is older than the window', async () => {
+    const fx = await fixture('ancestors', { table: { batchSize: 10 } });
+    const { t } = await one<{ t: string }>(fx.src, `SELECT to_char((clock_timestamp() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS t`);
+    const config = parseConfigObject({ ...fx.raw, tables: [tableConfig(fx.topic, { batchSize: 10, initialBaseline: t })] }, 'ancestors');
+    const old = `clock_timestamp() - interval '3 days'`;
+    const root = sampleRow({ path: '/7/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: old });
+    const folder = sampleRow({ path: '/7/1/', parent: '/7/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: old });
+    const sub = sampleRow({ path: '/7/1/1/', parent: '/7/1/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: old });
+    const file = sampleRow({ path: '/7/1/1/1/', parent: '/7/1/1/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '1 hour'` });
+    await insertRows(fx.src, [root, folder, sub, file]);
+
+    completed(await fx.poll({ config }));
+    const events = changes(await readTopic(fx.topic));
+    expect(keysOf(events).sort()).toEqual([root.id, folder.id, sub.id, file.id].sort());
+    // All four keys hash anywhere; within each partition an ancestor must precede its descendants.
+    const chain = [root, folder, sub, file].map((r) => events.find((e) => e.key === r.id)!);
+    for (let i = 0; i < chain.length; i++) {
+      for (let j = i + 1; j < chain.length; j++) {
+        if (chain[i]!.partition === chain[j]!.partition) expect(chain[i]!.offset).toBeLessThan(chain[j]!.offset);
+      }
+    }
+  });
+
   it('turns deleted rows into tombstones carrying the last published version, and logs them', async () => {
     const fx = await fixture('deletes');
     const rows = Array.from({ length: 4 }, (_, i) => sampleRow({ path: `/${i + 1}/`, bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '${10 + i} minutes'` }));

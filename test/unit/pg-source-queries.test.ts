@@ -135,13 +135,14 @@ describe('pageQuery', () => {
 
   it('scopes to one BU and leaves out excluded keys through parameters', () => {
     const stmt = pageQuery(spec, page());
-    expect(stmt.text).toContain(`m."OwningBusinessUnit"::text = ${placeholderOf(stmt, BU_SENTINEL)}`);
-    expect(stmt.text).toContain(`b."stream_id"::text <> ALL(${placeholderOf(stmt, [SENTINEL, 'plain-key'])}::text[])`);
+    // GUID text compares case-insensitively on both sides, as SQL Server compares uniqueidentifier values.
+    expect(stmt.text).toContain(`lower(m."OwningBusinessUnit"::text) = lower(${placeholderOf(stmt, BU_SENTINEL)})`);
+    expect(stmt.text).toContain(`lower(b."stream_id"::text) <> ALL(${placeholderOf(stmt, [SENTINEL.toLowerCase(), 'plain-key'])}::text[])`);
   });
 
   it('has no BU or exclusion condition when the scope is all BUs and nothing is excluded', () => {
     const stmt = pageQuery(spec, page({ businessUnit: null, excludedKeys: [] }));
-    expect(stmt.text).not.toMatch(/"OwningBusinessUnit"::text =/);
+    expect(stmt.text).not.toMatch(/"OwningBusinessUnit"::text\) =/);
     expect(stmt.text).not.toContain('<> ALL');
   });
 
@@ -197,15 +198,15 @@ describe('missingParentsQuery', () => {
   it('applies the BU scope to the children, not to the parents', () => {
     const stmt = missingParentsQuery(spec, parents());
     const bu = placeholderOf(stmt, BU_SENTINEL);
-    expect(stmt.text).toContain(`cm."OwningBusinessUnit"::text = ${bu}`);
-    expect(stmt.text).not.toContain(`m."OwningBusinessUnit"::text = ${bu}\n`);
-    expect(stmt.text.match(/"OwningBusinessUnit"::text = \$/g)).toHaveLength(1);
+    expect(stmt.text).toContain(`lower(cm."OwningBusinessUnit"::text) = lower(${bu})`);
+    expect(stmt.text).not.toContain(`lower(m."OwningBusinessUnit"::text) = lower(${bu})\n`);
+    expect(stmt.text.match(/"OwningBusinessUnit"::text\) = lower\(\$/g)).toHaveLength(1);
   });
 
   it('never returns an excluded parent nor reads an excluded child', () => {
     const stmt = missingParentsQuery(spec, parents());
-    expect(stmt.text).toMatch(/c\."stream_id"::text <> ALL\(\$\d+::text\[\]\)/);
-    expect(stmt.text).toMatch(/\n {2}AND b\."stream_id"::text <> ALL\(\$\d+::text\[\]\)/);
+    expect(stmt.text).toMatch(/lower\(c\."stream_id"::text\) <> ALL\(\$\d+::text\[\]\)/);
+    expect(stmt.text).toMatch(/\n {2}AND lower\(b\."stream_id"::text\) <> ALL\(\$\d+::text\[\]\)/);
   });
 
   it('pages the parents by their own (ModifiedOn, key), with the keyset predicate only after a position', () => {
