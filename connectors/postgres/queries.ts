@@ -1,5 +1,5 @@
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyVersionsRequest, MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -165,6 +165,15 @@ export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: nu
     text: `SELECT substring(${col} FROM $1 FOR $2) AS slice FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)}::text = $3`,
     values: [offset + 1, length, key],
   };
+}
+
+/** Keys and versions in key order after a key, in scope: one range of the late-arrival sweep. */
+export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): Statement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
+  const text = `SELECT ${n.key}::text AS key, ${ticksExpr(n.mod)} AS modified_on_ticks\nFROM ${fromClause(spec, n)}${where.length > 0 ? `\nWHERE ${where.join('\n  AND ')}` : ''}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
+  return { text, values: p.values };
 }
 
 export function existingKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { SourceRow } from '../../src/contract.js';
-import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyVersion, KeyVersionsRequest, MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
 import { classifyDbError } from '../../src/errors.js';
 import * as q from './queries.js';
 
@@ -89,6 +89,11 @@ export class PostgresSource implements SourceConnector {
   async readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null> {
     const [row] = await this.run<{ slice: Buffer | null }>('reading a content slice', q.contentSliceQuery(this.spec, key, offset, length));
     return row ? row.slice : null;
+  }
+
+  async readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]> {
+    const rows = await this.run<{ key: string; modified_on_ticks: string }>('reading key versions', q.keyVersionsQuery(this.spec, request));
+    return rows.map((r) => ({ key: r.key, modifiedOn: BigInt(r.modified_on_ticks) }));
   }
 
   async existingKeys(keys: readonly string[]): Promise<Set<string>> {

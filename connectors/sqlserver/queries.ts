@@ -1,5 +1,5 @@
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec, KeyVersionsRequest } from '../../src/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -250,6 +250,19 @@ export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: nu
 }
 
 /** Which of these keys still exist in the blob table (the delete sweep), regardless of window, scope or metadata. */
+/** Keys and versions in the server's uniqueidentifier order after a key, in scope: one range of the late-arrival sweep. */
+export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [
+    ...(req.after === null ? [] : [`${n.key} > ${p.add('afterKey', 'NVarChar', req.after)}`]),
+    ...scopeConditions(spec, req, p, 'scope'),
+  ];
+  const top = p.add('limit', 'Int', req.limit);
+  const text = `SELECT TOP (${top}) ${keyText(n.key)} AS [key], ${isoText(n.mod)} AS [modified_on]\nFROM ${fromClause(n, spec)}${where.length > 0 ? `\nWHERE ${where.join('\n  AND ')}` : ''}\nORDER BY ${n.key}${maxdopHint(spec.maxdop)}`;
+  return { text, values: p.values };
+}
+
 export function existingKeysQuery(spec: SourceTableSpec, keys: readonly string[]): SqlServerStatement {
   const p = new Params();
   const key = `b.${quoteMssql(spec.keyColumn)}`;

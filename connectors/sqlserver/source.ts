@@ -1,6 +1,6 @@
 import sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
-import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
+import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec, KeyVersion, KeyVersionsRequest } from '../../src/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import * as q from './queries.js';
@@ -153,6 +153,11 @@ export class SqlServerSource implements SourceConnector {
   async readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null> {
     const [row] = await this.run<{ slice: Buffer | null }>('reading a content slice', q.contentSliceQuery(this.spec, key, offset, length));
     return row ? row.slice : null;
+  }
+
+  async readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]> {
+    const rows = await this.run<{ key: string; modified_on: string }>('reading key versions', q.keyVersionsQuery(this.spec, request));
+    return rows.map((r) => ({ key: r.key, modifiedOn: ticksFromIso(r.modified_on) }));
   }
 
   async existingKeys(keys: readonly string[]): Promise<Set<string>> {

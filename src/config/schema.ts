@@ -134,7 +134,8 @@ export const configSchema = z.object({
     inlineContentMaxBytes: z.number().int().min(0).default(65_536).describe('Content up to this size is read inside the page query; larger content is read separately in slices.'),
     maxBlobBytes: z.number().int().min(1).default(2 * 1024 * 1024 * 1024).describe('Largest blob published; a larger one is refused and recorded against the run.'),
     deleteSweepKeys: z.number().int().min(0).default(10_000).describe('Registered keys checked for deletion per table per poll (0 turns the sweep off).'),
-  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: 2 * 1024 * 1024 * 1024, deleteSweepKeys: 10_000 })
+    lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for rows committed later than the safety buffer covers; such rows are reported and republished (0 turns the sweep off).'),
+  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: 2 * 1024 * 1024 * 1024, deleteSweepKeys: 10_000, lateSweepKeys: 10_000 })
     .describe('Poller behaviour.'),
   metrics: z.object({
     port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),

@@ -23,7 +23,7 @@ import { applyMigrations, rollbackQuietly, type MigrationResult } from './migrat
 export const ALL_SCOPES = '*';
 
 /** Steps recorded as batches, in the order they run; `lastCompletedBatch` picks the latest by this order. */
-export const BATCH_STEPS = [...STEPS, 'deletes', 'backfill'] as const;
+export const BATCH_STEPS = [...STEPS, 'deletes', 'late-arrivals', 'backfill'] as const;
 export type BatchStep = (typeof BATCH_STEPS)[number];
 
 export type RunKind = 'poll' | 'backfill' | 'rebuild' | 'reconcile' | 'demo';
@@ -462,15 +462,18 @@ function selectRegisteredKeysAfter(schema: string, table: string, afterKey: stri
   };
 }
 
-function selectSweepCursor(schema: string, table: string): Query {
-  return { text: `SELECT last_key FROM ${t(schema, 'sweep_cursors')} WHERE table_name = $1`, values: [table] };
+/** The sweeps that walk a table key range by range across runs, each with its own cursor. */
+export type Sweep = 'deletes' | 'late-arrivals';
+
+function selectSweepCursor(schema: string, table: string, sweep: Sweep): Query {
+  return { text: `SELECT last_key FROM ${t(schema, 'sweep_cursors')} WHERE table_name = $1 AND sweep = $2`, values: [table, sweep] };
 }
 
-function upsertSweepCursor(schema: string, table: string, key: string | null): Query {
+function upsertSweepCursor(schema: string, table: string, key: string | null, sweep: Sweep): Query {
   return {
-    text: `INSERT INTO ${t(schema, 'sweep_cursors')} (table_name, last_key) VALUES ($1, $2)
-      ON CONFLICT (table_name) DO UPDATE SET last_key = EXCLUDED.last_key, updated_at = clock_timestamp()`,
-    values: [table, key],
+    text: `INSERT INTO ${t(schema, 'sweep_cursors')} (table_name, sweep, last_key) VALUES ($1, $3, $2)
+      ON CONFLICT (table_name, sweep) DO UPDATE SET last_key = EXCLUDED.last_key, updated_at = clock_timestamp()`,
+    values: [table, key, sweep],
   };
 }
 
@@ -818,13 +821,13 @@ export class ControlStore {
     return rows.map((r) => str(r.key));
   }
 
-  async sweepCursor(table: string): Promise<string | null> {
-    const { rows } = await this.exec(selectSweepCursor(this.schema, table), `reading the sweep cursor of ${table}`);
+  async sweepCursor(table: string, sweep: Sweep = 'deletes'): Promise<string | null> {
+    const { rows } = await this.exec(selectSweepCursor(this.schema, table, sweep), `reading the ${sweep} sweep cursor of ${table}`);
     return rows[0] ? strOrNull(rows[0].last_key) : null;
   }
 
-  async setSweepCursor(table: string, key: string | null): Promise<void> {
-    await this.exec(upsertSweepCursor(this.schema, table, key), `saving the sweep cursor of ${table}`);
+  async setSweepCursor(table: string, key: string | null, sweep: Sweep = 'deletes'): Promise<void> {
+    await this.exec(upsertSweepCursor(this.schema, table, key, sweep), `saving the ${sweep} sweep cursor of ${table}`);
   }
 
   /** Marks keys deleted in the registry and logs them, atomically; returns the keys newly recorded as deleted. */

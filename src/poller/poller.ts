@@ -101,7 +101,7 @@ export class Poller {
         signal: this.deps.signal,
       }).run(resume);
       await this.deps.store.finishTable(runId, table.name, scope, { status: 'completed' });
-      log.info({ published: outcome.published, skipped: outcome.skipped, failed: outcome.failed, tombstones: outcome.tombstones }, 'table polled');
+      log.info({ published: outcome.published, skipped: outcome.skipped, failed: outcome.failed, tombstones: outcome.tombstones, lateArrivals: outcome.lateArrivals }, 'table polled');
       return { table: table.name, scope, outcome };
     } catch (thrown) {
       const error = coerceError(thrown);
@@ -128,6 +128,7 @@ export class Poller {
       baselineTicks: ticksFromIso(table.initialBaseline),
       useOldestOpenTransaction: source.oldestOpenTransaction === 'auto',
       deleteSweepKeys: cfg.poll.deleteSweepKeys,
+      lateSweepKeys: cfg.poll.lateSweepKeys,
       leaseSeconds: cfg.poll.leaseSeconds,
       owner: this.owner,
     };

@@ -32,6 +32,8 @@ export interface TableJob {
   readonly baselineTicks: Ticks;
   readonly useOldestOpenTransaction: boolean;
   readonly deleteSweepKeys: number;
+  /** Source keys checked per poll by the late-arrival sweep (0 turns it off). */
+  readonly lateSweepKeys: number;
   readonly leaseSeconds: number;
   readonly owner: string;
 }
@@ -54,6 +56,8 @@ export interface TableOutcome {
   readonly skipped: number;
   readonly failed: number;
   readonly tombstones: number;
+  /** Rows found by the late-arrival sweep: committed later than the safety buffer covers, republished now. */
+  readonly lateArrivals: number;
   readonly highWater: Ticks;
 }
 
@@ -64,16 +68,20 @@ function parentsNotIn(rows: readonly SourceRow[], known: ReadonlySet<string | nu
   return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known.has(p)))];
 }
 
+function isNewerThanRegistered(modifiedOn: Ticks, registered: { modifiedOn: Ticks } | undefined): boolean {
+  return registered === undefined || registered.modifiedOn < modifiedOn;
+}
+
 function byDepth(rows: SourceRow[]): SourceRow[] {
   return rows.sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
 }
-const STEP_ORDER: readonly string[] = [...PAGE_STEPS, 'deletes'];
+const STEP_ORDER: readonly string[] = [...PAGE_STEPS, 'deletes', 'late-arrivals'];
 
 export class TablePoll {
   private readonly rows: RowPublisher;
   private readonly log: Logger;
   private lastRenewal = Date.now();
-  private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0 };
+  private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0 };
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
     this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
@@ -101,7 +109,9 @@ export class TablePoll {
       const from = checkpoint?.step === step ? checkpoint : null;
       await this.runStep(step, window, from ? { batchNo: from.batchNo, position: from.lastPosition } : null);
     }
-    if (!(checkpoint?.step === 'deletes')) await this.sweepDeletes();
+    const sweptAlready = (sweep: string) => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step) >= STEP_ORDER.indexOf(sweep);
+    if (!sweptAlready('deletes')) await this.sweepDeletes();
+    if (!sweptAlready('late-arrivals')) await this.sweepLateArrivals(window);
     const advanced = await this.deps.store.advanceHighWater(this.job.table, this.job.scope, this.job.owner, window.end, this.job.runId);
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
@@ -163,7 +173,7 @@ export class TablePoll {
   }
 
   /** Skips versions the registry already holds, publishes the rest (parents first), records them in the registry. */
-  private async publishPage(step: Step, page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; failed: number; bytes: number }> {
+  private async publishPage(step: Step | 'late-arrivals', page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; failed: number; bytes: number }> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.key));
     const fresh = page.filter((r) => !isUnchanged(r, r.content ? sha256(r.content) : null, registered.get(r.key)));
     const ancestors = await this.unpublishedAncestors(fresh);
@@ -239,6 +249,32 @@ export class TablePoll {
     });
     this.counts.tombstones += gone.length;
     this.log.info({ deleted: gone.length }, 'deleted rows published as tombstones');
+  }
+
+  /**
+   * A row committed later than the safety buffer allows carries a ModifiedOn at or before this window's start, so
+   * no window will ever read it. This sweep walks the source's keys range by range (a cursor kept across runs),
+   * finds versions newer than the registry holds that are older than the window, reports them loudly and publishes
+   * them — so such a row is detected and repaired, never silently lost.
+   */
+  private async sweepLateArrivals(window: Window): Promise<void> {
+    if (this.job.lateSweepKeys === 0) return;
+    const startedAt = new Date();
+    const cursor = await this.deps.store.sweepCursor(this.job.table, 'late-arrivals');
+    const scope = { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
+    const versions = await this.source((s) => s.readKeyVersions({ ...scope, after: cursor, limit: this.job.lateSweepKeys }));
+    await this.deps.store.setSweepCursor(this.job.table, versions.length < this.job.lateSweepKeys ? null : versions.at(-1)!.key, 'late-arrivals');
+    const registered = await this.deps.store.lookupPublished(this.job.table, versions.map((v) => v.key));
+    const late = versions.filter((v) => v.modifiedOn > this.job.baselineTicks && v.modifiedOn <= window.start && isNewerThanRegistered(v.modifiedOn, registered.get(v.key)));
+    if (late.length === 0) return;
+    this.log.warn({ keys: late.map((v) => v.key).slice(0, 20), count: late.length }, 'rows committed later than the safety buffer allows were found by the sweep and republished; consider a larger safetyBufferMinutes');
+    const rows = await this.source((s) => s.readByKeys(late.map((v) => v.key)));
+    const outcome = await this.publishPage('late-arrivals', rows, window);
+    await this.deps.store.recordBatch({
+      runId: this.job.runId, table: this.job.table, scope: this.job.scope, step: 'late-arrivals', batchNo: 1,
+      rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, failed: outcome.failed, lastPosition: null, startedAt, status: 'completed',
+    });
+    this.counts.lateArrivals += outcome.published;
   }
 
   private async publishMarkers(watermark: Ticks): Promise<void> {

@@ -33,6 +33,17 @@ export interface MissingParentsRequest extends ScopeFilter {
   readonly limit: number;
 }
 
+export interface KeyVersionsRequest extends ScopeFilter {
+  /** Keys strictly after this one in the source's own key order; null starts at the first key. */
+  readonly after: string | null;
+  readonly limit: number;
+}
+
+export interface KeyVersion {
+  readonly key: string;
+  readonly modifiedOn: Ticks;
+}
+
 export type OldestOpenTransaction =
   | { readonly visible: true; readonly start: Ticks | null }
   | { readonly visible: false; readonly reason: string };
@@ -53,6 +64,8 @@ export interface SourceConnector {
   readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]>;
   /** A slice of one row's content, for blobs above the inline limit; null when the row is gone. */
   readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null>;
+  /** Keys and their ModifiedOn in the source's key order, in scope (the late-arrival sweep walks these). */
+  readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]>;
   /** Which of these keys still exist at the source (the delete sweep), regardless of window and scope. */
   existingKeys(keys: readonly string[]): Promise<Set<string>>;
   close(): Promise<void>;

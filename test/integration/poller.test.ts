@@ -312,6 +312,7 @@ function gatedSource(real: SourceConnector, gate: Promise<void>): SourceConnecto
     readByPathLocators: (p) => real.readByPathLocators(p),
     readContentSlice: (k, o, l) => real.readContentSlice(k, o, l),
     existingKeys: (k) => real.existingKeys(k),
+    readKeyVersions: (r) => real.readKeyVersions(r),
     close: () => real.close(),
   };
 }
@@ -398,6 +399,30 @@ describe('poller', () => {
     expect(lateEvent?.runId).toBe(secondRun.runId);
     expect(lateEvent?.modifiedOn).toBe(floorToMicrosecond(lateTicks));
     expect(keysOf(events)).toEqual([early.id, late.id].sort());
+  });
+
+  it('detects a row committed later than the safety buffer covers, reports it and publishes it (R12, beyond)', async () => {
+    const fx = await fixture('beyond buffer', { table: { safetyBufferMinutes: 10 } });
+    const early = sampleRow({ path: '/1/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '30 minutes'` });
+    await insertRows(fx.src, [early]);
+    const first = completed(await fx.poll());
+
+    // Stamped 20 minutes before the first window's end, committed after it: older than the next window's start.
+    const lateTicks = first.window.end - 20n * TICKS_PER_MINUTE;
+    const late = sampleRow({ path: '/2/', bu: fx.bus[0]!, modifiedOnSql: tsLiteral(lateTicks) });
+    await insertRows(fx.src, [late]);
+
+    const secondRun = await fx.poll();
+    const second = completed(secondRun);
+    expect(lateTicks <= second.window.start).toBe(true);
+    expect(second.lateArrivals).toBe(1);
+    const steps = await batches(fx.ctl, secondRun.runId);
+    expect(steps.filter((b) => b.step === 'late-arrivals').map((b) => b.rows)).toEqual([1]);
+    const lateEvent = changes(await readTopic(fx.topic)).find((e) => e.key === late.id);
+    expect(lateEvent?.runId).toBe(secondRun.runId);
+
+    // Found once: the next sweep sees the registered version and republishes nothing.
+    expect(completed(await fx.poll()).lateArrivals).toBe(0);
   });
 
   it('holds the window end back before an open transaction, and publishes its row once committed', async () => {

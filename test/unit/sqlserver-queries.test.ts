@@ -1,7 +1,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, existingKeysQuery, maxdopHint,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, existingKeysQuery, keyVersionsQuery, maxdopHint,
   missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
@@ -102,6 +102,8 @@ describe('SQL Server source statements parse as T-SQL', () => {
     ['by path locators', byPathLocatorsQuery(spec, ['/1/', '/1/2/'])],
     ['content slice', contentSliceQuery(spec, 'k', 1_048_576, 65_536)],
     ['existing keys', existingKeysQuery(spec, ['a'])],
+    ['key versions (late-arrival sweep)', keyVersionsQuery(spec, { after: after.key, limit: 1000, businessUnit: 'bu-1', excludedKeys: ['k'] })],
+    ['key versions, first range', keyVersionsQuery(spec, { after: null, limit: 1000, businessUnit: null, excludedKeys: [] })],
     ['clock', clockQuery()],
     ['oldest open transaction', oldestOpenTransactionQuery()],
   ];

@@ -1,0 +1,255 @@
+import type { SourceRow, Ticks } from '../contract.js';
+import { tenantOf, topicFor } from '../config/load.js';
+import type { Config, TableConfig } from '../config/schema.js';
+import type { ControlStore } from '../control/store.js';
+import type { EventCodec } from '../events/codec.js';
+import { backfillFromAvro, type BackfillRequest } from '../events/mapping.js';
+import { inlineLimit, type InRecord } from '../events/records.js';
+import { coerceError, HighwaterError, isRetriable } from '../errors.js';
+import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
+import type { Publisher } from '../kafka/publisher.js';
+import type { Logger } from '../logger.js';
+import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
+import type { SourceConnector } from '../source/connector.js';
+import { scopeOf } from './poller.js';
+import { RowPublisher, type PublishedRow, type RowFailure } from './publish-rows.js';
+import { hierarchyDepth } from './window.js';
+
+/**
+ * The poller side of missing parents. Consumers ask, on `highwater.backfill-requests`, for rows their children
+ * wait for; this service reads each requested row from the source (by path locator and/or key), publishes its
+ * current version to the table topic like a poll would (run id `backfill-<run uuid>`, window `[ModifiedOn,
+ * ModifiedOn]`), registers it, and records a `backfill` run with one `backfill` batch in the control store.
+ *
+ * A request is only a request: one that cannot be decoded, names a table this poller does not publish, or asks
+ * for a row the source no longer has is logged and skipped — the child still has its retries and, after the last,
+ * the dead-letter topic. A request that fails for a transient reason (source, control store or Kafka unavailable
+ * after retries) is not skipped: the partition pauses and the request is served again later. Kafka offsets are
+ * committed after the rows are acknowledged, so a crash repeats a back-fill, never loses one.
+ */
+
+export interface BackfillDeps {
+  readonly config: Config;
+  readonly store: ControlStore;
+  readonly publisher: Publisher;
+  readonly codec: EventCodec;
+  readonly logger: Logger;
+  /** The connector of a table's source; the caller owns its lifecycle. */
+  readonly sourceFor: (table: TableConfig) => Promise<SourceConnector>;
+  readonly retry?: RetryPolicy;
+  /** How long a partition pauses after a request failed for a transient reason. Default 30 s. */
+  readonly pauseAfterFailureMs?: number;
+  /** Identical requests within this time are served once (children of one parent ask together). Default 10 s. */
+  readonly dedupeWindowMs?: number;
+  readonly now?: () => number;
+}
+
+export type BackfillOutcome =
+  | { readonly kind: 'published'; readonly runId: string; readonly rows: number; readonly failed: number }
+  | { readonly kind: 'not-found'; readonly runId: string }
+  | { readonly kind: 'skipped'; readonly reason: string };
+
+/** A request that failed for a reason that may pass: do not commit it, serve it again later. */
+export class ServeLater extends Error {
+  override readonly name = 'ServeLater';
+}
+
+export class BackfillService {
+  private readonly log: Logger;
+  private readonly recent = new Map<string, number>();
+  private readonly pausedPartitions = new Set<number>();
+  private consumer: ManualConsumer | undefined;
+
+  constructor(private readonly deps: BackfillDeps) {
+    this.log = deps.logger;
+  }
+
+  attach(consumer: ManualConsumer): void {
+    this.consumer = consumer;
+  }
+
+  async handle(batch: PartitionBatch): Promise<void> {
+    if (this.pausedPartitions.has(batch.partition)) return;
+    for (const record of batch.records) {
+      if (!batch.isCurrent()) return;
+      try {
+        await this.serveRecord(record);
+      } catch (err) {
+        if (!(err instanceof ServeLater)) throw err;
+        this.pauseAt(batch, record.offset);
+        return;
+      }
+      batch.resolve(record.offset);
+      if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, record.offset + 1n);
+      await batch.heartbeat();
+    }
+  }
+
+  /** Decodes and serves one record of the request topic; never throws for a bad request, only ServeLater. */
+  async serveRecord(record: InRecord): Promise<BackfillOutcome> {
+    const request = await this.decode(record);
+    if ('reason' in request) return this.skip(request.reason, { offset: record.offset });
+    return this.serve(request);
+  }
+
+  /** Serves one decoded request. Throws ServeLater when a transient failure outlasted the retries. */
+  async serve(request: BackfillRequest): Promise<BackfillOutcome> {
+    const table = this.deps.config.tables.find((t) => t.name === request.table && tenantOf(this.deps.config, t) === request.tenant);
+    if (!table) return this.skip(`no table ${JSON.stringify(request.table)} of tenant ${JSON.stringify(request.tenant)} is published by this poller`, {});
+    if (!table.enabled) return this.skip(`table ${table.name} is disabled`, {});
+    if (request.parentPathLocator === null && request.keys.length === 0) return this.skip('the request names neither a path locator nor keys', { table: table.name });
+    const id = requestId(request);
+    if (this.servedRecently(id)) return this.skip('the same request was served moments ago', { table: table.name, parent: request.parentPathLocator });
+    try {
+      const outcome = await this.serveTable(table, request);
+      this.recent.set(id, this.now());
+      return outcome;
+    } catch (err) {
+      if (err instanceof ServeLater) throw err;
+      return this.skip(`the back-fill failed: ${coerceError(err).message}`, { table: table.name, parent: request.parentPathLocator });
+    }
+  }
+
+  private async decode(record: InRecord): Promise<BackfillRequest | { reason: string }> {
+    if (record.value === null) return { reason: 'empty request' };
+    try {
+      const decoded = await this.deps.codec.decode(record.value);
+      if (decoded.schema !== 'BackfillRequest') return { reason: `a ${decoded.schema} record does not belong on the request topic` };
+      return backfillFromAvro(decoded.record as Parameters<typeof backfillFromAvro>[0]);
+    } catch (err) {
+      return { reason: `undecodable request: ${coerceError(err).message}` };
+    }
+  }
+
+  private skip(reason: string, fields: Record<string, unknown>): BackfillOutcome {
+    this.log.warn({ ...fields, reason }, 'back-fill request skipped');
+    return { kind: 'skipped', reason };
+  }
+
+  private async serveTable(table: TableConfig, request: BackfillRequest): Promise<BackfillOutcome> {
+    const log = this.log.child({ table: table.name, parent: request.parentPathLocator, keys: request.keys });
+    const runId = await this.transient('recording the back-fill run', () => this.deps.store.createRun({
+      kind: 'backfill', requestedBy: request.requestedBy,
+      options: { tables: [table.name], tenant: request.tenant, parentPathLocator: request.parentPathLocator, keys: [...request.keys], reason: request.reason },
+    }));
+    try {
+      const rows = await this.readRows(table, request);
+      if (rows.length === 0) {
+        const reason = `${describe(request)} not found at the source (deleted, or excluded); nothing to back-fill`;
+        log.warn({ runId }, reason);
+        await this.deps.store.finishRun(runId, 'failed', reason);
+        return { kind: 'not-found', runId };
+      }
+      const outcome = await this.publish(table, runId, rows);
+      log.info({ runId, published: outcome.published.length, failed: outcome.failed.length }, 'back-filled rows for a consumer');
+      return { kind: 'published', runId, rows: outcome.published.length, failed: outcome.failed.length };
+    } catch (err) {
+      const error = coerceError(err);
+      log.error({ runId, err: error }, 'back-fill failed');
+      await this.deps.store.finishRun(runId, 'failed', error.message).catch((e: unknown) => log.warn({ err: e }, 'could not record the failed back-fill'));
+      throw err;
+    }
+  }
+
+  /** The requested rows (by path locator and by key), without excluded keys, parents before children. */
+  private async readRows(table: TableConfig, request: BackfillRequest): Promise<SourceRow[]> {
+    const source = await this.deps.sourceFor(table);
+    const byPath = request.parentPathLocator === null ? [] : await this.transient('reading the parent from the source', () => source.readByPathLocators([request.parentPathLocator!]));
+    const byKey = request.keys.length === 0 ? [] : await this.transient('reading rows by key from the source', () => source.readByKeys(request.keys));
+    const excluded = new Set([...this.deps.config.excludedKeys, ...table.excludedKeys]);
+    const unique = new Map<string, SourceRow>();
+    for (const row of [...byPath, ...byKey]) if (!excluded.has(row.key)) unique.set(row.key, row);
+    return [...unique.values()].sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
+  }
+
+  /** Publishes each row with its own one-instant window, then registers it and records the batch. */
+  private async publish(table: TableConfig, runId: string, rows: readonly SourceRow[]): Promise<{ published: PublishedRow[]; failed: RowFailure[] }> {
+    const cfg = this.deps.config;
+    const startedAt = new Date();
+    const topic = topicFor(cfg, table);
+    const tenant = tenantOf(cfg, table);
+    const scope = scopeOf(table);
+    const source = await this.deps.sourceFor(table);
+    const rowPublisher = new RowPublisher(this.deps.publisher, this.deps.codec, source, { inlineLimit: inlineLimit(cfg.kafka.maxMessageBytes), maxBlobBytes: cfg.poll.maxBlobBytes });
+    const window = { start: minTicks(rows), end: maxTicks(rows) };
+    await this.transient('recording the back-fill table', () => this.deps.store.startTable(runId, { table: table.name, scope, tenant, window, endClampedBy: null, oldestTxVisible: null }));
+    const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, rows.map((r) => r.key)));
+    const published: PublishedRow[] = [];
+    const failed: RowFailure[] = [];
+    for (const row of rows) {
+      const ctx = { table: table.name, tenant, runId: `backfill-${runId}`, window: { start: row.modifiedOn, end: row.modifiedOn } };
+      const outcome = await this.transient('publishing a back-filled row', () => rowPublisher.publish({ topic, rows: [row], ctx }));
+      published.push(...outcome.published);
+      failed.push(...outcome.failed);
+    }
+    await this.transient('registering back-filled rows', () => this.deps.store.recordPublished(table.name, runId, published));
+    for (const row of published) {
+      const old = registered.get(row.key);
+      if (!old?.chunkCount || !old.contentSha256 || (row.contentSha256 && old.contentSha256.equals(row.contentSha256))) continue;
+      await this.transient('retiring superseded chunks', () => rowPublisher.retireChunks(topic, table.name, tenant, row.key, old.contentSha256!, old.chunkCount!));
+    }
+    for (const f of failed) await this.deps.store.recordRowFailure(runId, table.name, f.key, f.modifiedOn, f.reason);
+    const last = rows.at(-1)!;
+    await this.transient('recording the back-fill batch', () => this.deps.store.recordBatch({
+      runId, table: table.name, scope, step: 'backfill', batchNo: 1, rows: published.length, bytes: published.reduce((n, r) => n + r.bytes, 0),
+      skipped: 0, failed: failed.length, lastPosition: { modifiedOn: last.modifiedOn, key: last.key }, startedAt, status: 'completed',
+    }));
+    const error = failed.length > 0 ? failed.map((f) => `${f.key}: ${f.reason}`).join('; ') : null;
+    await this.deps.store.finishTable(runId, table.name, scope, { status: failed.length > 0 ? 'failed' : 'completed', error });
+    await this.deps.store.finishRun(runId, failed.length > 0 ? 'failed' : 'completed', error);
+    return { published, failed };
+  }
+
+  /** Retries what may pass; when it still fails, turns it into ServeLater so the request is not committed. */
+  private async transient<T>(what: string, task: () => Promise<T>): Promise<T> {
+    try {
+      return await withRetry(task, this.deps.retry ?? DEFAULT_RETRY, {
+        onRetry: ({ attempt, delayMs, error }) => this.log.warn({ attempt, delayMs, err: error }, `${what} failed; retrying`),
+      });
+    } catch (err) {
+      if (isRetriable(err)) throw new ServeLater(`${what}: ${coerceError(err).message}`, { cause: err });
+      throw err instanceof HighwaterError ? err : new HighwaterError('INTERNAL', `${what}: ${coerceError(err).message}`, { cause: err });
+    }
+  }
+
+  /** Rewinds to the request that could not be served and pauses its partition for a while. */
+  private pauseAt(batch: PartitionBatch, offset: bigint): void {
+    const pauseMs = this.deps.pauseAfterFailureMs ?? 30_000;
+    this.log.warn({ partition: batch.partition, offset, pauseMs }, 'a back-fill request failed for a transient reason; it is served again after a pause');
+    this.consumer!.seek(batch.topic, batch.partition, offset);
+    const resume = batch.pause();
+    this.pausedPartitions.add(batch.partition);
+    setTimeout(() => {
+      this.pausedPartitions.delete(batch.partition);
+      resume();
+    }, pauseMs).unref();
+  }
+
+  private servedRecently(id: string): boolean {
+    const now = this.now();
+    const windowMs = this.deps.dedupeWindowMs ?? 10_000;
+    for (const [key, at] of this.recent) if (now - at >= windowMs) this.recent.delete(key);
+    return this.recent.has(id);
+  }
+
+  private now(): number {
+    return (this.deps.now ?? Date.now)();
+  }
+}
+
+function requestId(r: BackfillRequest): string {
+  return JSON.stringify([r.table, r.tenant, r.parentPathLocator, [...r.keys].sort()]);
+}
+
+function describe(r: BackfillRequest): string {
+  const parts = [r.parentPathLocator === null ? null : `parent ${r.parentPathLocator}`, r.keys.length === 0 ? null : `keys ${r.keys.join(', ')}`];
+  return parts.filter((p) => p !== null).join(' and ');
+}
+
+function minTicks(rows: readonly SourceRow[]): Ticks {
+  return rows.reduce((m, r) => (r.modifiedOn < m ? r.modifiedOn : m), rows[0]!.modifiedOn);
+}
+
+function maxTicks(rows: readonly SourceRow[]): Ticks {
+  return rows.reduce((m, r) => (r.modifiedOn > m ? r.modifiedOn : m), rows[0]!.modifiedOn);
+}
