@@ -509,3 +509,44 @@ SELECT p.table_name, p.scope,
 FROM per_topic p LEFT JOIN known k ON k.topic = p.topic
 GROUP BY p.table_name, p.scope
 ORDER BY p.table_name, p.scope`;
+
+// ---------------------------------------------------------------------------------------------------- operations
+
+/** Forgets where the group stands on these topics (reset-offsets to earliest; before storing new positions). */
+export function deleteStoredOffsets(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${bookkeeping(schema, 'hw_offsets')} WHERE group_id = $1 AND topic = ANY($2::text[])`,
+    values: [groupId, [...topics]],
+  };
+}
+
+/** Forgets the group's watermarks on these topics; a replay brings them back from the markers. */
+export function deleteWatermarks(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE group_id = $1 AND topic = ANY($2::text[])`,
+    values: [groupId, [...topics]],
+  };
+}
+
+/** Column: present (boolean). */
+export function selectSchemaExists(schema: string): SqlQuery {
+  return { text: 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1) AS present', values: [assertIdentifier(schema, 'schema')] };
+}
+
+/** Renames a schema; its tables, indexes and bookkeeping move with it. Transactional, like all PostgreSQL DDL. */
+export function renameSchema(from: string, to: string): SqlQuery {
+  return { text: `ALTER SCHEMA ${quotePg(from)} RENAME TO ${quotePg(to)}`, values: [] };
+}
+
+/** Deletes every bookkeeping row of a group (offsets and watermarks), in two statements. */
+export function deleteGroupBookkeeping(schema: string, groupId: string): SqlQuery[] {
+  return ['hw_offsets', 'hw_watermarks'].map((table) => ({ text: `DELETE FROM ${bookkeeping(schema, table)} WHERE group_id = $1`, values: [groupId] }));
+}
+
+/** Gives a group's offsets and watermarks to another group id (run deleteGroupBookkeeping for `to` first). */
+export function relabelGroup(schema: string, from: string, to: string): SqlQuery[] {
+  return ['hw_offsets', 'hw_watermarks'].map((table) => ({
+    text: `UPDATE ${bookkeeping(schema, table)} SET group_id = $2, updated_at = clock_timestamp() WHERE group_id = $1`,
+    values: [from, to],
+  }));
+}

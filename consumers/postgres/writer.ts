@@ -9,7 +9,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { Ticks } from '../../src/contract.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { assertIdentifier } from '../../src/sql/ident.js';
-import type { ApplyBatch, ApplyResult, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
 import { CopyBinaryEncoder } from './copy-binary.js';
 import {
   MIGRATION_FILE, STAGE_COLUMNS, applyDeletes, assembleChunkedContent, blobTableDdl, bookkeepingDdl, copyIntoStage,
@@ -17,6 +17,7 @@ import {
   migrationLock, recordMigration, reduceLatest, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageChunks, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks, type SqlQuery, type StageInput, type TargetTable,
+  deleteGroupBookkeeping, deleteStoredOffsets, deleteWatermarks, relabelGroup, renameSchema, selectSchemaExists,
 } from './dialect.js';
 
 /**
@@ -124,6 +125,34 @@ export class PostgresWriter implements TargetWriter {
   /** As consistentAsOf, null unless every partition of the table's topics (counts from the broker) has a marker. */
   async consistentAsOfForPartitions(groupId: string, partitionsByTopic: ReadonlyMap<string, number>): Promise<ConsistentAsOf[]> {
     return this.#consistent(selectConsistentAsOfWithPartitions(this.#schema, groupId, partitionsByTopic));
+  }
+
+  async resetStoredOffsets(groupId: string, topics: readonly string[], to: OffsetsTo): Promise<void> {
+    if (topics.length === 0) return;
+    const offsets = to === 'earliest' ? [] : topics.flatMap((topic) => [...(to.get(topic) ?? new Map<number, bigint>())].map(([partition, nextOffset]) => ({ topic, partition, nextOffset })));
+    await this.#transaction(`reset the offsets of group ${groupId}`, classifyDbError, async (client) => {
+      await run(client, deleteStoredOffsets(this.#schema, groupId, topics));
+      await run(client, deleteWatermarks(this.#schema, groupId, topics));
+      if (offsets.length > 0) await run(client, upsertOffsets(this.#schema, groupId, offsets));
+    });
+  }
+
+  async schemaExists(): Promise<boolean> {
+    const result = await this.#query(`look for schema ${this.#schema}`, selectSchemaExists(this.#schema));
+    return result.rows[0]?.present === true;
+  }
+
+  /** ALTER SCHEMA … RENAME twice in one transaction: readers see the old schema or the rebuilt one, never a mix. */
+  async swapInRebuild(swap: SchemaSwap): Promise<void> {
+    const rebuilt = assertIdentifier(swap.rebuiltSchema, 'rebuilt schema');
+    const retired = assertIdentifier(swap.retiredSchema, 'retired schema');
+    await this.#transaction(`swap schema ${rebuilt} in as ${this.#schema}`, classifyDbError, async (client) => {
+      const live = (await run(client, selectSchemaExists(this.#schema))).rows[0]?.present === true;
+      if (live) await run(client, renameSchema(this.#schema, retired));
+      await run(client, renameSchema(rebuilt, this.#schema));
+      for (const q of deleteGroupBookkeeping(this.#schema, swap.toGroupId)) await run(client, q);
+      for (const q of relabelGroup(this.#schema, swap.fromGroupId, swap.toGroupId)) await run(client, q);
+    });
   }
 
   async close(): Promise<void> {

@@ -656,3 +656,81 @@ SELECT p.[table_name], p.[scope],
 FROM per_topic AS p LEFT JOIN known AS k ON k.[topic] = p.[topic]
 GROUP BY p.[table_name], p.[scope]
 ORDER BY p.[table_name], p.[scope];`;
+
+// ---------------------------------------------------------------------------------------------------- operations
+
+/** Forgets where the group stands on these topics (reset-offsets to earliest; before storing new positions). */
+export function deleteStoredOffsets(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${bookkeeping(schema, 'hw_offsets')} WHERE [group_id] = @groupId AND [topic] IN (${jsonStrings('topics')});`,
+    values: { groupId: nvarchar(groupId), topics: json(topics) },
+  };
+}
+
+/** Forgets the group's watermarks on these topics; a replay brings them back from the markers. */
+export function deleteWatermarks(schema: string, groupId: string, topics: readonly string[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE [group_id] = @groupId AND [topic] IN (${jsonStrings('topics')});`,
+    values: { groupId: nvarchar(groupId), topics: json(topics) },
+  };
+}
+
+/** Column: present (1 or 0). */
+export function selectSchemaExists(schema: string): SqlQuery {
+  return { text: 'SELECT CASE WHEN SCHEMA_ID(@schema) IS NULL THEN 0 ELSE 1 END AS present;', values: { schema: nvarchar(assertIdentifier(schema, 'schema')) } };
+}
+
+/** Objects ALTER SCHEMA … TRANSFER moves; indexes, keys and constraints (parent_object_id <> 0) go with their table. */
+const TRANSFERABLE = `o.[parent_object_id] = 0 AND o.[is_ms_shipped] = 0 AND o.[type] IN ('U', 'V', 'P', 'FN', 'IF', 'TF', 'SO', 'SN')`;
+
+function transferAll(from: string, to: string): string {
+  return `SET @sql = NULL;
+SELECT @sql = STRING_AGG(CONVERT(nvarchar(max), N'ALTER SCHEMA ' + QUOTENAME(${to}) + N' TRANSFER ' + QUOTENAME(${from}) + N'.' + QUOTENAME(o.[name])), N'; ')
+FROM sys.objects AS o WHERE o.[schema_id] = SCHEMA_ID(${from}) AND ${TRANSFERABLE};
+IF @sql IS NOT NULL EXEC sp_executesql @sql;`;
+}
+
+/**
+ * SQL Server cannot rename a schema, so the swap moves objects instead, inside the caller's transaction: every
+ * object of @live into a new schema @retired, every object of @rebuilt into @live (created when missing), then
+ * @rebuilt, now empty, is dropped. DDL is transactional in SQL Server: readers see one side or the other.
+ */
+export function swapSchemas(live: string, rebuilt: string, retired: string): SqlQuery {
+  return {
+    text: `DECLARE @sql nvarchar(max);
+IF SCHEMA_ID(@rebuilt) IS NULL THROW 50001, N'the rebuilt schema does not exist', 1;
+IF SCHEMA_ID(@retired) IS NOT NULL THROW 50002, N'the schema for the retired tables exists already', 1;
+IF SCHEMA_ID(@live) IS NOT NULL
+BEGIN
+  SET @sql = N'CREATE SCHEMA ' + QUOTENAME(@retired);
+  EXEC sp_executesql @sql;
+  ${transferAll('@live', '@retired')}
+END
+ELSE
+BEGIN
+  SET @sql = N'CREATE SCHEMA ' + QUOTENAME(@live);
+  EXEC sp_executesql @sql;
+END;
+${transferAll('@rebuilt', '@live')}
+SET @sql = N'DROP SCHEMA ' + QUOTENAME(@rebuilt);
+EXEC sp_executesql @sql;`,
+    values: {
+      live: nvarchar(assertIdentifier(live, 'schema')),
+      rebuilt: nvarchar(assertIdentifier(rebuilt, 'schema')),
+      retired: nvarchar(assertIdentifier(retired, 'schema')),
+    },
+  };
+}
+
+/** Deletes every bookkeeping row of a group (offsets and watermarks), in two statements. */
+export function deleteGroupBookkeeping(schema: string, groupId: string): SqlQuery[] {
+  return ['hw_offsets', 'hw_watermarks'].map((table) => ({ text: `DELETE FROM ${bookkeeping(schema, table)} WHERE [group_id] = @groupId;`, values: { groupId: nvarchar(groupId) } }));
+}
+
+/** Gives a group's offsets and watermarks to another group id (run deleteGroupBookkeeping for `to` first). */
+export function relabelGroup(schema: string, from: string, to: string): SqlQuery[] {
+  return ['hw_offsets', 'hw_watermarks'].map((table) => ({
+    text: `UPDATE ${bookkeeping(schema, table)} SET [group_id] = @to, [updated_at] = SYSUTCDATETIME() WHERE [group_id] = @from;`,
+    values: { from: nvarchar(from), to: nvarchar(to) },
+  }));
+}

@@ -7,7 +7,7 @@ import sql from 'mssql';
 import type { Ticks } from '../../src/contract.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { assertIdentifier } from '../../src/sql/ident.js';
-import type { ApplyBatch, ApplyResult, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
 import {
   CHUNK_STAGE_COLUMNS, CHUNK_STAGE_TABLE, MIGRATION_FILE, STAGE_COLUMNS, STAGE_TABLE, applyDeletes, assembleChunkedContent,
   blobTableDdl, bookkeepingDdl, chunkStageValues, createChunkStageTable, createMigrationsTable, createStageTable,
@@ -16,6 +16,7 @@ import {
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageMismatch, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks,
   type SqlQuery, type SqlServerType, type StageColumn, type StageInput, type StageValue, type TargetTable,
+  deleteGroupBookkeeping, deleteStoredOffsets, deleteWatermarks, relabelGroup, selectSchemaExists, swapSchemas,
 } from './dialect.js';
 
 /**
@@ -115,6 +116,30 @@ export class SqlServerWriter implements TargetWriter {
   /** As consistentAsOf, null unless every partition of the table's topics (counts from the broker) has a marker. */
   async consistentAsOfForPartitions(groupId: string, partitionsByTopic: ReadonlyMap<string, number>): Promise<ConsistentAsOf[]> {
     return this.#consistent(selectConsistentAsOfWithPartitions(this.#schema, groupId, partitionsByTopic));
+  }
+
+  async resetStoredOffsets(groupId: string, topics: readonly string[], to: OffsetsTo): Promise<void> {
+    if (topics.length === 0) return;
+    const offsets = to === 'earliest' ? [] : topics.flatMap((topic) => [...(to.get(topic) ?? new Map<number, bigint>())].map(([partition, nextOffset]) => ({ topic, partition, nextOffset })));
+    await this.#transaction(`reset the offsets of group ${groupId}`, classifyDbError, async (tx) => {
+      await run(tx, deleteStoredOffsets(this.#schema, groupId, topics));
+      await run(tx, deleteWatermarks(this.#schema, groupId, topics));
+      if (offsets.length > 0) await run(tx, upsertOffsets(this.#schema, groupId, offsets));
+    });
+  }
+
+  async schemaExists(): Promise<boolean> {
+    const [row] = await this.#query(`look for schema ${this.#schema}`, selectSchemaExists(this.#schema));
+    return Number(row?.present ?? 0) === 1;
+  }
+
+  /** Moves the objects between schemas (SQL Server cannot rename one) in one transaction; see swapSchemas. */
+  async swapInRebuild(swap: SchemaSwap): Promise<void> {
+    await this.#transaction(`swap schema ${swap.rebuiltSchema} in as ${this.#schema}`, classifyDbError, async (tx) => {
+      await run(tx, swapSchemas(this.#schema, swap.rebuiltSchema, swap.retiredSchema));
+      for (const q of deleteGroupBookkeeping(this.#schema, swap.toGroupId)) await run(tx, q);
+      for (const q of relabelGroup(this.#schema, swap.fromGroupId, swap.toGroupId)) await run(tx, q);
+    });
   }
 
   async close(): Promise<void> {

@@ -5,6 +5,11 @@ import { consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, 
 import { loggerFor, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { runDemo } from '../demo/demo.js';
+import {
+  DLQ_HELP, REBUILD_HELP, RESET_OFFSETS_HELP, dlqListCommand, dlqReplayCommand, rebuildCommand, resetOffsetsCommand,
+  type DlqListOptions, type DlqReplayOptions, type RebuildCommandOptions, type ResetOffsetsOptions,
+} from './commands-target.js';
+import { reconcileCommand, type ReconcileCliOptions } from './commands-reconcile.js';
 
 /** The `highwater` command line. Every subcommand resolves to an exit code; nothing calls process.exit but shutdown. */
 
@@ -52,6 +57,36 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .action((runId: string | undefined, _o, cmd: Command) => run(runsCommand(globals(cmd) as GlobalOptions & { limit?: string }, runId)));
   program.command('status').description("per table: high-watermark, lease, last run; per target: consistent_as_of")
     .action((_o, cmd: Command) => run(statusCommand(globals(cmd))));
+  program.command('reset-offsets').description("move a target's consumer group to the log start or to a time, in the target and in Kafka")
+    .requiredOption('--target <name>', 'the target whose group moves')
+    .requiredOption('--to <earliest|time>', '"earliest", or an ISO-8601 time with its zone (2026-01-31T00:00:00Z)')
+    .option('-t, --table <name...>', 'only these tables (default: every table of the target)')
+    .addHelpText('after', RESET_OFFSETS_HELP)
+    .action((_o, cmd: Command) => run(resetOffsetsCommand(globals(cmd) as GlobalOptions & ResetOffsetsOptions)));
+  program.command('rebuild').description('replay the table topics into a fresh schema until caught up; --swap puts it in place of the live one')
+    .requiredOption('--target <name>', 'the target to rebuild')
+    .option('--into <schema>', 'schema to rebuild into (must not exist; default <schema>_rebuild_<yyyymmddhhmmss>)')
+    .option('--swap', 'once caught up, swap the rebuilt schema in atomically (the target\'s consumers must be stopped)')
+    .option('--timeout <seconds>', 'give up waiting for the rebuild to catch up after this long (0: no limit)', '0')
+    .addHelpText('after', REBUILD_HELP)
+    .action((_o, cmd: Command) => run(rebuildCommand(globals(cmd) as GlobalOptions & RebuildCommandOptions)));
+  const dlq = program.command('dlq').description('list and replay dead letters (<topic>.dlq)').addHelpText('after', DLQ_HELP);
+  dlq.command('list').description('print the dead letters of a table: where, key, error kind, reason, origin, failed-at')
+    .requiredOption('-t, --table <name>', 'the table whose <topic>.dlq is read (from its beginning)')
+    .option('--limit <n>', 'print at most this many, oldest failure first', '100')
+    .action((_o, cmd: Command) => run(dlqListCommand(globals(cmd) as GlobalOptions & DlqListOptions)));
+  dlq.command('replay').description('re-publish dead letters to the table topic (same key and value, without the hw-error* headers) so they are tried again')
+    .requiredOption('-t, --table <name>', 'the table whose dead letters are replayed')
+    .option('--offset <[partition:]offset...>', 'only these dead letters, as `dlq list` prints them (default: all)')
+    .action((_o, cmd: Command) => run(dlqReplayCommand(globals(cmd) as GlobalOptions & DlqReplayOptions)));
+  program.command('reconcile').description('compare targets with their sources per table, tenant and BU: counts, latest ModifiedOn, checksums, missing/extra/differing rows, orphans')
+    .option('-t, --table <name...>', 'only these tables (default: every enabled table of each target)')
+    .option('--target <name...>', 'only these targets')
+    .option('--sample <fraction>', 'hash the content of a key range holding this fraction (0..1) of the keys; keys and ModifiedOn of every row are compared anyway')
+    .option('--sample-from <hex>', 'first two hex characters of the sampled key range (default: random)')
+    .option('--all', 'hash the content of every row (the default)')
+    .option('--examples <n>', 'example keys listed per kind of difference and business unit', '10')
+    .action((_o, cmd: Command) => run(reconcileCommand(globals(cmd) as ReconcileCliOptions)));
   program.command('demo').description('run the whole pipeline on sample data with a local Kafka and the local PostgreSQL')
     .action((_o, cmd: Command) => run(runDemo({ logger: loggerFor({ ...globals(cmd), logLevel: globals(cmd).logLevel ?? 'error' }) })));
   return program;

@@ -78,5 +78,31 @@ export interface TargetWriter {
   existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>>;
   /** consistent_as_of per table: the minimum watermark over the partitions of its topic. */
   consistentAsOf(groupId: string): Promise<{ table: string; scope: string; watermark: Ticks | null }[]>;
+  /** As consistentAsOf, but null for a table unless every partition of its topics (counts from the broker) has a marker. */
+  consistentAsOfForPartitions(groupId: string, partitionsByTopic: ReadonlyMap<string, number>): Promise<{ table: string; scope: string; watermark: Ticks | null }[]>;
+  /**
+   * Rewrites where the group stands on `topics`, in one transaction: 'earliest' deletes the stored offsets (the
+   * consumer then starts at the log start), a map stores those next offsets instead. The group's watermarks of
+   * those topics are deleted too: the replay brings them back, and until then consistent_as_of claims nothing.
+   */
+  resetStoredOffsets(groupId: string, topics: readonly string[], to: OffsetsTo): Promise<void>;
+  /** Whether the target schema exists at all (a rebuild goes only into one that does not). */
+  schemaExists(): Promise<boolean>;
+  /**
+   * Swaps a rebuilt schema in, in one transaction: this writer's schema becomes `retiredSchema` (when it exists),
+   * `rebuiltSchema` becomes this writer's schema, and the offsets and watermarks the rebuild stored under
+   * `fromGroupId` are relabelled `toGroupId`, so the configured group continues from where the rebuild stopped.
+   */
+  swapInRebuild(swap: SchemaSwap): Promise<void>;
   close(): Promise<void>;
+}
+
+/** Where resetStoredOffsets puts a group: at the log start, or at the given next offset per topic and partition. */
+export type OffsetsTo = 'earliest' | ReadonlyMap<string, ReadonlyMap<number, bigint>>;
+
+export interface SchemaSwap {
+  readonly rebuiltSchema: string;
+  readonly retiredSchema: string;
+  readonly fromGroupId: string;
+  readonly toGroupId: string;
 }

@@ -1,0 +1,292 @@
+/**
+ * Rebuilding a target, end to end: a PostgreSQL source with sample data (src/demo/sample.ts), the poller publishing
+ * to a real Kafka, consumers applying to a PostgreSQL target — then `reset-offsets` and `rebuild` run through the
+ * CLI's main(). Every test owns its databases, topics and group ids; they are dropped only when it passed.
+ */
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type pg from 'pg';
+import { describe, expect, it, vi } from 'vitest';
+import { targetTableName } from '../../consumers/postgres/dialect.js';
+import { main } from '../../src/cli/main.js';
+import { parseConfigObject, tenantOf } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { applyDelta, buildSample, createBusinessUnits, insertRows, SOURCE_DDL, type SampleShape } from '../../src/demo/sample.js';
+import { createLogger } from '../../src/logger.js';
+import type { Poller } from '../../src/poller/poller.js';
+import { sourceDigest, targetDigest, type Digest } from '../../src/reconcile/digest.js';
+import { quotePg } from '../../src/sql/ident.js';
+import { Runtime, sourceSpec, type RunningConsumers } from '../../src/wiring.js';
+import { brokers, deleteTopicsWhenPassed, uniqueName, withAdmin } from '../support/kafka.js';
+import { createTestDatabase, dropWhenPassed, type TestDatabase } from '../support/pg.js';
+
+const TABLE = 'ReferralAttachment';
+const TARGET = 'warehouse';
+const SCHEMA = 'replica';
+const SHAPE: SampleShape = { roots: 4, foldersPerRoot: 3, files: 240, largeFiles: 1 };
+
+interface Pipeline {
+  readonly config: Config;
+  readonly configFile: string;
+  readonly rt: Runtime;
+  readonly source: TestDatabase;
+  readonly target: TestDatabase;
+  readonly topic: string;
+  readonly groupId: string;
+  readonly bus: string[];
+}
+
+async function pipeline(name: string): Promise<Pipeline> {
+  const source = await createTestDatabase(`${name} src`);
+  dropWhenPassed(source);
+  const target = await createTestDatabase(`${name} tgt`);
+  dropWhenPassed(target);
+  const topic = uniqueName(name, 'referrals');
+  const groupId = uniqueName(name, 'group');
+  deleteTopicsWhenPassed([topic, `${topic}.retry`, `${topic}.dlq`]);
+  const raw = {
+    controlStore: { database: 'target', schema: 'highwater_control' },
+    kafka: { brokers: brokers(), partitions: 3, clientId: uniqueName(name, 'client') },
+    databases: [
+      { name: 'source', kind: 'postgres', connectionString: source.url, tenant: 'gwent' },
+      { name: 'target', kind: 'postgres', connectionString: target.url },
+    ],
+    tables: [{
+      name: TABLE, source: 'source', topic,
+      blob: { schema: 'demo', table: 'ReferralAttachment' },
+      metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
+      businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
+      safetyBufferMinutes: 0,
+      batchSize: 100,
+    }],
+    targets: [{ name: TARGET, database: 'target', schema: SCHEMA, groupId, retry: { initialDelayMs: 300, maxDelayMs: 2000, maxAttempts: 8, backfillAfterAttempts: 2 } }],
+    log: { level: 'error' },
+  };
+  const configFile = join(await mkdtemp(join(tmpdir(), 'hw-rebuild-')), 'highwater.json');
+  await writeFile(configFile, JSON.stringify(raw));
+  const config = parseConfigObject(raw, configFile);
+  const rt = new Runtime(config, createLogger({ level: 'error' }));
+  await source.pool().query(SOURCE_DDL);
+  const bus = await createBusinessUnits(source.pool(), 3);
+  await insertRows(source.pool(), buildSample(SHAPE, bus));
+  await rt.store().migrate();
+  return { config, configFile, rt, source, target, topic, groupId, bus };
+}
+
+/** Runs the CLI in this process; stdout is captured, and the signal handlers a command installs are removed after. */
+async function cli(p: Pipeline, args: string[]): Promise<{ code: number; stdout: string }> {
+  const out: string[] = [];
+  const signals = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners('SIGTERM') };
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    out.push(String(chunk));
+    return true;
+  });
+  try {
+    const code = await main(['node', 'highwater', '--config', p.configFile, '--log-level', 'error', ...args]);
+    return { code, stdout: out.join('') };
+  } finally {
+    spy.mockRestore();
+    for (const name of ['SIGINT', 'SIGTERM'] as const) {
+      for (const l of process.listeners(name)) if (!signals[name].includes(l)) process.removeListener(name, l);
+    }
+  }
+}
+
+async function pollOnce(poller: Poller): Promise<void> {
+  const summary = await poller.run({ requestedBy: 'test' });
+  expect(summary.status, summary.tables.map((t) => `${t.table}: ${t.error ?? 'ok'}`).join('; ')).toBe('completed');
+}
+
+async function digests(p: Pipeline, schema: string): Promise<{ source: Digest; target: Digest }> {
+  const table = p.config.tables[0]!;
+  const [source, target] = await Promise.all([
+    sourceDigest(p.source.pool(), sourceSpec(p.config, table)),
+    targetDigest(p.target.pool(), schema, targetTableName(TABLE), tenantOf(p.config, table)),
+  ]);
+  return { source, target };
+}
+
+async function waitForParity(p: Pipeline, schema: string, timeoutMs = 90_000): Promise<Digest> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const d = await digests(p, schema);
+    if (d.source.rows === d.target.rows && d.source.checksum === d.target.checksum) return d.target;
+    if (Date.now() > deadline) expect(d.target, `schema ${schema} never matched the source`).toEqual(d.source);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+async function sourceKeys(pool: pg.Pool): Promise<Set<string>> {
+  return new Set((await pool.query<{ k: string }>('SELECT stream_id::text AS k FROM demo."ReferralAttachment"')).rows.map((r) => r.k));
+}
+
+async function keysIn(pool: pg.Pool, schema: string, keys: readonly string[]): Promise<string[]> {
+  const { rows } = await pool.query<{ key: string }>(`SELECT key FROM ${quotePg(schema)}.${quotePg(targetTableName(TABLE))} WHERE key = ANY($1::text[])`, [[...keys]]);
+  return rows.map((r) => r.key);
+}
+
+async function storedOffsets(pool: pg.Pool, schema: string, groupId: string): Promise<{ topic: string; partition: number; next: string }[]> {
+  const { rows } = await pool.query<{ topic: string; partition: number; next: string }>(
+    `SELECT topic, partition, next_offset::text AS next FROM ${quotePg(schema)}.hw_offsets WHERE group_id = $1 ORDER BY topic, partition`, [groupId]);
+  return rows;
+}
+
+async function kafkaCommitted(groupId: string, topic: string): Promise<Map<number, string>> {
+  return withAdmin(async (admin) => {
+    const [entry] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    return new Map((entry?.partitions ?? []).map((x) => [x.partition, x.offset]));
+  });
+}
+
+async function topicEnds(topic: string): Promise<{ partition: number; low: string; high: string }[]> {
+  return (await withAdmin((admin) => admin.fetchTopicOffsets(topic))).sort((a, b) => a.partition - b.partition);
+}
+
+/** New content and ModifiedOn for some files (applyDelta adds a fixed folder, so it runs once per source). */
+async function touchFiles(pool: pg.Pool, count: number): Promise<void> {
+  const picked = `SELECT stream_id FROM demo."ReferralAttachment" WHERE NOT is_directory ORDER BY stream_id DESC LIMIT ${Number(count)}`;
+  await pool.query(`UPDATE demo."ReferralAttachment" SET file_stream = convert_to(clock_timestamp()::text, 'UTF8') WHERE stream_id IN (${picked})`);
+  await pool.query(`UPDATE demo."cw_referralattachmentBase" SET "ModifiedOn" = clock_timestamp() WHERE cw_referralattachmentid IN (${picked})`);
+}
+
+/** Polls and applies the sample (consumers running), then a delta with deletes; returns the deleted keys. */
+async function replicateWithDeletes(p: Pipeline, poller: Poller): Promise<string[]> {
+  await pollOnce(poller);
+  await waitForParity(p, SCHEMA);
+  const before = await sourceKeys(p.source.pool());
+  await applyDelta(p.source.pool(), { updates: 15, inserts: 6, deletes: 12 }, p.bus);
+  await pollOnce(poller);
+  await waitForParity(p, SCHEMA);
+  const after = await sourceKeys(p.source.pool());
+  const deleted = [...before].filter((k) => !after.has(k));
+  expect(deleted).toHaveLength(12);
+  return deleted;
+}
+
+/**
+ * pg's Pool.end() resolves before its sockets have closed; the database drop (WITH FORCE) that follows a passed test
+ * would then kill connections that no longer have an error listener. Wait until ours are gone.
+ */
+async function untilOtherConnectionsClose(pool: pg.Pool, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const sql = 'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()';
+  while ((await pool.query<{ n: number }>(sql)).rows[0]!.n > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
+describe('reset-offsets', () => {
+  it('refuses while the consumers run, then replays from the log start into an emptied target without resurrecting deletes', async () => {
+    const p = await pipeline('reset offsets');
+    let consumers: RunningConsumers | undefined;
+    try {
+      consumers = await p.rt.startConsumers(p.config.targets[0]!);
+      const poller = await p.rt.poller();
+      const deleted = await replicateWithDeletes(p, poller);
+      const mainTopicRows = async () => (await storedOffsets(p.target.pool(), SCHEMA, p.groupId)).filter((o) => o.topic === p.topic);
+      const beforeRefusal = await mainTopicRows();
+      expect(beforeRefusal).toHaveLength(3);
+
+      const refused = await cli(p, ['reset-offsets', '--target', TARGET, '--to', 'earliest']);
+      expect(refused.code).toBe(1);
+      expect(await mainTopicRows()).toEqual(beforeRefusal);
+
+      await consumers.stop();
+      consumers = undefined;
+      const beforeReset = await storedOffsets(p.target.pool(), SCHEMA, p.groupId);
+      await p.target.pool().query(`TRUNCATE ${SCHEMA}.${targetTableName(TABLE)}`);
+      const reset = await cli(p, ['reset-offsets', '--target', TARGET, '--to', 'earliest', '--json']);
+      expect(reset.code).toBe(0);
+      const report = JSON.parse(reset.stdout) as { to: string; topics: { topic: string; partitions: { partition: number; nextOffset: string }[] }[]; retryTopicsKept: string[] };
+      expect(report.to).toBe('earliest');
+      expect(report.retryTopicsKept).toEqual([`${p.topic}.retry`]);
+      const ends = await topicEnds(p.topic);
+      expect(report.topics).toEqual([{ topic: p.topic, partitions: ends.map((e) => ({ partition: e.partition, nextOffset: e.low })) }]);
+      const afterReset = await storedOffsets(p.target.pool(), SCHEMA, p.groupId);
+      expect(afterReset.filter((o) => o.topic === p.topic)).toEqual([]);
+      // The retry topic keeps its position.
+      expect(afterReset).toEqual(beforeReset.filter((o) => o.topic !== p.topic));
+      expect(Object.fromEntries(await kafkaCommitted(p.groupId, p.topic))).toEqual(Object.fromEntries(ends.map((e) => [e.partition, e.low])));
+
+      consumers = await p.rt.startConsumers(p.config.targets[0]!);
+      await waitForParity(p, SCHEMA);
+      expect(await keysIn(p.target.pool(), SCHEMA, deleted)).toEqual([]);
+      await consumers.stop();
+      consumers = undefined;
+
+      // A time after the last record: every partition starts at its end, in the target and in Kafka.
+      const later = new Date(Date.now() + 3600_000).toISOString();
+      expect((await cli(p, ['reset-offsets', '--target', TARGET, '--to', later, '--table', TABLE])).code).toBe(0);
+      const highs = (await topicEnds(p.topic)).map((e) => ({ topic: p.topic, partition: e.partition, next: e.high }));
+      expect((await storedOffsets(p.target.pool(), SCHEMA, p.groupId)).filter((o) => o.topic === p.topic)).toEqual(highs);
+      expect(Object.fromEntries(await kafkaCommitted(p.groupId, p.topic))).toEqual(Object.fromEntries(highs.map((h) => [h.partition, h.next])));
+    } finally {
+      await consumers?.stop();
+      await p.rt.close();
+      await untilOtherConnectionsClose(p.target.pool());
+      await untilOtherConnectionsClose(p.source.pool());
+    }
+  });
+});
+
+describe('rebuild', () => {
+  it('replays into a fresh schema equal to the source, and --swap puts it in place of the live schema', async () => {
+    const p = await pipeline('rebuild');
+    let consumers: RunningConsumers | undefined;
+    try {
+      consumers = await p.rt.startConsumers(p.config.targets[0]!);
+      const poller = await p.rt.poller();
+      const deleted = await replicateWithDeletes(p, poller);
+      const expected = (await digests(p, SCHEMA)).source;
+
+      // While the live consumers run: a copy, compared with the source; the live schema is left alone.
+      const copy = await cli(p, ['rebuild', '--target', TARGET, '--into', 'replica_copy', '--timeout', '120', '--json']);
+      expect(copy.code).toBe(0);
+      const copied = JSON.parse(copy.stdout) as { outcome: string; swapped: boolean; schema: string; groupId: string };
+      expect(copied).toMatchObject({ outcome: 'caught-up', swapped: false, schema: 'replica_copy' });
+      expect(copied.groupId).toMatch(new RegExp(`^${p.groupId}\\.rebuild\\.\\d{14}$`));
+      expect((await digests(p, 'replica_copy')).target).toEqual(expected);
+      expect(await keysIn(p.target.pool(), 'replica_copy', deleted)).toEqual([]);
+
+      // Swapping while the live consumers run is refused, and the rebuilt copy stays.
+      const refused = await cli(p, ['rebuild', '--target', TARGET, '--into', 'replica_refused', '--swap', '--timeout', '120']);
+      expect(refused.code).toBe(1);
+      expect((await digests(p, 'replica_refused')).target).toEqual(expected);
+
+      await consumers.stop();
+      consumers = undefined;
+      const swapStarted = new Date();
+      const swap = await cli(p, ['rebuild', '--target', TARGET, '--swap', '--timeout', '120', '--json']);
+      expect(swap.code).toBe(0);
+      const swapped = JSON.parse(swap.stdout) as { outcome: string; swapped: boolean; schema: string; rebuiltSchema: string; retiredSchema: string; groupId: string };
+      expect(swapped).toMatchObject({ outcome: 'caught-up', swapped: true, schema: SCHEMA, groupId: p.groupId });
+      expect(swapped.rebuiltSchema).toMatch(/^replica_rebuild_\d{14}$/);
+      expect(swapped.retiredSchema).toMatch(/^replica_old_\d{14}$/);
+
+      const schemas = (await p.target.pool().query<{ n: string }>(`SELECT nspname AS n FROM pg_namespace WHERE nspname LIKE 'replica%'`)).rows.map((r) => r.n).sort();
+      expect(schemas).toEqual(['replica', 'replica_copy', swapped.retiredSchema, 'replica_refused'].sort());
+      expect((await digests(p, SCHEMA)).target).toEqual(expected);
+      expect((await digests(p, swapped.retiredSchema)).target).toEqual(expected);
+      expect(await keysIn(p.target.pool(), SCHEMA, deleted)).toEqual([]);
+      // Every row of the live schema was written by the rebuild, none by the earlier consumers.
+      const { rows: [written] } = await p.target.pool().query<{ first: Date }>(`SELECT min(applied_at) AS first FROM ${SCHEMA}.${targetTableName(TABLE)}`);
+      expect(written!.first.getTime()).toBeGreaterThanOrEqual(swapStarted.getTime());
+      // The configured group owns the rebuild's positions, in the target and in Kafka.
+      const { rows: groups } = await p.target.pool().query<{ g: string }>(`SELECT DISTINCT group_id AS g FROM ${SCHEMA}.hw_offsets`);
+      expect(groups.map((g) => g.g)).toEqual([p.groupId]);
+      const stored = (await storedOffsets(p.target.pool(), SCHEMA, p.groupId)).filter((o) => o.topic === p.topic);
+      expect(stored.map((o) => o.next)).toEqual((await topicEnds(p.topic)).map((e) => e.high));
+      expect(Object.fromEntries(await kafkaCommitted(p.groupId, p.topic))).toEqual(Object.fromEntries(stored.map((o) => [o.partition, o.next])));
+
+      // `consume` continues from there: a new delta reaches the swapped-in schema.
+      consumers = await p.rt.startConsumers(p.config.targets[0]!);
+      await touchFiles(p.source.pool(), 5);
+      await pollOnce(poller);
+      await waitForParity(p, SCHEMA);
+    } finally {
+      await consumers?.stop();
+      await p.rt.close();
+      await untilOtherConnectionsClose(p.target.pool());
+      await untilOtherConnectionsClose(p.source.pool());
+    }
+  });
+});
