@@ -5,6 +5,7 @@ import { consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, 
 import { loggerFor, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { runDemo } from '../demo/demo.js';
+import { backfillCommand } from './commands-backfill.js';
 import {
   DLQ_HELP, REBUILD_HELP, RESET_OFFSETS_HELP, dlqListCommand, dlqReplayCommand, rebuildCommand, resetOffsetsCommand,
   type DlqListOptions, type DlqReplayOptions, type RebuildCommandOptions, type ResetOffsetsOptions,
@@ -87,6 +88,10 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .option('--all', 'hash the content of every row (the default)')
     .option('--examples <n>', 'example keys listed per kind of difference and business unit', '10')
     .action((_o, cmd: Command) => run(reconcileCommand(globals(cmd) as ReconcileCliOptions)));
+  program.command('backfill').description('republish chosen rows from the source, whatever their window')
+    .requiredOption('-t, --table <name>', 'the table')
+    .requiredOption('--keys <key...>', 'row keys to republish')
+    .action((_o, cmd: Command) => run(backfillCommand(globals(cmd) as GlobalOptions & { table: string; keys: string[] })));
   program.command('demo').description('run the whole pipeline on sample data with a local Kafka and the local PostgreSQL')
     .action((_o, cmd: Command) => run(runDemo({ logger: loggerFor({ ...globals(cmd), logLevel: globals(cmd).logLevel ?? 'error' }) })));
   return program;
