@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   LEASE_HELD: { retriable: false, exitCode: 1, hint: 'another poller holds the lease; wait for it or for its expiry' },
   RUN_NOT_FOUND: { retriable: false, exitCode: 2, hint: 'list runs with `highwater runs`' },
   CHECK_DIFFERENCE: { retriable: false, exitCode: 3, hint: 'the check found differences; see the report' },
+  STOPPED: { retriable: false, exitCode: 0, hint: 'stopped by a shutdown signal between batches; `highwater resume <runId>` continues it' },
   INTERNAL: { retriable: false, exitCode: 1, hint: 'this is a bug in highwater; please report it with the log' },
 } as const satisfies Record<string, { retriable: boolean; exitCode: number; hint: string }>;
 

@@ -11,13 +11,15 @@ import type { Config, DatabaseConfig, TableConfig, TargetConfig } from './config
 import { ControlStore } from './control/store.js';
 import { createCodec, type EventCodec } from './events/codec.js';
 import { inlineLimit } from './events/records.js';
-import { createKafka } from './kafka/client.js';
+import { createKafka, withKafkaErrors } from './kafka/client.js';
+import { withRetry } from './retry.js';
 import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
 import { ensureTopics, sideTopicSpec, tableTopicSpec } from './kafka/topics.js';
 import type { Logger } from './logger.js';
 import { PollerObserver, type PollerListener } from './poller/observer.js';
 import { Poller } from './poller/poller.js';
+import { BackfillService } from './poller/backfill.js';
 import type { SourceConnector, SourceTableSpec } from './source/connector.js';
 import type { TargetWriter } from './target/writer.js';
 import type { Kafka } from 'kafkajs';
@@ -167,12 +169,59 @@ export class Runtime {
     };
   }
 
+  /**
+   * Starts the back-fill service of the poller side: consumes the request topic in its own group
+   * (`<kafka.clientId>.backfill` unless given) and publishes the requested rows from the sources. Positions come
+   * from the group's committed offsets in Kafka, which the service commits after each served request.
+   */
+  async startBackfill(options: { groupId?: string; pauseAfterFailureMs?: number } = {}): Promise<RunningBackfill> {
+    const groupId = options.groupId ?? `${this.config.kafka.clientId}.backfill`;
+    const logger = this.logger.child({ component: 'backfill', groupId });
+    const admin = this.kafka.admin();
+    const committed = async (topic: string, partition: number): Promise<bigint | null> => {
+      try {
+        const offsets = await withRetry(() => withKafkaErrors('reading committed back-fill offsets', () => admin.fetchOffsets({ groupId, topics: [topic] })));
+        const offset = offsets[0]?.partitions.find((p) => p.partition === partition)?.offset;
+        return offset === undefined || offset === '-1' ? null : BigInt(offset);
+      } catch (err) {
+        logger.error({ err }, 'cannot read the committed offsets; requests are read again from the start (serving one twice is harmless)');
+        return null;
+      }
+    };
+    const consumer = new ManualConsumer(this.kafka, { groupId, topics: [backfillTopic()], positionOf: committed });
+    try {
+      await withKafkaErrors('connecting the back-fill admin client', () => admin.connect());
+      await ensureTopics(admin, [sideTopicSpec(backfillTopic(), this.config.kafka, 1)], this.config.kafka.replicationFactor);
+      const service = new BackfillService({
+        config: this.config, store: this.store(), publisher: await this.publisher(), codec: this.codec, logger,
+        sourceFor: (t) => this.source(t),
+        ...(options.pauseAfterFailureMs === undefined ? {} : { pauseAfterFailureMs: options.pauseAfterFailureMs }),
+      });
+      service.attach(consumer);
+      await consumer.start((batch) => service.handle(batch));
+    } catch (err) {
+      await Promise.allSettled([consumer.stop(), admin.disconnect()]);
+      throw err;
+    }
+    return {
+      groupId,
+      stop: async () => {
+        await Promise.allSettled([consumer.stop(), admin.disconnect()]);
+      },
+    };
+  }
+
   async close(): Promise<void> {
     await this.publisherInstance?.disconnect();
     for (const s of this.sources.values()) await s.close().catch(() => undefined);
     await Promise.allSettled([...this.pgPools.values()].map((p) => p.end()));
     await Promise.allSettled([...this.mssqlPools.values()].map(async (p) => (await p).close()));
   }
+}
+
+export interface RunningBackfill {
+  readonly groupId: string;
+  stop(): Promise<void>;
 }
 
 export interface RunningConsumers {

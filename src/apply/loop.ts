@@ -97,32 +97,35 @@ export class ApplyLoop {
 
   private async applySlice(binding: TopicBinding, batch: PartitionBatch, records: readonly InRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const { events, poison } = await this.decodeAll(records);
+    const { events, poison, recordOf } = await this.decodeAll(records);
     await this.deadLetter(binding, poison);
     const reduced = reduceBatch(events);
-    const routed = await this.routeMissingParents(binding, reduced.changes, records);
+    const routed = await this.routeMissingParents(binding, reduced.changes, recordOf);
     const nextOffset = records.at(-1)!.offset + 1n;
     const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records);
-    const late = [...result.missingParent, ...result.incompleteContent];
-    if (late.length > 0) await this.sendToRetry(binding, records.filter((r) => late.includes(r.key?.toString() ?? '')), 1);
+    const late = new Set([...result.missingParent, ...result.incompleteContent]);
+    if (late.size > 0) await this.sendToRetry(binding, routed.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
     this.expected.set(`${batch.topic}\u0000${batch.partition}`, nextOffset);
-    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + late.length, duplicates: reduced.superseded + result.skippedStale });
+    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + late.size, duplicates: reduced.superseded + result.skippedStale });
   }
 
-  private async decodeAll(records: readonly InRecord[]): Promise<{ events: BatchEvent[]; poison: { record: InRecord; error: Error }[] }> {
+  /** Decoded events, the poison among the records, and the record each change came from (for the retry topic). */
+  private async decodeAll(records: readonly InRecord[]): Promise<{ events: BatchEvent[]; poison: { record: InRecord; error: Error }[]; recordOf: Map<BlobChange, InRecord> }> {
     const events: BatchEvent[] = [];
     const poison: { record: InRecord; error: Error }[] = [];
+    const recordOf = new Map<BlobChange, InRecord>();
     for (const record of records) {
       try {
         const e = await decodeRecord(this.deps.codec, record);
+        if (e.type === 'change') recordOf.set(e.change, record);
         if (e.type !== 'chunk-tombstone') events.push(e);
       } catch (err) {
         poison.push({ record, error: coerceError(err) });
       }
     }
-    return { events, poison };
+    return { events, poison, recordOf };
   }
 
   private async deadLetter(binding: TopicBinding, poison: readonly { record: InRecord; error: Error }[]): Promise<void> {
@@ -131,8 +134,11 @@ export class ApplyLoop {
     await this.deps.publisher.send(binding.dlqTopic, poison.map((p) => deadLetterRecord(p.record, p.error.message, 'poison')));
   }
 
-  /** Children whose parent is in neither this batch nor the target go to the retry topic and out of the batch. */
-  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], records: readonly InRecord[]): Promise<{ keep: BlobChange[]; retried: number }> {
+  /**
+   * Children whose parent is in neither this batch nor the target go to the retry topic and out of the batch —
+   * the record of the version the reduction kept, not the key's last record (an older version may come later).
+   */
+  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], recordOf: ReadonlyMap<BlobChange, InRecord>): Promise<{ keep: BlobChange[]; retried: number }> {
     const orphans = childrenNeedingParents(changes);
     if (orphans.length === 0) return { keep: changes, retried: 0 };
     const byTenant = groupBy(orphans, (c) => c.tenant);
@@ -142,10 +148,7 @@ export class ApplyLoop {
       for (const c of children) if (!present.has(c.parentPathLocator!)) missing.add(c);
     }
     if (missing.size === 0) return { keep: changes, retried: 0 };
-    const missingKeys = new Set([...missing].map((c) => c.key));
-    const latestRecordOf = new Map<string, InRecord>();
-    for (const r of records) if (r.key && missingKeys.has(r.key.toString())) latestRecordOf.set(r.key.toString(), r);
-    await this.sendToRetry(binding, [...latestRecordOf.values()], 1);
+    await this.sendToRetry(binding, [...missing].map((c) => recordOf.get(c)!), 1);
     return { keep: changes.filter((c) => !missing.has(c)), retried: missing.size };
   }
 

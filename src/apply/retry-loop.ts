@@ -110,10 +110,16 @@ export class RetryLoop {
       return this.deadLetter(binding, record, coerceError(err).message, offsets, 'poison');
     }
     const attempt = Number(record.headers[HEADERS.attempt] ?? '1');
-    const parentPresent = (await this.deps.writer.existingPaths(binding.table, change.tenant, [change.parentPathLocator!])).has(change.parentPathLocator!);
+    // A root is here only for its content (chunks not all staged yet): it has no parent to wait for.
+    const parent = change.parentPathLocator;
+    const parentPresent = parent === null || (await this.deps.writer.existingPaths(binding.table, change.tenant, [parent])).has(parent);
     if (parentPresent) {
-      const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets });
-      if (result.missingParent.length === 0 && result.incompleteContent.length === 0) return 'applied';
+      // Offsets are stored only after the outcome is known: a row that is still not applicable is requeued first.
+      const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets: [] });
+      if (result.missingParent.length === 0 && result.incompleteContent.length === 0) {
+        await this.storeOffsets(binding, offsets);
+        return 'applied';
+      }
     }
     return this.requeue(binding, record, change, attempt, offsets);
   }

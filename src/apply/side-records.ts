@@ -22,7 +22,7 @@ export function retryRecord(record: InRecord, attempt: number, notBeforeMs: numb
 
 export function deadLetterRecord(record: InRecord, reason: string, kind: 'poison' | 'constraint' | 'missing-parent'): OutRecord {
   return {
-    key: record.key?.toString('latin1') ?? '',
+    key: record.key?.toString('utf8') ?? '',
     value: record.value,
     headers: { ...originHeaders(record), [HEADERS.error]: reason.slice(0, 4000), [HEADERS.errorKind]: kind, [HEADERS.failedAt]: new Date().toISOString() },
   };

@@ -55,24 +55,30 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const poller = await rt.poller({ listeners: [progressListener(options)], signal: stop.signal });
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)], signal: stop.signal });
+    // A long-running poller also serves the consumers' back-fill requests (missing parents).
+    const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
-    do {
-      const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
-      report(options, summary, () => summaryLine(summary));
-      code = summary.status === 'completed' ? EXIT.OK : EXIT.FAILURE;
-      if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
-    } while (options.every && !stop.signal.aborted);
+    try {
+      do {
+        const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
+        report(options, summary, () => summaryLine(summary));
+        code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
+        if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+      } while (options.every && !stop.signal.aborted);
+    } finally {
+      await backfill?.stop();
+    }
     return code;
   });
 }
 
 export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
   return withRuntime(options, async (rt) => {
-    const poller = await rt.poller({ listeners: [progressListener(options)] });
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)] });
     const summary = await poller.resume(runId);
     report(options, summary, () => summaryLine(summary));
-    return summary.status === 'completed' ? EXIT.OK : EXIT.FAILURE;
+    return summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
   });
 }
 
@@ -109,12 +115,14 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
     const stop = installShutdown(rt.logger);
     const running = [];
     for (const t of config.targets) running.push(await rt.startConsumers(t));
+    const backfill = await rt.startBackfill();
     const poller = await rt.poller({ signal: stop.signal });
     while (!stop.signal.aborted) {
       const summary = await poller.run({ requestedBy: 'run' });
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
       await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
     }
+    await backfill.stop();
     for (const r of running) await r.stop();
     return EXIT.OK;
   });

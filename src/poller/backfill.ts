@@ -1,7 +1,7 @@
 import type { SourceRow, Ticks } from '../contract.js';
 import { tenantOf, topicFor } from '../config/load.js';
 import type { Config, TableConfig } from '../config/schema.js';
-import type { ControlStore } from '../control/store.js';
+import type { ControlStore, PublishedEntry } from '../control/store.js';
 import type { EventCodec } from '../events/codec.js';
 import { backfillFromAvro, type BackfillRequest } from '../events/mapping.js';
 import { inlineLimit, type InRecord } from '../events/records.js';
@@ -12,7 +12,7 @@ import type { Logger } from '../logger.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
 import type { SourceConnector } from '../source/connector.js';
 import { scopeOf } from './poller.js';
-import { RowPublisher, type PublishedRow, type RowFailure } from './publish-rows.js';
+import { RowPublisher, type PublishOutcome, type PublishedRow } from './publish-rows.js';
 import { hierarchyDepth } from './window.js';
 
 /**
@@ -48,6 +48,15 @@ export type BackfillOutcome =
   | { readonly kind: 'published'; readonly runId: string; readonly rows: number; readonly failed: number }
   | { readonly kind: 'not-found'; readonly runId: string }
   | { readonly kind: 'skipped'; readonly reason: string };
+
+/** Where a table's back-filled rows go, and the publisher that reads their content from its source. */
+interface TableTarget {
+  readonly table: string;
+  readonly topic: string;
+  readonly tenant: string;
+  readonly scope: string;
+  readonly rows: RowPublisher;
+}
 
 /** A request that failed for a reason that may pass: do not commit it, serve it again later. */
 export class ServeLater extends Error {
@@ -87,19 +96,20 @@ export class BackfillService {
 
   /** Decodes and serves one record of the request topic; never throws for a bad request, only ServeLater. */
   async serveRecord(record: InRecord): Promise<BackfillOutcome> {
-    const request = await this.decode(record);
-    if ('reason' in request) return this.skip(request.reason, { offset: record.offset });
-    return this.serve(request);
+    const decoded = await this.decode(record);
+    if (!decoded.ok) return this.skip(decoded.reason, { offset: record.offset });
+    return this.serve(decoded.request);
   }
 
   /** Serves one decoded request. Throws ServeLater when a transient failure outlasted the retries. */
   async serve(request: BackfillRequest): Promise<BackfillOutcome> {
     const table = this.deps.config.tables.find((t) => t.name === request.table && tenantOf(this.deps.config, t) === request.tenant);
-    if (!table) return this.skip(`no table ${JSON.stringify(request.table)} of tenant ${JSON.stringify(request.tenant)} is published by this poller`, {});
-    if (!table.enabled) return this.skip(`table ${table.name} is disabled`, {});
+    // Several pollers (tenants) may share the request topic: a request for a table that is not ours is normal.
+    if (!table) return this.skip(`no table ${JSON.stringify(request.table)} of tenant ${JSON.stringify(request.tenant)} is published by this poller`, {}, 'debug');
+    if (!table.enabled) return this.skip(`table ${table.name} is disabled`, {}, 'info');
     if (request.parentPathLocator === null && request.keys.length === 0) return this.skip('the request names neither a path locator nor keys', { table: table.name });
     const id = requestId(request);
-    if (this.servedRecently(id)) return this.skip('the same request was served moments ago', { table: table.name, parent: request.parentPathLocator });
+    if (this.servedRecently(id)) return this.skip('the same request was served moments ago', { table: table.name, parent: request.parentPathLocator }, 'debug');
     try {
       const outcome = await this.serveTable(table, request);
       this.recent.set(id, this.now());
@@ -110,19 +120,19 @@ export class BackfillService {
     }
   }
 
-  private async decode(record: InRecord): Promise<BackfillRequest | { reason: string }> {
-    if (record.value === null) return { reason: 'empty request' };
+  private async decode(record: InRecord): Promise<{ ok: true; request: BackfillRequest } | { ok: false; reason: string }> {
+    if (record.value === null) return { ok: false, reason: 'empty request' };
     try {
       const decoded = await this.deps.codec.decode(record.value);
-      if (decoded.schema !== 'BackfillRequest') return { reason: `a ${decoded.schema} record does not belong on the request topic` };
-      return backfillFromAvro(decoded.record as Parameters<typeof backfillFromAvro>[0]);
+      if (decoded.schema !== 'BackfillRequest') return { ok: false, reason: `a ${decoded.schema} record does not belong on the request topic` };
+      return { ok: true, request: backfillFromAvro(decoded.record as Parameters<typeof backfillFromAvro>[0]) };
     } catch (err) {
-      return { reason: `undecodable request: ${coerceError(err).message}` };
+      return { ok: false, reason: `undecodable request: ${coerceError(err).message}` };
     }
   }
 
-  private skip(reason: string, fields: Record<string, unknown>): BackfillOutcome {
-    this.log.warn({ ...fields, reason }, 'back-fill request skipped');
+  private skip(reason: string, fields: Record<string, unknown>, level: 'debug' | 'info' | 'warn' = 'warn'): BackfillOutcome {
+    this.log[level]({ ...fields, reason }, 'back-fill request skipped');
     return { kind: 'skipped', reason };
   }
 
@@ -162,42 +172,53 @@ export class BackfillService {
     return [...unique.values()].sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
   }
 
-  /** Publishes each row with its own one-instant window, then registers it and records the batch. */
-  private async publish(table: TableConfig, runId: string, rows: readonly SourceRow[]): Promise<{ published: PublishedRow[]; failed: RowFailure[] }> {
-    const cfg = this.deps.config;
+  /** Publishes the rows, registers them, and records the run's table and its one `backfill` batch. */
+  private async publish(table: TableConfig, runId: string, rows: readonly SourceRow[]): Promise<PublishOutcome> {
     const startedAt = new Date();
-    const topic = topicFor(cfg, table);
-    const tenant = tenantOf(cfg, table);
-    const scope = scopeOf(table);
-    const source = await this.deps.sourceFor(table);
-    const rowPublisher = new RowPublisher(this.deps.publisher, this.deps.codec, source, { inlineLimit: inlineLimit(cfg.kafka.maxMessageBytes), maxBlobBytes: cfg.poll.maxBlobBytes });
+    const t = await this.targetOf(table);
     const window = { start: minTicks(rows), end: maxTicks(rows) };
-    await this.transient('recording the back-fill table', () => this.deps.store.startTable(runId, { table: table.name, scope, tenant, window, endClampedBy: null, oldestTxVisible: null }));
+    await this.transient('recording the back-fill table', () => this.deps.store.startTable(runId, { table: table.name, scope: t.scope, tenant: t.tenant, window, endClampedBy: null, oldestTxVisible: null }));
     const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, rows.map((r) => r.key)));
-    const published: PublishedRow[] = [];
-    const failed: RowFailure[] = [];
+    const outcome: PublishOutcome = { published: [], failed: [] };
     for (const row of rows) {
-      const ctx = { table: table.name, tenant, runId: `backfill-${runId}`, window: { start: row.modifiedOn, end: row.modifiedOn } };
-      const outcome = await this.transient('publishing a back-filled row', () => rowPublisher.publish({ topic, rows: [row], ctx }));
-      published.push(...outcome.published);
-      failed.push(...outcome.failed);
+      const ctx = { table: table.name, tenant: t.tenant, runId: `backfill-${runId}`, window: { start: row.modifiedOn, end: row.modifiedOn } };
+      const one = await this.transient('publishing a back-filled row', () => t.rows.publish({ topic: t.topic, rows: [row], ctx }));
+      outcome.published.push(...one.published);
+      outcome.failed.push(...one.failed);
     }
-    await this.transient('registering back-filled rows', () => this.deps.store.recordPublished(table.name, runId, published));
+    await this.transient('registering back-filled rows', () => this.deps.store.recordPublished(table.name, runId, outcome.published));
+    await this.retireSupersededChunks(t, outcome.published, registered);
+    await this.record(table.name, t.scope, runId, rows.at(-1)!, outcome, startedAt);
+    return outcome;
+  }
+
+  private async targetOf(table: TableConfig): Promise<TableTarget> {
+    const cfg = this.deps.config;
+    const settings = { inlineLimit: inlineLimit(cfg.kafka.maxMessageBytes), maxBlobBytes: cfg.poll.maxBlobBytes };
+    const rows = new RowPublisher(this.deps.publisher, this.deps.codec, await this.deps.sourceFor(table), settings);
+    return { table: table.name, topic: topicFor(cfg, table), tenant: tenantOf(cfg, table), scope: scopeOf(table), rows };
+  }
+
+  /** As a poll does: chunks of the version the registry held become tombstones when a new content replaces it. */
+  private async retireSupersededChunks(t: TableTarget, published: readonly PublishedRow[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
     for (const row of published) {
       const old = registered.get(row.key);
       if (!old?.chunkCount || !old.contentSha256 || (row.contentSha256 && old.contentSha256.equals(row.contentSha256))) continue;
-      await this.transient('retiring superseded chunks', () => rowPublisher.retireChunks(topic, table.name, tenant, row.key, old.contentSha256!, old.chunkCount!));
+      const [sha, count] = [old.contentSha256, old.chunkCount];
+      await this.transient('retiring superseded chunks', () => t.rows.retireChunks(t.topic, t.table, t.tenant, row.key, sha, count));
     }
-    for (const f of failed) await this.deps.store.recordRowFailure(runId, table.name, f.key, f.modifiedOn, f.reason);
-    const last = rows.at(-1)!;
+  }
+
+  private async record(table: string, scope: string, runId: string, last: SourceRow, outcome: PublishOutcome, startedAt: Date): Promise<void> {
+    for (const f of outcome.failed) await this.deps.store.recordRowFailure(runId, table, f.key, f.modifiedOn, f.reason);
     await this.transient('recording the back-fill batch', () => this.deps.store.recordBatch({
-      runId, table: table.name, scope, step: 'backfill', batchNo: 1, rows: published.length, bytes: published.reduce((n, r) => n + r.bytes, 0),
-      skipped: 0, failed: failed.length, lastPosition: { modifiedOn: last.modifiedOn, key: last.key }, startedAt, status: 'completed',
+      runId, table, scope, step: 'backfill', batchNo: 1, rows: outcome.published.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0),
+      skipped: 0, failed: outcome.failed.length, lastPosition: { modifiedOn: last.modifiedOn, key: last.key }, startedAt, status: 'completed',
     }));
-    const error = failed.length > 0 ? failed.map((f) => `${f.key}: ${f.reason}`).join('; ') : null;
-    await this.deps.store.finishTable(runId, table.name, scope, { status: failed.length > 0 ? 'failed' : 'completed', error });
-    await this.deps.store.finishRun(runId, failed.length > 0 ? 'failed' : 'completed', error);
-    return { published, failed };
+    const error = outcome.failed.length > 0 ? outcome.failed.map((f) => `${f.key}: ${f.reason}`).join('; ') : null;
+    const status = error === null ? 'completed' : 'failed';
+    await this.deps.store.finishTable(runId, table, scope, { status, error });
+    await this.deps.store.finishRun(runId, status, error);
   }
 
   /** Retries what may pass; when it still fails, turns it into ServeLater so the request is not committed. */

@@ -36,8 +36,9 @@ export interface PollerDeps {
 
 export interface RunSummary {
   readonly runId: string;
-  readonly status: 'completed' | 'failed';
-  readonly tables: readonly { table: string; scope: string; outcome?: TableOutcome; error?: string }[];
+  /** `abandoned`: a shutdown signal stopped it between batches; it resumes from its last completed batch. */
+  readonly status: 'completed' | 'failed' | 'abandoned';
+  readonly tables: readonly { table: string; scope: string; outcome?: TableOutcome; error?: string; stopped?: boolean }[];
 }
 
 export function scopeOf(table: TableConfig): string {
@@ -73,9 +74,16 @@ export class Poller {
 
   private async execute(runId: string, tables: readonly TableConfig[], resume: boolean): Promise<RunSummary> {
     const results: RunSummary['tables'][number][] = [];
-    for (const table of tables) results.push(await this.pollOne(runId, table, resume));
-    const failed = results.filter((r) => r.error);
-    const status = failed.length > 0 ? 'failed' : 'completed';
+    for (const table of tables) {
+      if (this.deps.signal?.aborted) {
+        results.push({ table: table.name, scope: scopeOf(table), stopped: true, error: 'not started: shutting down' });
+        continue;
+      }
+      results.push(await this.pollOne(runId, table, resume));
+    }
+    const failed = results.filter((r) => r.error && !r.stopped);
+    const stopped = results.some((r) => r.stopped) || this.deps.signal?.aborted === true;
+    const status = failed.length > 0 ? 'failed' : stopped && results.some((r) => !r.outcome) ? 'abandoned' : 'completed';
     await this.deps.store.finishRun(runId, status, failed.length > 0 ? failed.map((f) => `${f.table}: ${f.error}`).join('; ') : undefined);
     return { runId, status, tables: results };
   }
@@ -105,6 +113,11 @@ export class Poller {
       return { table: table.name, scope, outcome };
     } catch (thrown) {
       const error = coerceError(thrown);
+      if (error instanceof HighwaterError && error.code === 'STOPPED') {
+        log.info('stopped between batches by a shutdown signal; nothing in flight was lost');
+        await this.deps.store.finishTable(runId, table.name, scope, { status: 'abandoned', error: error.message }).catch((err: unknown) => log.error({ err }, 'could not record the stop'));
+        return { table: table.name, scope, error: error.message, stopped: true };
+      }
       log.error({ err: error }, 'table poll failed; resume the run to continue from its last completed batch');
       this.deps.observer.safe('tableFailed', { table: table.name, scope, error });
       await this.deps.store.finishTable(runId, table.name, scope, { status: 'failed', error: error.message }).catch((err: unknown) => log.error({ err }, 'could not record the failure'));

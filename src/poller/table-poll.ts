@@ -292,7 +292,7 @@ export class TablePoll {
   }
 
   private throwIfStopping(): void {
-    if (this.deps.signal?.aborted) throw new HighwaterError('INTERNAL', 'stopped by a shutdown signal between batches; resume the run to continue');
+    if (this.deps.signal?.aborted) throw new HighwaterError('STOPPED', `stopped by a shutdown signal between batches; resume run ${this.job.runId} to continue`);
   }
 
   /** Source calls are retried with backoff when the failure is retriable (connection lost, deadlock…). */
