@@ -22,7 +22,8 @@ import { Poller } from './poller/poller.js';
 import { BackfillService } from './poller/backfill.js';
 import type { SourceConnector, SourceTableSpec } from './source/connector.js';
 import type { TargetWriter } from './target/writer.js';
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
+import { startObservability, type Observability } from './metrics/observe.js';
 
 /**
  * The composition root: the one place that turns configuration into connected components. src/ imports the
@@ -37,6 +38,7 @@ export class Runtime {
   private readonly sources = new Map<string, SourceConnector>();
   private publisherInstance: Publisher | undefined;
   private storeInstance: ControlStore | undefined;
+  private readonly closers: (() => Promise<void>)[] = [];
 
   constructor(readonly config: Config, readonly logger: Logger) {
     this.kafka = createKafka(config.kafka, logger);
@@ -149,7 +151,10 @@ export class Runtime {
       onAssigned: () => loop.forgetPositions(),
     });
     loop.attach(main);
-    const retry = new RetryLoop({ groupId, bindings, writer, codec: this.codec, publisher, logger: logger.child({ component: 'retry' }), policy: target.retry, requestedBy: target.name });
+    const retry = new RetryLoop({
+      groupId, bindings, writer, codec: this.codec, publisher, logger: logger.child({ component: 'retry' }), policy: target.retry, requestedBy: target.name,
+      ...(options.onApplied ? { onApplied: options.onApplied } : {}),
+    });
     const retryConsumer = new ManualConsumer(this.kafka, {
       groupId: `${groupId}.retry`,
       topics: bindings.map((b) => b.retryTopic),
@@ -211,7 +216,29 @@ export class Runtime {
     };
   }
 
+  /**
+   * Metrics, health and readiness for a long-running process (when metrics.port is set): readiness checks every
+   * database in the configuration and Kafka; a sampler refreshes lag, leases and high-watermarks.
+   */
+  async observe(): Promise<Observability> {
+    let admin: Promise<Admin> | undefined;
+    const kafkaAdmin = () => (admin ??= (async () => {
+      const a = this.kafka.admin();
+      await a.connect();
+      this.closers.push(() => a.disconnect());
+      return a;
+    })());
+    const databases = Object.fromEntries(this.config.databases.filter((d) => d.connectionString).map((d) => [`database:${d.name}`, async () => {
+      if (d.kind === 'postgres') await this.pgPool(d).query('SELECT 1');
+      else await (await this.mssqlPool(d)).request().query('SELECT 1');
+    }]));
+    const observability = await startObservability(this.config, this.logger.child({ component: 'metrics' }), { kafkaAdmin, store: this.store(), databases });
+    this.closers.push(() => observability.stop());
+    return observability;
+  }
+
   async close(): Promise<void> {
+    for (const close of this.closers.splice(0).reverse()) await close().catch(() => undefined);
     await this.publisherInstance?.disconnect();
     for (const s of this.sources.values()) await s.close().catch(() => undefined);
     await Promise.allSettled([...this.pgPools.values()].map((p) => p.end()));

@@ -550,3 +550,12 @@ export function relabelGroup(schema: string, from: string, to: string): SqlQuery
     values: [from, to],
   }));
 }
+
+/**
+ * Serialises deletes against upserts of one target table: upserting batches take the lock shared, batches with
+ * deletes take it exclusive. Without it a delete and a concurrent upsert of the same key (the retry loop and the
+ * main loop run side by side) each miss the other's uncommitted row or tombstone, and a deleted row comes back.
+ */
+export function tableWriteLock(t: TargetTable, exclusive: boolean): SqlQuery {
+  return { text: `SELECT ${exclusive ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared'}(hashtext($1))`, values: [`highwater:${t.schema}.${t.table}`] };
+}

@@ -18,6 +18,7 @@ import {
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageChunks, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks, type SqlQuery, type StageInput, type TargetTable,
   deleteGroupBookkeeping, deleteStoredOffsets, deleteWatermarks, relabelGroup, renameSchema, selectSchemaExists,
+  tableWriteLock,
 } from './dialect.js';
 
 /**
@@ -104,7 +105,11 @@ export class PostgresWriter implements TargetWriter {
     const t = this.tableFor(batch.table);
     assertOneTable(batch);
     if (isEmpty(batch)) return NOTHING_APPLIED;
-    return this.#transaction(`apply a batch of ${batch.table}`, classifyApplyError, (client) => this.#applyIn(client, t, batch));
+    return this.#transaction(`apply a batch of ${batch.table}`, classifyApplyError, async (client) => {
+      const result = await this.#applyIn(client, t, batch);
+      await batch.beforeCommit?.(result);
+      return result;
+    });
   }
 
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
@@ -162,6 +167,7 @@ export class PostgresWriter implements TargetWriter {
   }
 
   async #applyIn(client: Client, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
+    await run(client, tableWriteLock(t, batch.deletes.length > 0));
     for (const q of stageChunks(this.#schema, batch.chunks)) await run(client, q);
     const rows = batch.rows.length > 0 ? await this.#applyRows(client, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
     const deleted = batch.deletes.length > 0 ? (await run(client, applyDeletes(t, batch.deletes))).rowCount ?? 0 : 0;

@@ -734,3 +734,14 @@ export function relabelGroup(schema: string, from: string, to: string): SqlQuery
     values: { from: nvarchar(from), to: nvarchar(to) },
   }));
 }
+
+/**
+ * Serialises deletes against upserts of one target table (see the PostgreSQL writer): an application lock owned by
+ * the transaction, shared for upserting batches and exclusive for batches with deletes.
+ */
+export function tableWriteLock(t: TargetTable, exclusive: boolean): SqlQuery {
+  return {
+    text: `EXEC sp_getapplock @Resource = @resource, @LockMode = '${exclusive ? 'Exclusive' : 'Shared'}', @LockOwner = 'Transaction', @LockTimeout = 60000;`,
+    values: { resource: nvarchar(`highwater:${t.schema}.${t.table}`) },
+  };
+}

@@ -17,6 +17,7 @@ import {
   upsertFromStage, upsertOffsets, upsertWatermarks,
   type SqlQuery, type SqlServerType, type StageColumn, type StageInput, type StageValue, type TargetTable,
   deleteGroupBookkeeping, deleteStoredOffsets, deleteWatermarks, relabelGroup, selectSchemaExists, swapSchemas,
+  tableWriteLock,
 } from './dialect.js';
 
 /**
@@ -95,7 +96,11 @@ export class SqlServerWriter implements TargetWriter {
     const t = this.tableFor(batch.table);
     assertOneTable(batch);
     if (isEmpty(batch)) return NOTHING_APPLIED;
-    return this.#transaction(`apply a batch of ${batch.table}`, classifyApplyError, (tx) => this.#applyIn(tx, t, batch));
+    return this.#transaction(`apply a batch of ${batch.table}`, classifyApplyError, async (tx) => {
+      const result = await this.#applyIn(tx, t, batch);
+      await batch.beforeCommit?.(result);
+      return result;
+    });
   }
 
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
@@ -149,6 +154,7 @@ export class SqlServerWriter implements TargetWriter {
   }
 
   async #applyIn(tx: sql.Transaction, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
+    await run(tx, tableWriteLock(t, batch.deletes.length > 0));
     if (batch.chunks.length > 0) await this.#stageChunks(tx, batch);
     const rows = batch.rows.length > 0 ? await this.#applyRows(tx, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
     await run(tx, dropStageTables());

@@ -36,7 +36,7 @@ export interface ApplyLoopDeps {
   readonly batchMaxRecords: number;
   readonly retryDelayMs: number;
   readonly dbRetry?: RetryPolicy;
-  readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number }) => void;
+  readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds: number }) => void;
 }
 
 export class ApplyLoop {
@@ -102,13 +102,20 @@ export class ApplyLoop {
     const reduced = reduceBatch(events);
     const routed = await this.routeMissingParents(binding, reduced.changes, recordOf);
     const nextOffset = records.at(-1)!.offset + 1n;
-    const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records);
-    const late = new Set([...result.missingParent, ...result.incompleteContent]);
-    if (late.size > 0) await this.sendToRetry(binding, routed.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
+    const started = performance.now();
+    // Rows the writer could not write (a parent or chunks missing after all) go to the retry topic inside the
+    // transaction, before COMMIT: the offsets that cover them never become durable before they are safe.
+    let retriedLate = 0;
+    const routeLate = async (r: ApplyResult) => {
+      const late = new Set([...r.missingParent, ...r.incompleteContent]);
+      retriedLate = late.size;
+      if (late.size > 0) await this.sendToRetry(binding, routed.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
+    };
+    const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records, routeLate);
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
     this.expected.set(`${batch.topic}\u0000${batch.partition}`, nextOffset);
-    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + late.size, duplicates: reduced.superseded + result.skippedStale });
+    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
   }
 
   /** Decoded events, the poison among the records, and the record each change came from (for the retry topic). */
@@ -158,7 +165,7 @@ export class ApplyLoop {
     await this.deps.publisher.send(binding.retryTopic, records.map((r) => retryRecord(r, attempt, notBefore)));
   }
 
-  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, rows: BlobChange[], nextOffset: bigint, records: readonly InRecord[]): Promise<ApplyResult> {
+  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, rows: BlobChange[], nextOffset: bigint, records: readonly InRecord[], beforeCommit: (r: ApplyResult) => Promise<void>): Promise<ApplyResult> {
     const watermarks: WatermarkToRecord[] = reduced.markers.map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: batch.topic, partition: batch.partition, watermark: m.watermark }));
     const applyBatch = {
       groupId: this.deps.groupId,
@@ -168,6 +175,7 @@ export class ApplyLoop {
       chunks: reduced.chunks,
       watermarks,
       offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
+      beforeCommit,
     };
     try {
       return await withRetry(() => this.deps.writer.apply(applyBatch), this.deps.dbRetry ?? DEFAULT_RETRY, {
@@ -188,7 +196,7 @@ export class ApplyLoop {
     const bad: { record: InRecord; error: Error }[] = [];
     for (const row of applyBatch.rows) {
       try {
-        await this.deps.writer.apply({ ...applyBatch, rows: [row], deletes: [], chunks: applyBatch.chunks, watermarks: [], offsets: [] });
+        await this.deps.writer.apply({ ...applyBatch, rows: [row], deletes: [], chunks: applyBatch.chunks, watermarks: [], offsets: [], beforeCommit: undefined });
         good.push(row);
       } catch (err) {
         const record = [...records].reverse().find((r) => r.key?.toString() === row.change.key);

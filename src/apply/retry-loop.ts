@@ -9,7 +9,7 @@ import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { backoffDelay } from '../retry.js';
-import type { TargetWriter } from '../target/writer.js';
+import type { ApplyResult, TargetWriter } from '../target/writer.js';
 import type { TopicBinding } from './loop.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
@@ -31,6 +31,8 @@ export interface RetryLoopDeps {
   readonly policy: TargetConfig['retry'];
   readonly requestedBy: string;
   readonly now?: () => number;
+  /** Rows applied through the retry topic, for the same metrics as the main loop. */
+  readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds: number }) => void;
 }
 
 type Outcome = 'applied' | 'requeued' | 'dead-lettered';
@@ -118,6 +120,7 @@ export class RetryLoop {
       const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets: [] });
       if (result.missingParent.length === 0 && result.incompleteContent.length === 0) {
         await this.storeOffsets(binding, offsets);
+        this.deps.onApplied?.({ table: binding.table, partition: record.partition, result, deadLettered: 0, retried: 0, duplicates: result.skippedStale, seconds: 0 });
         return 'applied';
       }
     }

@@ -55,7 +55,8 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)], signal: stop.signal });
+    const metrics = options.every ? (await rt.observe()).metrics : undefined;
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...(metrics ? [metrics.pollerListener()] : [])], signal: stop.signal });
     // A long-running poller also serves the consumers' back-fill requests (missing parents).
     const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
@@ -100,8 +101,9 @@ function selectTargets(config: Config, names: string[] | undefined): TargetConfi
 export async function consumeCommand(options: GlobalOptions & { target?: string[] }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     const stop = installShutdown(rt.logger);
+    const { metrics } = await rt.observe();
     const running = [];
-    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t));
+    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info) }));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
     await untilAborted(stop.signal);
     for (const r of running) await r.stop();
@@ -113,10 +115,11 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
+    const { metrics } = await rt.observe();
     const running = [];
-    for (const t of config.targets) running.push(await rt.startConsumers(t));
+    for (const t of config.targets) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info) }));
     const backfill = await rt.startBackfill();
-    const poller = await rt.poller({ signal: stop.signal });
+    const poller = await rt.poller({ listeners: [metrics.pollerListener()], signal: stop.signal });
     while (!stop.signal.aborted) {
       const summary = await poller.run({ requestedBy: 'run' });
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');

@@ -48,6 +48,12 @@ export interface ApplyBatch {
   readonly chunks: readonly BlobChunk[];
   /** Offsets to store with the data, in the same transaction. */
   readonly offsets: readonly StoredOffset[];
+  /**
+   * Called inside the transaction, after the writes and before COMMIT, with their result. The loop publishes the
+   * rows that could not be written (missing parent, incomplete content) to the retry topic here, so the offsets
+   * that cover them are never durable before they are safe elsewhere. If it throws, the transaction rolls back.
+   */
+  readonly beforeCommit?: (result: ApplyResult) => Promise<void>;
 }
 
 export interface ApplyResult {

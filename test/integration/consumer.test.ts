@@ -600,12 +600,10 @@ describe('consumers against Kafka and PostgreSQL', () => {
     expect(await recordsOn(dlqTopicFor(p.topic))).toBe(0);
   });
 
-  // KNOWN BUG, reproduced here deterministically: the retry loop's upsert of a key and the main loop's delete of the
-  // same key run in two concurrent READ COMMITTED transactions; neither sees the other's uncommitted write (the row,
-  // the tombstone), so both commit and the deleted row comes back (I3). The fix belongs in the writers: serialise
-  // deletes against upserts of a table (e.g. a transaction advisory lock, shared for upserts, exclusive with
-  // deletes; sp_getapplock on SQL Server). Remove `.fails` once they do: the test then passes as written.
-  it.fails('keeps a row deleted while its retried version was being written', async () => {
+  // The retry loop's upsert of a key and the main loop's delete of the same key run in two concurrent transactions;
+  // without the writers' table lock (shared for upserts, exclusive with deletes) neither would see the other's
+  // uncommitted row or tombstone, and the deleted row would come back (I3).
+  it('keeps a row deleted while its retried version was being written', async () => {
     const scope = testScope('delete during retry');
     const p = await pipeline(scope, { partitions: 1, retry: { initialDelayMs: 300 } });
     await migrateTarget(p);

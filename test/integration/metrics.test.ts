@@ -55,3 +55,54 @@ describe('metrics and health endpoint', () => {
     }
   });
 });
+
+describe('metrics of a running consumer', () => {
+  it('serves applied rows, lag and readiness from a real `highwater consume` process', async () => {
+    const { spawn } = await import('node:child_process');
+    const { mkdtemp, writeFile } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { stringify } = await import('yaml');
+    const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
+    const { brokers, uniqueName } = await import('../support/kafka.js');
+    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/demo/sample.js');
+    const { freePort } = await import('../../src/devkafka/ports.js');
+
+    const db = await createTestDatabase('metrics consume');
+    dropWhenPassed(db);
+    const pool = db.pool();
+    await pool.query(SOURCE_DDL);
+    await insertRows(pool, buildSample({ roots: 2, foldersPerRoot: 2, files: 200, largeFiles: 0 }, await createBusinessUnits(pool, 1)));
+    const port = await freePort();
+    const file = join(await mkdtemp(join(tmpdir(), 'hw-metrics-')), 'highwater.yaml');
+    await writeFile(file, stringify({
+      controlStore: { database: 'db' },
+      kafka: { brokers: brokers(), partitions: 2 },
+      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
+      tables: [{ name: 'ReferralAttachment', source: 'db', topic: uniqueName('metrics consume', 'topic'), safetyBufferMinutes: 0, blob: { schema: 'demo', table: 'ReferralAttachment' }, metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' } }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('metrics consume', 'group') }],
+      metrics: { port },
+      log: { level: 'warn' },
+    }));
+    const bin = new URL('../../src/cli/bin.js', import.meta.url).pathname;
+    const runCli = (args: string[]) => spawn(process.execPath, [bin, '--config', file, ...args], { stdio: 'ignore' });
+    const poll = runCli(['poll']);
+    expect(await new Promise((r) => poll.on('exit', r))).toBe(0);
+    const consume = runCli(['consume']);
+    try {
+      const deadline = Date.now() + 90_000;
+      let text = '';
+      while (Date.now() < deadline) {
+        text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()).catch(() => '');
+        if (/highwater_rows_applied_total\{table="ReferralAttachment"\} 206\b/.test(text) && /highwater_consumer_lag_records\{[^}]*\} 0/.test(text)) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(text).toMatch(/highwater_rows_applied_total\{table="ReferralAttachment"\} 206\b/);
+      expect(text).toMatch(/highwater_apply_batch_seconds_count\{table="ReferralAttachment"\} [1-9]/);
+      expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+    } finally {
+      consume.kill('SIGTERM');
+      expect(await new Promise((r) => consume.on('exit', r))).toBe(0);
+    }
+  });
+});

@@ -41,13 +41,23 @@ export async function createTestDatabase(testName: string): Promise<TestDatabase
   return {
     name,
     url,
-    pool: () => (pool ??= new pg.Pool({ connectionString: url, max: 5 })),
+    pool: () => (pool ??= quietPool(url)),
     close,
     drop: async () => {
       await close();
       await onServer(`DROP DATABASE IF EXISTS ${quotePg(name)} WITH (FORCE)`);
     },
   };
+}
+
+/**
+ * A pool whose idle-connection errors are swallowed: `pool.end()` resolves before its sessions are gone, so the
+ * `DROP DATABASE … WITH (FORCE)` after a passed test terminates them (57P01), which must not fail the run.
+ */
+function quietPool(url: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: 5 });
+  pool.on('error', () => undefined);
+  return pool;
 }
 
 /**
