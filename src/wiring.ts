@@ -131,7 +131,7 @@ export class Runtime {
   }
 
   /** Starts the main and retry consumers of one target; resolves once both are running. */
-  async startConsumers(target: TargetConfig, options: { onApplied?: ApplyLoopDeps['onApplied'] } = {}): Promise<RunningConsumers> {
+  async startConsumers(target: TargetConfig, options: { onApplied?: ApplyLoopDeps['onApplied']; onBackfillRequested?: (table: string) => void } = {}): Promise<RunningConsumers> {
     const writer = await this.writer(target);
     await writer.migrate();
     for (const t of tablesForTarget(this.config, target)) await this.ensureTableTopics(t);
@@ -154,6 +154,7 @@ export class Runtime {
     const retry = new RetryLoop({
       groupId, bindings, writer, codec: this.codec, publisher, logger: logger.child({ component: 'retry' }), policy: target.retry, requestedBy: target.name,
       ...(options.onApplied ? { onApplied: options.onApplied } : {}),
+      ...(options.onBackfillRequested ? { onBackfillRequested: options.onBackfillRequested } : {}),
     });
     const retryConsumer = new ManualConsumer(this.kafka, {
       groupId: `${groupId}.retry`,

@@ -31,6 +31,8 @@ export interface RetryLoopDeps {
   readonly policy: TargetConfig['retry'];
   readonly requestedBy: string;
   readonly now?: () => number;
+  /** Called for every back-fill request sent, for the metrics. */
+  readonly onBackfillRequested?: (table: string) => void;
   /** Rows applied through the retry topic, for the same metrics as the main loop. */
   readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds: number }) => void;
 }
@@ -145,6 +147,7 @@ export class RetryLoop {
       requestedBy: this.deps.requestedBy, reason: `child ${change.key} still waits for its parent after ${attempt} attempts`,
     }));
     await this.deps.publisher.send(backfillTopic(), [{ key: change.table, value, headers: { [HEADERS.table]: change.table, [HEADERS.tenant]: change.tenant } }]);
+    this.deps.onBackfillRequested?.(change.table);
     this.deps.logger.info({ table: change.table, parent: change.parentPathLocator, child: change.key }, 'asked the poller side to back-fill a missing parent');
   }
 

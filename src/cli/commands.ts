@@ -103,7 +103,7 @@ export async function consumeCommand(options: GlobalOptions & { target?: string[
     const stop = installShutdown(rt.logger);
     const { metrics } = await rt.observe();
     const running = [];
-    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info) }));
+    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
     await untilAborted(stop.signal);
     for (const r of running) await r.stop();
@@ -117,7 +117,7 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
     const stop = installShutdown(rt.logger);
     const { metrics } = await rt.observe();
     const running = [];
-    for (const t of config.targets) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info) }));
+    for (const t of config.targets) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
     const backfill = await rt.startBackfill();
     const poller = await rt.poller({ listeners: [metrics.pollerListener()], signal: stop.signal });
     while (!stop.signal.aborted) {

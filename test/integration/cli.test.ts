@@ -58,3 +58,48 @@ describe('highwater CLI', () => {
     expect(stderr).toContain('cannot read the file');
   });
 });
+
+describe('highwater CLI against real services', () => {
+  it('init, status and runs: normal paths exit 0, an unknown run id exits 2', async () => {
+    const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
+    const { brokers, uniqueName } = await import('../support/kafka.js');
+    const { stringify } = await import('yaml');
+    const db = await createTestDatabase('cli status');
+    dropWhenPassed(db);
+    await db.pool().query(`CREATE SCHEMA demo; CREATE TABLE demo.blob (stream_id uuid PRIMARY KEY, file_stream bytea, name text, path_locator text, parent_path_locator text, is_directory boolean, creation_time timestamptz, last_write_time timestamptz);
+      CREATE TABLE demo.meta (id uuid PRIMARY KEY, "ModifiedOn" timestamptz NOT NULL)`);
+    const dir = await mkdtemp(join(tmpdir(), 'hw-cli-'));
+    const file = join(dir, 'highwater.yaml');
+    await writeFile(file, stringify({
+      controlStore: { database: 'db' },
+      kafka: { brokers: brokers(), partitions: 1 },
+      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
+      tables: [{ name: 'Blobs', source: 'db', topic: uniqueName('cli status', 'topic'), blob: { schema: 'demo', table: 'blob' }, metadata: { schema: 'demo', table: 'meta', joinColumn: 'id' } }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli status', 'group') }],
+      log: { level: 'error' },
+    }));
+    const init = await highwater(['--config', file, '--json', 'init']);
+    expect(init.code, init.stderr).toBe(0);
+    expect(JSON.parse(init.stdout).targets).toEqual(['wh']);
+
+    const poll = await highwater(['--config', file, '--json', 'poll']);
+    expect(poll.code, poll.stderr).toBe(0);
+    const { runId } = JSON.parse(poll.stdout) as { runId: string };
+
+    const status = await highwater(['--config', file, '--json', 'status']);
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).tables).toEqual([expect.objectContaining({ table: 'Blobs', scope: '*', lastRunId: runId, lastRunStatus: 'completed' })]);
+
+    const runs = await highwater(['--config', file, '--json', 'runs']);
+    expect(runs.code).toBe(0);
+    expect(JSON.parse(runs.stdout)).toEqual([expect.objectContaining({ runId, status: 'completed', kind: 'poll' })]);
+    const one = await highwater(['--config', file, '--json', 'runs', runId]);
+    expect(JSON.parse(one.stdout).tables).toEqual([expect.objectContaining({ table: 'Blobs', status: 'completed' })]);
+
+    const unknown = await highwater(['--config', file, 'runs', '00000000-0000-4000-8000-000000000000']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/not found|no run/i);
+    const resumeUnknown = await highwater(['--config', file, 'resume', 'not-a-run']);
+    expect(resumeUnknown.code).toBe(2);
+  });
+});
