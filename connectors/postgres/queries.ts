@@ -1,3 +1,4 @@
+import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
 import type { KeyVersionsRequest, MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
@@ -10,25 +11,14 @@ import { isoFromTicks } from '../../src/time/ticks.js';
  * Keyset order is `(m.ModifiedOn, m.joinColumn)`, which an index on the metadata table serves directly.
  */
 
-export interface Statement {
-  readonly text: string;
-  readonly values: readonly unknown[];
-}
-
-class Params {
-  readonly values: unknown[] = [];
-  add(value: unknown): string {
-    this.values.push(value);
-    return `$${this.values.length}`;
-  }
-}
+export type Statement = PgStatement;
 
 export function ticksExpr(column: string): string {
   return `(extract(epoch from ${column}) * 10000000)::bigint::text`;
 }
 
 /** PostgreSQL holds microseconds: a tick bound is rendered with 6 digits, rounded down (bounds come from PG anyway). */
-function tsParam(p: Params, ticks: Ticks): string {
+function tsParam(p: PgParams, ticks: Ticks): string {
   return `${p.add(isoFromTicks(ticks - (((ticks % 10n) + 10n) % 10n), 6))}::timestamptz`;
 }
 
@@ -54,7 +44,7 @@ function names(spec: SourceTableSpec, blobAlias = 'b', metaAlias = 'm'): Names {
   };
 }
 
-function selectList(spec: SourceTableSpec, p: Params, b = 'b', m = 'm'): string {
+function selectList(spec: SourceTableSpec, p: PgParams, b = 'b', m = 'm'): string {
   const c = spec.columns;
   const col = (name: string) => `${b}.${quotePg(name)}`;
   const inline = p.add(spec.inlineContentMaxBytes);
@@ -84,7 +74,7 @@ function fromClause(spec: SourceTableSpec, n: Names, b = 'b', m = 'm'): string {
   return from;
 }
 
-function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params, b = 'b', m = 'm'): string[] {
+function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: PgParams, b = 'b', m = 'm'): string[] {
   const conditions: string[] = [];
   if (scope.businessUnit !== null && spec.businessUnit) {
     // GUID text is compared case-insensitively, as SQL Server compares uniqueidentifier values.
@@ -96,18 +86,18 @@ function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params, b
   return conditions;
 }
 
-function windowConditions(n: Names, window: Window, p: Params): string[] {
+function windowConditions(n: Names, window: Window, p: PgParams): string[] {
   return [`${n.mod} > ${tsParam(p, window.start)}`, `${n.mod} <= ${tsParam(p, window.end)}`];
 }
 
-function keysetCondition(n: Names, after: Position | null, p: Params): string[] {
+function keysetCondition(n: Names, after: Position | null, p: PgParams): string[] {
   if (!after) return [];
   return [`(${n.mod}, ${n.join}) > (${tsParam(p, after.modifiedOn)}, ${p.add(after.key)})`];
 }
 
 /** One keyset page of the roots or children of a window. */
 export function pageQuery(spec: SourceTableSpec, req: PageRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const n = names(spec);
   const select = selectList(spec, p);
   const where = [
@@ -125,7 +115,7 @@ export function pageQuery(spec: SourceTableSpec, req: PageRequest): Statement {
  * applied to the children, not the parents: a child in scope needs its parent whatever the parent's BU.
  */
 export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const n = names(spec);
   const cn = names(spec, 'c', 'cm');
   const select = selectList(spec, p);
@@ -145,14 +135,14 @@ export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRe
 }
 
 export function byKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const n = names(spec);
   const select = selectList(spec, p);
   return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${n.key}::text = ANY(${p.add([...keys])}::text[])`, values: p.values };
 }
 
 export function byPathLocatorsQuery(spec: SourceTableSpec, paths: readonly string[]): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const n = names(spec);
   const select = selectList(spec, p);
   return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${n.path}::text = ANY(${p.add([...paths])}::text[])`, values: p.values };
@@ -169,7 +159,7 @@ export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: nu
 
 /** Keys and versions in key order after a key, in scope: one range of the late-arrival sweep. */
 export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const n = names(spec);
   const where = [...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
   const text = `SELECT ${n.key}::text AS key, ${ticksExpr(n.mod)} AS modified_on_ticks\nFROM ${fromClause(spec, n)}${where.length > 0 ? `\nWHERE ${where.join('\n  AND ')}` : ''}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;

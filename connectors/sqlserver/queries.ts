@@ -1,3 +1,4 @@
+import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
 import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec, KeyVersionsRequest } from '../../src/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
@@ -20,17 +21,7 @@ import { isoFromTicks } from '../../src/time/ticks.js';
  * last byte group first), never in JS.
  */
 
-export type SqlServerType = 'NVarChar' | 'VarChar' | 'BigInt' | 'Int' | 'UniqueIdentifier' | 'DateTime2' | 'VarBinary' | 'Bit';
-
-export interface SqlServerParam {
-  readonly type: SqlServerType;
-  readonly value: unknown;
-}
-
-export interface SqlServerStatement {
-  readonly text: string;
-  readonly values: Readonly<Record<string, SqlServerParam>>;
-}
+export type { SqlServerParam, SqlServerStatement, SqlServerType };
 
 /** The statement type under the name the PostgreSQL connector uses, so both folders read alike. */
 export type Statement = SqlServerStatement;

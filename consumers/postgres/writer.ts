@@ -1,3 +1,4 @@
+import { assertOneTable, configured, isEmptyBatch, mapTargetTables } from '../../src/target/batch.js';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -64,8 +65,8 @@ export class PostgresWriter implements TargetWriter {
   /** The writer owns `pool` from now on: `close()` ends it. */
   constructor(pool: pg.Pool, options: PostgresWriterOptions) {
     this.#pool = pool;
-    this.#schema = configured(() => assertIdentifier(options.schema, 'target schema'));
-    this.#tables = configured(() => mapTables(this.#schema, options.tables));
+    this.#schema = configured('PostgreSQL target', () => assertIdentifier(options.schema, 'target schema'));
+    this.#tables = configured('PostgreSQL target', () => mapTargetTables(this.#schema, options.tables, targetTable));
     this.#migrationsDir = options.migrationsDir;
     const observe = options.onIdleError;
     pool.on('error', (thrown) => safeCall(() => observe?.(classifyDbError(thrown, 'an idle PostgreSQL connection failed; the pool replaces it'))));
@@ -104,7 +105,7 @@ export class PostgresWriter implements TargetWriter {
   async apply(batch: ApplyBatch): Promise<ApplyResult> {
     const t = this.tableFor(batch.table);
     assertOneTable(batch);
-    if (isEmpty(batch)) return NOTHING_APPLIED;
+    if (isEmptyBatch(batch)) return NOTHING_APPLIED;
     return this.#transaction(`apply a batch of ${batch.table}`, classifyApplyError, async (client) => {
       const result = await this.#applyIn(client, t, batch);
       await batch.beforeCommit?.(result);
@@ -291,39 +292,6 @@ function safeCall(fn: () => void): void {
 
 function keysOf(result: pg.QueryResult): string[] {
   return result.rows.map((r) => String(r.key));
-}
-
-function isEmpty(batch: ApplyBatch): boolean {
-  return batch.rows.length + batch.deletes.length + batch.chunks.length + batch.watermarks.length + batch.offsets.length === 0;
-}
-
-/** A batch is about one table; rows or deletes of another table would be written to the wrong place. */
-function assertOneTable(batch: ApplyBatch): void {
-  const stray = [...batch.rows.map((r) => r.change.table), ...batch.deletes.map((d) => d.table)].find((name) => name !== batch.table);
-  if (stray !== undefined) throw new HighwaterError('INTERNAL', `a batch of ${batch.table} holds a record of ${stray}`);
-}
-
-function mapTables(schema: string, tables: readonly { readonly name: string }[]): Map<string, TargetTable> {
-  const byName = new Map<string, TargetTable>();
-  const bySqlName = new Map<string, string>();
-  for (const { name } of tables) {
-    const t = targetTable(schema, name);
-    const other = bySqlName.get(t.table);
-    if (other !== undefined && other !== name) {
-      throw new TypeError(`tables ${JSON.stringify(other)} and ${JSON.stringify(name)} both map to target table ${t.table}; rename one`);
-    }
-    bySqlName.set(t.table, name);
-    byName.set(name, t);
-  }
-  return byName;
-}
-
-function configured<T>(build: () => T): T {
-  try {
-    return build();
-  } catch (thrown) {
-    throw new HighwaterError('CONFIG_INVALID', `PostgreSQL target: ${coerceError(thrown).message}`, { cause: thrown });
-  }
 }
 
 /** schema/target-postgres beside src when run from source, or two levels further up when run from dist/. */

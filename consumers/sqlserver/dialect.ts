@@ -1,3 +1,4 @@
+import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import { createHash } from 'node:crypto';
 import type { Ticks } from '../../src/contract.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
@@ -20,17 +21,7 @@ import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from 
  * because a #table created inside sp_executesql (how mssql sends parameterised text) is dropped when it returns.
  */
 
-export type SqlServerType = 'NVarChar' | 'VarChar' | 'BigInt' | 'Int' | 'UniqueIdentifier' | 'DateTime2' | 'VarBinary' | 'Bit';
-
-export interface SqlServerParam {
-  readonly type: SqlServerType;
-  readonly value: unknown;
-}
-
-export interface SqlServerStatement {
-  readonly text: string;
-  readonly values: Readonly<Record<string, SqlServerParam>>;
-}
+export type { SqlServerParam, SqlServerStatement, SqlServerType };
 
 /** The statement type under the name the PostgreSQL dialect uses, so both folders read alike. */
 export type SqlQuery = SqlServerStatement;

@@ -8,6 +8,7 @@ import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
 import type { ApplyResult, TargetWriter, WatermarkToRecord } from '../target/writer.js';
+import { TargetPositions } from './positions.js';
 import { childrenNeedingParents, reduceBatch, type BatchEvent } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
@@ -40,13 +41,13 @@ export interface ApplyLoopDeps {
 }
 
 export class ApplyLoop {
-  /** Next offset per partition as the target holds it; loaded lazily, reset on every assignment. */
-  private readonly expected = new Map<string, bigint>();
+  private readonly positions: TargetPositions;
   private readonly byTopic: Map<string, TopicBinding>;
   private consumer: ManualConsumer | undefined;
 
   constructor(private readonly deps: ApplyLoopDeps) {
     this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
+    this.positions = new TargetPositions(deps.writer, deps.groupId, deps.logger);
   }
 
   attach(consumer: ManualConsumer): void {
@@ -54,13 +55,13 @@ export class ApplyLoop {
   }
 
   forgetPositions(): void {
-    this.expected.clear();
+    this.positions.forget();
   }
 
   async handle(batch: PartitionBatch): Promise<void> {
     const binding = this.byTopic.get(batch.topic);
     if (!binding) throw new HighwaterError('INTERNAL', `no table is bound to topic ${batch.topic}`);
-    const aligned = await this.alignWithTarget(batch);
+    const aligned = await this.positions.align(batch, this.consumer!);
     if (aligned.kind === 'seeked-back') return;
     if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
     for (let i = 0; i < aligned.records.length; i += this.deps.batchMaxRecords) {
@@ -68,31 +69,6 @@ export class ApplyLoop {
       await this.applySlice(binding, batch, aligned.records.slice(i, i + this.deps.batchMaxRecords));
       await batch.heartbeat();
     }
-  }
-
-  /**
-   * Drops records the target already holds (reporting the last of them, so the fetch position can move past
-   * them) and, when the batch starts after the target's position (Kafka's committed offset ran ahead of a fresh
-   * or restored target), seeks back instead of skipping the gap.
-   */
-  private async alignWithTarget(batch: PartitionBatch): Promise<{ kind: 'seeked-back' } | { kind: 'records'; records: readonly InRecord[]; heldUpTo: bigint | null }> {
-    const id = `${batch.topic}\u0000${batch.partition}`;
-    let next = this.expected.get(id);
-    if (next === undefined) {
-      next = (await this.deps.writer.storedOffsets(this.deps.groupId, [batch.topic])).find((o) => o.partition === batch.partition)?.nextOffset
-        ?? (await this.consumer!.earliestOffset(batch.topic, batch.partition));
-      this.expected.set(id, next);
-    }
-    const first = batch.records[0]?.offset;
-    if (first !== undefined && first > next) {
-      this.deps.logger.info({ topic: batch.topic, partition: batch.partition, from: first, to: next }, 'batch starts after the target position; seeking back');
-      this.consumer!.seek(batch.topic, batch.partition, next);
-      return { kind: 'seeked-back' };
-    }
-    const target = next;
-    const records = batch.records.filter((r) => r.offset >= target);
-    const held = batch.records.filter((r) => r.offset < target);
-    return { kind: 'records', records, heldUpTo: held.at(-1)?.offset ?? null };
   }
 
   private async applySlice(binding: TopicBinding, batch: PartitionBatch, records: readonly InRecord[]): Promise<void> {
@@ -114,7 +90,7 @@ export class ApplyLoop {
     const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records, routeLate);
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
-    this.expected.set(`${batch.topic}\u0000${batch.partition}`, nextOffset);
+    this.positions.advance(batch.topic, batch.partition, nextOffset);
     this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
   }
 

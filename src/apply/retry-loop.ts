@@ -11,6 +11,7 @@ import type { Logger } from '../logger.js';
 import { backoffDelay } from '../retry.js';
 import type { ApplyResult, TargetWriter } from '../target/writer.js';
 import type { TopicBinding } from './loop.js';
+import { TargetPositions } from './positions.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
 /**
@@ -41,12 +42,13 @@ type Outcome = 'applied' | 'requeued' | 'dead-lettered';
 
 export class RetryLoop {
   private readonly byRetryTopic: Map<string, TopicBinding>;
-  private readonly expected = new Map<string, bigint>();
+  private readonly positions: TargetPositions;
   private readonly waiting = new Set<string>();
   private consumer: ManualConsumer | undefined;
 
   constructor(private readonly deps: RetryLoopDeps) {
     this.byRetryTopic = new Map(deps.bindings.map((b) => [b.retryTopic, b]));
+    this.positions = new TargetPositions(deps.writer, deps.groupId, deps.logger);
   }
 
   attach(consumer: ManualConsumer): void {
@@ -54,20 +56,18 @@ export class RetryLoop {
   }
 
   forgetPositions(): void {
-    this.expected.clear();
+    this.positions.forget();
   }
 
   async handle(batch: PartitionBatch): Promise<void> {
     const binding = this.byRetryTopic.get(batch.topic)!;
     const id = `${batch.topic}\u0000${batch.partition}`;
     if (this.waiting.has(id)) return;
-    const next = await this.position(batch, id);
-    for (const record of batch.records) {
+    const aligned = await this.positions.align(batch, this.consumer!);
+    if (aligned.kind === 'seeked-back') return;
+    if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
+    for (const record of aligned.records) {
       if (!batch.isCurrent()) return;
-      if (record.offset < next) {
-        batch.resolve(record.offset);
-        continue;
-      }
       const due = Date.parse(record.headers[HEADERS.notBefore] ?? '') || 0;
       const now = this.now();
       if (due > now) return this.waitFor(batch, id, record.offset, due - now);
@@ -75,21 +75,9 @@ export class RetryLoop {
       this.deps.logger.debug({ key: record.key?.toString(), outcome }, 'retried a child');
       batch.resolve(record.offset);
       if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, record.offset + 1n);
-      this.expected.set(id, record.offset + 1n);
+      this.positions.advance(batch.topic, batch.partition, record.offset + 1n);
       await batch.heartbeat();
     }
-  }
-
-  private async position(batch: PartitionBatch, id: string): Promise<bigint> {
-    let next = this.expected.get(id);
-    if (next === undefined) {
-      next = (await this.deps.writer.storedOffsets(this.deps.groupId, [batch.topic])).find((o) => o.partition === batch.partition)?.nextOffset
-        ?? (await this.consumer!.earliestOffset(batch.topic, batch.partition));
-      this.expected.set(id, next);
-    }
-    const first = batch.records[0]?.offset;
-    if (first !== undefined && first > next) this.consumer!.seek(batch.topic, batch.partition, next);
-    return next;
   }
 
   /** Not due yet: rewind to this record, pause the partition and resume it when the record is due. */

@@ -1,3 +1,4 @@
+import { PgParams, type PgStatement } from '../sql/statement.js';
 import type { ScopeFilter, SourceTableSpec } from '../source/connector.js';
 import { qualified, quotePg } from '../sql/ident.js';
 import type { ContentScope, OrphanRow, RowsRequest, RowVersion, SideQueries, SummaryRequest, Cell } from './reconcile.js';
@@ -15,18 +16,7 @@ import { TOP_PREFIX_LENGTH } from './reconcile.js';
  * `digestOf` in reconcile.ts do.
  */
 
-export interface Statement {
-  readonly text: string;
-  readonly values: readonly unknown[];
-}
-
-class Params {
-  readonly values: unknown[] = [];
-  add(value: unknown): string {
-    this.values.push(value);
-    return `$${this.values.length}`;
-  }
-}
+export type Statement = PgStatement;
 
 /** The target table of one configured table (its SQL name comes from the target dialect's targetTableName). */
 export interface TargetTableRef {
@@ -41,14 +31,14 @@ interface Rows {
   readonly key: string;
 }
 
-function contentHash(content: string, key: string, scope: ContentScope, p: Params): string {
+function contentHash(content: string, key: string, scope: ContentScope, p: PgParams): string {
   const hash = `coalesce(encode(sha256(${content}), 'hex'), '-')`;
   if (scope.kind === 'all') return hash;
   if (scope.prefixes.length === 0) return 'NULL::text';
   return `CASE WHEN left(${key}, ${TOP_PREFIX_LENGTH}) = ANY(${p.add([...scope.prefixes])}::text[]) THEN ${hash} END`;
 }
 
-function bucketFilter(key: string, prefixLength: number, prefixes: readonly string[] | null, p: Params): string[] {
+function bucketFilter(key: string, prefixLength: number, prefixes: readonly string[] | null, p: PgParams): string[] {
   if (prefixes === null) return [];
   return [`left(${key}, ${p.add(prefixLength)}::int) = ANY(${p.add([...prefixes])}::text[])`];
 }
@@ -58,7 +48,7 @@ function where(conditions: readonly string[]): string {
 }
 
 /** Summary over a derived table: one cell per business unit and bucket. */
-function summaryOver(body: string, prefixLength: number, p: Params): string {
+function summaryOver(body: string, prefixLength: number, p: PgParams): string {
   return `SELECT r.business_unit, left(r.key, ${p.add(prefixLength)}::int) AS bucket, count(*)::text AS rows, max(r.ticks)::text AS latest,
   encode(sha256(convert_to(string_agg(r.key || ':' || r.ticks::text || coalesce(':' || r.sha, ''), ',' ORDER BY r.key COLLATE "C"), 'UTF8')), 'hex') AS digest
 FROM (${body}) AS r
@@ -70,7 +60,7 @@ function rowsOver(body: string): string {
 }
 
 /** Orphans with, per business unit, their number and the first `examples` keys in byte order. */
-function orphansOver(body: string, examples: number, p: Params): string {
+function orphansOver(body: string, examples: number, p: PgParams): string {
   return `SELECT o.business_unit, o.key, o.total FROM (
   SELECT r.business_unit, r.key, count(*) OVER (PARTITION BY r.business_unit)::text AS total,
     row_number() OVER (PARTITION BY r.business_unit ORDER BY r.key COLLATE "C") AS rn
@@ -83,7 +73,7 @@ ORDER BY o.business_unit, o.key COLLATE "C"`;
 // ---------------------------------------------------------------------------------------------------- source
 
 /** Conditions of the poller's read: BU scope, the BU table (EXISTS, so a BU listed twice cannot double a row), exclusions. */
-function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, key: string, p: Params): string[] {
+function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, key: string, p: PgParams): string[] {
   const conditions: string[] = [];
   const bu = spec.businessUnit;
   if (bu && scope.businessUnit !== null) conditions.push(`m.${quotePg(bu.column)}::text = ${p.add(scope.businessUnit)}`);
@@ -95,7 +85,7 @@ function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, key: string,
   return conditions;
 }
 
-function sourceRows(spec: SourceTableSpec, scope: ScopeFilter, content: ContentScope, p: Params, extra: (key: string) => string[]): Rows {
+function sourceRows(spec: SourceTableSpec, scope: ScopeFilter, content: ContentScope, p: PgParams, extra: (key: string) => string[]): Rows {
   const key = `b.${quotePg(spec.keyColumn)}::text`;
   const bu = spec.businessUnit ? `m.${quotePg(spec.businessUnit.column)}::text` : 'NULL::text';
   const ticks = `(extract(epoch from m.${quotePg(spec.modifiedOnColumn)}) * 10000000)::bigint`;
@@ -107,20 +97,20 @@ function sourceRows(spec: SourceTableSpec, scope: ScopeFilter, content: ContentS
 }
 
 export function sourceSummaryQuery(spec: SourceTableSpec, scope: ScopeFilter, req: SummaryRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const rows = sourceRows(spec, scope, req.content, p, (key) => bucketFilter(key, req.prefixLength - 1, req.within, p));
   return { text: summaryOver(rows.body, req.prefixLength, p), values: p.values };
 }
 
 export function sourceRowsQuery(spec: SourceTableSpec, scope: ScopeFilter, req: RowsRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const rows = sourceRows(spec, scope, req.content, p, (key) => bucketFilter(key, req.prefixLength, req.buckets, p));
   return { text: rowsOver(rows.body), values: p.values };
 }
 
 /** Source rows in scope whose parent path matches no row of the blob table (any BU: a parent may lie outside the scope). */
 export function sourceOrphansQuery(spec: SourceTableSpec, scope: ScopeFilter, examples: number): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const parent = `b.${quotePg(spec.columns.parentPathLocator)}`;
   const parentMissing = `NOT EXISTS (SELECT 1 FROM ${qualified(quotePg, spec.blob.schema, spec.blob.table)} AS pb WHERE pb.${quotePg(spec.columns.pathLocator)} = ${parent})`;
   const rows = sourceRows(spec, scope, { kind: 'sample', fraction: 0, prefixes: [] }, p, () => [`${parent} IS NOT NULL`, parentMissing]);
@@ -129,7 +119,7 @@ export function sourceOrphansQuery(spec: SourceTableSpec, scope: ScopeFilter, ex
 
 // ---------------------------------------------------------------------------------------------------- target
 
-function targetRows(t: TargetTableRef, tenant: string, content: ContentScope, p: Params, extra: (key: string) => string[]): Rows {
+function targetRows(t: TargetTableRef, tenant: string, content: ContentScope, p: PgParams, extra: (key: string) => string[]): Rows {
   const key = 't.key';
   const sha = contentHash('t.content', key, content, p);
   const conditions = [`t.tenant = ${p.add(tenant)}`, ...extra(key)];
@@ -137,20 +127,20 @@ function targetRows(t: TargetTableRef, tenant: string, content: ContentScope, p:
 }
 
 export function targetSummaryQuery(t: TargetTableRef, tenant: string, req: SummaryRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const rows = targetRows(t, tenant, req.content, p, (key) => bucketFilter(key, req.prefixLength - 1, req.within, p));
   return { text: summaryOver(rows.body, req.prefixLength, p), values: p.values };
 }
 
 export function targetRowsQuery(t: TargetTableRef, tenant: string, req: RowsRequest): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const rows = targetRows(t, tenant, req.content, p, (key) => bucketFilter(key, req.prefixLength, req.buckets, p));
   return { text: rowsOver(rows.body), values: p.values };
 }
 
 /** Target rows of the tenant whose parent_path_locator matches no path_locator of the same tenant. */
 export function targetOrphansQuery(t: TargetTableRef, tenant: string, examples: number): Statement {
-  const p = new Params();
+  const p = new PgParams();
   const table = qualified(quotePg, t.schema, t.table);
   const rows = targetRows(t, tenant, { kind: 'sample', fraction: 0, prefixes: [] }, p, () => [
     't.parent_path_locator IS NOT NULL',

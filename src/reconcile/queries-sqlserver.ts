@@ -1,3 +1,4 @@
+import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../sql/statement.js';
 import { maxdopHint } from '../../connectors/sqlserver/queries.js';
 import type { ScopeFilter, SourceTableSpec } from '../source/connector.js';
 import { qualified, quoteMssql } from '../sql/ident.js';
@@ -21,17 +22,7 @@ import { TOP_PREFIX_LENGTH } from './reconcile.js';
  * Content hashes come from `HASHBYTES('SHA2_256', content)` as lower-case hex, `-` for NULL content.
  */
 
-export type SqlServerType = 'NVarChar' | 'VarChar' | 'BigInt' | 'Int';
-
-export interface SqlServerParam {
-  readonly type: SqlServerType;
-  readonly value: unknown;
-}
-
-export interface SqlServerStatement {
-  readonly text: string;
-  readonly values: Readonly<Record<string, SqlServerParam>>;
-}
+export type { SqlServerParam, SqlServerStatement, SqlServerType };
 
 export type Statement = SqlServerStatement;
 

@@ -1,0 +1,42 @@
+import { HighwaterError, coerceError } from '../errors.js';
+import type { ApplyBatch } from './writer.js';
+
+/** Checks and mappings every target writer makes the same way, whatever its engine. */
+
+export function isEmptyBatch(batch: ApplyBatch): boolean {
+  return batch.rows.length + batch.deletes.length + batch.chunks.length + batch.watermarks.length + batch.offsets.length === 0;
+}
+
+/** A batch is about one table; rows or deletes of another table would be written to the wrong place. */
+export function assertOneTable(batch: ApplyBatch): void {
+  const stray = [...batch.rows.map((r) => r.change.table), ...batch.deletes.map((d) => d.table)].find((name) => name !== batch.table);
+  if (stray !== undefined) throw new HighwaterError('INTERNAL', `a batch of ${batch.table} holds a record of ${stray}`);
+}
+
+/**
+ * Maps configured table names to their target tables, refusing two names that land on one SQL table (the
+ * dialect's naming folds case and punctuation).
+ */
+export function mapTargetTables<T extends { readonly table: string }>(schema: string, tables: readonly { readonly name: string }[], targetTable: (schema: string, name: string) => T): Map<string, T> {
+  const byName = new Map<string, T>();
+  const bySqlName = new Map<string, string>();
+  for (const { name } of tables) {
+    const t = targetTable(schema, name);
+    const other = bySqlName.get(t.table);
+    if (other !== undefined && other !== name) {
+      throw new TypeError(`tables ${JSON.stringify(other)} and ${JSON.stringify(name)} both map to target table ${t.table}; rename one`);
+    }
+    bySqlName.set(t.table, name);
+    byName.set(name, t);
+  }
+  return byName;
+}
+
+/** Runs a constructor-time check and reports its failure as a configuration error of that target. */
+export function configured<T>(target: string, build: () => T): T {
+  try {
+    return build();
+  } catch (thrown) {
+    throw new HighwaterError('CONFIG_INVALID', `${target}: ${coerceError(thrown).message}`, { cause: thrown });
+  }
+}
