@@ -103,3 +103,53 @@ describe('highwater CLI against real services', () => {
     expect(resumeUnknown.code).toBe(2);
   });
 });
+
+describe('highwater run and reset', () => {
+  it('`run` polls and applies in one process until SIGTERM; `reset` + `resume` republishes a run from its window start', async () => {
+    const { spawn } = await import('node:child_process');
+    const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
+    const { brokers, uniqueName } = await import('../support/kafka.js');
+    const { stringify } = await import('yaml');
+    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/demo/sample.js');
+    const db = await createTestDatabase('cli run');
+    dropWhenPassed(db);
+    const pool = db.pool();
+    await pool.query(SOURCE_DDL);
+    await insertRows(pool, buildSample({ roots: 2, foldersPerRoot: 2, files: 50, largeFiles: 0 }, await createBusinessUnits(pool, 1)));
+    const file = join(await mkdtemp(join(tmpdir(), 'hw-cli-')), 'highwater.yaml');
+    await writeFile(file, stringify({
+      controlStore: { database: 'db' },
+      kafka: { brokers: brokers(), partitions: 1 },
+      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
+      tables: [{ name: 'ReferralAttachment', source: 'db', topic: uniqueName('cli run', 'topic'), safetyBufferMinutes: 0, blob: { schema: 'demo', table: 'ReferralAttachment' }, metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' } }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli run', 'group') }],
+      poll: { intervalSeconds: 1 },
+      log: { level: 'error' },
+    }));
+    const count = async (sql: string) => Number((await pool.query<{ n: string }>(sql)).rows[0]!.n);
+
+    const run = spawn(process.execPath, [BIN, '--config', file, 'run'], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => run.on('exit', resolve));
+    try {
+      const deadline = Date.now() + 90_000;
+      while ((await count('SELECT count(*) AS n FROM replica.referralattachment').catch(() => 0)) < 56 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+      expect(await count('SELECT count(*) AS n FROM replica.referralattachment')).toBe(56);
+    } finally {
+      run.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+
+    const { rows: [first] } = await pool.query<{ run_id: string; rows: string }>(`SELECT run_id, rows_published::text AS rows FROM highwater_control.run_tables ORDER BY started_at LIMIT 1`);
+    expect(Number(first!.rows)).toBe(56);
+    const reset = await highwater(['--config', file, 'reset', first!.run_id]);
+    expect(reset.code, reset.stderr).toBe(0);
+    expect(await count(`SELECT count(*) AS n FROM highwater_control.run_batches WHERE run_id = '${first!.run_id}'`)).toBe(0);
+    // Reset forgets the run's progress and window; resume plans a window again from the table's high-watermark
+    // (for a failed run that is the window it had), runs it to completion, and the target keeps what it holds.
+    const resume = await highwater(['--config', file, '--json', 'resume', first!.run_id]);
+    expect(resume.code, resume.stderr).toBe(0);
+    expect(JSON.parse(resume.stdout).status).toBe('completed');
+    expect(await count(`SELECT count(*) AS n FROM highwater_control.run_tables WHERE run_id = '${first!.run_id}' AND status = 'completed'`)).toBe(1);
+    expect(await count('SELECT count(*) AS n FROM replica.referralattachment')).toBe(56);
+  });
+});
