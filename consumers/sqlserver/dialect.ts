@@ -296,31 +296,9 @@ export function stageMismatch(columns: readonly StageColumn[], values: readonly 
   return null;
 }
 
-/** Version order, as the database compares it: ModifiedOn, then the content hash (NULL as the empty binary). */
-export function compareVersions(a: { modifiedOn: Ticks; contentSha256: Buffer | null }, b: { modifiedOn: Ticks; contentSha256: Buffer | null }): number {
-  if (a.modifiedOn !== b.modifiedOn) return a.modifiedOn < b.modifiedOn ? -1 : 1;
-  return Buffer.compare(a.contentSha256 ?? EMPTY, b.contentSha256 ?? EMPTY);
-}
-const EMPTY = Buffer.alloc(0);
-
-/**
- * Keeps the greatest version per (tenant, key), so the MERGE never meets a key twice (SQL Server refuses that with
- * error 8672); the others are `superseded` (counted as stale, their staged chunks released).
- */
-export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest: T[]; superseded: T[] } {
-  const best = new Map<string, T>();
-  const superseded: T[] = [];
-  for (const row of rows) {
-    const id = `${row.change.tenant}\u0000${row.change.key}`;
-    const held = best.get(id);
-    if (held === undefined) best.set(id, row);
-    else if (compareVersions(row.change, held.change) > 0) {
-      superseded.push(held);
-      best.set(id, row);
-    } else superseded.push(row);
-  }
-  return { latest: [...best.values()], superseded };
-}
+/** Version order and in-batch reduction are shared by every writer (src/apply/reduce.ts, src/target/batch.ts). */
+export { compareVersions } from '../../src/apply/reduce.js';
+export { reduceLatest } from '../../src/target/batch.js';
 
 // ---------------------------------------------------------------------------------------------------- chunks
 

@@ -1,5 +1,6 @@
 import { HighwaterError, coerceError } from '../errors.js';
-import type { ApplyBatch } from './writer.js';
+import { compareVersions } from '../apply/reduce.js';
+import type { ApplyBatch, RowToApply } from './writer.js';
 
 /** Checks and mappings every target writer makes the same way, whatever its engine. */
 
@@ -39,4 +40,24 @@ export function configured<T>(target: string, build: () => T): T {
   } catch (thrown) {
     throw new HighwaterError('CONFIG_INVALID', `${target}: ${coerceError(thrown).message}`, { cause: thrown });
   }
+}
+
+/**
+ * Keeps the greatest version per (tenant, key), in the order the loop's reducer and the database guard use, so an
+ * upsert (or a MERGE, which refuses to meet a key twice) sees each key once; the others are `superseded` (counted as
+ * stale, their staged chunks released). Stable: the first of equal versions is kept.
+ */
+export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest: T[]; superseded: T[] } {
+  const best = new Map<string, T>();
+  const superseded: T[] = [];
+  for (const row of rows) {
+    const id = `${row.change.tenant}\u0000${row.change.key}`;
+    const held = best.get(id);
+    if (held === undefined) best.set(id, row);
+    else if (compareVersions(row.change, held.change) > 0) {
+      superseded.push(held);
+      best.set(id, row);
+    } else superseded.push(row);
+  }
+  return { latest: [...best.values()], superseded };
 }
