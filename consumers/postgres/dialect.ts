@@ -1,3 +1,4 @@
+import { sqlTableName } from '../../src/target/batch.js';
 import { createHash } from 'node:crypto';
 import type { BlobChunk, Ticks } from '../../src/contract.js';
 import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
@@ -47,7 +48,6 @@ export const PG_MAX_IDENTIFIER = 63;
 const PATH_INDEX_SUFFIX = '_path_idx';
 const MAX_TABLE_NAME = PG_MAX_IDENTIFIER - PATH_INDEX_SUFFIX.length;
 /** Names the bookkeeping tables use; a configured table mapping onto one gets a `t_` prefix. */
-const RESERVED_PREFIX = 'hw_';
 
 /**
  * The SQL name of a configured table (`name` may hold `.`, `-` and upper case): lower-cased, every character other
@@ -56,14 +56,7 @@ const RESERVED_PREFIX = 'hw_';
  * different names can map to one table (`a.b`, `a_b`), which the writer refuses at construction.
  */
 export function targetTableName(name: string): string {
-  if (name.length === 0) throw new TypeError('a table name must not be empty');
-  let base = name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
-  if (!/^[a-z_]/.test(base) || base.startsWith(RESERVED_PREFIX)) base = `t_${base}`;
-  if (base.length > MAX_TABLE_NAME) {
-    const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 8);
-    base = `${base.slice(0, MAX_TABLE_NAME - 9)}_${hash}`;
-  }
-  return assertIdentifier(base, 'target table name');
+  return sqlTableName(name, MAX_TABLE_NAME);
 }
 
 export function pathIndexName(table: string): string {

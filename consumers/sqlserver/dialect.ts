@@ -1,5 +1,5 @@
+import { sqlTableName } from '../../src/target/batch.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
-import { createHash } from 'node:crypto';
 import type { Ticks } from '../../src/contract.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
 import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
@@ -68,7 +68,6 @@ function jsonStrings(param: string): string {
 
 /** SQL Server identifiers hold 128 characters. */
 export const MSSQL_MAX_IDENTIFIER = 128;
-const RESERVED_PREFIX = 'hw_';
 
 /**
  * The SQL name of a configured table (`name` may hold `.`, `-` and upper case), by the PostgreSQL dialect's rule:
@@ -77,14 +76,7 @@ const RESERVED_PREFIX = 'hw_';
  * SHA-256 when longer. Different names can map to one table (`a.b`, `a_b`); the writer refuses that.
  */
 export function targetTableName(name: string): string {
-  if (name.length === 0) throw new TypeError('a table name must not be empty');
-  let base = name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
-  if (!/^[a-z_]/.test(base) || base.startsWith(RESERVED_PREFIX)) base = `t_${base}`;
-  if (base.length > MSSQL_MAX_IDENTIFIER) {
-    const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 8);
-    base = `${base.slice(0, MSSQL_MAX_IDENTIFIER - 9)}_${hash}`;
-  }
-  return assertIdentifier(base, 'target table name');
+  return sqlTableName(name, MSSQL_MAX_IDENTIFIER);
 }
 
 export function targetTable(schema: string, logical: string): TargetTable {

@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { HighwaterError, coerceError } from '../errors.js';
 import { compareVersions } from '../apply/reduce.js';
+import { assertIdentifier } from '../sql/ident.js';
 import type { ApplyBatch, RowToApply } from './writer.js';
 
 /** Checks and mappings every target writer makes the same way, whatever its engine. */
@@ -60,4 +62,24 @@ export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest
     } else superseded.push(row);
   }
   return { latest: [...best.values()], superseded };
+}
+
+const RESERVED_PREFIX = 'hw_';
+
+/**
+ * The SQL name of a configured table (`name` may hold `.`, `-` and upper case), the same rule for every engine:
+ * lower-cased, every character other than a-z, 0-9 and `_` turned into `_`, prefixed with `t_` when it would not
+ * start with a letter or `_` or would start with `hw_` (bookkeeping tables), and cut to `maxLength` characters
+ * (the last 9 being `_` and 8 hex digits of its SHA-256) when longer. Different names can map to one table
+ * (`a.b`, `a_b`); the writer refuses that at construction.
+ */
+export function sqlTableName(name: string, maxLength: number): string {
+  if (name.length === 0) throw new TypeError('a table name must not be empty');
+  let base = name.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (!/^[a-z_]/.test(base) || base.startsWith(RESERVED_PREFIX)) base = `t_${base}`;
+  if (base.length > maxLength) {
+    const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 8);
+    base = `${base.slice(0, maxLength - 9)}_${hash}`;
+  }
+  return assertIdentifier(base, 'target table name');
 }
