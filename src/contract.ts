@@ -17,8 +17,16 @@
  * - **lease**: per table and scope, who may poll it until when; an expired lease may be taken over.
  * - **marker**: a watermark event sent to every partition after the high-watermark advances; a consumer that has
  *   passed the marker on every partition holds everything up to that point (`consistent_as_of`).
- * - **registry**: the control store's record of the last published version (ModifiedOn, content hash) per key, used
- *   to skip unchanged re-reads in the overlap, find missing parents and detect deletes.
+ * - **observation**: one read of the source. Each gets a stamp (`observed`, ticks) that is strictly increasing per
+ *   table across every reader of that table, and reads of a table are serialised, so a later stamp always saw a
+ *   state at least as new. Of two states with the same ModifiedOn, the later observed is the newer; a delete is
+ *   an observation too (the row was gone).
+ * - **version**: `(modifiedOn, observed)` of a change — ModifiedOn first (NULL before every value), the observation
+ *   stamp on a tie; a delete removes every version observed at or before it. See src/events/version.ts.
+ * - **registry**: the control store's record of the last published version (ModifiedOn, observation, a digest of
+ *   the published columns) per key, used to skip unchanged re-reads in the overlap, find missing parents and detect
+ *   deletes. A key is registered as pending before its first send, so a crash before the acknowledgement still
+ *   leaves it where the delete sweep looks.
  * - **tombstone**: a Kafka record with the row's key and a null value: the row was deleted at the source.
  * - **dead letter**: a record the consumer could not apply, re-published to `<topic>.dlq` with the reason.
  */
@@ -62,7 +70,8 @@ export interface SourceRow {
   readonly isDirectory: boolean;
   readonly contentLength: number | null;
   readonly content: Buffer | null;
-  readonly modifiedOn: Ticks;
+  /** NULL ModifiedOn at the source is null here: such rows are replicated (found by their own step) and reported. */
+  readonly modifiedOn: Ticks | null;
   readonly businessUnit: string | null;
   readonly attributes: FileAttributes;
 }
@@ -84,7 +93,10 @@ export interface BlobChange {
   readonly isDirectory: boolean;
   readonly size: number | null;
   readonly attributes: FileAttributes;
-  readonly modifiedOn: Ticks;
+  /** null when the source row has no ModifiedOn; such a version sorts before every ModifiedOn. */
+  readonly modifiedOn: Ticks | null;
+  /** When this state was read (see "observation"): breaks ModifiedOn ties by recency, never by an arbitrary value. */
+  readonly observed: Ticks;
   readonly businessUnit: string | null;
   readonly content: ContentRef;
   /** SHA-256 of the whole content, or null when there is none. */
@@ -113,12 +125,17 @@ export interface WatermarkMarker {
   readonly partition: number;
 }
 
-/** What a tombstone carries in its headers: the version that was deleted. */
+/**
+ * What a tombstone carries in its headers: when the row was seen gone (`observed`), which removes every version
+ * observed at or before it, and the last ModifiedOn the poller had published for it (for people; null when unknown
+ * or NULL at the source).
+ */
 export interface Deletion {
   readonly table: string;
   readonly tenant: string;
   readonly key: string;
-  readonly modifiedOn: Ticks;
+  readonly modifiedOn: Ticks | null;
+  readonly observed: Ticks;
   readonly runId: string;
 }
 
@@ -136,6 +153,7 @@ export const HEADERS = {
   tenant: 'hw-tenant',
   modifiedOn: 'hw-modified-on',
   modifiedOnTicks: 'hw-modified-on-ticks',
+  observedTicks: 'hw-observed-ticks',
   runId: 'hw-run-id',
   encoding: 'hw-encoding',
   error: 'hw-error',

@@ -1,6 +1,6 @@
 import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyVersionsRequest, MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -112,7 +112,8 @@ export function pageQuery(spec: SourceTableSpec, req: PageRequest): Statement {
 
 /**
  * Parents referenced by children of the window, in the parents' own (ModifiedOn, key) order. The scope (BU) is
- * applied to the children, not the parents: a child in scope needs its parent whatever the parent's BU.
+ * applied to the children, not the parents: a child in scope needs its parent whatever the parent's BU. Parents
+ * whose ModifiedOn is NULL are left to the ancestor lookup of the children step (they have no keyset position).
  */
 export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRequest): Statement {
   const p = new PgParams();
@@ -125,8 +126,10 @@ export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRe
     ...scopeConditions(spec, req, p, 'c', 'cm'),
   ];
   const referenced = `SELECT ${cn.parent} FROM ${fromClause(spec, cn, 'c', 'cm')} WHERE ${children.join(' AND ')}`;
+  // A parent with a NULL ModifiedOn has no keyset position: the children's ancestor lookup publishes it instead.
   const where = [
     `${n.path} IN (${referenced})`,
+    `${n.mod} IS NOT NULL`,
     ...keysetCondition(n, req.after, p),
     ...scopeConditions(spec, { businessUnit: null, excludedKeys: req.excludedKeys }, p),
   ];
@@ -134,11 +137,19 @@ export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRe
   return { text, values: p.values };
 }
 
+/**
+ * `key = ANY($n)` with an untyped array parameter: PostgreSQL types it as an array of the key column's own type, so
+ * the primary key's index serves the lookup (a `key::text = ANY(…)` would scan the whole table).
+ */
+function keyIn(n: Names, p: PgParams, keys: readonly string[]): string {
+  return `${n.key} = ANY(${p.add([...keys])})`;
+}
+
 export function byKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
   const p = new PgParams();
   const n = names(spec);
   const select = selectList(spec, p);
-  return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${n.key}::text = ANY(${p.add([...keys])}::text[])`, values: p.values };
+  return { text: `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${keyIn(n, p, keys)}`, values: p.values };
 }
 
 export function byPathLocatorsQuery(spec: SourceTableSpec, paths: readonly string[]): Statement {
@@ -152,25 +163,51 @@ export function byPathLocatorsQuery(spec: SourceTableSpec, paths: readonly strin
 export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: number, length: number): Statement {
   const col = quotePg(spec.columns.content);
   return {
-    text: `SELECT substring(${col} FROM $1 FOR $2) AS slice FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)}::text = $3`,
+    text: `SELECT substring(${col} FROM $1 FOR $2) AS slice FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)} = $3`,
     values: [offset + 1, length, key],
   };
 }
 
-/** Keys and versions in key order after a key, in scope: one range of the late-arrival sweep. */
+/** Keys and (non-NULL) versions in key order after a key, in scope: one range of the late-arrival sweep. */
 export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): Statement {
   const p = new PgParams();
   const n = names(spec);
-  const where = [...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
-  const text = `SELECT ${n.key}::text AS key, ${ticksExpr(n.mod)} AS modified_on_ticks\nFROM ${fromClause(spec, n)}${where.length > 0 ? `\nWHERE ${where.join('\n  AND ')}` : ''}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
+  const where = [`${n.mod} IS NOT NULL`, ...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
+  const text = `SELECT ${n.key}::text AS key, ${ticksExpr(n.mod)} AS modified_on_ticks\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
   return { text, values: p.values };
 }
 
-export function existingKeysQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
-  return {
-    text: `SELECT ${quotePg(spec.keyColumn)}::text AS key FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} WHERE ${quotePg(spec.keyColumn)}::text = ANY($1::text[])`,
-    values: [[...keys]],
-  };
+/** One page of the in-scope rows whose ModifiedOn is NULL, in key order after a key. */
+export function nullModifiedOnPageQuery(spec: SourceTableSpec, req: NullModifiedOnRequest): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  const select = selectList(spec, p);
+  const where = [`${n.mod} IS NULL`, ...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
+  const text = `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
+  return { text, values: p.values };
+}
+
+export function countNullModifiedOnQuery(spec: SourceTableSpec, scope: ScopeFilter): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  const where = [`${n.mod} IS NULL`, ...scopeConditions(spec, scope, p)];
+  return { text: `SELECT count(*)::bigint::text AS n\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
+}
+
+/** Which of the keys are in the replicated set: blob ⋈ metadata (⋈ BU map), in scope, not excluded. */
+export function memberKeysQuery(spec: SourceTableSpec, req: MembershipRequest): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  const where = [keyIn(n, p, req.keys), ...scopeConditions(spec, req, p)];
+  return { text: `SELECT ${n.key}::text AS key\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
+}
+
+/** SHA-256 of each row's content, computed by PostgreSQL (only the digest crosses the wire). */
+export function contentHashesQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  const text = `SELECT ${n.key}::text AS key, sha256(b.${quotePg(spec.columns.content)}) AS sha256\nFROM ${n.blob} AS b\nWHERE ${keyIn(n, p, keys)}`;
+  return { text, values: p.values };
 }
 
 export function clockQuery(): Statement {
@@ -178,14 +215,21 @@ export function clockQuery(): Statement {
 }
 
 /**
- * Start of the oldest transaction that holds a write xid in this database (other than ours). Other sessions'
- * xact_start is visible only to superusers and members of pg_read_all_stats; `visible` says whether we are one.
+ * Start of the oldest open transaction of a client session in this database (other than ours), whether or not it
+ * has written yet: `now()` stamps rows with the transaction's start, so a transaction that reads for an hour and
+ * then writes commits rows stamped an hour ago (a write xid appears only at the first write, so `backend_xid IS
+ * NOT NULL` would miss it). Prepared (2PC) transactions are not sessions: their start is not recorded anywhere, so
+ * the oldest prepare time is returned beside it for the poller to clamp to and report. Other sessions' xact_start is
+ * visible only to superusers and members of pg_read_all_stats; `visible` says whether we are one.
  */
 export function oldestOpenTransactionQuery(): Statement {
   return {
     text: `SELECT
   (SELECT ${ticksExpr('min(a.xact_start)')} FROM pg_stat_activity a
-    WHERE a.backend_xid IS NOT NULL AND a.datname = current_database() AND a.pid <> pg_backend_pid()) AS oldest_ticks,
+    WHERE a.xact_start IS NOT NULL AND a.datname = current_database() AND a.pid <> pg_backend_pid()
+      AND a.backend_type = 'client backend') AS oldest_ticks,
+  (SELECT ${ticksExpr('min(x.prepared)')} FROM pg_prepared_xacts x WHERE x.database = current_database()) AS oldest_prepared_ticks,
+  (SELECT count(*)::int FROM pg_prepared_xacts x WHERE x.database = current_database()) AS prepared,
   (SELECT r.rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') FROM pg_roles r WHERE r.rolname = current_user) AS visible`,
     values: [],
   };

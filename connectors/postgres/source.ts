@@ -1,6 +1,10 @@
 import pg from 'pg';
 import type { SourceRow } from '../../src/contract.js';
-import type { KeyVersion, KeyVersionsRequest, MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec } from '../../src/source/connector.js';
+import type {
+  KeyVersion, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
+  ScopeFilter, SourceConnector, SourceTableSpec,
+} from '../../src/source/connector.js';
+import { isoFromTicks, minTicks } from '../../src/time/ticks.js';
 import { classifyDbError } from '../../src/errors.js';
 import * as q from './queries.js';
 
@@ -14,7 +18,7 @@ interface RawRow {
   is_directory: boolean;
   content_length: number | string | null;
   content: Buffer | null;
-  modified_on_ticks: string;
+  modified_on_ticks: string | null;
   business_unit: string | null;
   creation_time_ticks: string | null;
   last_write_time_ticks: string | null;
@@ -29,7 +33,7 @@ export function toSourceRow(r: RawRow): SourceRow {
     isDirectory: r.is_directory,
     contentLength: r.content_length === null ? null : Number(r.content_length),
     content: r.content,
-    modifiedOn: BigInt(r.modified_on_ticks),
+    modifiedOn: r.modified_on_ticks === null ? null : BigInt(r.modified_on_ticks),
     businessUnit: r.business_unit,
     attributes: {
       creationTime: r.creation_time_ticks === null ? null : BigInt(r.creation_time_ticks),
@@ -63,9 +67,14 @@ export class PostgresSource implements SourceConnector {
   }
 
   async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
-    const [row] = await this.run<{ oldest_ticks: string | null; visible: boolean | null }>('reading open transactions', q.oldestOpenTransactionQuery());
+    type Row = { oldest_ticks: string | null; oldest_prepared_ticks: string | null; prepared: number; visible: boolean | null };
+    const [row] = await this.run<Row>('reading open transactions', q.oldestOpenTransactionQuery());
     if (!row?.visible) return { visible: false, reason: 'the login is neither superuser nor a member of pg_read_all_stats' };
-    return { visible: true, start: row.oldest_ticks === null ? null : BigInt(row.oldest_ticks) };
+    const open = row.oldest_ticks === null ? null : BigInt(row.oldest_ticks);
+    if (row.oldest_prepared_ticks === null) return { visible: true, start: open };
+    const prepared = BigInt(row.oldest_prepared_ticks);
+    const caveat = `${row.prepared} prepared transaction(s), the oldest prepared at ${isoFromTicks(prepared)}: PostgreSQL does not record when they began, so rows they commit may be stamped earlier than the window end; the late-arrival sweep finds those`;
+    return { visible: true, start: open === null ? prepared : minTicks(open, prepared), caveat };
   }
 
   async readPage(request: PageRequest): Promise<SourceRow[]> {
@@ -96,10 +105,25 @@ export class PostgresSource implements SourceConnector {
     return rows.map((r) => ({ key: r.key, modifiedOn: BigInt(r.modified_on_ticks) }));
   }
 
-  async existingKeys(keys: readonly string[]): Promise<Set<string>> {
-    if (keys.length === 0) return new Set();
-    const rows = await this.run<{ key: string }>('checking keys', q.existingKeysQuery(this.spec, keys));
+  async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>('reading rows with a NULL ModifiedOn', q.nullModifiedOnPageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async countNullModifiedOn(scope: ScopeFilter): Promise<number> {
+    const [row] = await this.run<{ n: string }>('counting rows with a NULL ModifiedOn', q.countNullModifiedOnQuery(this.spec, scope));
+    return Number(row?.n ?? 0);
+  }
+
+  async memberKeys(request: MembershipRequest): Promise<Set<string>> {
+    if (request.keys.length === 0) return new Set();
+    const rows = await this.run<{ key: string }>('checking which keys are replicated', q.memberKeysQuery(this.spec, request));
     return new Set(rows.map((r) => r.key));
+  }
+
+  async contentHashes(keys: readonly string[]): Promise<Map<string, Buffer | null>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.run<{ key: string; sha256: Buffer | null }>('hashing contents', q.contentHashesQuery(this.spec, keys));
+    return new Map(rows.map((r) => [r.key, r.sha256]));
   }
 
   async close(): Promise<void> {

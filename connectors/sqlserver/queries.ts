@@ -1,6 +1,6 @@
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { MissingParentsRequest, PageRequest, ScopeFilter, SourceTableSpec, KeyVersionsRequest } from '../../src/source/connector.js';
+import type { KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -194,8 +194,10 @@ export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRe
     ...scopeConditions(spec, req, p, 'child', 'c', 'cm'),
   ];
   const referenced = `SELECT ${cn.parent} FROM ${fromClause(cn, spec, 'c', 'cm')}\n    WHERE ${children.join('\n      AND ')}`;
+  // A parent with a NULL ModifiedOn has no keyset position: the children's ancestor lookup publishes it instead.
   const where = [
     `${n.path} IN (${referenced})`,
+    `${n.mod} IS NOT NULL`,
     ...keysetCondition(n, req.after, p),
     ...scopeConditions(spec, { businessUnit: null, excludedKeys: req.excludedKeys }, p, 'parent'),
   ];
@@ -240,25 +242,53 @@ export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: nu
   return { text, values: p.values };
 }
 
-/** Which of these keys still exist in the blob table (the delete sweep), regardless of window, scope or metadata. */
-/** Keys and versions in the server's uniqueidentifier order after a key, in scope: one range of the late-arrival sweep. */
+/** Keys in the server's uniqueidentifier order after a key, in scope, with `where` and the given select list. */
+function keyOrderedRead(spec: SourceTableSpec, req: KeyVersionsRequest, select: string, where: readonly string[], p: Params): string {
+  const n = names(spec);
+  const all = [...where, ...(req.after === null ? [] : [`${n.key} > ${p.add('afterKey', 'NVarChar', req.after)}`]), ...scopeConditions(spec, req, p, 'scope')];
+  const top = p.add('limit', 'Int', req.limit);
+  return `SELECT TOP (${top}) ${select}\nFROM ${fromClause(n, spec)}\nWHERE ${all.join('\n  AND ')}\nORDER BY ${n.key}${maxdopHint(spec.maxdop)}`;
+}
+
+/**
+ * Keys and (non-NULL) versions in key order after a key, in scope: one range of the late-arrival sweep. ModifiedOn
+ * goes through CONVERT(datetime2(7), …) exactly as in the page query, so a legacy datetime column reads the same here.
+ */
 export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): SqlServerStatement {
   const p = new Params();
   const n = names(spec);
-  const where = [
-    ...(req.after === null ? [] : [`${n.key} > ${p.add('afterKey', 'NVarChar', req.after)}`]),
-    ...scopeConditions(spec, req, p, 'scope'),
-  ];
-  const top = p.add('limit', 'Int', req.limit);
-  const text = `SELECT TOP (${top}) ${keyText(n.key)} AS [key], ${isoText(n.mod)} AS [modified_on]\nFROM ${fromClause(n, spec)}${where.length > 0 ? `\nWHERE ${where.join('\n  AND ')}` : ''}\nORDER BY ${n.key}${maxdopHint(spec.maxdop)}`;
-  return { text, values: p.values };
+  const select = `${keyText(n.key)} AS [key], ${isoText(`CONVERT(datetime2(7), ${n.mod})`)} AS [modified_on]`;
+  return { text: keyOrderedRead(spec, req, select, [`${n.mod} IS NOT NULL`], p), values: p.values };
 }
 
-export function existingKeysQuery(spec: SourceTableSpec, keys: readonly string[]): SqlServerStatement {
+/** One page of the in-scope rows whose ModifiedOn is NULL, in key order after a key. */
+export function nullModifiedOnPageQuery(spec: SourceTableSpec, req: NullModifiedOnRequest): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  return { text: keyOrderedRead(spec, req, selectList(spec, p), [`${n.mod} IS NULL`], p), values: p.values };
+}
+
+export function countNullModifiedOnQuery(spec: SourceTableSpec, scope: ScopeFilter): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [`${n.mod} IS NULL`, ...scopeConditions(spec, scope, p, 'scope')];
+  return { text: `SELECT COUNT_BIG(*) AS [n]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}${maxdopHint(spec.maxdop)}`, values: p.values };
+}
+
+/** Which of the keys are in the replicated set: blob ⋈ metadata (⋈ BU map), in scope, not excluded. */
+export function memberKeysQuery(spec: SourceTableSpec, req: MembershipRequest): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [`${n.key} IN (${keySet(p, 'keys', req.keys, 'k')})`, ...scopeConditions(spec, req, p, 'scope')];
+  return { text: `SELECT ${keyText(n.key)} AS [key]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
+}
+
+/** SHA-256 of each row's content, computed by the server (HASHBYTES takes varbinary(max) from SQL Server 2016). */
+export function contentHashesQuery(spec: SourceTableSpec, keys: readonly string[]): SqlServerStatement {
   const p = new Params();
   const key = `b.${quoteMssql(spec.keyColumn)}`;
   const from = `${quoteMssql(spec.blob.schema)}.${quoteMssql(spec.blob.table)} AS b WITH (READCOMMITTEDLOCK)`;
-  const text = `SELECT ${keyText(key)} AS [key]\nFROM ${from}\nWHERE ${key} IN (${keySet(p, 'keys', keys, 'k')})`;
+  const text = `SELECT ${keyText(key)} AS [key], HASHBYTES('SHA2_256', b.${quoteMssql(spec.columns.content)}) AS [sha256]\nFROM ${from}\nWHERE ${key} IN (${keySet(p, 'keys', keys, 'k')})`;
   return { text, values: p.values };
 }
 
@@ -267,20 +297,50 @@ export function clockQuery(): SqlServerStatement {
   return { text: `SELECT ${isoText('SYSUTCDATETIME()')} AS [now_utc]`, values: {} };
 }
 
+/** How long before a DST change's hour the clamp moves when the server's time zone is unknown (see below). */
+export const UNKNOWN_ZONE_MARGIN_MINUTES = 60;
+
 /**
- * Start of the oldest open user transaction that has written to this database (a first log record exists), as UTC.
- * `transaction_begin_time` is the server's LOCAL time (datetime): it is shifted by the current UTC offset
- * (DATEPART(TZOFFSET, SYSDATETIMEOFFSET()), exact minutes, unlike a DATEDIFF of two clock readings), then moved
- * 4 ms earlier because datetime rounds to 1/300 s and could otherwise land after the true start.
- * The DMVs need VIEW SERVER STATE; without it the server raises an error, which the connector reports as not visible.
+ * Start of the oldest open user transaction (other than ours) that is in this database or has touched it, whether
+ * or not it has written yet — one that only read so far may still write rows stamped before the window end. As UTC:
+ * `transaction_begin_time` is the server's LOCAL time (datetime).
+ * - With the server's time zone known (`zone`, from CURRENT_TIMEZONE_ID(), SQL Server 2022 and Azure SQL), the local
+ *   time is converted with AT TIME ZONE, which applies the offset in force at that moment: a DST change between the
+ *   transaction's start and now does not move it. In the repeated hour after a fall-back change AT TIME ZONE takes
+ *   the offset before the change, the earlier of the two instants, which is the conservative one.
+ * - Without it, the current offset is applied and the result moved UNKNOWN_ZONE_MARGIN_MINUTES earlier, so a DST
+ *   change since the transaction began cannot place it after its true start.
+ * Either way it is then moved 4 ms earlier, because datetime rounds to 1/300 s. The DMVs need VIEW SERVER STATE;
+ * without it the server raises an error, which the connector reports as not visible.
  */
-export function oldestOpenTransactionQuery(): SqlServerStatement {
-  const utc = 'DATEADD(MINUTE, -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()), CONVERT(datetime2(7), MIN(a.transaction_begin_time)))';
+export function oldestOpenTransactionQuery(zone: string | null): SqlServerStatement {
+  const p = new Params();
+  const begin = 'CONVERT(datetime2(7), MIN(a.transaction_begin_time))';
+  const utc = zone === null
+    ? `DATEADD(MINUTE, -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()) - ${UNKNOWN_ZONE_MARGIN_MINUTES}, ${begin})`
+    : `CONVERT(datetime2(7), (${begin} AT TIME ZONE ${p.add('zone', 'NVarChar', zone)}) AT TIME ZONE 'UTC')`;
   const text = `SELECT ${isoText(`DATEADD(MILLISECOND, -4, ${utc})`)} AS [oldest_utc]
 FROM sys.dm_tran_active_transactions AS a
-  INNER JOIN sys.dm_tran_database_transactions AS d ON d.transaction_id = a.transaction_id
-WHERE d.database_id = DB_ID()
-  AND d.database_transaction_begin_time IS NOT NULL
-  AND a.transaction_type IN (1, 4)`;
-  return { text, values: {} };
+  INNER JOIN sys.dm_tran_session_transactions AS st ON st.transaction_id = a.transaction_id
+  INNER JOIN sys.dm_exec_sessions AS s ON s.session_id = st.session_id
+WHERE st.session_id <> @@SPID
+  AND st.is_user_transaction = 1
+  AND a.transaction_type IN (1, 4)
+  AND (s.database_id = DB_ID()
+    OR EXISTS (SELECT 1 FROM sys.dm_tran_database_transactions AS d WHERE d.transaction_id = a.transaction_id AND d.database_id = DB_ID()))`;
+  return { text, values: p.values };
+}
+
+/**
+ * The server's Windows time zone name, where SQL Server can say it (2022 and Azure SQL); a NULL elsewhere. The
+ * function does not exist on older servers, so it is called through sp_executesql only when the version has it.
+ */
+export function serverTimeZoneQuery(): SqlServerStatement {
+  return {
+    text: `DECLARE @zone nvarchar(128) = NULL;
+IF CONVERT(int, SERVERPROPERTY('ProductMajorVersion')) >= 16 OR CONVERT(int, SERVERPROPERTY('EngineEdition')) IN (5, 8)
+  EXEC sp_executesql N'SELECT @z = CURRENT_TIMEZONE_ID()', N'@z nvarchar(128) OUTPUT', @z = @zone OUTPUT;
+SELECT @zone AS [zone];`,
+    values: {},
+  };
 }

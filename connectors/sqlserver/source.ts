@@ -1,6 +1,9 @@
 import sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
-import type { MissingParentsRequest, OldestOpenTransaction, PageRequest, SourceConnector, SourceTableSpec, KeyVersion, KeyVersionsRequest } from '../../src/source/connector.js';
+import type {
+  KeyVersion, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
+  ScopeFilter, SourceConnector, SourceTableSpec,
+} from '../../src/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import * as q from './queries.js';
@@ -16,7 +19,7 @@ interface RawRow {
   /** DATALENGTH of varbinary(max) is bigint, which the driver returns as a string. */
   content_length: number | string | null;
   content: Buffer | null;
-  modified_on: string;
+  modified_on: string | null;
   business_unit: string | null;
   creation_time: string | null;
   last_write_time: string | null;
@@ -35,7 +38,7 @@ export function toSourceRow(r: RawRow): SourceRow {
     isDirectory: r.is_directory,
     contentLength: r.content_length === null ? null : Number(r.content_length),
     content: r.content,
-    modifiedOn: ticksFromIso(r.modified_on),
+    modifiedOn: ticksOrNull(r.modified_on),
     businessUnit: r.business_unit,
     attributes: {
       creationTime: ticksOrNull(r.creation_time),
@@ -106,6 +109,8 @@ function permissionDenied(err: unknown): boolean {
 
 export class SqlServerSource implements SourceConnector {
   readonly kind = 'sqlserver' as const;
+  /** The server's time zone name, read once: null when the server cannot say it. */
+  #zone: Promise<string | null> | undefined;
 
   constructor(private readonly pool: sql.ConnectionPool, private readonly spec: SourceTableSpec, private readonly ownsPool = false) {}
 
@@ -124,8 +129,12 @@ export class SqlServerSource implements SourceConnector {
 
   async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
     try {
-      const [row] = await runStatement<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery());
-      return { visible: true, start: row?.oldest_utc ? ticksFromIso(row.oldest_utc) : null };
+      const zone = await this.serverTimeZone();
+      const [row] = await runStatement<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery(zone));
+      const start = row?.oldest_utc ? ticksFromIso(row.oldest_utc) : null;
+      if (zone !== null || start === null) return { visible: true, start };
+      const caveat = `the server's time zone is unknown (CURRENT_TIMEZONE_ID() needs SQL Server 2022 or Azure SQL): open transactions are taken to have begun ${q.UNKNOWN_ZONE_MARGIN_MINUTES} minutes earlier than their local begin time says, in case a DST change lies between`;
+      return { visible: true, start, caveat };
     } catch (err) {
       if (permissionDenied(err)) return { visible: false, reason: 'the login lacks VIEW SERVER STATE, which sys.dm_tran_active_transactions requires' };
       throw classifyDbError(err, 'SQL Server source: reading open transactions');
@@ -155,15 +164,36 @@ export class SqlServerSource implements SourceConnector {
     return row ? row.slice : null;
   }
 
+  private serverTimeZone(): Promise<string | null> {
+    this.#zone ??= this.run<{ zone: string | null }>('reading the time zone', q.serverTimeZoneQuery()).then(([row]) => row?.zone ?? null);
+    this.#zone.catch(() => (this.#zone = undefined));
+    return this.#zone;
+  }
+
   async readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]> {
     const rows = await this.run<{ key: string; modified_on: string }>('reading key versions', q.keyVersionsQuery(this.spec, request));
     return rows.map((r) => ({ key: r.key, modifiedOn: ticksFromIso(r.modified_on) }));
   }
 
-  async existingKeys(keys: readonly string[]): Promise<Set<string>> {
-    if (keys.length === 0) return new Set();
-    const rows = await this.run<{ key: string }>('checking keys', q.existingKeysQuery(this.spec, keys));
+  async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
+    return (await this.run<RawRow>('reading rows with a NULL ModifiedOn', q.nullModifiedOnPageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async countNullModifiedOn(scope: ScopeFilter): Promise<number> {
+    const [row] = await this.run<{ n: string | number }>('counting rows with a NULL ModifiedOn', q.countNullModifiedOnQuery(this.spec, scope));
+    return Number(row?.n ?? 0);
+  }
+
+  async memberKeys(request: MembershipRequest): Promise<Set<string>> {
+    if (request.keys.length === 0) return new Set();
+    const rows = await this.run<{ key: string }>('checking which keys are replicated', q.memberKeysQuery(this.spec, request));
     return new Set(rows.map((r) => r.key));
+  }
+
+  async contentHashes(keys: readonly string[]): Promise<Map<string, Buffer | null>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.run<{ key: string; sha256: Buffer | null }>('hashing contents', q.contentHashesQuery(this.spec, keys));
+    return new Map(rows.map((r) => [r.key, r.sha256]));
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,7 @@ import { sqlTableName } from '../../src/target/batch.js';
 import { createHash } from 'node:crypto';
 import type { BlobChunk, Ticks } from '../../src/contract.js';
 import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
-import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
 import type { CopyColumn, CopyValue } from './copy-binary.js';
 
 /**
@@ -15,10 +15,11 @@ import type { CopyColumn, CopyValue } from './copy-binary.js';
  *   upsertWatermarks → upsertOffsets → COMMIT
  *
  * A staged row ends with `status` 'incomplete' (chunked content not all staged), 'missing-parent', or NULL: then
- * the upsert writes it unless it is stale (the target or a tombstone holds a newer or equal version). Staleness is
- * only looked up for rows about to be held back, so a stale row is skipped rather than retried, at no cost to the
- * rows that are written. Versions compare as `(modified_on_ticks, coalesce(content_sha256, '\x'))`: newer
- * ModifiedOn wins, a tie goes to the greater hash.
+ * the upsert writes it unless it is stale (the target holds a newer or equal version, or a tombstone covers it).
+ * Staleness is only looked up for rows about to be held back, so a stale row is skipped rather than retried, at no
+ * cost to the rows that are written. Versions follow the contract (src/events/version.ts): changes compare as
+ * `(ModifiedOn, observation, content hash)` with a NULL ModifiedOn first; a tombstone covers every version observed
+ * at or before it. Rows and tombstones written before contract v2 have no observation: their ModifiedOn stands in.
  */
 
 export interface SqlQuery {
@@ -144,6 +145,7 @@ export const STAGE_COLUMNS: readonly CopyColumn[] = [
   { name: 'content_sha256', type: 'bytea' },
   { name: 'chunk_count', type: 'int4' },
   { name: 'modified_on_ticks', type: 'int8' },
+  { name: 'observed_ticks', type: 'int8' },
   { name: 'business_unit', type: 'text' },
   { name: 'creation_time_ticks', type: 'int8' },
   { name: 'last_write_time_ticks', type: 'int8' },
@@ -185,7 +187,7 @@ export function stageValues(row: StageInput): CopyValue[] {
     content.kind,
     c.contentSha256,
     content.kind === 'chunked' ? content.chunkCount : null,
-    c.modifiedOn, c.businessUnit,
+    c.modifiedOn, c.observed, c.businessUnit,
     a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
     a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
     c.runId,
@@ -234,11 +236,18 @@ ON CONFLICT DO NOTHING`,
 
 // ---------------------------------------------------------------------------------------------------- classification
 
-const VERSION_OF = (alias: string): string => `(${alias}.modified_on_ticks, coalesce(${alias}.content_sha256, '\\x'::bytea))`;
+const MIN_TICKS = '(-9223372036854775808)::bigint';
 
-/** A tombstone of this table ($1), tenant and key at or after the staged row's version. */
+/** When a stored row or tombstone was observed; before contract v2 none was recorded and ModifiedOn stands in. */
+export const OBSERVED_OF = (alias: string): string => `coalesce(${alias}.observed_ticks, ${alias}.modified_on_ticks)`;
+
+/** A change's version as a row value: ModifiedOn (NULL first), observation, content hash (src/events/version.ts). */
+export const VERSION_OF = (alias: string): string =>
+  `(coalesce(${alias}.modified_on_ticks, ${MIN_TICKS}), coalesce(${OBSERVED_OF(alias)}, ${MIN_TICKS}), coalesce(${alias}.content_sha256, '\\x'::bytea))`;
+
+/** A tombstone of this table ($1), tenant and key observed at or after the staged row: the delete covers it. */
 const TOMBSTONED = (schema: string): string => `EXISTS (SELECT 1 FROM ${bookkeeping(schema, 'hw_tombstones')} d
-    WHERE d.table_name = $1 AND d.tenant = s.tenant AND d.key = s.key AND d.modified_on_ticks >= s.modified_on_ticks)`;
+    WHERE d.table_name = $1 AND d.tenant = s.tenant AND d.key = s.key AND ${OBSERVED_OF('d')} >= s.observed_ticks)`;
 
 /**
  * The staged row `s` will not be written: the target holds its version or a newer one, or a delete covers it. Only
@@ -307,19 +316,25 @@ RETURNING s.key`,
 
 // ---------------------------------------------------------------------------------------------------- writes
 
+/** The greatest version first: the order DISTINCT ON keeps the first row of, per key. */
+const NEWEST_FIRST = (alias: string): string =>
+  `coalesce(${alias}.modified_on_ticks, ${MIN_TICKS}) DESC, ${alias}.observed_ticks DESC, coalesce(${alias}.content_sha256, '\\x'::bytea) DESC`;
+
 /**
- * The guarded upsert: rows still unclassified, with no tombstone at or after their version, inserted or updated
- * only when strictly newer than the target's version. The row count is the number of rows written.
+ * The guarded upsert: of a key's staged rows still unclassified and not covered by a tombstone, the greatest version
+ * (a key can be staged more than once when its ModifiedOn moved backwards across a delete: the tombstones decide
+ * which can still win), inserted or updated only when strictly newer than the target's version. The row count is
+ * the number of rows written.
  */
 export function upsertFromStage(t: TargetTable): SqlQuery {
   const columns = TARGET_COLUMNS.join(', ');
   const updates = [...TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key').map((c) => `${c} = excluded.${c}`), 'applied_at = clock_timestamp()'];
   return {
     text: `INSERT INTO ${target(t)} AS t (${columns})
-SELECT ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
+SELECT DISTINCT ON (s.tenant, s.key) ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
 FROM ${STAGE_TABLE} s
 WHERE s.status IS NULL AND NOT ${TOMBSTONED(t.schema)}
-ORDER BY s.tenant, s.key
+ORDER BY s.tenant, s.key, ${NEWEST_FIRST('s')}
 ON CONFLICT (tenant, key) DO UPDATE SET ${updates.join(', ')}
 WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}`,
     values: [t.logical],
@@ -352,27 +367,80 @@ WHERE c.table_name = $1 AND c.key = u.key AND c.content_sha256 = u.content_sha25
 }
 
 /**
- * Guarded deletes: the target row goes only when its version is not newer than the deleted one, and the deletion
- * is remembered in hw_tombstones (the greatest deleted version per key) so an older replay cannot resurrect it.
- * The row count is the number of target rows deleted.
+ * Guarded deletes: the target row goes when it was observed at or before the delete, whatever its ModifiedOn, and
+ * the deletion is remembered in hw_tombstones (the latest observed delete per key) so an older version replayed
+ * later cannot resurrect it. The row count is the number of target rows deleted.
  */
 export function applyDeletes(t: TargetTable, deletes: readonly DeleteToApply[]): SqlQuery {
   const tombstones = bookkeeping(t.schema, 'hw_tombstones');
   return {
     text: `WITH d AS (
-  SELECT tenant, key, max(ticks) AS ticks
-  FROM unnest($2::text[], $3::text[], $4::bigint[]) AS x (tenant, key, ticks)
-  GROUP BY tenant, key
+  SELECT DISTINCT ON (tenant, key) tenant, key, modified_on_ticks, observed_ticks
+  FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS x (tenant, key, modified_on_ticks, observed_ticks)
+  ORDER BY tenant, key, observed_ticks DESC
 ), remembered AS (
-  INSERT INTO ${tombstones} AS tb (table_name, tenant, key, modified_on_ticks)
-  SELECT $1::text, d.tenant, d.key, d.ticks FROM d
+  INSERT INTO ${tombstones} AS tb (table_name, tenant, key, modified_on_ticks, observed_ticks)
+  SELECT $1::text, d.tenant, d.key, d.modified_on_ticks, d.observed_ticks FROM d
   ON CONFLICT (table_name, tenant, key) DO UPDATE
-    SET modified_on_ticks = GREATEST(tb.modified_on_ticks, excluded.modified_on_ticks), deleted_at = clock_timestamp()
-    WHERE tb.modified_on_ticks < excluded.modified_on_ticks
+    SET modified_on_ticks = excluded.modified_on_ticks, observed_ticks = excluded.observed_ticks, deleted_at = clock_timestamp()
+    WHERE ${OBSERVED_OF('tb')} < excluded.observed_ticks
 )
 DELETE FROM ${target(t)} t USING d
-WHERE t.tenant = d.tenant AND t.key = d.key AND t.modified_on_ticks <= d.ticks`,
-    values: [t.logical, deletes.map((d) => d.tenant), deletes.map((d) => d.key), deletes.map((d) => d.modifiedOn.toString())],
+WHERE t.tenant = d.tenant AND t.key = d.key AND ${OBSERVED_OF('t')} <= d.observed_ticks`,
+    values: [
+      t.logical, deletes.map((d) => d.tenant), deletes.map((d) => d.key),
+      deletes.map((d) => d.modifiedOn?.toString() ?? null), deletes.map((d) => d.observed.toString()),
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- parked rows
+
+/** Rows the loop routed to the retry topic before the write: remembered until resolved (the latest version per key). */
+export function parkRows(t: TargetTable, rows: readonly ParkedRow[]): SqlQuery {
+  return {
+    text: `INSERT INTO ${bookkeeping(t.schema, 'hw_parked')} AS p (table_name, tenant, key, modified_on_ticks, observed_ticks, reason)
+SELECT DISTINCT ON (x.tenant, x.key) $1::text, x.tenant, x.key, x.modified_on_ticks, x.observed_ticks, x.reason
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[]) AS x (tenant, key, modified_on_ticks, observed_ticks, reason)
+ORDER BY x.tenant, x.key, x.observed_ticks DESC
+${PARK_CONFLICT}`,
+    values: [
+      t.logical, rows.map((r) => r.tenant), rows.map((r) => r.key), rows.map((r) => r.modifiedOn?.toString() ?? null),
+      rows.map((r) => r.observed.toString()), rows.map((r) => r.reason),
+    ],
+  };
+}
+
+/** The staged rows held back by this batch (missing parent, incomplete content) are parked too. */
+export function parkHeldBack(t: TargetTable): SqlQuery {
+  return {
+    text: `INSERT INTO ${bookkeeping(t.schema, 'hw_parked')} AS p (table_name, tenant, key, modified_on_ticks, observed_ticks, reason)
+SELECT DISTINCT ON (s.tenant, s.key) $1::text, s.tenant, s.key, s.modified_on_ticks, s.observed_ticks, s.status FROM ${STAGE_TABLE} s
+WHERE s.status IN ('incomplete', 'missing-parent')
+ORDER BY s.tenant, s.key, ${NEWEST_FIRST('s')}
+${PARK_CONFLICT}`,
+    values: [t.logical],
+  };
+}
+
+const PARK_CONFLICT = `ON CONFLICT (table_name, tenant, key) DO UPDATE
+  SET modified_on_ticks = excluded.modified_on_ticks, observed_ticks = excluded.observed_ticks, reason = excluded.reason
+  WHERE (coalesce(p.modified_on_ticks, ${MIN_TICKS}), p.observed_ticks) < (coalesce(excluded.modified_on_ticks, ${MIN_TICKS}), excluded.observed_ticks)`;
+
+/**
+ * Parked rows of these keys that are resolved now: the target holds their version or a newer one, or a delete
+ * observed at or after them covers them.
+ */
+export function releaseParked(t: TargetTable, keys: readonly { tenant: string; key: string }[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${bookkeeping(t.schema, 'hw_parked')} p
+USING unnest($2::text[], $3::text[]) AS k (tenant, key)
+WHERE p.table_name = $1 AND p.tenant = k.tenant AND p.key = k.key
+  AND (EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = p.tenant AND t.key = p.key
+         AND (coalesce(t.modified_on_ticks, ${MIN_TICKS}), ${OBSERVED_OF('t')}) >= (coalesce(p.modified_on_ticks, ${MIN_TICKS}), p.observed_ticks))
+    OR EXISTS (SELECT 1 FROM ${bookkeeping(t.schema, 'hw_tombstones')} d
+         WHERE d.table_name = p.table_name AND d.tenant = p.tenant AND d.key = p.key AND ${OBSERVED_OF('d')} >= p.observed_ticks))`,
+    values: [t.logical, keys.map((k) => k.tenant), keys.map((k) => k.key)],
   };
 }
 
@@ -451,7 +519,7 @@ export function selectConsistentAsOf(schema: string, groupId: string): SqlQuery 
     UNION SELECT topic, partition FROM ${bookkeeping(schema, 'hw_offsets')} WHERE group_id = $1
   ) p GROUP BY topic
 )
-${CONSISTENT_TAIL}`,
+${consistentTail(schema)}`,
     values: [groupId],
   };
 }
@@ -467,17 +535,24 @@ export function selectConsistentAsOfWithPartitions(schema: string, groupId: stri
 ), known AS (
   SELECT * FROM unnest($2::text[], $3::integer[]) AS k (topic, partitions)
 )
-${CONSISTENT_TAIL}`,
+${consistentTail(schema)}`,
     values: [groupId, [...partitionsByTopic.keys()], [...partitionsByTopic.values()]],
   };
 }
 
-const CONSISTENT_TAIL = `, per_topic AS (
+/**
+ * The minimum over partitions, and below the ModifiedOn of every row of the table still parked (waiting in the retry
+ * topic or dead-lettered there): the target does not hold it, so it cannot be complete up to that point.
+ */
+const consistentTail = (schema: string): string => `, per_topic AS (
   SELECT table_name, scope, topic, min(watermark_ticks) AS watermark, count(*) AS marked FROM w GROUP BY table_name, scope, topic
+), parked AS (
+  SELECT table_name, min(modified_on_ticks) - 1 AS below FROM ${bookkeeping(schema, 'hw_parked')} GROUP BY table_name
 )
 SELECT p.table_name, p.scope,
-  CASE WHEN bool_and(k.partitions IS NOT NULL AND p.marked >= k.partitions) THEN min(p.watermark)::text END AS watermark
-FROM per_topic p LEFT JOIN known k ON k.topic = p.topic
+  CASE WHEN bool_and(k.partitions IS NOT NULL AND p.marked >= k.partitions)
+    THEN least(min(p.watermark), min(pk.below))::text END AS watermark
+FROM per_topic p LEFT JOIN known k ON k.topic = p.topic LEFT JOIN parked pk ON pk.table_name = p.table_name
 GROUP BY p.table_name, p.scope
 ORDER BY p.table_name, p.scope`;
 

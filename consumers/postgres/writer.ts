@@ -1,4 +1,5 @@
 import { assertOneTable, configured, isEmptyBatch, mapTargetTables } from '../../src/target/batch.js';
+import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -15,7 +16,7 @@ import { CopyBinaryEncoder } from './copy-binary.js';
 import {
   MIGRATION_FILE, STAGE_COLUMNS, applyDeletes, assembleChunkedContent, blobTableDdl, bookkeepingDdl, copyIntoStage,
   createMigrationsTable, createStageTable, deleteUsedChunks, markIncompleteContent, markMissingParents,
-  migrationLock, recordMigration, reduceLatest, selectAppliedMigrations, selectConsistentAsOf,
+  migrationLock, parkHeldBack, parkRows, recordMigration, reduceLatest, releaseParked, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageChunks, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks, type SqlQuery, type StageInput, type TargetTable,
   deleteGroupBookkeeping, deleteStoredOffsets, deleteWatermarks, relabelGroup, renameSchema, selectSchemaExists,
@@ -56,6 +57,7 @@ type Client = pg.PoolClient;
 
 export class PostgresWriter implements TargetWriter {
   readonly kind = 'postgres' as const;
+  readonly maxContentBytes = MAX_CONTENT_BYTES.postgres;
   readonly #pool: pg.Pool;
   readonly #schema: string;
   readonly #tables: ReadonlyMap<string, TargetTable>;
@@ -170,8 +172,13 @@ export class PostgresWriter implements TargetWriter {
   async #applyIn(client: Client, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
     await run(client, tableWriteLock(t, batch.deletes.length > 0));
     for (const q of stageChunks(this.#schema, batch.chunks)) await run(client, q);
-    const rows = batch.rows.length > 0 ? await this.#applyRows(client, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    if (batch.parked?.length) await run(client, parkRows(t, batch.parked));
+    // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
+    // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? (await run(client, applyDeletes(t, batch.deletes))).rowCount ?? 0 : 0;
+    const rows = batch.rows.length > 0 ? await this.#applyRows(client, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
+    if (touched.length > 0) await run(client, releaseParked(t, touched));
     if (batch.watermarks.length > 0) await run(client, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(client, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
     const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
@@ -187,6 +194,7 @@ export class PostgresWriter implements TargetWriter {
     const incompleteContent = chunked ? keysOf(await run(client, markIncompleteContent(t))) : [];
     const hierarchy = latest.some((r) => r.change.parentPathLocator !== null);
     const missingParent = hierarchy ? keysOf(await run(client, markMissingParents(t))) : [];
+    if (incompleteContent.length + missingParent.length > 0) await run(client, parkHeldBack(t));
     const applied = (await run(client, upsertFromStage(t))).rowCount ?? 0;
     if (chunked) await run(client, deleteUsedChunks(t, superseded));
     return { applied, missingParent, incompleteContent };

@@ -2,7 +2,7 @@ import { sqlTableName } from '../../src/target/batch.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Ticks } from '../../src/contract.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
-import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
 
 /**
  * SQL Server target dialect: pure builders returning `{ text, values }` with named `@parameters`. Values always
@@ -14,8 +14,10 @@ import type { DeleteToApply, RowToApply, StoredOffset, WatermarkToRecord } from 
  *   assembleChunkedContent → markIncompleteContent → markMissingParents → upsertFromStage → deleteUsedChunks →
  *   dropStageTables → applyDeletes → upsertWatermarks → upsertOffsets → COMMIT
  *
- * A staged row ends with `status` NULL (to write), 'stale', 'incomplete' or 'missing-parent'. Versions compare as
- * `(modified_on_ticks, ISNULL(content_sha256, 0x))`: newer ModifiedOn wins, a tie goes to the greater hash.
+ * A staged row ends with `status` NULL (to write), 'stale', 'incomplete' or 'missing-parent'. Versions follow the
+ * contract (src/events/version.ts): changes compare as `(ModifiedOn, observation, content hash)` with a NULL
+ * ModifiedOn first; a tombstone covers every version observed at or before it. Rows and tombstones written before
+ * contract v2 have no observation: their ModifiedOn stands in.
  *
  * Statements without values create the session's temporary tables: the writer sends those as plain batches,
  * because a #table created inside sp_executesql (how mssql sends parameterised text) is dropped when it returns.
@@ -190,6 +192,7 @@ export const STAGE_COLUMNS: readonly StageColumn[] = [
   { name: 'content_sha256', type: 'VarBinary', length: 32 },
   { name: 'chunk_count', type: 'Int' },
   { name: 'modified_on_ticks', type: 'BigInt' },
+  { name: 'observed_ticks', type: 'BigInt' },
   { name: 'business_unit', type: 'NVarChar', length: 100 },
   { name: 'creation_time_ticks', type: 'BigInt' },
   { name: 'last_write_time_ticks', type: 'BigInt' },
@@ -259,7 +262,7 @@ export function stageValues(row: StageInput): StageValue[] {
     content.kind,
     c.contentSha256,
     content.kind === 'chunked' ? content.chunkCount : null,
-    c.modifiedOn, c.businessUnit,
+    c.modifiedOn, c.observed, c.businessUnit,
     a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
     a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
     c.runId,
@@ -319,17 +322,31 @@ WHERE c.rn = 1
 
 // ---------------------------------------------------------------------------------------------------- classification
 
+const MIN_TICKS = 'CONVERT(bigint, -9223372036854775808)';
 const sha = (alias: string): string => `ISNULL(${alias}.[content_sha256], 0x)`;
+const modifiedOnOf = (alias: string): string => `ISNULL(${alias}.[modified_on_ticks], ${MIN_TICKS})`;
 
-/** Version of `a` strictly older than version of `b`. */
-function olderThan(a: string, b: string): string {
-  return `(${a}.[modified_on_ticks] < ${b}.[modified_on_ticks] OR (${a}.[modified_on_ticks] = ${b}.[modified_on_ticks] AND ${sha(a)} < ${sha(b)}))`;
+/** When a stored row or tombstone was observed; before contract v2 none was recorded and ModifiedOn stands in. */
+const observedOf = (alias: string): string => `ISNULL(${alias}.[observed_ticks], ${modifiedOnOf(alias)})`;
+
+/** (ModifiedOn, observation) of `a` strictly before that of `b`; NULL ModifiedOn first. */
+function observedBefore(a: string, b: string): string {
+  return `(${modifiedOnOf(a)} < ${modifiedOnOf(b)} OR (${modifiedOnOf(a)} = ${modifiedOnOf(b)} AND ${observedOf(a)} < ${observedOf(b)}))`;
 }
 
-/** A tombstone of this table/tenant/key at or after the staged version `s`. */
+/** Version of `a` strictly older than version of `b` (src/events/version.ts; the hash breaks a full tie only). */
+function olderThan(a: string, b: string): string {
+  const same = `${modifiedOnOf(a)} = ${modifiedOnOf(b)} AND ${observedOf(a)} = ${observedOf(b)}`;
+  return `(${observedBefore(a, b)} OR (${same} AND ${sha(a)} < ${sha(b)}))`;
+}
+
+/** The greatest version first, for ROW_NUMBER() over a key's staged rows. */
+const newestFirst = (alias: string): string => `${modifiedOnOf(alias)} DESC, ${observedOf(alias)} DESC, ${sha(alias)} DESC`;
+
+/** A tombstone of this table/tenant/key observed at or after the staged row `s`: the delete covers it. */
 function tombstoneBlocks(schema: string, s: string): string {
   return `EXISTS (SELECT 1 FROM ${bookkeeping(schema, 'hw_tombstones')} AS d
-    WHERE d.[table_name] = @table AND d.[tenant] = ${s}.[tenant] AND d.[key] = ${s}.[key] AND d.[modified_on_ticks] >= ${s}.[modified_on_ticks])`;
+    WHERE d.[table_name] = @table AND d.[tenant] = ${s}.[tenant] AND d.[key] = ${s}.[key] AND ${observedOf('d')} >= ${s}.[observed_ticks])`;
 }
 
 /** Rows the target already holds at an equal or newer version, or that a newer (or equal) delete covers. */
@@ -419,9 +436,15 @@ SELECT s.[key] FROM ${STAGE_TABLE} AS s WHERE s.[status] = 'missing-parent';`,
 export function upsertFromStage(t: TargetTable): SqlQuery {
   const updatable = TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key');
   const updates = [...updatable.map((c) => `${col(c)} = s.${col(c)}`), '[applied_at] = SYSUTCDATETIME()'];
+  // Of a key's staged rows not covered by a tombstone, the greatest version (a key is staged more than once only
+  // when its ModifiedOn moved backwards across a delete): a MERGE may meet each key once.
   const source = `SELECT ${TARGET_COLUMNS.map((c) => `r.${col(c)}`).join(', ')}
-  FROM ${STAGE_TABLE} AS r
-  WHERE r.[status] IS NULL AND NOT ${tombstoneBlocks(t.schema, 'r')}`;
+  FROM (
+    SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.[tenant], x.[key] ORDER BY ${newestFirst('x')}) AS rn
+    FROM ${STAGE_TABLE} AS x
+    WHERE x.[status] IS NULL AND NOT ${tombstoneBlocks(t.schema, 'x')}
+  ) AS r
+  WHERE r.rn = 1`;
   return {
     text: `MERGE ${target(t)} WITH (HOLDLOCK) AS t
 USING (
@@ -464,18 +487,22 @@ INNER JOIN (
   };
 }
 
-/** The deletes of a batch as a derived table: the greatest deleted version per (tenant, key). Ticks travel as text. */
+/** The deletes of a batch as a derived table: the latest observed delete per (tenant, key). Ticks travel as text. */
 function deletesSource(): string {
-  const rows = jsonRows('deletes', [['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact'], ['ticks', 'bigint', '$.ticks']]);
-  return `SELECT x.[tenant], x.[key], MAX(x.[ticks]) AS [ticks]
-  FROM (${rows}) AS x
-  GROUP BY x.[tenant], x.[key]`;
+  const rows = jsonRows('deletes', [
+    ['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact'],
+    ['modified_on_ticks', 'bigint', '$.modifiedOn'], ['observed_ticks', 'bigint', '$.observed'],
+  ]);
+  return `SELECT y.[tenant], y.[key], y.[modified_on_ticks], y.[observed_ticks] FROM (
+    SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.[tenant], x.[key] ORDER BY x.[observed_ticks] DESC) AS rn
+    FROM (${rows}) AS x
+  ) AS y WHERE y.rn = 1`;
 }
 
 /**
- * Guarded deletes: the target row goes only when its version is not newer than the deleted one, and the deletion
- * is remembered in hw_tombstones (the greatest deleted version per key) so an older replay cannot resurrect it.
- * Returns `deleted`, the target rows deleted.
+ * Guarded deletes: the target row goes when it was observed at or before the delete, whatever its ModifiedOn, and
+ * the deletion is remembered in hw_tombstones (the latest observed delete per key) so an older version replayed
+ * later cannot resurrect it. Returns `deleted`, the target rows deleted.
  */
 export function applyDeletes(t: TargetTable, deletes: readonly DeleteToApply[]): SqlQuery {
   const tombstones = bookkeeping(t.schema, 'hw_tombstones');
@@ -485,22 +512,82 @@ DELETE t FROM ${target(t)} AS t
 INNER JOIN (
   ${deletesSource()}
 ) AS d ON t.[tenant] = d.[tenant] AND t.[key] = d.[key]
-WHERE t.[modified_on_ticks] <= d.[ticks];
+WHERE ${observedOf('t')} <= d.[observed_ticks];
 SET @deleted = @@ROWCOUNT;
 MERGE ${tombstones} WITH (HOLDLOCK) AS tb
 USING (
   ${deletesSource()}
 ) AS d
 ON tb.[table_name] = @table AND tb.[tenant] = d.[tenant] AND tb.[key] = d.[key]
-WHEN MATCHED AND tb.[modified_on_ticks] < d.[ticks] THEN
-  UPDATE SET [modified_on_ticks] = d.[ticks], [deleted_at] = SYSUTCDATETIME()
+WHEN MATCHED AND ${observedOf('tb')} < d.[observed_ticks] THEN
+  UPDATE SET [modified_on_ticks] = d.[modified_on_ticks], [observed_ticks] = d.[observed_ticks], [deleted_at] = SYSUTCDATETIME()
 WHEN NOT MATCHED BY TARGET THEN
-  INSERT ([table_name], [tenant], [key], [modified_on_ticks]) VALUES (@table, d.[tenant], d.[key], d.[ticks]);
+  INSERT ([table_name], [tenant], [key], [modified_on_ticks], [observed_ticks]) VALUES (@table, d.[tenant], d.[key], d.[modified_on_ticks], d.[observed_ticks]);
 SELECT @deleted AS deleted;`,
     values: {
       table: nvarchar(t.logical),
-      deletes: json(deletes.map((d) => ({ tenant: d.tenant, key: d.key, ticks: d.modifiedOn.toString() }))),
+      deletes: json(deletes.map((d) => ({ tenant: d.tenant, key: d.key, modifiedOn: d.modifiedOn?.toString() ?? null, observed: d.observed.toString() }))),
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- parked rows
+
+/** Parked rows as a MERGE source; a row replaces a parked one only when newer (ModifiedOn, observation). */
+function mergeParked(t: TargetTable, source: string): string {
+  return `MERGE ${bookkeeping(t.schema, 'hw_parked')} WITH (HOLDLOCK) AS p
+USING (
+  ${source}
+) AS x
+ON p.[table_name] = @table AND p.[tenant] = x.[tenant] AND p.[key] = x.[key]
+WHEN MATCHED AND ${observedBefore('p', 'x')} THEN
+  UPDATE SET [modified_on_ticks] = x.[modified_on_ticks], [observed_ticks] = x.[observed_ticks], [reason] = x.[reason], [parked_at] = SYSUTCDATETIME()
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT ([table_name], [tenant], [key], [modified_on_ticks], [observed_ticks], [reason])
+  VALUES (@table, x.[tenant], x.[key], x.[modified_on_ticks], x.[observed_ticks], x.[reason]);`;
+}
+
+/** Rows the loop routed to the retry topic before the write: remembered until resolved (the latest version per key). */
+export function parkRows(t: TargetTable, rows: readonly ParkedRow[]): SqlQuery {
+  const source = jsonRows('parked', [
+    ['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact'],
+    ['modified_on_ticks', 'bigint', '$.modifiedOn'], ['observed_ticks', 'bigint', '$.observed'], ['reason', 'nvarchar(100)', '$.reason'],
+  ]);
+  const latest = `SELECT y.[tenant], y.[key], y.[modified_on_ticks], y.[observed_ticks], y.[reason] FROM (
+    SELECT z.*, ROW_NUMBER() OVER (PARTITION BY z.[tenant], z.[key] ORDER BY z.[observed_ticks] DESC) AS rn FROM (${source}) AS z
+  ) AS y WHERE y.rn = 1`;
+  return {
+    text: mergeParked(t, latest),
+    values: {
+      table: nvarchar(t.logical),
+      parked: json(rows.map((r) => ({ tenant: r.tenant, key: r.key, modifiedOn: r.modifiedOn?.toString() ?? null, observed: r.observed.toString(), reason: r.reason }))),
+    },
+  };
+}
+
+/** The staged rows held back by this batch (missing parent, incomplete content) are parked too. */
+export function parkHeldBack(t: TargetTable): SqlQuery {
+  const source = `SELECT y.[tenant], y.[key], y.[modified_on_ticks], y.[observed_ticks], CONVERT(nvarchar(100), y.[status]) AS [reason] FROM (
+    SELECT s.*, ROW_NUMBER() OVER (PARTITION BY s.[tenant], s.[key] ORDER BY ${newestFirst('s')}) AS rn
+    FROM ${STAGE_TABLE} AS s WHERE s.[status] IN ('incomplete', 'missing-parent')
+  ) AS y WHERE y.rn = 1`;
+  return { text: mergeParked(t, source), values: { table: nvarchar(t.logical) } };
+}
+
+/**
+ * Parked rows of these keys that are resolved now: the target holds their version or a newer one, or a delete
+ * observed at or after them covers them.
+ */
+export function releaseParked(t: TargetTable, keys: readonly { tenant: string; key: string }[]): SqlQuery {
+  return {
+    text: `DELETE p FROM ${bookkeeping(t.schema, 'hw_parked')} AS p
+INNER JOIN (
+  ${jsonRows('keys', [['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact']])}
+) AS k ON p.[table_name] = @table AND p.[tenant] = k.[tenant] AND p.[key] = k.[key]
+WHERE EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = p.[tenant] AND t.[key] = p.[key] AND NOT ${observedBefore('t', 'p')})
+   OR EXISTS (SELECT 1 FROM ${bookkeeping(t.schema, 'hw_tombstones')} AS d
+      WHERE d.[table_name] = p.[table_name] AND d.[tenant] = p.[tenant] AND d.[key] = p.[key] AND ${observedOf('d')} >= p.[observed_ticks]);`,
+    values: { table: nvarchar(t.logical), keys: json(keys.map((k) => ({ tenant: k.tenant, key: k.key }))) },
   };
 }
 
@@ -587,7 +674,7 @@ export function selectConsistentAsOf(schema: string, groupId: string): SqlQuery 
     SELECT [topic], [partition] FROM w
     UNION SELECT [topic], [partition] FROM ${bookkeeping(schema, 'hw_offsets')} WHERE [group_id] = @groupId
   ) AS p GROUP BY p.[topic]
-)${CONSISTENT_TAIL}`,
+)${consistentTail(schema)}`,
     values: { groupId: nvarchar(groupId) },
   };
 }
@@ -603,20 +690,31 @@ export function selectConsistentAsOfWithPartitions(schema: string, groupId: stri
   SELECT [table_name], [scope], [topic], [partition], [watermark_ticks] FROM ${bookkeeping(schema, 'hw_watermarks')} WHERE [group_id] = @groupId
 ), known AS (
   ${jsonRows('known', [['topic', 'varchar(249)', '$.topic', 'exact'], ['partitions', 'int', '$.partitions']])}
-)${CONSISTENT_TAIL}`,
+)${consistentTail(schema)}`,
     values: { groupId: nvarchar(groupId), known: json(known) },
   };
 }
 
-const CONSISTENT_TAIL = `, per_topic AS (
+/**
+ * The minimum over partitions, and below the ModifiedOn of every row of the table still parked (waiting in the retry
+ * topic or dead-lettered there): the target does not hold it, so it cannot be complete up to that point.
+ */
+const consistentTail = (schema: string): string => `, per_topic AS (
   SELECT [table_name], [scope], [topic], MIN([watermark_ticks]) AS watermark, COUNT(*) AS marked FROM w GROUP BY [table_name], [scope], [topic]
+), parked AS (
+  SELECT [table_name], MIN([modified_on_ticks]) - 1 AS below FROM ${bookkeeping(schema, 'hw_parked')} GROUP BY [table_name]
+), per_table AS (
+  SELECT p.[table_name], p.[scope],
+    MIN(CASE WHEN k.[partitions] IS NOT NULL AND p.marked >= k.[partitions] THEN 1 ELSE 0 END) AS complete,
+    MIN(p.watermark) AS watermark
+  FROM per_topic AS p LEFT JOIN known AS k ON k.[topic] = p.[topic]
+  GROUP BY p.[table_name], p.[scope]
 )
-SELECT p.[table_name], p.[scope],
-  CASE WHEN MIN(CASE WHEN k.[partitions] IS NOT NULL AND p.marked >= k.[partitions] THEN 1 ELSE 0 END) = 1
-    THEN CONVERT(varchar(20), MIN(p.watermark)) END AS watermark
-FROM per_topic AS p LEFT JOIN known AS k ON k.[topic] = p.[topic]
-GROUP BY p.[table_name], p.[scope]
-ORDER BY p.[table_name], p.[scope];`;
+SELECT pt.[table_name], pt.[scope],
+  CASE WHEN pt.complete = 1 THEN CONVERT(varchar(20),
+    CASE WHEN pk.below IS NOT NULL AND pk.below < pt.watermark THEN pk.below ELSE pt.watermark END) END AS watermark
+FROM per_table AS pt LEFT JOIN parked AS pk ON pk.[table_name] = pt.[table_name]
+ORDER BY pt.[table_name], pt.[scope];`;
 
 // ---------------------------------------------------------------------------------------------------- operations
 

@@ -1,4 +1,5 @@
 import { assertOneTable, configured, isEmptyBatch, mapTargetTables } from '../../src/target/batch.js';
+import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
@@ -13,7 +14,7 @@ import {
   CHUNK_STAGE_COLUMNS, CHUNK_STAGE_TABLE, MIGRATION_FILE, STAGE_COLUMNS, STAGE_TABLE, applyDeletes, assembleChunkedContent,
   blobTableDdl, bookkeepingDdl, chunkStageValues, createChunkStageTable, createMigrationsTable, createStageTable,
   deleteUsedChunks, dropStageTables, insertStagedChunks, markIncompleteContent, markMissingParents, markStale,
-  migrationLock, recordMigration, reduceLatest, selectAppliedMigrations, selectConsistentAsOf,
+  migrationLock, parkHeldBack, parkRows, recordMigration, reduceLatest, releaseParked, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageMismatch, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks,
   type SqlQuery, type SqlServerType, type StageColumn, type StageInput, type StageValue, type TargetTable,
@@ -49,6 +50,7 @@ type On = sql.ConnectionPool | sql.Transaction;
 
 export class SqlServerWriter implements TargetWriter {
   readonly kind = 'sqlserver' as const;
+  readonly maxContentBytes = MAX_CONTENT_BYTES.sqlserver;
   readonly #pool: sql.ConnectionPool;
   readonly #schema: string;
   readonly #tables: ReadonlyMap<string, TargetTable>;
@@ -157,9 +159,14 @@ export class SqlServerWriter implements TargetWriter {
   async #applyIn(tx: sql.Transaction, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
     await run(tx, tableWriteLock(t, batch.deletes.length > 0));
     if (batch.chunks.length > 0) await this.#stageChunks(tx, batch);
+    if (batch.parked?.length) await run(tx, parkRows(t, batch.parked));
+    // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
+    // not the version the delete removes.
+    const deleted = batch.deletes.length > 0 ? Number((await run(tx, applyDeletes(t, batch.deletes)))[0]?.deleted ?? 0) : 0;
     const rows = batch.rows.length > 0 ? await this.#applyRows(tx, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
     await run(tx, dropStageTables());
-    const deleted = batch.deletes.length > 0 ? Number((await run(tx, applyDeletes(t, batch.deletes)))[0]?.deleted ?? 0) : 0;
+    const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
+    if (touched.length > 0) await run(tx, releaseParked(t, touched));
     if (batch.watermarks.length > 0) await run(tx, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(tx, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
     const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
@@ -181,6 +188,7 @@ export class SqlServerWriter implements TargetWriter {
     if (chunked) await run(tx, assembleChunkedContent(t));
     const incompleteContent = chunked ? keysOf(await run(tx, markIncompleteContent())) : [];
     const missingParent = keysOf(await run(tx, markMissingParents(t)));
+    if (incompleteContent.length + missingParent.length > 0) await run(tx, parkHeldBack(t));
     const applied = Number((await run(tx, upsertFromStage(t)))[0]?.applied ?? 0);
     if (chunked) await run(tx, deleteUsedChunks(t, superseded));
     return { applied, missingParent, incompleteContent };

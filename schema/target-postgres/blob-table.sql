@@ -1,5 +1,6 @@
 -- One target table per configured table. {{schema}} and {{table}} are validated, quoted identifiers.
--- modified_on_ticks (100 ns since 1970, UTC) is the version; it is compared, never converted through a float.
+-- (modified_on_ticks, observed_ticks) is the version (100 ns ticks since 1970, UTC; docs/events.md); it is compared,
+-- never converted through a float. modified_on_ticks is NULL where the source row's ModifiedOn is.
 CREATE TABLE IF NOT EXISTS {{schema}}.{{table}} (
   tenant                 text        NOT NULL DEFAULT '',
   key                    text        NOT NULL,
@@ -10,7 +11,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.{{table}} (
   size                   bigint,
   content                bytea,
   content_sha256         bytea,
-  modified_on_ticks      bigint      NOT NULL,
+  modified_on_ticks      bigint,
+  observed_ticks         bigint,
   business_unit          text,
   creation_time_ticks    bigint,
   last_write_time_ticks  bigint,
@@ -26,3 +28,15 @@ CREATE TABLE IF NOT EXISTS {{schema}}.{{table}} (
   PRIMARY KEY (tenant, key)
 );
 CREATE INDEX IF NOT EXISTS {{index_path}} ON {{schema}}.{{table}} (tenant, path_locator);
+-- Tables created before contract v2 get the observation stamp, and ModifiedOn may be NULL. Checked first, so a
+-- migrated table is not locked again on every start.
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{{schema}}.{{table}}'::regclass AND attname = 'observed_ticks' AND NOT attisdropped) THEN
+    ALTER TABLE {{schema}}.{{table}} ADD COLUMN observed_ticks bigint;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{{schema}}.{{table}}'::regclass AND attname = 'modified_on_ticks' AND attnotnull) THEN
+    ALTER TABLE {{schema}}.{{table}} ALTER COLUMN modified_on_ticks DROP NOT NULL;
+  END IF;
+END
+$$;

@@ -1,5 +1,6 @@
 -- One target table per configured table (SQL Server). {{schema}} and {{table}} are validated, bracket-quoted identifiers.
--- modified_on_ticks (100 ns since 1970, UTC) is the version; it is compared, never converted through a float.
+-- (modified_on_ticks, observed_ticks) is the version (100 ns ticks since 1970, UTC; docs/events.md); it is compared,
+-- never converted through a float. modified_on_ticks is NULL where the source row's ModifiedOn is.
 -- Keys, tenants and path locators use a binary collation: exact comparisons, as in PostgreSQL, and no collation
 -- conflict with the #hw_stage table in tempdb.
 -- The primary key is NONCLUSTERED: tenant + key can reach 1,100 bytes, over the 900-byte limit of a clustered key.
@@ -16,7 +17,8 @@ CREATE TABLE {{schema}}.{{table}} (
   size                   bigint,
   content                varbinary(max),
   content_sha256         varbinary(32),
-  modified_on_ticks      bigint         NOT NULL,
+  modified_on_ticks      bigint         NULL,
+  observed_ticks         bigint         NULL,
   business_unit          nvarchar(100),
   creation_time_ticks    bigint,
   last_write_time_ticks  bigint,
@@ -37,3 +39,13 @@ GO
 -- path alone (850 characters fill the 1,700 bytes); tenant rides along as an included column.
 IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'{{schema}}.{{table}}') AND name = N'ix_hw_path_locator')
 CREATE INDEX [ix_hw_path_locator] ON {{schema}}.{{table}} (path_locator) INCLUDE (tenant);
+GO
+
+-- Tables created before contract v2 get the observation stamp, and ModifiedOn may be NULL. Checked first, so a
+-- migrated table is not altered again on every start.
+IF COL_LENGTH(N'{{schema}}.{{table}}', N'observed_ticks') IS NULL
+ALTER TABLE {{schema}}.{{table}} ADD observed_ticks bigint NULL;
+GO
+
+IF EXISTS (SELECT 1 FROM sys.columns WHERE object_id = OBJECT_ID(N'{{schema}}.{{table}}') AND name = N'modified_on_ticks' AND is_nullable = 0)
+EXEC(N'ALTER TABLE {{schema}}.{{table}} ALTER COLUMN modified_on_ticks bigint NULL');

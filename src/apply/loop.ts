@@ -7,7 +7,7 @@ import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
-import type { ApplyResult, TargetWriter, WatermarkToRecord } from '../target/writer.js';
+import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from '../target/writer.js';
 import { TargetPositions } from './positions.js';
 import { childrenNeedingParents, reduceBatch, type BatchEvent } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
@@ -76,7 +76,9 @@ export class ApplyLoop {
     const { events, poison, recordOf } = await this.decodeAll(records);
     await this.deadLetter(binding, poison);
     const reduced = reduceBatch(events);
-    const routed = await this.routeMissingParents(binding, reduced.changes, recordOf);
+    const fitting = await this.refuseTooLarge(binding, reduced.changes, recordOf);
+    const routed = await this.routeMissingParents(binding, fitting.keep, recordOf);
+    const parked = [...fitting.parked, ...routed.parked];
     const nextOffset = records.at(-1)!.offset + 1n;
     const started = performance.now();
     // Rows the writer could not write (a parent or chunks missing after all) go to the retry topic inside the
@@ -87,11 +89,11 @@ export class ApplyLoop {
       retriedLate = late.size;
       if (late.size > 0) await this.sendToRetry(binding, routed.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     };
-    const result = await this.write(binding, batch, reduced, routed.keep, nextOffset, records, routeLate);
+    const result = await this.write(binding, batch, reduced, { rows: routed.keep, parked }, nextOffset, records, routeLate);
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
     this.positions.advance(batch.topic, batch.partition, nextOffset);
-    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length, retried: routed.retried + retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
+    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: routed.parked.length + retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
   }
 
   /** Decoded events, the poison among the records, and the record each change came from (for the retry topic). */
@@ -118,21 +120,36 @@ export class ApplyLoop {
   }
 
   /**
+   * Content larger than the target can store in one value goes to the dead-letter topic with the reason rather than
+   * into a transaction that fails (and would be retried for ever). It stays parked, so consistent_as_of does not
+   * claim it; the poller's poll.maxBlobBytes is meant to stop such rows at the source.
+   */
+  private async refuseTooLarge(binding: TopicBinding, changes: BlobChange[], recordOf: ReadonlyMap<BlobChange, InRecord>): Promise<{ keep: BlobChange[]; parked: ParkedRow[] }> {
+    const limit = this.deps.writer.maxContentBytes;
+    const tooLarge = changes.filter((c) => (c.size ?? 0) > limit);
+    if (tooLarge.length === 0) return { keep: changes, parked: [] };
+    const reason = (c: BlobChange) => `content of ${c.size} bytes is larger than a ${this.deps.writer.kind} target stores in one value (${limit} bytes); lower poll.maxBlobBytes to refuse such rows at the source`;
+    await this.deadLetter(binding, tooLarge.map((c) => ({ record: recordOf.get(c)!, error: new HighwaterError('DB_CONSTRAINT', reason(c)) })));
+    return { keep: changes.filter((c) => !tooLarge.includes(c)), parked: tooLarge.map((c) => parkedRow(c, 'too-large')) };
+  }
+
+  /**
    * Children whose parent is in neither this batch nor the target go to the retry topic and out of the batch —
    * the record of the version the reduction kept, not the key's last record (an older version may come later).
+   * They are parked in the target with the batch, so consistent_as_of stays below them until they arrive.
    */
-  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], recordOf: ReadonlyMap<BlobChange, InRecord>): Promise<{ keep: BlobChange[]; retried: number }> {
+  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], recordOf: ReadonlyMap<BlobChange, InRecord>): Promise<{ keep: BlobChange[]; parked: ParkedRow[] }> {
     const orphans = childrenNeedingParents(changes);
-    if (orphans.length === 0) return { keep: changes, retried: 0 };
+    if (orphans.length === 0) return { keep: changes, parked: [] };
     const byTenant = groupBy(orphans, (c) => c.tenant);
     const missing = new Set<BlobChange>();
     for (const [tenant, children] of byTenant) {
       const present = await this.deps.writer.existingPaths(binding.table, tenant, children.map((c) => c.parentPathLocator!));
       for (const c of children) if (!present.has(c.parentPathLocator!)) missing.add(c);
     }
-    if (missing.size === 0) return { keep: changes, retried: 0 };
+    if (missing.size === 0) return { keep: changes, parked: [] };
     await this.sendToRetry(binding, [...missing].map((c) => recordOf.get(c)!), 1);
-    return { keep: changes.filter((c) => !missing.has(c)), retried: missing.size };
+    return { keep: changes.filter((c) => !missing.has(c)), parked: [...missing].map((c) => parkedRow(c, 'missing-parent')) };
   }
 
   private async sendToRetry(binding: TopicBinding, records: readonly InRecord[], attempt: number): Promise<void> {
@@ -141,13 +158,14 @@ export class ApplyLoop {
     await this.deps.publisher.send(binding.retryTopic, records.map((r) => retryRecord(r, attempt, notBefore)));
   }
 
-  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, rows: BlobChange[], nextOffset: bigint, records: readonly InRecord[], beforeCommit: (r: ApplyResult) => Promise<void>): Promise<ApplyResult> {
+  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, kept: { rows: BlobChange[]; parked: ParkedRow[] }, nextOffset: bigint, records: readonly InRecord[], beforeCommit: (r: ApplyResult) => Promise<void>): Promise<ApplyResult> {
     const watermarks: WatermarkToRecord[] = reduced.markers.map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: batch.topic, partition: batch.partition, watermark: m.watermark }));
     const applyBatch = {
       groupId: this.deps.groupId,
       table: binding.table,
-      rows: rows.map((change) => ({ change })),
+      rows: kept.rows.map((change) => ({ change })),
       deletes: reduced.deletes,
+      parked: kept.parked,
       chunks: reduced.chunks,
       watermarks,
       offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
@@ -180,8 +198,13 @@ export class ApplyLoop {
       }
     }
     await this.deadLetter(binding, bad);
-    return this.deps.writer.apply({ ...applyBatch, rows: good });
+    const parked = [...(applyBatch.parked ?? []), ...applyBatch.rows.filter((r) => !good.includes(r)).map((r) => parkedRow(r.change, 'dead-lettered'))];
+    return this.deps.writer.apply({ ...applyBatch, rows: good, parked });
   }
+}
+
+function parkedRow(c: BlobChange, reason: string): ParkedRow {
+  return { tenant: c.tenant, key: c.key, modifiedOn: c.modifiedOn, observed: c.observed, reason };
 }
 
 function groupBy<T>(items: readonly T[], keyOf: (t: T) => string): Map<string, T[]> {

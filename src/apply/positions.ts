@@ -10,7 +10,7 @@ import type { TargetWriter } from '../target/writer.js';
  */
 
 export type Alignment =
-  /** The batch started after the target's position (Kafka ran ahead of a fresh or restored target): rewound. */
+  /** The batch was fetched from after the target's position (Kafka ran ahead of a fresh or restored target): rewound. */
   | { readonly kind: 'seeked-back' }
   /** The records still to apply, and the last offset of those the target already holds (to resolve them). */
   | { readonly kind: 'records'; readonly records: readonly InRecord[]; readonly heldUpTo: bigint | null };
@@ -30,14 +30,16 @@ export class TargetPositions {
   }
 
   /**
-   * Drops records the target already holds and, when the batch starts after the target's position, seeks back
-   * instead of skipping the gap: nothing after the gap may be applied before the gap itself.
+   * Drops records the target already holds and, when the batch was fetched from a position after the target's
+   * (Kafka's committed offset ran ahead of a fresh or restored target), seeks back instead of skipping those
+   * records. The fetch position decides, not the first record's offset: on a compacted topic the first record
+   * after a position may lie far beyond it, because the offsets between were cleaned away — that gap holds nothing
+   * to apply, and seeking back over it would only fetch the same batch again, for ever.
    */
   async align(batch: PartitionBatch, consumer: ManualConsumer): Promise<Alignment> {
     const next = await this.positionOf(batch.topic, batch.partition, consumer);
-    const first = batch.records[0]?.offset;
-    if (first !== undefined && first > next) {
-      this.logger.info({ topic: batch.topic, partition: batch.partition, from: first, to: next }, 'batch starts after the target position; seeking back');
+    if (batch.fetchedOffset > next) {
+      this.logger.info({ topic: batch.topic, partition: batch.partition, from: batch.fetchedOffset, to: next }, 'batch fetched after the target position; seeking back');
       consumer.seek(batch.topic, batch.partition, next);
       return { kind: 'seeked-back' };
     }

@@ -1,21 +1,15 @@
-import type { BlobChange, BlobChunk, Deletion, Ticks, WatermarkMarker } from '../contract.js';
+import type { BlobChange, BlobChunk, Deletion, WatermarkMarker } from '../contract.js';
+import { candidatesToWin, outlivesDelete } from '../events/version.js';
 import { hierarchyDepth } from '../poller/window.js';
 
 /**
- * Reduces a batch to what must be written: the latest version of each key (by ModifiedOn, ties broken by the
- * greater content hash — the same order the target's upsert guard uses, so reduction never changes the result),
- * with a delete winning over any change it is not older than. Parents are ordered before children. Pure.
+ * Reduces a batch to what must be written, by the contract's version order (src/events/version.ts — the same order
+ * the target's guards use, so reduction never changes the result): per key the greatest change by (ModifiedOn,
+ * observation) unless the latest delete covers it — or, when a ModifiedOn moved backwards across a delete, the few that
+ * can win depending on the target's tombstones (candidatesToWin) — and the latest delete. Parents before children. Pure.
  */
 
-export type Version = { readonly modifiedOn: Ticks; readonly contentSha256: Buffer | null };
-
-/** Negative when a is older than b, positive when newer, 0 when the same version. */
-export function compareVersions(a: Version, b: Version): number {
-  if (a.modifiedOn !== b.modifiedOn) return a.modifiedOn < b.modifiedOn ? -1 : 1;
-  const ah = a.contentSha256 ?? Buffer.alloc(0);
-  const bh = b.contentSha256 ?? Buffer.alloc(0);
-  return Buffer.compare(ah, bh);
-}
+export { compareChanges as compareVersions } from '../events/version.js';
 
 export interface ReducedBatch {
   readonly changes: BlobChange[];
@@ -34,47 +28,37 @@ export type BatchEvent =
   | { readonly type: 'marker'; readonly marker: WatermarkMarker };
 
 export function reduceBatch(events: readonly BatchEvent[]): ReducedBatch {
-  const latest = new Map<string, { type: 'change'; change: BlobChange } | { type: 'delete'; deletion: Deletion }>();
   const chunks: BlobChunk[] = [];
   const markers = new Map<string, WatermarkMarker>();
-  let superseded = 0;
+  const latestDelete = new Map<string, Deletion>();
+  let keyed = 0;
   for (const e of events) {
     if (e.type === 'chunk') chunks.push(e.chunk);
     else if (e.type === 'marker') markers.set(`${e.marker.table}\u0000${e.marker.scope}`, e.marker);
-    else {
-      const key = keyOf(e);
-      const current = latest.get(key);
-      if (current) superseded++;
-      if (!current || wins(e, current)) latest.set(key, e);
-    }
+    else keyed++;
+    if (e.type !== 'delete') continue;
+    const held = latestDelete.get(keyOf(e.deletion));
+    if (!held || e.deletion.observed > held.observed) latestDelete.set(keyOf(e.deletion), e.deletion);
   }
-  const changes: BlobChange[] = [];
-  const deletes: Deletion[] = [];
-  for (const e of latest.values()) {
-    if (e.type === 'change') changes.push(e.change);
-    else deletes.push(e.deletion);
+  // Only changes observed after the key's latest delete compete: one observed before it is gone whatever its
+  // ModifiedOn, and must not outrank (by a ModifiedOn since set back) the change that brought the row back.
+  const byKey = new Map<string, BlobChange[]>();
+  for (const e of events) {
+    if (e.type !== 'change') continue;
+    const id = keyOf(e.change);
+    const deletion = latestDelete.get(id);
+    if (deletion !== undefined && !outlivesDelete(e.change, deletion)) continue;
+    byKey.set(id, [...(byKey.get(id) ?? []), e.change]);
   }
-  return { changes: parentsFirst(changes), deletes, chunks, markers: [...markers.values()], superseded };
+  // A delete is kept even when a change observed after it wins (the row came back): the target must still learn of
+  // it, so that an older version that reaches it later (from the retry topic) cannot bring the deleted state back.
+  const changes = [...byKey.values()].flatMap((versions) => candidatesToWin(versions));
+  const deletes = [...latestDelete.values()];
+  return { changes: parentsFirst(changes), deletes, chunks, markers: [...markers.values()], superseded: keyed - changes.length - deletes.length };
 }
 
-function keyOf(e: { type: 'change'; change: BlobChange } | { type: 'delete'; deletion: Deletion }): string {
-  return e.type === 'change' ? `${e.change.tenant}\u0000${e.change.key}` : `${e.deletion.tenant}\u0000${e.deletion.key}`;
-}
-
-/** Whether `next` replaces `current` for the same key. A delete wins over a change of the same or an older version. */
-function wins(
-  next: { type: 'change'; change: BlobChange } | { type: 'delete'; deletion: Deletion },
-  current: { type: 'change'; change: BlobChange } | { type: 'delete'; deletion: Deletion },
-): boolean {
-  const nv = versionOf(next);
-  const cv = versionOf(current);
-  if (next.type === 'delete' && current.type === 'change') return nv.modifiedOn >= cv.modifiedOn;
-  if (next.type === 'change' && current.type === 'delete') return nv.modifiedOn > cv.modifiedOn;
-  return compareVersions(nv, cv) > 0;
-}
-
-function versionOf(e: { type: 'change'; change: BlobChange } | { type: 'delete'; deletion: Deletion }): Version {
-  return e.type === 'change' ? e.change : { modifiedOn: e.deletion.modifiedOn, contentSha256: null };
+function keyOf(e: { readonly tenant: string; readonly key: string }): string {
+  return `${e.tenant}\u0000${e.key}`;
 }
 
 /** Stable sort by hierarchy depth, so a parent in the batch is written before (or with) its children. */

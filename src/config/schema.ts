@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { IDENTIFIER_PATTERN } from '../sql/ident.js';
+import { MAX_CONTENT_BYTES } from '../target/limits.js';
 import { ticksFromIso } from '../time/ticks.js';
 
 /**
@@ -132,10 +133,11 @@ export const configSchema = z.object({
     intervalSeconds: z.number().int().min(1).default(300).describe('Interval between polls with `poll --every`.'),
     leaseSeconds: z.number().int().min(10).default(600).describe('Lease duration; renewed while a poll runs.'),
     inlineContentMaxBytes: z.number().int().min(0).default(65_536).describe('Content up to this size is read inside the page query; larger content is read separately in slices.'),
-    maxBlobBytes: z.number().int().min(1).default(2 * 1024 * 1024 * 1024).describe('Largest blob published; a larger one is refused and recorded against the run.'),
+    maxBlobBytes: z.number().int().min(1).max(MAX_CONTENT_BYTES.sqlserver).default(MAX_CONTENT_BYTES.postgres)
+      .describe(`Largest blob published; a larger one is refused and recorded against the run. At most ${MAX_CONTENT_BYTES.postgres} bytes when a PostgreSQL target is configured (bytea holds 1 GiB), ${MAX_CONTENT_BYTES.sqlserver} for SQL Server.`),
     deleteSweepKeys: z.number().int().min(0).default(10_000).describe('Registered keys checked for deletion per table per poll (0 turns the sweep off).'),
-    lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for rows committed later than the safety buffer covers; such rows are reported and republished (0 turns the sweep off).'),
-  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: 2 * 1024 * 1024 * 1024, deleteSweepKeys: 10_000, lateSweepKeys: 10_000 })
+    lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for rows the windows cannot see (committed later than the safety buffer covers, or restored with their old ModifiedOn), which are reported and republished; also the rows with a NULL ModifiedOn replicated per poll (0 turns both off).'),
+  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: MAX_CONTENT_BYTES.postgres, deleteSweepKeys: 10_000, lateSweepKeys: 10_000 })
     .describe('Poller behaviour.'),
   metrics: z.object({
     port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),
@@ -145,7 +147,7 @@ export const configSchema = z.object({
   }).default({ level: 'info' }).describe('Logging.'),
 }).superRefine(checkReferences);
 
-function checkReferences(cfg: { databases: { name: string; kind: string }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined }[]; controlStore: { database: string } }, ctx: z.RefinementCtx): void {
+function checkReferences(cfg: { databases: { name: string; kind: string }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined }[]; controlStore: { database: string }; poll: { maxBlobBytes: number } }, ctx: z.RefinementCtx): void {
   const dbs = new Map(cfg.databases.map((d) => [d.name, d.kind]));
   const tableNames = new Set(cfg.tables.map((t) => t.name));
   reportDuplicates(cfg.databases.map((d) => d.name), ['databases'], ctx);
@@ -157,6 +159,10 @@ function checkReferences(cfg: { databases: { name: string; kind: string }[]; tab
   });
   cfg.targets.forEach((t, i) => {
     if (!dbs.has(t.database)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'database'], message: `no database named ${JSON.stringify(t.database)}` });
+    const kind = dbs.get(t.database) as keyof typeof MAX_CONTENT_BYTES | undefined;
+    if (kind !== undefined && kind in MAX_CONTENT_BYTES && cfg.poll.maxBlobBytes > MAX_CONTENT_BYTES[kind]) {
+      ctx.addIssue({ code: 'custom', path: ['poll', 'maxBlobBytes'], message: `is ${cfg.poll.maxBlobBytes}, but target ${JSON.stringify(t.database)} (${kind}) stores at most ${MAX_CONTENT_BYTES[kind]} bytes in one value` });
+    }
     (t.tables ?? []).forEach((name, j) => {
       if (!tableNames.has(name)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'tables', j], message: `no table named ${JSON.stringify(name)}` });
     });

@@ -23,7 +23,7 @@ import { applyMigrations, rollbackQuietly, type MigrationResult } from './migrat
 export const ALL_SCOPES = '*';
 
 /** Steps recorded as batches, in the order they run; `lastCompletedBatch` picks the latest by this order. */
-export const BATCH_STEPS = [...STEPS, 'deletes', 'late-arrivals', 'backfill'] as const;
+export const BATCH_STEPS = [...STEPS, 'nulls', 'deletes', 'late-arrivals', 'backfill'] as const;
 export type BatchStep = (typeof BATCH_STEPS)[number];
 
 export type RunKind = 'poll' | 'backfill' | 'rebuild' | 'reconcile' | 'demo';
@@ -90,6 +90,8 @@ export interface RunTableRecord {
   readonly rowsSkippedUnchanged: number;
   readonly rowsFailed: number;
   readonly tombstones: number;
+  /** In-scope source rows with a NULL ModifiedOn seen by this run (null when not counted). */
+  readonly rowsNullModifiedOn: number | null;
   readonly startedAt: Date;
   readonly finishedAt: Date | null;
   readonly error: string | null;
@@ -162,26 +164,45 @@ export interface WatermarkRecord {
   readonly leaseExpiresAt: Date | null;
 }
 
+/** What the registry holds for a key: its last acknowledged version, or a first version still in flight. */
 export interface PublishedEntry {
-  readonly modifiedOn: Ticks;
+  readonly modifiedOn: Ticks | null;
+  /** The observation of the registered version, or of the delete once deleted; null before contract v2. */
+  readonly observed: Ticks | null;
   readonly contentSha256: Buffer | null;
+  /** SHA-256 of the published columns (src/poller/build.ts rowDigest); null before contract v2. */
+  readonly digest: Buffer | null;
   readonly pathLocator: string | null;
   readonly chunkCount: number | null;
   readonly deleted: boolean;
+  /** False while the key's first version (or its first after a delete) is in flight. */
+  readonly acked: boolean;
+  /** The greatest ModifiedOn ever sent for the key since its last delete. */
+  readonly maxSentModifiedOn: Ticks | null;
 }
 
 export interface PublishedRow {
   readonly key: string;
-  readonly modifiedOn: Ticks;
+  readonly modifiedOn: Ticks | null;
+  readonly observed: Ticks;
+  readonly digest: Buffer;
   readonly contentSha256: Buffer | null;
   readonly pathLocator: string | null;
   readonly chunkCount: number | null;
 }
 
-/** A registered key and the version the sweep found gone at the source. */
+/** A key about to be sent: registered first, so the delete sweep checks it whatever happens after the send. */
+export interface PendingRow {
+  readonly key: string;
+  readonly modifiedOn: Ticks | null;
+  readonly pathLocator: string | null;
+}
+
+/** A registered key the sweep found gone from the replicated set, and when it was seen gone. */
 export interface DeletedKey {
   readonly key: string;
-  readonly modifiedOn: Ticks;
+  readonly modifiedOn: Ticks | null;
+  readonly observed: Ticks;
 }
 
 export interface RowFailure {
@@ -411,7 +432,9 @@ function selectWatermarks(schema: string): Query {
 
 function selectPublished(schema: string, table: string, keys: readonly string[]): Query {
   return {
-    text: `SELECT key, modified_on_ticks, content_sha256, path_locator, chunk_count, deleted FROM ${t(schema, 'published')}
+    text: `SELECT key, modified_on_ticks, observed_ticks, content_sha256, row_digest, path_locator, chunk_count, deleted, acked,
+        max_sent_modified_on_ticks
+      FROM ${t(schema, 'published')}
       WHERE table_name = $1 AND key = ANY($2::text[])`,
     values: [table, [...keys]],
   };
@@ -420,36 +443,57 @@ function selectPublished(schema: string, table: string, keys: readonly string[])
 function selectPublishedPathLocators(schema: string, table: string, pathLocators: readonly string[]): Query {
   return {
     text: `SELECT DISTINCT path_locator FROM ${t(schema, 'published')}
-      WHERE table_name = $1 AND path_locator = ANY($2::text[]) AND NOT deleted`,
+      WHERE table_name = $1 AND path_locator = ANY($2::text[]) AND NOT deleted AND acked`,
     values: [table, [...pathLocators]],
   };
 }
 
+const MIN_TICKS = '(-9223372036854775808)::bigint';
+
 /**
- * Batch upsert of published versions with unnest arrays, one statement for the whole batch. A key's version only
- * moves forward: a newer ModifiedOn replaces it; the same ModifiedOn replaces it only when something else differs
- * (content re-published, or a row published again after its delete); an older one never does.
- * The rows must have distinct keys (see `latestPerKey`).
+ * Batch upsert of acknowledged versions with unnest arrays, one statement for the whole batch. A key's registered
+ * version only moves forward in the contract's order (ModifiedOn, NULL first, then observation); a pending entry
+ * (first version in flight) or a deleted one is always replaced. The rows must have distinct keys (`latestPerKey`).
  */
 function upsertPublished(schema: string, table: string, runId: string, rows: readonly PublishedRow[]): Query {
   return {
     text: `INSERT INTO ${t(schema, 'published')} AS p
-        (table_name, key, modified_on_ticks, content_sha256, path_locator, chunk_count, deleted, run_id)
-      SELECT $1, r.key, r.modified_on_ticks, r.content_sha256, r.path_locator, r.chunk_count, false, $2
-      FROM unnest($3::text[], $4::bigint[], $5::bytea[], $6::text[], $7::int[])
-        AS r(key, modified_on_ticks, content_sha256, path_locator, chunk_count)
+        (table_name, key, modified_on_ticks, observed_ticks, content_sha256, row_digest, path_locator, chunk_count, deleted, acked,
+         max_sent_modified_on_ticks, run_id)
+      SELECT $1, r.key, r.modified_on_ticks, r.observed_ticks, r.content_sha256, r.row_digest, r.path_locator, r.chunk_count, false, true,
+        r.modified_on_ticks, $2
+      FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::text[], $9::int[])
+        AS r(key, modified_on_ticks, observed_ticks, content_sha256, row_digest, path_locator, chunk_count)
       ON CONFLICT (table_name, key) DO UPDATE SET modified_on_ticks = EXCLUDED.modified_on_ticks,
-        content_sha256 = EXCLUDED.content_sha256, path_locator = EXCLUDED.path_locator, chunk_count = EXCLUDED.chunk_count,
-        deleted = false, run_id = EXCLUDED.run_id, published_at = clock_timestamp()
-      WHERE p.modified_on_ticks < EXCLUDED.modified_on_ticks
-        OR (p.modified_on_ticks = EXCLUDED.modified_on_ticks
-          AND (p.deleted, p.content_sha256, p.path_locator, p.chunk_count)
-            IS DISTINCT FROM (false, EXCLUDED.content_sha256, EXCLUDED.path_locator, EXCLUDED.chunk_count))`,
+        observed_ticks = EXCLUDED.observed_ticks, content_sha256 = EXCLUDED.content_sha256, row_digest = EXCLUDED.row_digest,
+        path_locator = EXCLUDED.path_locator, chunk_count = EXCLUDED.chunk_count, deleted = false, acked = true,
+        max_sent_modified_on_ticks = GREATEST(p.max_sent_modified_on_ticks, EXCLUDED.modified_on_ticks),
+        run_id = EXCLUDED.run_id, published_at = clock_timestamp()
+      WHERE NOT p.acked OR p.deleted
+        OR (coalesce(p.modified_on_ticks, ${MIN_TICKS}), coalesce(p.observed_ticks, p.modified_on_ticks, ${MIN_TICKS}))
+           < (coalesce(EXCLUDED.modified_on_ticks, ${MIN_TICKS}), EXCLUDED.observed_ticks)`,
     values: [
       table, runId,
-      rows.map((r) => r.key), rows.map((r) => ticks(r.modifiedOn)), rows.map((r) => r.contentSha256),
-      rows.map((r) => r.pathLocator), rows.map((r) => r.chunkCount),
+      rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => ticks(r.observed)),
+      rows.map((r) => r.contentSha256), rows.map((r) => r.digest), rows.map((r) => r.pathLocator), rows.map((r) => r.chunkCount),
     ],
+  };
+}
+
+/**
+ * Registers keys before they are sent: a new key (or one deleted before) becomes a pending entry the delete sweep
+ * walks; every key's greatest sent ModifiedOn is raised. Versions already acknowledged are kept as they are.
+ */
+function registerPending(schema: string, table: string, runId: string, rows: readonly PendingRow[]): Query {
+  return {
+    text: `INSERT INTO ${t(schema, 'published')} AS p
+        (table_name, key, modified_on_ticks, path_locator, deleted, acked, max_sent_modified_on_ticks, run_id)
+      SELECT $1, r.key, r.modified_on_ticks, r.path_locator, false, false, r.modified_on_ticks, $2
+      FROM unnest($3::text[], $4::bigint[], $5::text[]) AS r(key, modified_on_ticks, path_locator)
+      ON CONFLICT (table_name, key) DO UPDATE SET
+        max_sent_modified_on_ticks = GREATEST(p.max_sent_modified_on_ticks, EXCLUDED.max_sent_modified_on_ticks),
+        acked = p.acked AND NOT p.deleted, deleted = false`,
+    values: [table, runId, rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => r.pathLocator)],
   };
 }
 
@@ -463,7 +507,7 @@ function selectRegisteredKeysAfter(schema: string, table: string, afterKey: stri
 }
 
 /** The sweeps that walk a table key range by range across runs, each with its own cursor. */
-export type Sweep = 'deletes' | 'late-arrivals';
+export type Sweep = 'deletes' | 'late-arrivals' | 'nulls';
 
 function selectSweepCursor(schema: string, table: string, sweep: Sweep): Query {
   return { text: `SELECT last_key FROM ${t(schema, 'sweep_cursors')} WHERE table_name = $1 AND sweep = $2`, values: [table, sweep] };
@@ -479,21 +523,52 @@ function upsertSweepCursor(schema: string, table: string, key: string | null, sw
 
 /**
  * Marks registered keys deleted and logs each deletion, in one statement (so one transaction). A key is marked
- * only when it is not deleted yet and its registered version is not newer than the deleted one (it was not
- * re-published meanwhile), so repeating the call logs nothing twice.
+ * only when it is not deleted yet and was registered at or before the delete's observation (as a delete covers
+ * versions, src/events/version.ts), so repeating the call logs nothing twice. The greatest sent ModifiedOn starts afresh: what comes back later is a new life of the key.
  */
 function markDeleted(schema: string, table: string, runId: string, rows: readonly DeletedKey[]): Query {
   return {
     text: `WITH d AS (
-        UPDATE ${t(schema, 'published')} p SET deleted = true, run_id = $2, published_at = clock_timestamp(),
-          modified_on_ticks = GREATEST(p.modified_on_ticks, r.modified_on_ticks)
-        FROM unnest($3::text[], $4::bigint[]) AS r(key, modified_on_ticks)
-        WHERE p.table_name = $1 AND p.key = r.key AND NOT p.deleted AND p.modified_on_ticks <= r.modified_on_ticks
-        RETURNING p.key, p.modified_on_ticks
+        UPDATE ${t(schema, 'published')} p SET deleted = true, acked = true, run_id = $2, published_at = clock_timestamp(),
+          observed_ticks = r.observed_ticks, max_sent_modified_on_ticks = NULL
+        FROM unnest($3::text[], $4::bigint[], $5::bigint[]) AS r(key, modified_on_ticks, observed_ticks)
+        WHERE p.table_name = $1 AND p.key = r.key AND NOT p.deleted
+          AND coalesce(p.observed_ticks, p.modified_on_ticks, ${MIN_TICKS}) <= r.observed_ticks
+        RETURNING p.key, p.modified_on_ticks, r.observed_ticks
       )
-      INSERT INTO ${t(schema, 'deletion_log')} (table_name, key, modified_on_ticks, run_id)
-      SELECT $1, d.key, d.modified_on_ticks, $2 FROM d RETURNING key`,
-    values: [table, runId, rows.map((r) => r.key), rows.map((r) => ticks(r.modifiedOn))],
+      INSERT INTO ${t(schema, 'deletion_log')} (table_name, key, modified_on_ticks, observed_ticks, run_id)
+      SELECT $1, d.key, d.modified_on_ticks, d.observed_ticks, $2 FROM d RETURNING key`,
+    values: [table, runId, rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => ticks(r.observed))],
+  };
+}
+
+/** The in-scope rows with a NULL ModifiedOn that a run counted, on its run_tables row. */
+function setNullModifiedOn(schema: string, runId: string, table: string, scope: string, count: number): Query {
+  return {
+    text: `UPDATE ${t(schema, 'run_tables')} SET rows_null_modified_on = $4 WHERE run_id = $1 AND table_name = $2 AND scope = $3 RETURNING run_id`,
+    values: [runId, table, scope, count],
+  };
+}
+
+/**
+ * Observations of a table are serialised on its row here: the first statement of an observation locks it (creating
+ * it when missing) for the rest of the control-store transaction, during which the source is read.
+ */
+function lockObservations(schema: string, table: string): Query {
+  return {
+    text: `INSERT INTO ${t(schema, 'observations')} AS o (table_name) VALUES ($1)
+      ON CONFLICT (table_name) DO UPDATE SET table_name = EXCLUDED.table_name RETURNING last_observed_ticks`,
+    values: [table],
+  };
+}
+
+/** The next observation stamp: the clock in ticks, or one more than the last stamp when the clock is behind it. */
+function nextObservation(schema: string, table: string): Query {
+  return {
+    text: `UPDATE ${t(schema, 'observations')} SET updated_at = clock_timestamp(),
+        last_observed_ticks = GREATEST((extract(epoch from clock_timestamp()) * 10000000)::bigint, last_observed_ticks + 1)
+      WHERE table_name = $1 RETURNING last_observed_ticks::text AS observed`,
+    values: [table],
   };
 }
 
@@ -530,16 +605,16 @@ export const controlSql = {
   insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable,
   selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease,
   releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators,
-  upsertPublished, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, insertRowFailure,
-  selectRowFailures, selectStatus,
+  upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
+  setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus,
 } as const;
 
-/** Keeps the latest version of each key (the later row on equal ModifiedOn), in first-seen key order. Pure. */
-export function latestPerKey<R extends { readonly key: string; readonly modifiedOn: Ticks }>(rows: readonly R[]): R[] {
+/** Keeps the latest observed row of each key (the later row on equal observations), in first-seen key order. Pure. */
+export function latestPerKey<R extends { readonly key: string; readonly observed: Ticks }>(rows: readonly R[]): R[] {
   const latest = new Map<string, R>();
   for (const row of rows) {
     const seen = latest.get(row.key);
-    if (!seen || row.modifiedOn >= seen.modifiedOn) latest.set(row.key, row);
+    if (!seen || row.observed >= seen.observed) latest.set(row.key, row);
   }
   return [...latest.values()];
 }
@@ -577,6 +652,7 @@ function toRunTable(r: Row): RunTableRecord {
     endClampedBy: (r.end_clamped_by ?? null) as EndClamp | null, oldestTxVisible: boolOrNull(r.oldest_tx_visible),
     status: r.status as TableStatus, rowsPublished: num(r.rows_published), bytesPublished: num(r.bytes_published),
     rowsSkippedUnchanged: num(r.rows_skipped_unchanged), rowsFailed: num(r.rows_failed), tombstones: num(r.tombstones),
+    rowsNullModifiedOn: numOrNull(r.rows_null_modified_on),
     startedAt: r.started_at as Date, finishedAt: dateOrNull(r.finished_at), error: strOrNull(r.error),
   };
 }
@@ -791,8 +867,10 @@ export class ControlStore {
     const { rows } = await this.exec(selectPublished(this.schema, table, keys), `looking up published versions of ${table}`);
     for (const r of rows) {
       found.set(str(r.key), {
-        modifiedOn: BigInt(r.modified_on_ticks as string), contentSha256: (r.content_sha256 ?? null) as Buffer | null,
+        modifiedOn: bigOrNull(r.modified_on_ticks), observed: bigOrNull(r.observed_ticks),
+        contentSha256: (r.content_sha256 ?? null) as Buffer | null, digest: (r.row_digest ?? null) as Buffer | null,
         pathLocator: strOrNull(r.path_locator), chunkCount: numOrNull(r.chunk_count), deleted: r.deleted === true,
+        acked: r.acked !== false, maxSentModifiedOn: bigOrNull(r.max_sent_modified_on_ticks),
       });
     }
     return found;
@@ -805,11 +883,36 @@ export class ControlStore {
     return new Set(rows.map((r) => str(r.path_locator)));
   }
 
-  /** Registers published versions (one statement); a key's version never moves backwards. Returns rows written. */
+  /** Registers acknowledged versions (one statement); a key's version never moves backwards. Returns rows written. */
   async recordPublished(table: string, runId: string, rows: readonly PublishedRow[]): Promise<number> {
     if (rows.length === 0) return 0;
     const { rowCount } = await this.exec(upsertPublished(this.schema, table, runId, latestPerKey(rows)), `registering published rows of ${table}`);
     return rowCount ?? 0;
+  }
+
+  /** Registers keys about to be sent (see PendingRow), before the send. */
+  async registerPending(table: string, runId: string, rows: readonly PendingRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    const unique = [...new Map(rows.map((r) => [r.key, r])).values()];
+    await this.exec(registerPending(this.schema, table, runId, unique), `registering keys of ${table} before their send`);
+  }
+
+  /**
+   * One observation of a table's source (see contract.ts): `read` runs while this table's observation row is
+   * locked, so observations of a table never overlap, and the stamp taken after it is greater than every earlier
+   * one. Call it once per attempt (inside a retry, never around one): the lock is held for the whole read.
+   */
+  async observe<T>(table: string, read: () => Promise<T>): Promise<{ value: T; observed: Ticks }> {
+    return this.transaction('BEGIN', `observing the source of ${table}`, async (client) => {
+      await this.exec(lockObservations(this.schema, table), `locking the observations of ${table}`, client);
+      const value = await read();
+      const { rows } = await this.exec(nextObservation(this.schema, table), `stamping an observation of ${table}`, client);
+      return { value, observed: BigInt(rows[0]!.observed as string) };
+    });
+  }
+
+  async recordNullModifiedOn(runId: string, table: string, scope: string, count: number): Promise<void> {
+    await this.exec(setNullModifiedOn(this.schema, runId, table, scope, count), `recording NULL ModifiedOn rows of ${table}`);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { SchemaRegistry, SchemaType } from '@kafkajs/confluent-schema-registry';
+import type avro from 'avsc';
 import { HighwaterError, coerceError } from '../errors.js';
-import { SCHEMA_NAMES, avroTypeOptions, loadSchemas, schemaOf, type SchemaName } from './schemas.js';
+import { SCHEMA_NAMES, avroTypeOptions, historicSchemas, loadSchemas, schemaOf, type SchemaName } from './schemas.js';
 
 /**
  * Event value encodings. Both carry Avro binary bodies; they differ in how a reader finds the writer's schema:
@@ -37,12 +38,15 @@ export function decodeSingleObject(buf: Buffer): Decoded {
   for (const s of loadSchemas().values()) {
     if (s.fingerprint.equals(fingerprint)) return { schema: s.name, record: decodeBody(s.name, buf.subarray(10)) };
   }
+  for (const h of historicSchemas()) {
+    if (h.fingerprint.equals(fingerprint)) return { schema: h.name, record: decodeBody(h.name, buf.subarray(10), h.resolver) };
+  }
   throw new HighwaterError('DECODE_FAILED', `unknown schema fingerprint ${fingerprint.toString('hex')}`);
 }
 
-function decodeBody(schema: SchemaName, body: Buffer): unknown {
+function decodeBody(schema: SchemaName, body: Buffer, resolver?: avro.Resolver): unknown {
   try {
-    return schemaOf(schema).type.fromBuffer(body);
+    return schemaOf(schema).type.fromBuffer(body, resolver);
   } catch (err) {
     throw new HighwaterError('DECODE_FAILED', `value does not match schema ${schema}: ${coerceError(err).message}`, { cause: err });
   }

@@ -1,4 +1,5 @@
 import type { BlobChange, BlobChunk, ContentRef, FileAttributes, WatermarkMarker } from '../contract.js';
+import { HighwaterError } from '../errors.js';
 import { isoFromTicks } from '../time/ticks.js';
 
 /** Pure conversions between the TypeScript event types and the Avro records of schema/avro. */
@@ -25,14 +26,16 @@ export interface AvroBlobChange {
   is_directory: boolean;
   size: Nullable<bigint>;
   attributes: AvroAttributes;
-  modified_on_ticks: bigint;
-  modified_on: string;
+  modified_on_ticks: Nullable<bigint>;
+  modified_on: Nullable<string>;
   business_unit: Nullable<string>;
   content: null | Buffer | { chunk_count: number; chunk_size: number; total_size: bigint };
   content_sha256: Nullable<Buffer>;
   run_id: string;
   window_start_ticks: bigint;
   window_end_ticks: bigint;
+  /** Absent (null) in contract v1 events: their observation is their ModifiedOn. */
+  observed_ticks: Nullable<bigint>;
 }
 
 export function changeToAvro(c: BlobChange): AvroBlobChange {
@@ -47,13 +50,14 @@ export function changeToAvro(c: BlobChange): AvroBlobChange {
     size: c.size === null ? null : BigInt(c.size),
     attributes: attributesToAvro(c.attributes),
     modified_on_ticks: c.modifiedOn,
-    modified_on: isoFromTicks(c.modifiedOn),
+    modified_on: c.modifiedOn === null ? null : isoFromTicks(c.modifiedOn),
     business_unit: c.businessUnit,
     content: contentToAvro(c.content),
     content_sha256: c.contentSha256,
     run_id: c.runId,
     window_start_ticks: c.window.start,
     window_end_ticks: c.window.end,
+    observed_ticks: c.observed,
   };
 }
 
@@ -69,12 +73,20 @@ export function changeFromAvro(a: AvroBlobChange): BlobChange {
     size: a.size === null ? null : Number(a.size),
     attributes: attributesFromAvro(a.attributes),
     modifiedOn: a.modified_on_ticks,
+    observed: observedOf(a),
     businessUnit: a.business_unit,
     content: contentFromAvro(a.content),
     contentSha256: a.content_sha256,
     runId: a.run_id,
     window: { start: a.window_start_ticks, end: a.window_end_ticks },
   };
+}
+
+/** A v1 event has no observation stamp: its ModifiedOn stands in for it (the order v1 consumers applied). */
+function observedOf(a: AvroBlobChange): bigint {
+  const observed = a.observed_ticks ?? a.modified_on_ticks;
+  if (observed === null) throw new HighwaterError('DECODE_FAILED', 'change event has neither observed_ticks nor modified_on_ticks');
+  return observed;
 }
 
 function contentToAvro(c: ContentRef): AvroBlobChange['content'] {

@@ -42,8 +42,8 @@ export async function changeRecord(codec: EventCodec, change: BlobChange): Promi
     value: await codec.encode('BlobChange', changeToAvro(change)),
     headers: {
       ...baseHeaders('change', change.table, change.tenant, codec),
-      [HEADERS.modifiedOn]: isoFromTicks(change.modifiedOn),
-      [HEADERS.modifiedOnTicks]: change.modifiedOn.toString(),
+      ...modifiedOnHeaders(change.modifiedOn),
+      [HEADERS.observedTicks]: change.observed.toString(),
       [HEADERS.runId]: change.runId,
     },
   };
@@ -75,6 +75,12 @@ export async function markerRecord(codec: EventCodec, marker: WatermarkMarker): 
   };
 }
 
+/** ModifiedOn headers, left out when the source row has no ModifiedOn. */
+function modifiedOnHeaders(modifiedOn: bigint | null): Record<string, string> {
+  if (modifiedOn === null) return {};
+  return { [HEADERS.modifiedOn]: isoFromTicks(modifiedOn), [HEADERS.modifiedOnTicks]: modifiedOn.toString() };
+}
+
 export function tombstoneRecord(deletion: Deletion): OutRecord {
   return {
     key: deletion.key,
@@ -83,8 +89,8 @@ export function tombstoneRecord(deletion: Deletion): OutRecord {
       [HEADERS.kind]: 'delete',
       [HEADERS.table]: deletion.table,
       [HEADERS.tenant]: deletion.tenant,
-      [HEADERS.modifiedOn]: isoFromTicks(deletion.modifiedOn),
-      [HEADERS.modifiedOnTicks]: deletion.modifiedOn.toString(),
+      ...modifiedOnHeaders(deletion.modifiedOn),
+      [HEADERS.observedTicks]: deletion.observed.toString(),
       [HEADERS.runId]: deletion.runId,
     },
   };
@@ -112,15 +118,29 @@ export async function decodeRecord(codec: EventCodec, rec: InRecord): Promise<To
   }
 }
 
+const TICKS_TEXT = /^-?\d{1,19}$/;
+
+/**
+ * A tombstone's version is in its headers: `hw-observed-ticks` (contract v2) or, in a v1 tombstone, only
+ * `hw-modified-on-ticks`, which then stands for the observation too.
+ */
 function decodeNullValue(rec: InRecord, keyText: string): TopicEvent | { type: 'chunk-tombstone' } {
   if (keyText.startsWith(CHUNK_KEY_PREFIX) || keyText.startsWith(MARKER_KEY_PREFIX)) return { type: 'chunk-tombstone' };
-  const ticks = rec.headers[HEADERS.modifiedOnTicks];
+  const modifiedOn = ticksHeader(rec, HEADERS.modifiedOnTicks);
+  const observed = ticksHeader(rec, HEADERS.observedTicks) ?? modifiedOn;
   const table = rec.headers[HEADERS.table];
-  if (!keyText || !ticks || !table || !/^\d+$/.test(ticks)) {
-    throw new HighwaterError('DECODE_FAILED', `tombstone without ${HEADERS.table}/${HEADERS.modifiedOnTicks} headers (key ${JSON.stringify(keyText)})`);
+  if (!keyText || !table || observed === null) {
+    throw new HighwaterError('DECODE_FAILED', `tombstone without ${HEADERS.table} and ${HEADERS.observedTicks} (or ${HEADERS.modifiedOnTicks}) headers (key ${JSON.stringify(keyText)})`);
   }
   return {
     type: 'delete',
-    deletion: { table, tenant: rec.headers[HEADERS.tenant] ?? '', key: keyText, modifiedOn: BigInt(ticks), runId: rec.headers[HEADERS.runId] ?? '' },
+    deletion: { table, tenant: rec.headers[HEADERS.tenant] ?? '', key: keyText, modifiedOn, observed, runId: rec.headers[HEADERS.runId] ?? '' },
   };
+}
+
+function ticksHeader(rec: InRecord, name: string): bigint | null {
+  const text = rec.headers[name];
+  if (text === undefined) return null;
+  if (!TICKS_TEXT.test(text)) throw new HighwaterError('DECODE_FAILED', `header ${name} is not a tick count: ${JSON.stringify(text.slice(0, 40))}`);
+  return BigInt(text);
 }

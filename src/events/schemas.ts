@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import avro from 'avsc';
 
@@ -36,7 +36,18 @@ export interface LoadedSchema {
   readonly fingerprint: Buffer;
 }
 
+/** A schema a producer used before the current one: decoded by resolving it against the current schema. */
+export interface HistoricSchema {
+  readonly name: SchemaName;
+  readonly file: string;
+  readonly type: avro.Type;
+  readonly fingerprint: Buffer;
+  /** Reads a body written with this schema as a record of the current schema. */
+  readonly resolver: avro.Resolver;
+}
+
 let cache: ReadonlyMap<SchemaName, LoadedSchema> | undefined;
+let history: readonly HistoricSchema[] | undefined;
 
 export function schemaDirectory(): string {
   return fileURLToPath(new URL('../../schema/avro/', import.meta.url));
@@ -53,10 +64,31 @@ export function schemaOf(name: SchemaName): LoadedSchema {
 }
 
 function loadSchema(name: SchemaName): LoadedSchema {
-  const json = JSON.parse(readFileSync(`${schemaDirectory()}${name}.avsc`, 'utf8')) as avro.Schema;
+  return parseSchema(name, `${schemaDirectory()}${name}.avsc`);
+}
+
+function parseSchema(name: SchemaName, path: string): LoadedSchema {
+  const json = JSON.parse(readFileSync(path, 'utf8')) as avro.Schema;
   const type = avro.Type.forSchema(json, avroTypeOptions());
   const canonical = JSON.stringify(avro.Type.forSchema(json).schema());
   return { name, json, type, fingerprint: rabinFingerprint(canonical) };
+}
+
+/**
+ * Earlier versions of the schemas (schema/avro/history/<Name>.v<N>.avsc), so records written by an older producer
+ * (a topic replayed for a rebuild) still decode: their body is read with the old schema and resolved into the
+ * current one (new fields take their defaults).
+ */
+export function historicSchemas(): readonly HistoricSchema[] {
+  history ??= readdirSync(`${schemaDirectory()}history/`)
+    .map((file) => ({ file, match: /^([A-Za-z]+)\.v\d+\.avsc$/.exec(file) }))
+    .filter((f): f is { file: string; match: RegExpExecArray } => f.match !== null && (SCHEMA_NAMES as readonly string[]).includes(f.match[1]!))
+    .map(({ file, match }) => {
+      const name = match[1] as SchemaName;
+      const old = parseSchema(name, `${schemaDirectory()}history/${file}`);
+      return { name, file, type: old.type, fingerprint: old.fingerprint, resolver: schemaOf(name).type.createResolver(old.type) };
+    });
+  return history;
 }
 
 // CRC-64-AVRO (Rabin) as defined by the Avro specification, for single-object encoding.

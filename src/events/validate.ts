@@ -13,7 +13,8 @@ const sha256 = z.instanceof(Buffer).refine((b) => b.length === 32, 'must be 32 b
 export const blobChangeValidator = z.object({
   table: z.string().min(1),
   key: z.string().min(1).refine((k) => !k.startsWith('\u0000'), 'must not start with NUL'),
-  modifiedOn: ticks,
+  modifiedOn: ticks.nullable(),
+  observed: ticks,
   size: z.number().int().min(0).nullable(),
   contentSha256: sha256.nullable(),
   window: z.object({ start: ticks, end: ticks }),

@@ -11,6 +11,11 @@ import { withKafkaErrors } from './client.js';
 export interface PartitionBatch {
   readonly topic: string;
   readonly partition: number;
+  /**
+   * The offset this batch was fetched from: the consumer's position. Records start at or after it; a gap between
+   * the two is offsets that no longer exist (compaction, transaction markers), never records skipped.
+   */
+  readonly fetchedOffset: bigint;
   readonly records: readonly InRecord[];
   /** False once the partition was revoked from this member: the batch must not be committed. */
   isCurrent(): boolean;
@@ -112,6 +117,8 @@ export class ManualConsumer {
     return {
       topic: batch.topic,
       partition: batch.partition,
+      // kafkajs keeps the requested offset on its Batch (not in its typings).
+      fetchedOffset: BigInt((batch as unknown as { fetchedOffset: string }).fetchedOffset),
       records: batch.messages.map((m) => ({
         topic: batch.topic,
         partition: batch.partition,

@@ -1,4 +1,4 @@
-import type { SourceRow, Ticks } from '../contract.js';
+import type { SourceRow, Ticks, Window } from '../contract.js';
 import { tenantOf, topicFor } from '../config/load.js';
 import type { Config, TableConfig } from '../config/schema.js';
 import type { ControlStore, PublishedEntry } from '../control/store.js';
@@ -12,6 +12,7 @@ import type { Logger } from '../logger.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
 import type { SourceConnector } from '../source/connector.js';
 import { scopeOf } from './poller.js';
+import type { ObservedRow } from './build.js';
 import { RowPublisher, type PublishOutcome, type PublishedRow } from './publish-rows.js';
 import { hierarchyDepth } from './window.js';
 
@@ -161,34 +162,39 @@ export class BackfillService {
     }
   }
 
-  /** The requested rows (by path locator and by key), without excluded keys, parents before children. */
-  private async readRows(table: TableConfig, request: BackfillRequest): Promise<SourceRow[]> {
+  /**
+   * The requested rows (by path locator and by key), without excluded keys (compared case-insensitively, as the
+   * poller does), parents before children. Each read is an observation, serialised with the poller's.
+   */
+  private async readRows(table: TableConfig, request: BackfillRequest): Promise<ObservedRow[]> {
     const source = await this.deps.sourceFor(table);
-    const byPath = request.parentPathLocator === null ? [] : await this.transient('reading the parent from the source', () => source.readByPathLocators([request.parentPathLocator!]));
-    const byKey = request.keys.length === 0 ? [] : await this.transient('reading rows by key from the source', () => source.readByKeys(request.keys));
-    const excluded = new Set([...this.deps.config.excludedKeys, ...table.excludedKeys]);
-    const unique = new Map<string, SourceRow>();
-    for (const row of [...byPath, ...byKey]) if (!excluded.has(row.key)) unique.set(row.key, row);
-    return [...unique.values()].sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
+    const observe = (read: () => Promise<SourceRow[]>) => this.deps.store.observe(table.name, read);
+    const byPath = request.parentPathLocator === null ? [] : observed(await this.transient('reading the parent from the source', () => observe(() => source.readByPathLocators([request.parentPathLocator!]))));
+    const byKey = request.keys.length === 0 ? [] : observed(await this.transient('reading rows by key from the source', () => observe(() => source.readByKeys(request.keys))));
+    const excluded = new Set([...this.deps.config.excludedKeys, ...table.excludedKeys].map((k) => k.toLowerCase()));
+    const unique = new Map<string, ObservedRow>();
+    for (const r of [...byPath, ...byKey]) if (!excluded.has(r.row.key.toLowerCase())) unique.set(r.row.key, r);
+    return [...unique.values()].sort((a, b) => hierarchyDepth(a.row.pathLocator) - hierarchyDepth(b.row.pathLocator));
   }
 
   /** Publishes the rows, registers them, and records the run's table and its one `backfill` batch. */
-  private async publish(table: TableConfig, runId: string, rows: readonly SourceRow[]): Promise<PublishOutcome> {
+  private async publish(table: TableConfig, runId: string, rows: readonly ObservedRow[]): Promise<PublishOutcome> {
     const startedAt = new Date();
     const t = await this.targetOf(table);
-    const window = { start: minTicks(rows), end: maxTicks(rows) };
+    const window = spanOf(rows);
     await this.transient('recording the back-fill table', () => this.deps.store.startTable(runId, { table: table.name, scope: t.scope, tenant: t.tenant, window, endClampedBy: null, oldestTxVisible: null }));
-    const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, rows.map((r) => r.key)));
+    const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, rows.map((r) => r.row.key)));
+    await this.transient('registering keys before the send', () => this.deps.store.registerPending(table.name, runId, rows.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator }))));
     const outcome: PublishOutcome = { published: [], failed: [] };
     for (const row of rows) {
-      const ctx = { table: table.name, tenant: t.tenant, runId: `backfill-${runId}`, window: { start: row.modifiedOn, end: row.modifiedOn } };
+      const ctx = { table: table.name, tenant: t.tenant, runId: `backfill-${runId}`, window: spanOf([row]) };
       const one = await this.transient('publishing a back-filled row', () => t.rows.publish({ topic: t.topic, rows: [row], ctx }));
       outcome.published.push(...one.published);
       outcome.failed.push(...one.failed);
     }
     await this.transient('registering back-filled rows', () => this.deps.store.recordPublished(table.name, runId, outcome.published));
     await this.retireSupersededChunks(t, outcome.published, registered);
-    await this.record(table.name, t.scope, runId, rows.at(-1)!, outcome, startedAt);
+    await this.record(table.name, t.scope, runId, rows.at(-1)!.row, outcome, startedAt);
     return outcome;
   }
 
@@ -213,7 +219,7 @@ export class BackfillService {
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(runId, table, f.key, f.modifiedOn, f.reason);
     await this.transient('recording the back-fill batch', () => this.deps.store.recordBatch({
       runId, table, scope, step: 'backfill', batchNo: 1, rows: outcome.published.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0),
-      skipped: 0, failed: outcome.failed.length, lastPosition: { modifiedOn: last.modifiedOn, key: last.key }, startedAt, status: 'completed',
+      skipped: 0, failed: outcome.failed.length, lastPosition: last.modifiedOn === null ? null : { modifiedOn: last.modifiedOn, key: last.key }, startedAt, status: 'completed',
     }));
     const error = outcome.failed.length > 0 ? outcome.failed.map((f) => `${f.key}: ${f.reason}`).join('; ') : null;
     const status = error === null ? 'completed' : 'failed';
@@ -267,10 +273,15 @@ function describe(r: BackfillRequest): string {
   return parts.filter((p) => p !== null).join(' and ');
 }
 
-function minTicks(rows: readonly SourceRow[]): Ticks {
-  return rows.reduce((m, r) => (r.modifiedOn < m ? r.modifiedOn : m), rows[0]!.modifiedOn);
+function observed(read: { value: SourceRow[]; observed: Ticks }): ObservedRow[] {
+  return read.value.map((row) => ({ row, observed: read.observed }));
 }
 
-function maxTicks(rows: readonly SourceRow[]): Ticks {
-  return rows.reduce((m, r) => (r.modifiedOn > m ? r.modifiedOn : m), rows[0]!.modifiedOn);
+/**
+ * The window a back-fill records: the span of its rows' ModifiedOn (the observation stands in for a NULL one).
+ * Informational only: a back-fill advances no high-watermark.
+ */
+function spanOf(rows: readonly ObservedRow[]): Window {
+  const times = rows.map((r) => r.row.modifiedOn ?? r.observed);
+  return { start: times.reduce((a, b) => (b < a ? b : a)), end: times.reduce((a, b) => (b > a ? b : a)) };
 }

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import type { BlobChange, ContentRef, SourceRow, Window } from '../contract.js';
+import type { BlobChange, ContentRef, SourceRow, Ticks, Window } from '../contract.js';
+import { compareModifiedOn } from '../events/version.js';
 
-/** Turns source rows into change events. Pure apart from hashing. */
+/** Turns source rows into change events, and decides what the registry already holds. Pure apart from hashing. */
 
 export interface EventContext {
   readonly table: string;
@@ -10,11 +11,18 @@ export interface EventContext {
   readonly window: Window;
 }
 
+/** A source row and the observation that read it. */
+export interface ObservedRow {
+  readonly row: SourceRow;
+  readonly observed: Ticks;
+}
+
 export function sha256(bytes: Buffer): Buffer {
   return createHash('sha256').update(bytes).digest();
 }
 
-export function changeFromRow(row: SourceRow, ctx: EventContext, content: ContentRef, contentSha256: Buffer | null): BlobChange {
+export function changeFromRow(observed: ObservedRow, ctx: EventContext, content: ContentRef, contentSha256: Buffer | null): BlobChange {
+  const row = observed.row;
   return {
     table: ctx.table,
     tenant: ctx.tenant,
@@ -26,6 +34,7 @@ export function changeFromRow(row: SourceRow, ctx: EventContext, content: Conten
     size: row.contentLength,
     attributes: row.attributes,
     modifiedOn: row.modifiedOn,
+    observed: observed.observed,
     businessUnit: row.businessUnit,
     content,
     contentSha256,
@@ -44,13 +53,54 @@ export function planContent(row: SourceRow, inlineLimit: number, maxBlobBytes: n
   return row.contentLength <= inlineLimit ? 'fetch-inline' : 'chunked';
 }
 
-/** Whether the registry already holds this exact version, so republishing it would only duplicate. */
-export function isUnchanged(
-  row: SourceRow,
-  rowSha256: Buffer | null,
-  published: { modifiedOn: bigint; contentSha256: Buffer | null; deleted: boolean } | undefined,
-): boolean {
-  if (!published || published.deleted || published.modifiedOn !== row.modifiedOn) return false;
-  if (rowSha256 === null || published.contentSha256 === null) return true;
-  return rowSha256.equals(published.contentSha256);
+/**
+ * SHA-256 of everything a target stores of a row except its version: content (by its hash), name, place in the
+ * tree, directory flag, size, business unit and file attributes. Two observations with the same ModifiedOn and the
+ * same digest are the same state; any other difference — a rename, a move, new content — is a change to publish,
+ * even when ModifiedOn did not move.
+ */
+export function rowDigest(row: SourceRow, contentSha256: Buffer | null): Buffer {
+  const a = row.attributes;
+  const canonical = JSON.stringify([
+    row.name, row.pathLocator, row.parentPathLocator, row.isDirectory, row.contentLength,
+    contentSha256?.toString('hex') ?? null, row.businessUnit,
+    [a.creationTime, a.lastWriteTime, a.lastAccessTime].map((t) => t?.toString() ?? null),
+    [a.isReadonly, a.isHidden, a.isSystem, a.isArchive].map((f) => f ?? null),
+  ]);
+  return sha256(Buffer.from(canonical, 'utf8'));
+}
+
+/** The content hash of a row when it can be known without reading its content again: inline content only. */
+export function inlineContentSha256(row: SourceRow): Buffer | null | undefined {
+  if (row.contentLength === null) return null;
+  return row.content === null ? undefined : sha256(row.content);
+}
+
+/** What the registry holds for a key, as far as skipping and ordering need it. */
+export interface Registered {
+  readonly modifiedOn: Ticks | null;
+  readonly digest: Buffer | null;
+  readonly deleted: boolean;
+  readonly acked: boolean;
+  readonly maxSentModifiedOn: Ticks | null;
+}
+
+/**
+ * Whether the registry already holds this exact state, acknowledged, so republishing it would only duplicate.
+ * `digest` is undefined when the content's hash is unknown: then the state is never taken as unchanged.
+ */
+export function isUnchanged(row: SourceRow, digest: Buffer | undefined, registered: Registered | undefined): boolean {
+  if (!registered || registered.deleted || !registered.acked || digest === undefined || registered.digest === null) return false;
+  return compareModifiedOn(row.modifiedOn, registered.modifiedOn) === 0 && digest.equals(registered.digest);
+}
+
+/**
+ * Whether the row's ModifiedOn is older than one already sent for its key since the key's last delete (a restore
+ * from backup, a ModifiedOn set back or to NULL): targets would keep the newer version, so the poller deletes the
+ * key first (a tombstone) and then publishes the row as a new life of the key.
+ */
+export function movedBackwards(row: SourceRow, registered: Registered | undefined): boolean {
+  if (!registered || registered.deleted) return false;
+  const sent = registered.maxSentModifiedOn ?? registered.modifiedOn;
+  return sent !== null && compareModifiedOn(row.modifiedOn, sent) < 0;
 }

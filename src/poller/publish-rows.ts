@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { BlobChange, SourceRow } from '../contract.js';
+import type { BlobChange, SourceRow, Ticks } from '../contract.js';
 import type { EventCodec } from '../events/codec.js';
 import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../events/records.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { SourceConnector } from '../source/connector.js';
-import { changeFromRow, planContent, sha256, type EventContext } from './build.js';
+import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
 
 /**
  * Publishes the rows of one page: large contents first as chunks (in their row's partition, so the chunks precede
@@ -14,7 +14,7 @@ import { changeFromRow, planContent, sha256, type EventContext } from './build.j
 
 export interface RowsToPublish {
   readonly topic: string;
-  readonly rows: readonly SourceRow[];
+  readonly rows: readonly ObservedRow[];
   readonly ctx: EventContext;
 }
 
@@ -25,7 +25,10 @@ export interface PublishSettings {
 
 export interface PublishedRow {
   readonly key: string;
-  readonly modifiedOn: bigint;
+  readonly modifiedOn: Ticks | null;
+  readonly observed: Ticks;
+  /** rowDigest of the published state: what the registry compares the next observation with. */
+  readonly digest: Buffer;
   readonly contentSha256: Buffer | null;
   readonly pathLocator: string | null;
   readonly chunkCount: number | null;
@@ -34,7 +37,7 @@ export interface PublishedRow {
 
 export interface RowFailure {
   readonly key: string;
-  readonly modifiedOn: bigint;
+  readonly modifiedOn: Ticks | null;
   readonly reason: string;
 }
 
@@ -75,29 +78,34 @@ export class RowPublisher {
     await this.publisher.send(topic, records);
   }
 
-  private async prepare(topic: string, row: SourceRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+  private async prepare(topic: string, observed: ObservedRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+    const row = observed.row;
     const plan = planContent(row, this.settings.inlineLimit, this.settings.maxBlobBytes);
     switch (plan) {
       case 'none':
-        return this.ready(row, ctx, { kind: 'none' }, null, null);
+        return this.ready(observed, ctx, { kind: 'none' }, null, null);
       case 'inline':
-        return this.ready(row, ctx, { kind: 'inline', bytes: row.content! }, sha256(row.content!), null);
+        return this.ready(observed, ctx, { kind: 'inline', bytes: row.content! }, sha256(row.content!), null);
       case 'fetch-inline': {
         const bytes = await this.source.readContentSlice(row.key, 0, row.contentLength!);
         if (bytes === null || bytes.length !== row.contentLength) return vanished(row);
-        return this.ready(row, ctx, { kind: 'inline', bytes }, sha256(bytes), null);
+        return this.ready(observed, ctx, { kind: 'inline', bytes }, sha256(bytes), null);
       }
       case 'chunked':
-        return this.publishChunks(topic, row, ctx);
+        return this.publishChunks(topic, observed, ctx);
       case 'too-large':
         return { key: row.key, modifiedOn: row.modifiedOn, reason: `content of ${row.contentLength} bytes exceeds poll.maxBlobBytes (${this.settings.maxBlobBytes})` };
     }
   }
 
-  private ready(row: SourceRow, ctx: EventContext, content: BlobChange['content'], hash: Buffer | null, chunkCount: number | null) {
-    const change = changeFromRow(row, ctx, content, hash);
+  private ready(observed: ObservedRow, ctx: EventContext, content: BlobChange['content'], hash: Buffer | null, chunkCount: number | null): { change: BlobChange; row: PublishedRow } {
+    const row = observed.row;
+    const change = changeFromRow(observed, ctx, content, hash);
     const bytes = content.kind === 'inline' ? content.bytes.length : (row.contentLength ?? 0);
-    return { change, row: { key: row.key, modifiedOn: row.modifiedOn, contentSha256: hash, pathLocator: row.pathLocator, chunkCount, bytes } };
+    return {
+      change,
+      row: { key: row.key, modifiedOn: row.modifiedOn, observed: observed.observed, digest: rowDigest(row, hash), contentSha256: hash, pathLocator: row.pathLocator, chunkCount, bytes },
+    };
   }
 
   /**
@@ -105,7 +113,8 @@ export class RowPublisher {
    * the second sends the chunks. If the content changed in between, the row has a newer ModifiedOn and a later
    * window publishes it, so this version is reported as failed rather than published half-old, half-new.
    */
-  private async publishChunks(topic: string, row: SourceRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+  private async publishChunks(topic: string, observed: ObservedRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+    const row = observed.row;
     const size = row.contentLength!;
     const chunkSize = this.settings.inlineLimit;
     const count = Math.ceil(size / chunkSize);
@@ -123,7 +132,7 @@ export class RowPublisher {
     if (!second.digest().equals(first)) {
       return { key: row.key, modifiedOn: row.modifiedOn, reason: 'content changed while it was being read; the newer version is published by a later window' };
     }
-    return this.ready(row, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count);
+    return this.ready(observed, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count);
   }
 
   private async hashBySlices(key: string, size: number, sliceSize: number): Promise<Buffer | null> {

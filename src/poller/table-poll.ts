@@ -1,22 +1,26 @@
 import type { Position, SourceRow, Step, Ticks, Window } from '../contract.js';
-import type { ControlStore } from '../control/store.js';
+import type { ControlStore, PublishedEntry } from '../control/store.js';
 import type { EventCodec } from '../events/codec.js';
 import { markerRecord, tombstoneRecord } from '../events/records.js';
 import { HighwaterError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { ScopeFilter, SourceConnector } from '../source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { isUnchanged, sha256 } from './build.js';
+import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishSettings } from './publish-rows.js';
 import { hierarchyDepth, planWindow } from './window.js';
 
 /**
  * One table and scope inside a run: plan (or, on resume, reload) the window, run the steps page by page with a
- * checkpoint after every acknowledged batch, sweep for deletes, then advance the high-watermark and publish the
- * markers. The lease is renewed between batches; losing it stops the work before anything else is published.
+ * checkpoint after every acknowledged batch, replicate the rows with a NULL ModifiedOn, sweep for deletes and late
+ * arrivals, then advance the high-watermark and publish the markers. The lease is renewed between batches; losing
+ * it stops the work before anything else is published.
+ *
+ * Every read of source rows is an observation (ControlStore.observe): serialised per table with every other reader
+ * and stamped, so the events carry the order in which the source states were seen (src/events/version.ts).
  */
 
 export interface TableJob {
@@ -32,7 +36,7 @@ export interface TableJob {
   readonly baselineTicks: Ticks;
   readonly useOldestOpenTransaction: boolean;
   readonly deleteSweepKeys: number;
-  /** Source keys checked per poll by the late-arrival sweep (0 turns it off). */
+  /** Source keys checked per poll by the late-arrival sweep, and NULL-ModifiedOn rows read per poll (0 turns both off). */
   readonly lateSweepKeys: number;
   readonly leaseSeconds: number;
   readonly owner: string;
@@ -58,30 +62,42 @@ export interface TableOutcome {
   readonly tombstones: number;
   /** Rows found by the late-arrival sweep: committed later than the safety buffer covers, republished now. */
   readonly lateArrivals: number;
+  /** In-scope rows whose ModifiedOn is NULL (replicated by the `nulls` step, reported here). */
+  readonly nullModifiedOn: number;
   readonly highWater: Ticks;
 }
 
+/** Every step a checkpoint can name, in the order they run; a resumed run skips the steps before its checkpoint. */
+const STEP_ORDER = ['roots', 'missing-parents', 'children', 'nulls', 'deletes', 'late-arrivals'] as const;
+type PollStep = (typeof STEP_ORDER)[number];
 const PAGE_STEPS: readonly Step[] = ['roots', 'missing-parents', 'children'];
 const MAX_HIERARCHY_DEPTH = 64;
+
+interface PageOutcome {
+  readonly published: number;
+  readonly skipped: number;
+  readonly failed: number;
+  readonly bytes: number;
+}
 
 function parentsNotIn(rows: readonly SourceRow[], known: ReadonlySet<string | null>): string[] {
   return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known.has(p)))];
 }
 
-function isNewerThanRegistered(modifiedOn: Ticks, registered: { modifiedOn: Ticks } | undefined): boolean {
-  return registered === undefined || registered.modifiedOn < modifiedOn;
+function byDepth(rows: ObservedRow[]): ObservedRow[] {
+  return rows.sort((a, b) => hierarchyDepth(a.row.pathLocator) - hierarchyDepth(b.row.pathLocator));
 }
 
-function byDepth(rows: SourceRow[]): SourceRow[] {
-  return rows.sort((a, b) => hierarchyDepth(a.pathLocator) - hierarchyDepth(b.pathLocator));
+/** A registry entry the late-arrival sweep must act on: a key never acknowledged, deleted, or at another version. */
+function needsRepublish(modifiedOn: Ticks, registered: PublishedEntry | undefined): boolean {
+  return registered === undefined || registered.deleted || !registered.acked || registered.modifiedOn !== modifiedOn;
 }
-const STEP_ORDER: readonly string[] = [...PAGE_STEPS, 'deletes', 'late-arrivals'];
 
 export class TablePoll {
   private readonly rows: RowPublisher;
   private readonly log: Logger;
   private lastRenewal = Date.now();
-  private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0 };
+  private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
     this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
@@ -104,14 +120,16 @@ export class TablePoll {
     const window = await this.windowFor(resume, highWater);
     const checkpoint = resume ? await this.deps.store.lastCompletedBatch(this.job.runId, this.job.table, this.job.scope) : null;
     this.log.info({ windowStart: isoFromTicks(window.start), windowEnd: isoFromTicks(window.end), resumeFrom: checkpoint?.step }, 'window planned');
+    const done = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(step) < STEP_ORDER.indexOf(checkpoint.step as PollStep);
+    const completed = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step as PollStep) >= STEP_ORDER.indexOf(step);
     for (const step of PAGE_STEPS) {
-      if (checkpoint && STEP_ORDER.indexOf(step) < STEP_ORDER.indexOf(checkpoint.step)) continue;
+      if (done(step)) continue;
       const from = checkpoint?.step === step ? checkpoint : null;
       await this.runStep(step, window, from ? { batchNo: from.batchNo, position: from.lastPosition } : null);
     }
-    const sweptAlready = (sweep: string) => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step) >= STEP_ORDER.indexOf(sweep);
-    if (!sweptAlready('deletes')) await this.sweepDeletes();
-    if (!sweptAlready('late-arrivals')) await this.sweepLateArrivals(window);
+    if (!completed('nulls')) await this.replicateNullModifiedOn(window);
+    if (!completed('deletes')) await this.sweepDeletes();
+    if (!completed('late-arrivals')) await this.sweepLateArrivals(window);
     const advanced = await this.deps.store.advanceHighWater(this.job.table, this.job.scope, this.job.owner, window.end, this.job.runId);
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
@@ -137,6 +155,7 @@ export class TablePoll {
       oldestOpenTransaction: oldest.visible ? oldest.start : null,
     });
     if (!oldest.visible) this.log.info({ reason: oldest.reason }, 'open transactions not visible: the safety buffer alone protects late commits');
+    else if (oldest.caveat) this.log.warn({ caveat: oldest.caveat }, 'open transactions only partly visible');
     const window = planned.empty ? { start: planned.window.start, end: planned.window.start } : planned.window;
     const row = await this.deps.store.startTable(this.job.runId, {
       table: this.job.table, scope: this.job.scope, tenant: this.job.tenant, window, endClampedBy: planned.clampedBy, oldestTxVisible: oldest.visible,
@@ -152,32 +171,43 @@ export class TablePoll {
       this.throwIfStopping();
       const startedAt = new Date();
       const page = await this.readPage(step, window, position);
-      if (page.length === 0) return;
+      if (page.value.length === 0) return;
       batchNo++;
-      const outcome = await this.publishPage(step, page, window);
-      position = { modifiedOn: page.at(-1)!.modifiedOn, key: page.at(-1)!.key };
-      await this.deps.store.recordBatch({
-        runId: this.job.runId, table: this.job.table, scope: this.job.scope, step, batchNo,
-        rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, failed: outcome.failed, lastPosition: position, startedAt, status: 'completed',
-      });
+      const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page.observed })), window);
+      const last = page.value.at(-1)!;
+      // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
+      position = { modifiedOn: last.modifiedOn!, key: last.key };
+      await this.recordBatch(step, batchNo, outcome, position, startedAt);
       this.deps.observer.safe('batchPublished', { table: this.job.table, step, batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
       await this.renewLeaseIfDue();
-      if (page.length < this.job.batchSize) return;
+      if (page.value.length < this.job.batchSize) return;
     }
   }
 
-  private readPage(step: Step, window: Window, after: Position | null): Promise<SourceRow[]> {
-    const scope = { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
-    if (step === 'missing-parents') return this.source((s) => s.readMissingParentsPage({ ...scope, window, after, limit: this.job.batchSize }));
-    return this.source((s) => s.readPage({ ...scope, step, window, after, limit: this.job.batchSize }));
+  private get scopeFilter(): ScopeFilter {
+    return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  /** Skips versions the registry already holds, publishes the rest (parents first), records them in the registry. */
-  private async publishPage(step: Step | 'late-arrivals', page: SourceRow[], window: Window): Promise<{ published: number; skipped: number; failed: number; bytes: number }> {
-    const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.key));
-    const fresh = page.filter((r) => !isUnchanged(r, r.content ? sha256(r.content) : null, registered.get(r.key)));
-    const ancestors = await this.unpublishedAncestors(fresh);
-    const ordered = step === 'missing-parents' || ancestors.length > 0 ? byDepth([...ancestors, ...fresh]) : fresh;
+  private readPage(step: Step, window: Window, after: Position | null): Promise<{ value: SourceRow[]; observed: Ticks }> {
+    const request = { ...this.scopeFilter, window, after, limit: this.job.batchSize };
+    if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
+    return this.observe((s) => s.readPage({ ...request, step }));
+  }
+
+  /**
+   * Publishes the observed rows whose state the registry does not hold yet, parents first, each after the
+   * unpublished ancestors it needs. A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
+   * targets take it as a new life of the key. Keys are registered as pending before the send and their versions
+   * after Kafka's acknowledgement.
+   */
+  private async publishPage(page: readonly ObservedRow[], window: Window): Promise<PageOutcome> {
+    const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
+    const digests = await this.digestsToCompare(page, registered);
+    const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key)));
+    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row));
+    const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
+    await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
+    await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
     const ctx = { table: this.job.table, tenant: this.job.tenant, runId: this.job.runId, window };
     const outcome = await this.rows.publish({ topic: this.job.topic, rows: ordered, ctx });
     await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
@@ -192,28 +222,74 @@ export class TablePoll {
   }
 
   /**
+   * The digest of every row that may be unchanged (the registry holds an acknowledged version with its ModifiedOn).
+   * Content that did not travel inline is hashed by the source database, so a change to a large blob that kept its
+   * ModifiedOn is never mistaken for no change.
+   */
+  private async digestsToCompare(page: readonly ObservedRow[], registered: ReadonlyMap<string, PublishedEntry>): Promise<Map<string, Buffer>> {
+    const candidates = page.map((r) => r.row).filter((row) => {
+      const held = registered.get(row.key);
+      return held !== undefined && held.acked && !held.deleted && held.modifiedOn === row.modifiedOn;
+    });
+    const unknown = candidates.filter((row) => inlineContentSha256(row) === undefined).map((row) => row.key);
+    const hashed = unknown.length > 0 ? await this.source((s) => s.contentHashes(unknown)) : new Map<string, Buffer | null>();
+    const digests = new Map<string, Buffer>();
+    for (const row of candidates) {
+      const inline = inlineContentSha256(row);
+      const sha = inline !== undefined ? inline : hashed.get(row.key);
+      if (sha !== undefined) digests.set(row.key, rowDigest(row, sha));
+    }
+    return digests;
+  }
+
+  /**
    * Parents — and their parents, up to the root — that rows of this page reference but that are neither in the page
    * nor published: read from the source and published first, whatever their ModifiedOn, so a child never reaches
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
-  private async unpublishedAncestors(rows: readonly SourceRow[]): Promise<SourceRow[]> {
+  private async unpublishedAncestors(rows: readonly SourceRow[]): Promise<ObservedRow[]> {
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
     const known = new Set(rows.map((r) => r.pathLocator));
-    const found: SourceRow[] = [];
+    const found: ObservedRow[] = [];
     let wanted = parentsNotIn(rows, known);
     for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
       const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
       const missing = wanted.filter((p) => !published.has(p));
       if (missing.length === 0) break;
-      const parents = (await this.source((s) => s.readByPathLocators(missing))).filter((r) => !excluded.has(r.key.toLowerCase()));
+      const read = await this.observe((s) => s.readByPathLocators(missing));
+      const parents = read.value.filter((r) => !excluded.has(r.key.toLowerCase()));
       for (const p of parents) known.add(p.pathLocator);
-      found.push(...parents);
+      found.push(...parents.map((row) => ({ row, observed: read.observed })));
       wanted = parentsNotIn(parents, known);
     }
     return found;
   }
 
-  private async retireSupersededChunks(published: readonly { key: string; contentSha256: Buffer | null }[], registered: Map<string, { contentSha256: Buffer | null; chunkCount: number | null }>): Promise<void> {
+  /**
+   * Rows whose ModifiedOn moved backwards: a tombstone observed just before the row (so it covers every version sent
+   * so far, and the row, observed after it, outlives it), then the row is published as usual.
+   */
+  private async deleteBeforeRepublishing(rows: readonly ObservedRow[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
+    if (rows.length === 0) return;
+    this.log.warn({ keys: rows.map((r) => r.row.key).slice(0, 20), count: rows.length }, 'ModifiedOn moved backwards at the source (a restore?); the key is deleted in targets and published again');
+    await this.publishTombstones(rows.map((r) => ({ key: r.row.key, observed: r.observed - 1n })), registered);
+  }
+
+  /** Tombstones (and tombstones for the chunks of the versions they delete), then the deletion log. */
+  private async publishTombstones(gone: readonly { key: string; observed: Ticks }[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
+    const deletions = gone.map(({ key, observed }) => ({
+      table: this.job.table, tenant: this.job.tenant, key, modifiedOn: registered.get(key)?.modifiedOn ?? null, observed, runId: this.job.runId,
+    }));
+    await this.deps.publisher.send(this.job.topic, deletions.map(tombstoneRecord));
+    for (const { key } of gone) {
+      const old = registered.get(key);
+      if (old?.chunkCount && old.contentSha256) await this.rows.retireChunks(this.job.topic, this.job.table, this.job.tenant, key, old.contentSha256, old.chunkCount);
+    }
+    await this.deps.store.recordDeletions(this.job.table, this.job.runId, deletions.map((d) => ({ key: d.key, modifiedOn: d.modifiedOn, observed: d.observed })));
+    this.counts.tombstones += gone.length;
+  }
+
+  private async retireSupersededChunks(published: readonly { key: string; contentSha256: Buffer | null }[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
     for (const row of published) {
       const old = registered.get(row.key);
       if (!old?.chunkCount || !old.contentSha256 || (row.contentSha256 && old.contentSha256.equals(row.contentSha256))) continue;
@@ -222,8 +298,29 @@ export class TablePoll {
   }
 
   /**
-   * Walks registered keys range by range (a cursor that persists across runs), asks the source which still exist,
-   * and publishes a tombstone — carrying the last published version — for each one that does not.
+   * Rows whose ModifiedOn is NULL belong to no window: they are counted (recorded on the run, so they are visible)
+   * and replicated by this step, which walks them in key order from a cursor kept across runs, at most
+   * `lateSweepKeys` per poll; the registry skips the unchanged ones.
+   */
+  private async replicateNullModifiedOn(window: Window): Promise<void> {
+    if (this.job.lateSweepKeys === 0) return;
+    const startedAt = new Date();
+    const count = await this.source((s) => s.countNullModifiedOn(this.scopeFilter));
+    this.counts.nullModifiedOn = count;
+    await this.deps.store.recordNullModifiedOn(this.job.runId, this.job.table, this.job.scope, count);
+    if (count === 0) return;
+    this.log.warn({ rows: count }, 'rows with a NULL ModifiedOn: no window can read them; they are replicated by the nulls step, a few per poll');
+    const cursor = await this.deps.store.sweepCursor(this.job.table, 'nulls');
+    const page = await this.observe((s) => s.readNullModifiedOnPage({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys }));
+    await this.deps.store.setSweepCursor(this.job.table, page.value.length < this.job.lateSweepKeys ? null : page.value.at(-1)!.key, 'nulls');
+    const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page.observed })), window);
+    await this.recordBatch('nulls', 1, outcome, null, startedAt);
+  }
+
+  /**
+   * Walks registered keys range by range (a cursor that persists across runs), asks the source which are still in
+   * the replicated set — the blob row joined to its metadata row and BU, in scope, not excluded: the set the windows
+   * read — and publishes a tombstone for each one that is not, stamped with that observation.
    */
   private async sweepDeletes(): Promise<void> {
     if (this.job.deleteSweepKeys === 0) return;
@@ -232,49 +329,43 @@ export class TablePoll {
     const keys = await this.deps.store.registeredKeysAfter(this.job.table, cursor, this.job.deleteSweepKeys);
     await this.deps.store.setSweepCursor(this.job.table, keys.length < this.job.deleteSweepKeys ? null : keys.at(-1)!);
     if (keys.length === 0) return;
-    const existing = await this.source((s) => s.existingKeys(keys));
-    const gone = keys.filter((k) => !existing.has(k));
+    const members = await this.observe((s) => s.memberKeys({ ...this.scopeFilter, keys }));
+    const gone = keys.filter((k) => !members.value.has(k));
     if (gone.length === 0) return;
     const registered = await this.deps.store.lookupPublished(this.job.table, gone);
-    const deletions = gone.map((key) => ({ table: this.job.table, tenant: this.job.tenant, key, modifiedOn: registered.get(key)!.modifiedOn, runId: this.job.runId }));
-    await this.deps.publisher.send(this.job.topic, deletions.map(tombstoneRecord));
-    for (const key of gone) {
-      const old = registered.get(key)!;
-      if (old.chunkCount && old.contentSha256) await this.rows.retireChunks(this.job.topic, this.job.table, this.job.tenant, key, old.contentSha256, old.chunkCount);
-    }
-    await this.deps.store.recordDeletions(this.job.table, this.job.runId, deletions.map((d) => ({ key: d.key, modifiedOn: d.modifiedOn })));
-    await this.deps.store.recordBatch({
-      runId: this.job.runId, table: this.job.table, scope: this.job.scope, step: 'deletes', batchNo: 1,
-      rows: gone.length, bytes: 0, skipped: 0, lastPosition: null, startedAt, status: 'completed',
-    });
-    this.counts.tombstones += gone.length;
-    this.log.info({ deleted: gone.length }, 'deleted rows published as tombstones');
+    await this.publishTombstones(gone.map((key) => ({ key, observed: members.observed })), registered);
+    await this.recordBatch('deletes', 1, { published: gone.length, bytes: 0, skipped: 0, failed: 0 }, null, startedAt);
+    this.log.info({ deleted: gone.length }, 'rows gone from the replicated set published as tombstones');
   }
 
   /**
    * A row committed later than the safety buffer allows carries a ModifiedOn at or before this window's start, so
    * no window will ever read it. This sweep walks the source's keys range by range (a cursor kept across runs),
-   * finds versions newer than the registry holds that are older than the window, reports them loudly and publishes
-   * them — so such a row is detected and repaired, never silently lost.
+   * finds keys the registry does not hold at that version — never acknowledged, deleted (a restore with the
+   * original ModifiedOn), or at another ModifiedOn — that are older than the window, reports them loudly and
+   * publishes them: such a row is detected and repaired, never silently lost.
    */
   private async sweepLateArrivals(window: Window): Promise<void> {
     if (this.job.lateSweepKeys === 0) return;
     const startedAt = new Date();
     const cursor = await this.deps.store.sweepCursor(this.job.table, 'late-arrivals');
-    const scope = { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
-    const versions = await this.source((s) => s.readKeyVersions({ ...scope, after: cursor, limit: this.job.lateSweepKeys }));
+    const versions = await this.source((s) => s.readKeyVersions({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys }));
     await this.deps.store.setSweepCursor(this.job.table, versions.length < this.job.lateSweepKeys ? null : versions.at(-1)!.key, 'late-arrivals');
     const registered = await this.deps.store.lookupPublished(this.job.table, versions.map((v) => v.key));
-    const late = versions.filter((v) => v.modifiedOn > this.job.baselineTicks && v.modifiedOn <= window.start && isNewerThanRegistered(v.modifiedOn, registered.get(v.key)));
+    const late = versions.filter((v) => v.modifiedOn > this.job.baselineTicks && v.modifiedOn <= window.start && needsRepublish(v.modifiedOn, registered.get(v.key)));
     if (late.length === 0) return;
-    this.log.warn({ keys: late.map((v) => v.key).slice(0, 20), count: late.length }, 'rows committed later than the safety buffer allows were found by the sweep and republished; consider a larger safetyBufferMinutes');
-    const rows = await this.source((s) => s.readByKeys(late.map((v) => v.key)));
-    const outcome = await this.publishPage('late-arrivals', rows, window);
-    await this.deps.store.recordBatch({
-      runId: this.job.runId, table: this.job.table, scope: this.job.scope, step: 'late-arrivals', batchNo: 1,
-      rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, failed: outcome.failed, lastPosition: null, startedAt, status: 'completed',
-    });
+    this.log.warn({ keys: late.map((v) => v.key).slice(0, 20), count: late.length }, 'rows the windows could not see (committed later than the safety buffer allows, or restored) were found by the sweep and republished; consider a larger safetyBufferMinutes');
+    const rows = await this.observe((s) => s.readByKeys(late.map((v) => v.key)));
+    const outcome = await this.publishPage(rows.value.map((row) => ({ row, observed: rows.observed })), window);
+    await this.recordBatch('late-arrivals', 1, outcome, null, startedAt);
     this.counts.lateArrivals += outcome.published;
+  }
+
+  private async recordBatch(step: PollStep, batchNo: number, outcome: PageOutcome, lastPosition: Position | null, startedAt: Date): Promise<void> {
+    await this.deps.store.recordBatch({
+      runId: this.job.runId, table: this.job.table, scope: this.job.scope, step, batchNo,
+      rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped, failed: outcome.failed, lastPosition, startedAt, status: 'completed',
+    });
   }
 
   private async publishMarkers(watermark: Ticks): Promise<void> {
@@ -293,6 +384,11 @@ export class TablePoll {
 
   private throwIfStopping(): void {
     if (this.deps.signal?.aborted) throw new HighwaterError('STOPPED', `stopped by a shutdown signal between batches; resume run ${this.job.runId} to continue`);
+  }
+
+  /** One observation of the source (serialised and stamped by the control store), retried like any source call. */
+  private observe<T>(read: (s: SourceConnector) => Promise<T>): Promise<{ value: T; observed: Ticks }> {
+    return this.source((s) => this.deps.store.observe(this.job.table, () => read(s)));
   }
 
   /** Source calls are retried with backoff when the failure is retriable (connection lost, deadlock…). */

@@ -39,13 +39,21 @@ export interface KeyVersionsRequest extends ScopeFilter {
   readonly limit: number;
 }
 
+/** Rows with a NULL ModifiedOn, in scope, in the source's key order after a key (they belong to no window). */
+export type NullModifiedOnRequest = KeyVersionsRequest;
+
+export interface MembershipRequest extends ScopeFilter {
+  readonly keys: readonly string[];
+}
+
 export interface KeyVersion {
   readonly key: string;
   readonly modifiedOn: Ticks;
 }
 
 export type OldestOpenTransaction =
-  | { readonly visible: true; readonly start: Ticks | null }
+  /** `caveat`: transactions whose start the database does not show (prepared ones), reported with every window. */
+  | { readonly visible: true; readonly start: Ticks | null; readonly caveat?: string }
   | { readonly visible: false; readonly reason: string };
 
 export interface SourceConnector {
@@ -64,10 +72,19 @@ export interface SourceConnector {
   readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]>;
   /** A slice of one row's content, for blobs above the inline limit; null when the row is gone. */
   readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null>;
-  /** Keys and their ModifiedOn in the source's key order, in scope (the late-arrival sweep walks these). */
+  /** Keys and their (non-NULL) ModifiedOn in the source's key order, in scope (the late-arrival sweep walks these). */
   readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]>;
-  /** Which of these keys still exist at the source (the delete sweep), regardless of window and scope. */
-  existingKeys(keys: readonly string[]): Promise<Set<string>>;
+  /** One page of the rows whose ModifiedOn is NULL, in scope, in key order (the `nulls` step). */
+  readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]>;
+  /** How many rows in scope have a NULL ModifiedOn (reported per run). */
+  countNullModifiedOn(scope: ScopeFilter): Promise<number>;
+  /**
+   * Which of these keys are in the replicated set: the blob row joined to its metadata row (and to the BU map when
+   * there is one), in scope, not excluded — the same set the window queries read (the delete sweep).
+   */
+  memberKeys(request: MembershipRequest): Promise<Set<string>>;
+  /** SHA-256 of the content of these rows, computed by the database (null for NULL content; absent when gone). */
+  contentHashes(keys: readonly string[]): Promise<Map<string, Buffer | null>>;
   close(): Promise<void>;
 }
 

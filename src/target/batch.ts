@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { HighwaterError, coerceError } from '../errors.js';
-import { compareVersions } from '../apply/reduce.js';
+import { candidatesToWin } from '../events/version.js';
 import { assertIdentifier } from '../sql/ident.js';
 import type { ApplyBatch, RowToApply } from './writer.js';
 
@@ -45,23 +45,20 @@ export function configured<T>(target: string, build: () => T): T {
 }
 
 /**
- * Keeps the greatest version per (tenant, key), in the order the loop's reducer and the database guard use, so an
- * upsert (or a MERGE, which refuses to meet a key twice) sees each key once; the others are `superseded` (counted as
- * stale, their staged chunks released). Stable: the first of equal versions is kept.
+ * Keeps, per (tenant, key), the versions that can still win in the target (candidatesToWin: normally only the
+ * greatest; more when a ModifiedOn moved backwards across a delete, the target's tombstones deciding). The upsert
+ * picks one per key among them, so it (or a MERGE, which refuses to meet a key twice) writes each key once. The
+ * others are `superseded` (counted as stale, their staged chunks released).
  */
 export function reduceLatest<T extends RowToApply>(rows: readonly T[]): { latest: T[]; superseded: T[] } {
-  const best = new Map<string, T>();
-  const superseded: T[] = [];
+  const byKey = new Map<string, T[]>();
   for (const row of rows) {
     const id = `${row.change.tenant}\u0000${row.change.key}`;
-    const held = best.get(id);
-    if (held === undefined) best.set(id, row);
-    else if (compareVersions(row.change, held.change) > 0) {
-      superseded.push(held);
-      best.set(id, row);
-    } else superseded.push(row);
+    byKey.set(id, [...(byKey.get(id) ?? []), row]);
   }
-  return { latest: [...best.values()], superseded };
+  const latest = [...byKey.values()].flatMap((versions) => candidatesToWin(versions.map((r) => ({ ...r.change, row: r }))).map((c) => c.row));
+  const kept = new Set(latest);
+  return { latest, superseded: rows.filter((r) => !kept.has(r)) };
 }
 
 const RESERVED_PREFIX = 'hw_';

@@ -26,7 +26,20 @@ export interface DeleteToApply {
   readonly table: string;
   readonly tenant: string;
   readonly key: string;
-  readonly modifiedOn: Ticks;
+  /** The last ModifiedOn the poller published for the key (for people); the delete's version is `observed`. */
+  readonly modifiedOn: Ticks | null;
+  /** Removes every version observed at or before it. */
+  readonly observed: Ticks;
+}
+
+/** A row the loop sent to the retry topic: the target does not hold it until it is resolved. */
+export interface ParkedRow {
+  readonly tenant: string;
+  readonly key: string;
+  readonly modifiedOn: Ticks | null;
+  readonly observed: Ticks;
+  /** missing-parent, incomplete, or why else it waits. */
+  readonly reason: string;
 }
 
 export interface WatermarkToRecord {
@@ -49,6 +62,11 @@ export interface ApplyBatch {
   /** Offsets to store with the data, in the same transaction. */
   readonly offsets: readonly StoredOffset[];
   /**
+   * Rows of this batch's records that went to the retry topic instead: remembered (same transaction) until the
+   * target holds them, so consistent_as_of stays below them. Rows the writer itself holds back are remembered too.
+   */
+  readonly parked?: readonly ParkedRow[];
+  /**
    * Called inside the transaction, after the writes and before COMMIT, with their result. The loop publishes the
    * rows that could not be written (missing parent, incomplete content) to the retry topic here, so the offsets
    * that cover them are never durable before they are safe elsewhere. If it throws, the transaction rolls back.
@@ -70,13 +88,15 @@ export interface ApplyResult {
 
 export interface TargetWriter {
   readonly kind: 'postgres' | 'sqlserver';
+  /** The largest content this target stores in one value; larger rows are dead-lettered, never retried for ever. */
+  readonly maxContentBytes: number;
   /** Creates the target tables (numbered migrations in schema/target-<engine>/) if they are missing. */
   migrate(): Promise<void>;
   /** Offsets stored in the target for this group, to resume from. */
   storedOffsets(groupId: string, topics: readonly string[]): Promise<StoredOffset[]>;
   /**
-   * Applies one batch in one transaction: upserts guarded by ModifiedOn (newer wins; on a tie the greater content
-   * hash wins, so every replica converges), deletes guarded the same way, watermarks, offsets.
+   * Applies one batch in one transaction: upserts and deletes guarded by the contract's version order
+   * (src/events/version.ts, so every replica converges), parked rows, watermarks, offsets.
    * Rows whose parent is missing are left out and reported, so the loop can route them to the retry topic.
    */
   apply(batch: ApplyBatch): Promise<ApplyResult>;

@@ -100,7 +100,8 @@ async function publishOnly(s: Setup, keys: string[]): Promise<void> {
   const rows = await source.readByKeys(keys);
   const publisher = new RowPublisher(await s.rt.publisher(), s.rt.codec, source, { inlineLimit: inlineLimit(s.config.kafka.maxMessageBytes), maxBlobBytes: s.config.poll.maxBlobBytes });
   for (const row of rows) {
-    await publisher.publish({ topic: s.topic, rows: [row], ctx: { table: s.table.name, tenant: tenantOf(s.config, s.table), runId: 'crafted', window: { start: row.modifiedOn, end: row.modifiedOn } } });
+    const at = row.modifiedOn!;
+    await publisher.publish({ topic: s.topic, rows: [{ row, observed: at }], ctx: { table: s.table.name, tenant: tenantOf(s.config, s.table), runId: 'crafted', window: { start: at, end: at } } });
   }
 }
 

@@ -259,7 +259,7 @@ function blob(p: Pipeline, key: string, modifiedOn: Ticks, over: Partial<BlobCha
   const content = Buffer.from(`${key} at ${modifiedOn}`);
   return {
     table: p.table.name, tenant: p.tenant, key, name: `${key}.bin`, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: false,
-    size: content.length, attributes: {}, modifiedOn, businessUnit: null, content: { kind: 'inline', bytes: content },
+    size: content.length, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: null, content: { kind: 'inline', bytes: content },
     contentSha256: sha256(content), runId: 'crafted', window: { start: 0n, end: modifiedOn }, ...over,
   };
 }
@@ -269,7 +269,8 @@ async function publish(p: Pipeline, records: readonly OutRecord[]): Promise<void
 }
 
 const changes = (p: Pipeline, list: readonly BlobChange[]): Promise<OutRecord[]> => Promise.all(list.map((c) => changeRecord(p.rt.codec, c)));
-const deletion = (p: Pipeline, key: string, modifiedOn: Ticks): OutRecord => tombstoneRecord({ table: p.table.name, tenant: p.tenant, key, modifiedOn, runId: 'crafted' });
+/** A tombstone observed at `observed` (which also stands for the ModifiedOn it carries). */
+const deletion = (p: Pipeline, key: string, observed: Ticks): OutRecord => tombstoneRecord({ table: p.table.name, tenant: p.tenant, key, modifiedOn: observed, observed, runId: 'crafted' });
 
 /** Records on a topic (high minus low watermark, summed over its partitions). */
 async function recordsOn(topic: string): Promise<number> {
@@ -672,7 +673,7 @@ describe('consumers against Kafka and PostgreSQL', () => {
     expect(reasons).toEqual({
       garbage: expect.stringMatching(/neither Avro single-object nor Confluent framed/),
       'record-key': expect.stringMatching(/record key "record-key" differs from the event key "event-key"/),
-      bare: expect.stringMatching(/tombstone without hw-table\/hw-modified-on-ticks headers/),
+      bare: expect.stringMatching(/tombstone without hw-table and hw-observed-ticks \(or hw-modified-on-ticks\) headers/),
       'nul-name': expect.stringMatching(/invalid byte sequence for encoding "UTF8": 0x00/),
     });
     for (const m of dead) {

@@ -38,8 +38,10 @@ function tableStart(overrides: Partial<TableStart> = {}): TableStart {
   };
 }
 
+/** A version observed when it was modified (unless `observed` is given), with a digest of its own. */
 function published(key: string, modifiedOn: bigint, extra: Partial<PublishedRow> = {}): PublishedRow {
-  return { key, modifiedOn, contentSha256: Buffer.alloc(32, key.length), pathLocator: `/${key}/`, chunkCount: null, ...extra };
+  const digest = Buffer.alloc(32, `${key}@${modifiedOn}`);
+  return { key, modifiedOn, observed: modifiedOn, digest, contentSha256: Buffer.alloc(32, key.length), pathLocator: `/${key}/`, chunkCount: null, ...extra };
 }
 
 async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
@@ -54,7 +56,7 @@ describe('control store', () => {
     dropWhenPassed(db);
     const concurrent = await withOtherProcess(db, async (other) =>
       Promise.all([new ControlStore(db.pool(), SCHEMA).migrate(), other.migrate()]));
-    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2]]);
+    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3]]);
 
     const again = await new ControlStore(db.pool(), SCHEMA).migrate();
     expect(again.applied).toEqual([]);
@@ -259,17 +261,23 @@ describe('control store', () => {
 
     const found = await store.lookupPublished('T', ['k1', 'k2', 'missing', ...awkward]);
     expect([...found.keys()].sort()).toEqual(['k1', 'k2', ...awkward].sort());
-    expect(found.get('k1')).toEqual({ modifiedOn: BIG_TICKS, contentSha256: Buffer.alloc(32, 2), pathLocator: '/k1/', chunkCount: 3, deleted: false });
-    expect(found.get('k2')).toEqual({ modifiedOn: 5n, contentSha256: null, pathLocator: null, chunkCount: null, deleted: false });
+    expect(found.get('k1')).toEqual({
+      modifiedOn: BIG_TICKS, observed: BIG_TICKS, contentSha256: Buffer.alloc(32, 2), digest: rows[0]!.digest, pathLocator: '/k1/', chunkCount: 3,
+      deleted: false, acked: true, maxSentModifiedOn: BIG_TICKS,
+    });
+    expect(found.get('k2')).toMatchObject({ modifiedOn: 5n, contentSha256: null, pathLocator: null, chunkCount: null, deleted: false, acked: true });
     expect(found.get('NULL')?.modifiedOn).toBe(5n);
     expect(await store.lookupPublished('Other', ['k1'])).toEqual(new Map());
     expect(await store.lookupPublished('T', [])).toEqual(new Map());
 
-    // Older: ignored. Same version, same content: ignored. Same version, other content: taken. Newer: taken.
-    expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS - 1n, { chunkCount: null })])).toBe(0);
+    // Older ModifiedOn, even observed later: ignored. The same observation again: ignored. The same ModifiedOn
+    // observed later (content changed, ModifiedOn did not): taken. Newer: taken.
+    expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS - 1n, { chunkCount: null, observed: BIG_TICKS + 9n })])).toBe(0);
     expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS, { chunkCount: 3 })])).toBe(0);
     expect((await store.lookupPublished('T', ['k1'])).get('k1')).toMatchObject({ modifiedOn: BIG_TICKS, chunkCount: 3 });
-    expect(await store.recordPublished('T', runId, [published('k2', 5n, { contentSha256: Buffer.alloc(32, 9) })])).toBe(1);
+    expect(await store.recordPublished('T', runId, [published('k2', 5n, { contentSha256: Buffer.alloc(32, 9), observed: 4n })])).toBe(0);
+    expect(await store.recordPublished('T', runId, [published('k2', 5n, { contentSha256: Buffer.alloc(32, 9), observed: 6n })])).toBe(1);
+    expect((await store.lookupPublished('T', ['k2'])).get('k2')).toMatchObject({ observed: 6n, contentSha256: Buffer.alloc(32, 9) });
     expect(await store.recordPublished('T', runId, [published('k1', BIG_TICKS + 1n, { pathLocator: '/moved/' })])).toBe(1);
     expect((await store.lookupPublished('T', ['k1'])).get('k1')).toMatchObject({ modifiedOn: BIG_TICKS + 1n, pathLocator: '/moved/', chunkCount: null });
 
@@ -295,22 +303,22 @@ describe('control store', () => {
     expect(await store.sweepCursor('T')).toBe('b');
     expect(await store.registeredKeysAfter('T', 'b', 2)).toEqual(['c', 'd']);
 
-    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS }, { key: 'zz', modifiedOn: 1n }])).toEqual(['c']);
+    const gone = BIG_TICKS + 5n;
+    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS, observed: gone }, { key: 'zz', modifiedOn: 1n, observed: gone }])).toEqual(['c']);
     // Repeated: nothing new is logged.
-    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS }])).toEqual([]);
-    // A version older than the registered one is not a deletion of the row we published.
-    expect(await store.recordDeletions('T', runId, [{ key: 'd', modifiedOn: BIG_TICKS - 1n }])).toEqual([]);
-
-    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: true, modifiedOn: BIG_TICKS });
+    expect(await store.recordDeletions('T', runId, [{ key: 'c', modifiedOn: BIG_TICKS, observed: gone + 1n }])).toEqual([]);
+    // A delete observed before the registered version was observed is not a deletion of the row we published.
+    expect(await store.recordDeletions('T', runId, [{ key: 'd', modifiedOn: BIG_TICKS, observed: BIG_TICKS - 1n }])).toEqual([]);
+    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: true, modifiedOn: BIG_TICKS, observed: gone, maxSentModifiedOn: null });
     expect(await store.registeredKeysAfter('T', 'b', 2)).toEqual(['d', 'e']);
     expect(await store.publishedPathLocators('T', ['/c/', '/d/'])).toEqual(new Set(['/d/']));
     expect((await store.lookupPublished('U', ['a'])).get('a')?.deleted).toBe(false);
-    const log = await db.pool().query(`SELECT table_name, key, modified_on_ticks, run_id FROM "${SCHEMA}".deletion_log`);
-    expect(log.rows).toEqual([{ table_name: 'T', key: 'c', modified_on_ticks: BIG_TICKS.toString(), run_id: runId }]);
+    const log = await db.pool().query(`SELECT table_name, key, modified_on_ticks, observed_ticks, run_id FROM "${SCHEMA}".deletion_log`);
+    expect(log.rows).toEqual([{ table_name: 'T', key: 'c', modified_on_ticks: BIG_TICKS.toString(), observed_ticks: gone.toString(), run_id: runId }]);
 
-    // The row comes back with a newer version: registered again.
-    expect(await store.recordPublished('T', runId, [published('c', BIG_TICKS + 1n)])).toBe(1);
-    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: false, modifiedOn: BIG_TICKS + 1n });
+    // The row comes back (a restore: its old ModifiedOn, observed after the delete): registered again.
+    expect(await store.recordPublished('T', runId, [published('c', BIG_TICKS, { observed: gone + 2n })])).toBe(1);
+    expect((await store.lookupPublished('T', ['c'])).get('c')).toMatchObject({ deleted: false, modifiedOn: BIG_TICKS, maxSentModifiedOn: BIG_TICKS });
 
     await store.setSweepCursor('T', null);
     expect(await store.sweepCursor('T')).toBeNull();

@@ -39,7 +39,7 @@ function change(name: string, content: Buffer): BlobChange {
   const modifiedOn = BigInt(Date.now()) * 10_000n;
   return {
     table: TABLE, tenant: '', key, name, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: false,
-    size: content.length, attributes: {}, modifiedOn, businessUnit: null,
+    size: content.length, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: null,
     content: { kind: 'inline', bytes: content }, contentSha256: createHash('sha256').update(content).digest(),
     runId: 'dlq-test', window: { start: 0n, end: modifiedOn },
   };

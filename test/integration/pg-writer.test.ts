@@ -44,7 +44,7 @@ function version(key: string, modifiedOn: Ticks, content: Buffer | null, over: P
   return {
     change: {
       table: TABLE, tenant: '', key, name: `${key}.bin`, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: content === null,
-      size: content?.length ?? null, attributes: {}, modifiedOn, businessUnit: 'bu1',
+      size: content?.length ?? null, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: 'bu1',
       content: content === null ? { kind: 'none' } : { kind: 'inline', bytes: content }, contentSha256: content === null ? null : sha256(content),
       runId: 'run-1', window: { start: 0n, end: modifiedOn }, ...over,
     },
@@ -145,28 +145,30 @@ describe('PostgresWriter', () => {
     expect(await audit.regressions()).toBe(0);
   });
 
-  it('breaks a ModifiedOn tie by the greater content hash, whatever the arrival order', async () => {
+  it('breaks a ModifiedOn tie by the later observation, never by the hash, whatever the arrival order', async () => {
     const { url, sql, writer: first } = await freshTarget('tie');
     const second = await writerFor(url, 'tgt2');
-    const [x, y] = [Buffer.from('version x'), Buffer.from('version y')];
-    const greater = Buffer.compare(sha256(x), sha256(y)) > 0 ? x : y;
+    // The later state has the smaller hash, so a hash tie-break would keep the earlier one.
+    const [a, b] = [Buffer.from('version x'), Buffer.from('version y')];
+    const [later, earlier] = Buffer.compare(sha256(a), sha256(b)) < 0 ? [a, b] : [b, a];
     const tie = 2n ** 58n;
+    const seen = (content: Buffer, observed: bigint) => version('k', tie, content, { observed });
 
-    await first.apply(batch({ rows: [version('k', tie, x)] }));
-    const r1 = await first.apply(batch({ rows: [version('k', tie, y)] }));
-    await second.apply(batch({ rows: [version('k', tie, y)] }));
-    const r2 = await second.apply(batch({ rows: [version('k', tie, x)] }));
+    await first.apply(batch({ rows: [seen(earlier, tie + 1n)] }));
+    const r1 = await first.apply(batch({ rows: [seen(later, tie + 2n)] }));
+    await second.apply(batch({ rows: [seen(later, tie + 2n)] }));
+    const r2 = await second.apply(batch({ rows: [seen(earlier, tie + 1n)] }));
 
-    expect(r1.applied + r2.applied).toBe(1);
-    expect(r1.skippedStale + r2.skippedStale).toBe(1);
-    const expected = { ticks: tie.toString(), sha: sha256(greater).toString('hex') };
+    expect(r1).toMatchObject({ applied: 1, skippedStale: 0 });
+    expect(r2).toMatchObject({ applied: 0, skippedStale: 1 });
+    const expected = { ticks: tie.toString(), sha: sha256(later).toString('hex') };
     expect(await held(sql, 'k', 'tgt')).toEqual(expected);
     expect(await held(sql, 'k', 'tgt2')).toEqual(expected);
   });
 
   it('deletes only versions not newer than the deleted one, and a tombstone stops older replays', async () => {
     const { sql, writer } = await freshTarget('delete');
-    const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks });
+    const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks, observed: ticks });
     const tombstone = async () => (await rowsOf(sql, `SELECT modified_on_ticks::text AS t FROM tgt.hw_tombstones WHERE table_name = $1 AND key = 'doc'`, [TABLE]))[0]?.t;
     await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }));
 
@@ -209,7 +211,7 @@ describe('PostgresWriter', () => {
     expect(await writer.existingPaths(TABLE, 'south', ['/p/'])).toEqual(new Set());
 
     // A replay after the folder and its file were deleted: the file is stale (tombstone), not waiting for a parent.
-    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n }] }));
+    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n, observed: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n, observed: 10n }] }));
     expect(await writer.apply(batch({ rows: [version('c1', 2n, Buffer.from('c1'), under('p'))] })))
       .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [] });
   });
@@ -260,7 +262,7 @@ describe('PostgresWriter', () => {
 
     const failing = batch({
       rows: [version('b', 2n, Buffer.from('b')), version('boom', 3n, Buffer.from('boom'))],
-      deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n }],
+      deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n, observed: 5n }],
       chunks: chunksOf('c', randomBytes(1000), 400),
       watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
       offsets: offset(20n),
@@ -344,7 +346,7 @@ describe('PostgresWriter', () => {
   it('migrates idempotently, recording each numbered migration once', async () => {
     const { sql, writer } = await freshTarget('migrate');
     await writer.migrate();
-    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations')).toEqual([{ name: '001_bookkeeping.sql' }]);
+    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }]);
     expect(await rowsOf(sql, `SELECT indexname FROM pg_indexes WHERE schemaname = 'tgt' AND tablename = 'referral_attachment' ORDER BY 1`))
       .toEqual([{ indexname: 'referral_attachment_path_idx' }, { indexname: 'referral_attachment_pkey' }]);
   });

@@ -36,7 +36,7 @@ function change(key: string, modifiedOn: bigint): BlobChange {
   const bytes = Buffer.from(`content of ${key}`);
   return {
     table: 'ReferralAttachment', tenant: '', key, name: `${key}.txt`, pathLocator: '/1/', parentPathLocator: null,
-    isDirectory: false, size: bytes.length, attributes: {}, modifiedOn, businessUnit: null,
+    isDirectory: false, size: bytes.length, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: null,
     content: { kind: 'inline', bytes }, contentSha256: Buffer.alloc(32, 3), runId: 'r', window: { start: 0n, end: modifiedOn },
   };
 }

@@ -193,7 +193,7 @@ async function allPages(source: SqlServerSource, step: 'roots' | 'children', lim
     if (rows.length === 0) return pages;
     pages.push(rows);
     const last = rows[rows.length - 1]!;
-    after = { modifiedOn: last.modifiedOn, key: last.key };
+    after = { modifiedOn: last.modifiedOn!, key: last.key };
   }
 }
 
@@ -222,7 +222,7 @@ function version(key: string, modifiedOn: Ticks, content: Buffer | null, over: P
   return {
     change: {
       table: TABLE, tenant: '', key, name: `${key}.bin`, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: content === null,
-      size: content?.length ?? null, attributes: {}, modifiedOn, businessUnit: 'bu1',
+      size: content?.length ?? null, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: 'bu1',
       content: content === null ? { kind: 'none' } : { kind: 'inline', bytes: content }, contentSha256: content === null ? null : sha256(content),
       runId: 'run-1', window: { start: 0n, end: modifiedOn }, ...over,
     },
@@ -310,7 +310,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
       expect(children.map((r) => [r.key, r.pathLocator, r.parentPathLocator])).toEqual([[child, '/1/1/', '/1/']]);
       const parents = await source.readMissingParentsPage({ window: WINDOW, after: null, limit: 10, ...scope });
       expect(parents.map((r) => [r.key, r.isDirectory, r.content, r.contentLength])).toEqual([[folder, true, null, null]]);
-      expect(await source.readMissingParentsPage({ window: WINDOW, after: { modifiedOn: parents[0]!.modifiedOn, key: folder }, limit: 10, ...scope })).toEqual([]);
+      expect(await source.readMissingParentsPage({ window: WINDOW, after: { modifiedOn: parents[0]!.modifiedOn!, key: folder }, limit: 10, ...scope })).toEqual([]);
       expect((await source.readByPathLocators(['/1/'])).map((r) => r.key)).toEqual([folder]);
       expect((await source.readByKeys([child.toUpperCase(), 'not-a-guid'])).map((r) => r.key)).toEqual([child]);
     });
@@ -348,12 +348,14 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
       expect(rows[0]!.attributes.creationTime).toBeTypeOf('bigint');
     });
 
-    it('tells which keys still exist', async ({ task }) => {
+    it('tells which keys are still in the replicated set: blob row, metadata row', async ({ task }) => {
       const { pool, source } = await sourceDb(task.name);
       const kept = await seed(pool, { path: '/1/', modifiedOn: T0 });
       const gone = await seed(pool, { path: '/2/', modifiedOn: T0 });
+      const unlinked = await seed(pool, { path: '/3/', modifiedOn: T0 });
       await exec(pool, 'DELETE FROM src.ReferralAttachment WHERE stream_id = @k', { k: [sql.UniqueIdentifier(), gone] });
-      expect(await source.existingKeys([kept, gone, 'not-a-guid'])).toEqual(new Set([kept]));
+      await exec(pool, 'DELETE FROM src.cw_referralattachmentBase WHERE stream_id = @k', { k: [sql.UniqueIdentifier(), unlinked] });
+      expect(await source.memberKeys({ keys: [kept, gone, unlinked, 'not-a-guid'], ...scope })).toEqual(new Set([kept]));
     });
 
     it('reads the server clock and the oldest open write transaction, in UTC', async ({ task }) => {
@@ -418,7 +420,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
 
     it('deletes only versions not newer than the deleted one, and a tombstone stops older replays', async ({ task }) => {
       const { pool, writer } = await targetDb(task.name);
-      const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks });
+      const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks, observed: ticks });
       await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }));
       expect(await writer.apply(batch({ deletes: [del(3n)] }))).toMatchObject({ deleted: 0 });
       expect(await writer.apply(batch({ deletes: [del(6n)] }))).toMatchObject({ deleted: 1 });
@@ -473,7 +475,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
 
       const error = await rejection(writer.apply(batch({
         rows: [version('b', 2n, Buffer.from('b')), version('boom', 3n, Buffer.from('boom'))],
-        deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n }],
+        deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n, observed: 5n }],
         chunks: chunksOf('c', randomBytes(1000), 400),
         watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
         offsets: offset(20n),

@@ -115,6 +115,38 @@ export async function consumeMessages(options: ConsumeOptions): Promise<Consumed
   }
 }
 
+/**
+ * Every record present in a topic now, in offset order per partition: read from the start with a fresh group until
+ * the last offset of every partition has been seen (the last record is in the active segment, which compaction
+ * never cleans). Offsets compaction removed are simply absent.
+ */
+export async function readTopic(topic: string, timeoutMs = 30_000): Promise<ConsumedMessage[]> {
+  const ends = await withAdmin((admin) => admin.fetchTopicOffsets(topic));
+  const waiting = new Map(ends.filter((e) => BigInt(e.high) > BigInt(e.low)).map((e) => [e.partition, BigInt(e.high) - 1n]));
+  if (waiting.size === 0) return [];
+  const consumer = kafkaClient('highwater-test-reader').consumer({ groupId: uniqueName('read-topic', topic) });
+  const received: ConsumedMessage[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`read ${received.length} records of ${topic} within ${timeoutMs} ms; partitions still short: ${[...waiting.keys()].join(', ')}`)), timeoutMs);
+      consumer.run({
+        eachMessage: async ({ partition, message }) => {
+          received.push({ topic, partition, offset: message.offset, key: message.key, value: message.value, headers: message.headers ?? {} });
+          if (BigInt(message.offset) >= (waiting.get(partition) ?? -1n)) waiting.delete(partition);
+          if (waiting.size === 0) resolve();
+        },
+      }).catch(reject);
+    });
+    return received.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Broker faults: only with the broker the global setup started (not with HIGHWATER_TEST_KAFKA_BROKERS).
 

@@ -9,12 +9,13 @@ function change(key: string, modifiedOn: Ticks, over: Partial<BlobChange> = {}):
   const content = Buffer.from(`${key}@${modifiedOn}`);
   return {
     table: 'T', tenant: '', key, name: key, pathLocator: `/${key}/`, parentPathLocator: null, isDirectory: false,
-    size: content.length, attributes: {}, modifiedOn, businessUnit: null, content: { kind: 'inline', bytes: content },
+    size: content.length, attributes: {}, modifiedOn, observed: modifiedOn, businessUnit: null, content: { kind: 'inline', bytes: content },
     contentSha256: sha(content.toString()), runId: 'r', window: { start: 0n, end: modifiedOn }, ...over,
   };
 }
 
-const deletion = (key: string, modifiedOn: Ticks, tenant = ''): Deletion => ({ table: 'T', tenant, key, modifiedOn, runId: 'r' });
+/** A delete observed at `observed` (its ModifiedOn, informational, the same unless given). */
+const deletion = (key: string, observed: Ticks, tenant = ''): Deletion => ({ table: 'T', tenant, key, modifiedOn: observed, observed, runId: 'r' });
 const c = (ch: BlobChange): BatchEvent => ({ type: 'change', change: ch });
 const d = (del: Deletion): BatchEvent => ({ type: 'delete', deletion: del });
 const marker = (scope: string, watermark: Ticks, partition = 0): WatermarkMarker => ({ table: 'T', tenant: '', scope, watermark, runId: 'r', partition });
@@ -27,13 +28,12 @@ function survivors(events: readonly BatchEvent[]): string[] {
 }
 
 describe('compareVersions', () => {
-  it('orders by ModifiedOn first, then by content hash bytes, a missing hash lowest', () => {
+  it('is the contract order: ModifiedOn, then observation, the hash only between identical observations', () => {
     const [lo, hi] = [sha('a'), sha('b')].sort(Buffer.compare) as [Buffer, Buffer];
-    expect(compareVersions({ modifiedOn: 1n, contentSha256: hi }, { modifiedOn: 2n, contentSha256: lo })).toBeLessThan(0);
-    expect(compareVersions({ modifiedOn: 3n, contentSha256: null }, { modifiedOn: 2n, contentSha256: hi })).toBeGreaterThan(0);
-    expect(compareVersions({ modifiedOn: 2n, contentSha256: hi }, { modifiedOn: 2n, contentSha256: lo })).toBeGreaterThan(0);
-    expect(compareVersions({ modifiedOn: 2n, contentSha256: null }, { modifiedOn: 2n, contentSha256: lo })).toBeLessThan(0);
-    expect(compareVersions({ modifiedOn: 2n, contentSha256: lo }, { modifiedOn: 2n, contentSha256: Buffer.from(lo) })).toBe(0);
+    expect(compareVersions({ modifiedOn: 1n, observed: 9n, contentSha256: hi }, { modifiedOn: 2n, observed: 3n, contentSha256: lo })).toBeLessThan(0);
+    expect(compareVersions({ modifiedOn: 2n, observed: 5n, contentSha256: lo }, { modifiedOn: 2n, observed: 4n, contentSha256: hi })).toBeGreaterThan(0);
+    expect(compareVersions({ modifiedOn: 2n, observed: 4n, contentSha256: hi }, { modifiedOn: 2n, observed: 4n, contentSha256: lo })).toBeGreaterThan(0);
+    expect(compareVersions({ modifiedOn: 2n, observed: 4n, contentSha256: lo }, { modifiedOn: 2n, observed: 4n, contentSha256: Buffer.from(lo) })).toBe(0);
   });
 });
 
@@ -46,14 +46,14 @@ describe('reduceBatch', () => {
     expect(reduceBatch([...events].reverse()).changes.map((x) => [x.key, x.modifiedOn])).toEqual([['b', 1n], ['a', 9n]]);
   });
 
-  it('breaks a ModifiedOn tie by the greater content hash, in either order', () => {
-    const x = change('k', 4n, { contentSha256: sha('x') });
-    const y = change('k', 4n, { contentSha256: sha('y') });
-    const greater = Buffer.compare(sha('x'), sha('y')) > 0 ? x : y;
-    expect(reduceBatch([c(x), c(y)]).changes).toEqual([greater]);
-    expect(reduceBatch([c(y), c(x)]).changes).toEqual([greater]);
-    const directory = change('k', 4n, { contentSha256: null, content: { kind: 'none' } });
-    expect(reduceBatch([c(x), c(directory)]).changes).toEqual([x]);
+  it('breaks a ModifiedOn tie by the later observation, whatever the hashes and the arrival order', () => {
+    const [lo, hi] = [sha('x'), sha('y')].sort(Buffer.compare) as [Buffer, Buffer];
+    const earlier = change('k', 4n, { contentSha256: hi, observed: 10n });
+    const later = change('k', 4n, { contentSha256: lo, observed: 11n });
+    expect(reduceBatch([c(earlier), c(later)]).changes).toEqual([later]);
+    expect(reduceBatch([c(later), c(earlier)]).changes).toEqual([later]);
+    const directory = change('k', 4n, { contentSha256: null, content: { kind: 'none' }, observed: 12n });
+    expect(reduceBatch([c(later), c(directory)]).changes).toEqual([directory]);
   });
 
   it('keeps ticks apart that a millisecond clock would merge (2^60 and 2^60 + 1)', () => {
@@ -61,14 +61,25 @@ describe('reduceBatch', () => {
     expect(reduced.changes.map((x) => x.modifiedOn)).toEqual([2n ** 60n + 1n]);
   });
 
-  it('lets a delete win over a change of the same or an older version, and a change only when strictly newer', () => {
+  it('lets a delete win over a change observed at or before it, and a change only when observed after it', () => {
     expect(survivors([c(change('k', 10n)), d(deletion('k', 10n))])).toEqual(['-/k@10']);
     expect(survivors([d(deletion('k', 10n)), c(change('k', 10n))])).toEqual(['-/k@10']);
     expect(survivors([c(change('k', 9n)), d(deletion('k', 10n))])).toEqual(['-/k@10']);
-    expect(survivors([c(change('k', 11n)), d(deletion('k', 10n))])).toEqual(['/k@11']);
-    expect(survivors([d(deletion('k', 10n)), c(change('k', 11n))])).toEqual(['/k@11']);
+    // The row came back after the delete: the change is written, and the delete is still recorded (an older version
+    // arriving later from the retry topic must meet the tombstone).
+    expect(survivors([c(change('k', 11n)), d(deletion('k', 10n))])).toEqual(['-/k@10', '/k@11']);
+    expect(survivors([d(deletion('k', 10n)), c(change('k', 11n))])).toEqual(['-/k@10', '/k@11']);
     expect(survivors([d(deletion('k', 10n)), d(deletion('k', 12n)), d(deletion('k', 11n))])).toEqual(['-/k@12']);
     expect(reduceBatch([c(change('k', 9n)), d(deletion('k', 10n)), c(change('k', 8n))]).superseded).toBe(2);
+  });
+
+  it('judges a delete by observation, not ModifiedOn: a restore with an old ModifiedOn outlives an earlier delete', () => {
+    const restored = change('k', 3n, { observed: 20n });
+    for (const events of [[d(deletion('k', 15n)), c(restored)], [c(restored), d(deletion('k', 15n))]]) {
+      expect(reduceBatch(events)).toMatchObject({ changes: [restored], deletes: [deletion('k', 15n)] });
+    }
+    const stale = change('k', 30n, { observed: 14n });
+    expect(reduceBatch([c(stale), d(deletion('k', 15n))]).deletes.map((x) => x.observed)).toEqual([15n]);
   });
 
   it('keeps the same key of two tenants apart', () => {

@@ -13,7 +13,7 @@ function change(overrides: Partial<BlobChange> = {}): BlobChange {
     table: 'ReferralAttachment', tenant: 'gwent', key: '6f1c2f8e-0000-4000-8000-000000000001', name: 'a.txt',
     pathLocator: '/1/2/', parentPathLocator: '/1/', isDirectory: false, size: bytes.length,
     attributes: { creationTime: 638_000_000_000_000_001n, lastWriteTime: null, lastAccessTime: null, isReadonly: null, isHidden: true, isSystem: null, isArchive: false },
-    modifiedOn: 17_637_000_000_000_001n, businessUnit: 'bu-1',
+    modifiedOn: 17_637_000_000_000_001n, observed: 17_637_000_000_000_003n, businessUnit: 'bu-1',
     content: { kind: 'inline', bytes }, contentSha256: Buffer.alloc(32, 7), runId: 'run-1',
     window: { start: -22_089_888_000_000_000n, end: 17_637_000_000_000_009n },
     ...overrides,
@@ -52,8 +52,10 @@ describe('Avro single-object encoding', () => {
   });
 
   it('decodes tombstones from their headers and markers from their schema', async () => {
-    const deletion = { table: 'T', tenant: 'x', key: 'k1', modifiedOn: 5n, runId: 'r' };
+    const deletion = { table: 'T', tenant: 'x', key: 'k1', modifiedOn: 5n, observed: 8n, runId: 'r' };
     expect(await decodeRecord(codec, incoming(tombstoneRecord(deletion)))).toEqual({ type: 'delete', deletion });
+    const nullModifiedOn = { ...deletion, modifiedOn: null };
+    expect(await decodeRecord(codec, incoming(tombstoneRecord(nullModifiedOn)))).toEqual({ type: 'delete', deletion: nullModifiedOn });
     const marker = { table: 'T', tenant: '', scope: '*', watermark: 99n, runId: 'r', partition: 2 };
     const out = await markerRecord(codec, marker);
     expect(out.partition).toBe(2);

@@ -19,7 +19,7 @@ function everyQuery(): Record<string, Query> {
     runId: RUN, table: SENTINEL, scope: SENTINEL, step: 'children' as const, batchNo: 3, rows: 10, bytes: 100, skipped: 1,
     lastPosition: { modifiedOn: TICKS, key: SENTINEL }, startedAt: new Date(0), status: 'failed' as const, error: SENTINEL,
   };
-  const row = { key: SENTINEL, modifiedOn: TICKS, contentSha256: Buffer.from('ab', 'hex'), pathLocator: SENTINEL, chunkCount: 2 };
+  const row = { key: SENTINEL, modifiedOn: TICKS, observed: TICKS, digest: Buffer.alloc(32), contentSha256: Buffer.from('ab', 'hex'), pathLocator: SENTINEL, chunkCount: 2 };
   return {
     insertRun: sql.insertRun(SCHEMA, { kind: 'poll', requestedBy: SENTINEL, host: SENTINEL, pid: 1, options: { s: SENTINEL, t: TICKS } }),
     finishRun: sql.finishRun(SCHEMA, RUN, 'failed', SENTINEL),
@@ -46,7 +46,11 @@ function everyQuery(): Record<string, Query> {
     selectRegisteredKeysAfter: sql.selectRegisteredKeysAfter(SCHEMA, SENTINEL, SENTINEL, 10),
     selectSweepCursor: sql.selectSweepCursor(SCHEMA, SENTINEL, 'deletes'),
     upsertSweepCursor: sql.upsertSweepCursor(SCHEMA, SENTINEL, SENTINEL, 'late-arrivals'),
-    markDeleted: sql.markDeleted(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS }]),
+    registerPending: sql.registerPending(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, pathLocator: SENTINEL }]),
+    markDeleted: sql.markDeleted(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, observed: TICKS }]),
+    setNullModifiedOn: sql.setNullModifiedOn(SCHEMA, RUN, SENTINEL, SENTINEL, 3),
+    lockObservations: sql.lockObservations(SCHEMA, SENTINEL),
+    nextObservation: sql.nextObservation(SCHEMA, SENTINEL),
     insertRowFailure: sql.insertRowFailure(SCHEMA, RUN, SENTINEL, SENTINEL, TICKS, SENTINEL),
     selectRowFailures: sql.selectRowFailures(SCHEMA, RUN),
     selectStatus: sql.selectStatus(SCHEMA),
@@ -85,7 +89,7 @@ describe('control store SQL builders', () => {
 
   it('puts the caller values in the parameters', () => {
     const q = everyQuery();
-    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor']) {
+    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'registerPending', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor', 'lockObservations', 'nextObservation', 'setNullModifiedOn']) {
       expect(flat(q[name]!), name).toContain(SENTINEL);
     }
     expect(flat(q.insertRunTable!)).toContain(TICKS.toString());
@@ -99,15 +103,17 @@ describe('control store SQL builders', () => {
 
   it('sends the batch of a registry upsert as one array per column', () => {
     const q = sql.upsertPublished(SCHEMA, 'T', RUN, [
-      { key: 'a', modifiedOn: 1n, contentSha256: null, pathLocator: null, chunkCount: null },
-      { key: 'b', modifiedOn: TICKS, contentSha256: Buffer.alloc(2), pathLocator: '/1/', chunkCount: 4 },
+      { key: 'a', modifiedOn: null, observed: 7n, digest: Buffer.alloc(1), contentSha256: null, pathLocator: null, chunkCount: null },
+      { key: 'b', modifiedOn: TICKS, observed: TICKS, digest: Buffer.alloc(3), contentSha256: Buffer.alloc(2), pathLocator: '/1/', chunkCount: 4 },
     ]);
     expect(q.text).toContain('unnest(');
-    expect(q.values.slice(2)).toEqual([['a', 'b'], ['1', TICKS.toString()], [null, Buffer.alloc(2)], [null, '/1/'], [null, 4]]);
+    expect(q.values.slice(2)).toEqual([
+      ['a', 'b'], [null, TICKS.toString()], ['7', TICKS.toString()], [null, Buffer.alloc(2)], [Buffer.alloc(1), Buffer.alloc(3)], [null, '/1/'], [null, 4],
+    ]);
   });
 
   it('orders steps for resumption by the step order, passed as a parameter', () => {
-    expect(BATCH_STEPS.slice(0, 4)).toEqual(['roots', 'missing-parents', 'children', 'deletes']);
+    expect(BATCH_STEPS.slice(0, 6)).toEqual(['roots', 'missing-parents', 'children', 'nulls', 'deletes', 'late-arrivals']);
     const q = sql.selectLastCompletedBatch(SCHEMA, RUN, 'T', '*');
     expect(q.values).toContainEqual([...BATCH_STEPS]);
     expect(q.text).toMatch(/ORDER BY array_position\(\$4::text\[\], step\) DESC, batch_no DESC/);
@@ -126,12 +132,12 @@ describe('control store SQL builders', () => {
 });
 
 describe('latestPerKey', () => {
-  it('keeps the latest version of each key, the later one on a tie', () => {
+  it('keeps the latest observed row of each key, the later one on a tie', () => {
     const rows = [
-      { key: 'a', modifiedOn: 2n, n: 1 },
-      { key: 'b', modifiedOn: 1n, n: 2 },
-      { key: 'a', modifiedOn: 1n, n: 3 },
-      { key: 'b', modifiedOn: 1n, n: 4 },
+      { key: 'a', observed: 2n, n: 1 },
+      { key: 'b', observed: 1n, n: 2 },
+      { key: 'a', observed: 1n, n: 3 },
+      { key: 'b', observed: 1n, n: 4 },
     ];
     expect(latestPerKey(rows).map((r) => r.n)).toEqual([1, 4]);
   });

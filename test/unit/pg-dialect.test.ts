@@ -6,7 +6,7 @@ import {
   STAGE_COLUMNS, applyDeletes, blobTableDdl, bookkeepingDdl, compareVersions, copyIntoStage, createStageTable,
   deleteUsedChunks, markIncompleteContent, markMissingParents, migrationLock, pathIndexName, reduceLatest, renderMigration,
   selectConsistentAsOfWithPartitions, selectStoredOffsets, stageChunks, stageValues, targetTable, targetTableName,
-  upsertFromStage, upsertOffsets, upsertWatermarks,
+  upsertFromStage, upsertOffsets, upsertWatermarks, VERSION_OF, parkRows, releaseParked,
 } from '../../consumers/postgres/dialect.js';
 
 const T = targetTable('tgt', 'Referral.Attachment');
@@ -16,7 +16,7 @@ function row(key: string, modifiedOn: bigint, sha: string | null, over: Partial<
   return {
     change: {
       table: 'Referral.Attachment', tenant: 'north', key, name: `${key}.pdf`, pathLocator: `/${key}/`, parentPathLocator: null,
-      isDirectory: false, size: 3, attributes: { creationTime: 1n, isHidden: true }, modifiedOn, businessUnit: 'bu1',
+      isDirectory: false, size: 3, attributes: { creationTime: 1n, isHidden: true }, modifiedOn, observed: modifiedOn, businessUnit: 'bu1',
       content: { kind: 'inline', bytes: Buffer.from('abc') }, contentSha256: sha === null ? null : Buffer.from(sha, 'hex'),
       runId: 'run-1', window: { start: 0n, end: 10n }, ...over,
     },
@@ -99,12 +99,14 @@ describe('staging', () => {
 });
 
 describe('versions', () => {
-  it('orders by ModifiedOn, then by content hash with no hash lowest', () => {
-    const v = (m: bigint, sha: string | null) => ({ modifiedOn: m, contentSha256: sha === null ? null : Buffer.from(sha, 'hex') });
-    expect(compareVersions(v(2n, '00'), v(1n, 'ff'))).toBe(1);
-    expect(compareVersions(v(1n, '0a'), v(1n, '0b'))).toBe(-1);
-    expect(compareVersions(v(1n, null), v(1n, '00'))).toBe(-1);
-    expect(compareVersions(v(1n, 'ab'), v(1n, 'ab'))).toBe(0);
+  it('orders by ModifiedOn (NULL first), then observation, the hash only on a full tie', () => {
+    const v = (m: bigint | null, observed: bigint, sha: string | null) => ({ modifiedOn: m, observed, contentSha256: sha === null ? null : Buffer.from(sha, 'hex') });
+    expect(compareVersions(v(2n, 1n, '00'), v(1n, 9n, 'ff'))).toBe(1);
+    expect(compareVersions(v(null, 9n, 'ff'), v(1n, 1n, '00'))).toBe(-1);
+    expect(compareVersions(v(1n, 5n, '0a'), v(1n, 4n, '0b'))).toBe(1);
+    expect(compareVersions(v(1n, 4n, '0a'), v(1n, 4n, '0b'))).toBe(-1);
+    expect(compareVersions(v(1n, 4n, null), v(1n, 4n, '00'))).toBe(-1);
+    expect(compareVersions(v(1n, 4n, 'ab'), v(1n, 4n, 'ab'))).toBe(0);
   });
 
   it('reduces a batch to the greatest version per tenant and key, whatever the order', () => {
@@ -123,13 +125,14 @@ describe('versions', () => {
 });
 
 describe('statements', () => {
-  it('guards the upsert by tombstone and by (ModifiedOn, hash), newer strictly wins', () => {
+  it('guards the upsert by tombstone observation and by (ModifiedOn, observation, hash), newer strictly wins', () => {
     const q = upsertFromStage(T);
     expect(q.text).toContain('INSERT INTO "tgt"."referral_attachment" AS t');
     expect(q.text).toContain('FROM pg_temp.hw_stage s');
-    expect(q.text).toContain('d.modified_on_ticks >= s.modified_on_ticks');
+    expect(q.text).toContain('coalesce(d.observed_ticks, d.modified_on_ticks) >= s.observed_ticks');
     expect(q.text).toContain('ON CONFLICT (tenant, key) DO UPDATE SET');
-    expect(q.text).toContain(`WHERE (t.modified_on_ticks, coalesce(t.content_sha256, '\\x'::bytea)) < (excluded.modified_on_ticks, coalesce(excluded.content_sha256, '\\x'::bytea))`);
+    expect(q.text).toContain(`WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}`);
+    expect(VERSION_OF('t')).toBe(`(coalesce(t.modified_on_ticks, (-9223372036854775808)::bigint), coalesce(coalesce(t.observed_ticks, t.modified_on_ticks), (-9223372036854775808)::bigint), coalesce(t.content_sha256, '\\x'::bytea))`);
     expect(q.text).not.toMatch(/content_kind|chunk_count|status =/);
     expect(q.values).toEqual(['Referral.Attachment']);
   });
@@ -141,15 +144,17 @@ describe('statements', () => {
     expect(missing.text).toContain('RETURNING s.key');
     expect(missing.values).toEqual(['Referral.Attachment']);
     for (const q of [missing, markIncompleteContent(T)]) {
-      expect(q.text).toContain(`>= (s.modified_on_ticks, coalesce(s.content_sha256, '\\x'::bytea))`);
-      expect(q.text).toContain('d.modified_on_ticks >= s.modified_on_ticks');
+      expect(q.text).toContain(`>= ${VERSION_OF('s')}`);
+      expect(q.text).toContain('coalesce(d.observed_ticks, d.modified_on_ticks) >= s.observed_ticks');
     }
   });
 
   it('puts every value in parameters, never in the text', () => {
     const chunk: BlobChunk = { table: 'Referral.Attachment', key: HOSTILE, contentSha256: Buffer.alloc(32), index: 0, count: 1, bytes: Buffer.from('x') };
     const statements = [
-      applyDeletes(T, [{ table: 'Referral.Attachment', tenant: HOSTILE, key: HOSTILE, modifiedOn: 2n ** 60n + 1n }]),
+      applyDeletes(T, [{ table: 'Referral.Attachment', tenant: HOSTILE, key: HOSTILE, modifiedOn: 2n ** 60n + 1n, observed: 2n ** 60n + 2n }]),
+      parkRows(T, [{ tenant: HOSTILE, key: HOSTILE, modifiedOn: null, observed: 5n, reason: HOSTILE }]),
+      releaseParked(T, [{ tenant: HOSTILE, key: HOSTILE }]),
       upsertOffsets('tgt', HOSTILE, [{ topic: HOSTILE, partition: 0, nextOffset: 1n }]),
       upsertWatermarks('tgt', HOSTILE, [{ table: HOSTILE, tenant: HOSTILE, scope: HOSTILE, topic: HOSTILE, partition: 1, watermark: 5n }]),
       selectStoredOffsets('tgt', HOSTILE, [HOSTILE]),
@@ -163,8 +168,9 @@ describe('statements', () => {
   });
 
   it('sends ticks and offsets as exact decimal strings', () => {
-    const q = applyDeletes(T, [{ table: 'Referral.Attachment', tenant: '', key: 'k', modifiedOn: 2n ** 53n + 1n }]);
+    const q = applyDeletes(T, [{ table: 'Referral.Attachment', tenant: '', key: 'k', modifiedOn: 2n ** 53n + 1n, observed: 2n ** 53n + 3n }]);
     expect(q.values[3]).toEqual(['9007199254740993']);
+    expect(q.values[4]).toEqual(['9007199254740995']);
     expect(upsertOffsets('tgt', 'g', [{ topic: 't', partition: 0, nextOffset: 2n ** 62n }]).values[3]).toEqual(['4611686018427387904']);
   });
 

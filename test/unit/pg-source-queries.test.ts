@@ -7,7 +7,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, existingKeysQuery, missingParentsQuery,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, keyVersionsQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
   oldestOpenTransactionQuery, pageQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
@@ -77,7 +77,10 @@ describe('PostgreSQL source statements parse as PostgreSQL and carry every value
     ['by keys', byKeysQuery(spec, [SENTINEL, 'b'])],
     ['by path locators', byPathLocatorsQuery(spec, [SENTINEL, '/1/2/'])],
     ['content slice', contentSliceQuery(spec, SENTINEL, 1_048_576, 65_536)],
-    ['existing keys', existingKeysQuery(spec, [SENTINEL])],
+    ['member keys', memberKeysQuery(spec, { keys: [SENTINEL], businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
+    ['content hashes', contentHashesQuery(spec, [SENTINEL])],
+    ['NULL ModifiedOn page', nullModifiedOnPageQuery(spec, { after: SENTINEL, limit: 10, businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
+    ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
     ['clock', clockQuery()],
     ['oldest open transaction', oldestOpenTransactionQuery()],
   ];
@@ -222,7 +225,7 @@ describe('missingParentsQuery', () => {
 describe('other statements', () => {
   it('reads a content slice with a 1-based offset', () => {
     const stmt = contentSliceQuery(spec, 'k', 1_048_576, 65_536);
-    expect(stmt.text).toBe('SELECT substring("file_stream" FROM $1 FOR $2) AS slice FROM "Demo"."ReferralAttachment" WHERE "stream_id"::text = $3');
+    expect(stmt.text).toBe('SELECT substring("file_stream" FROM $1 FOR $2) AS slice FROM "Demo"."ReferralAttachment" WHERE "stream_id" = $3');
     expect(stmt.values).toEqual([1_048_577, 65_536, 'k']);
   });
 
@@ -231,14 +234,34 @@ describe('other statements', () => {
     expect(clockQuery().values).toEqual([]);
     const oldest = oldestOpenTransactionQuery().text;
     expect(oldest).toContain('min(a.xact_start)');
-    expect(oldest).toContain('a.backend_xid IS NOT NULL');
+    // Every open transaction counts, written or not: now() stamps rows with the transaction's start.
+    expect(oldest).toContain('a.xact_start IS NOT NULL');
+    expect(oldest).not.toContain('backend_xid');
+    expect(oldest).toContain('pg_prepared_xacts');
     expect(oldest).toContain('a.datname = current_database()');
     expect(oldest).toContain('a.pid <> pg_backend_pid()');
   });
 
-  it('looks keys up with one array parameter', () => {
-    expect(existingKeysQuery(spec, ['a', 'b']).values).toEqual([['a', 'b']]);
-    expect(byKeysQuery(spec, ['a']).text).toMatch(/WHERE b\."stream_id"::text = ANY\(\$2::text\[\]\)$/);
+  it('looks keys up with one array parameter typed by the key column, so the primary key serves it', () => {
+    const members = memberKeysQuery(spec, { keys: ['a', 'b'], businessUnit: null, excludedKeys: [] });
+    expect(members.values).toEqual([['a', 'b']]);
+    expect(members.text).toContain('b."stream_id" = ANY($1)');
+    expect(byKeysQuery(spec, ['a']).text).toMatch(/WHERE b\."stream_id" = ANY\(\$2\)$/);
+    expect(contentHashesQuery(spec, ['a']).text).toContain('sha256(b."file_stream")');
+    for (const q of [members, byKeysQuery(spec, ['a']), contentHashesQuery(spec, ['a']), contentSliceQuery(spec, 'a', 0, 1)]) expect(q.text).not.toContain('::text =');
+  });
+
+  it('checks membership of the replicated set, as the windows read it: metadata joined, BU mapped, scope, exclusions', () => {
+    const q = memberKeysQuery(spec, { keys: ['a'], businessUnit: 'bu-1', excludedKeys: ['x'] }).text;
+    expect(q).toContain('JOIN "Demo"."cw_referralattachmentBase" AS m');
+    expect(q).toContain('JOIN "Demo"."LA_BU" AS bu_m');
+    expect(q).toContain('lower(m."OwningBusinessUnit"::text) = lower(');
+    expect(q).toContain('<> ALL(');
+  });
+
+  it('reads late arrivals without NULL ModifiedOn, and the NULL ones on their own page', () => {
+    expect(keyVersionsQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toContain('IS NOT NULL');
+    expect(nullModifiedOnPageQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toMatch(/WHERE m\."ModifiedOn" IS NULL[\s\S]*ORDER BY b\."stream_id"/);
   });
 });
 
@@ -249,5 +272,13 @@ describe('toSourceRow', () => {
       modified_on_ticks: '17672472001234567', business_unit: 'bu', creation_time_ticks: '-1', last_write_time_ticks: null,
     });
     expect(row).toMatchObject({ key: 'k', contentLength: 3, modifiedOn: 17_672_472_001_234_567n, attributes: { creationTime: -1n, lastWriteTime: null } });
+    expect(toSourceRow({ ...rawRow(), modified_on_ticks: null }).modifiedOn).toBeNull();
   });
 });
+
+function rawRow(): Parameters<typeof toSourceRow>[0] {
+  return {
+    key: 'k', name: 'n', path_locator: '/1/', parent_path_locator: null, is_directory: false, content_length: null, content: null,
+    modified_on_ticks: '1', business_unit: null, creation_time_ticks: null, last_write_time_ticks: null,
+  };
+}

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
-import { changeFromRow, isUnchanged, planContent, sha256 } from '../../src/poller/build.js';
+import { changeFromRow, isUnchanged, movedBackwards, planContent, rowDigest, sha256, type Registered } from '../../src/poller/build.js';
 
 const MiB = 1 << 20;
 
@@ -47,49 +47,73 @@ describe('planContent', () => {
 });
 
 describe('isUnchanged', () => {
-  const bytes = Buffer.from('abc');
-  const hash = sha256(bytes);
-  const published = (over: Partial<{ modifiedOn: bigint; contentSha256: Buffer | null; deleted: boolean }> = {}) => ({
-    modifiedOn: row().modifiedOn, contentSha256: hash, deleted: false, ...over,
+  const digest = rowDigest(row(), sha256(Buffer.from('abc')));
+  const registered = (over: Partial<Registered> = {}): Registered => ({
+    modifiedOn: row().modifiedOn, digest, deleted: false, acked: true, maxSentModifiedOn: row().modifiedOn, ...over,
   });
 
-  it('is false for a key never published', () => {
-    expect(isUnchanged(row(), hash, undefined)).toBe(false);
+  it('is false for a key never published, or whose first version is still in flight', () => {
+    expect(isUnchanged(row(), digest, undefined)).toBe(false);
+    expect(isUnchanged(row(), digest, registered({ acked: false }))).toBe(false);
   });
 
-  it('is true for the same ModifiedOn and the same content hash', () => {
-    expect(isUnchanged(row(), hash, published())).toBe(true);
-    expect(isUnchanged(row(), sha256(Buffer.from('abc')), published())).toBe(true);
+  it('is true for the same ModifiedOn and the same digest', () => {
+    expect(isUnchanged(row(), rowDigest(row(), sha256(Buffer.from('abc'))), registered())).toBe(true);
+    expect(isUnchanged(row({ modifiedOn: null }), digest, registered({ modifiedOn: null }))).toBe(true);
   });
 
-  it('is false when ModifiedOn differs either way, even by one tick', () => {
-    expect(isUnchanged(row({ modifiedOn: row().modifiedOn + 1n }), hash, published())).toBe(false);
-    expect(isUnchanged(row({ modifiedOn: row().modifiedOn - 1n }), hash, published())).toBe(false);
+  it('is false when ModifiedOn differs either way, even by one tick, or became NULL', () => {
+    expect(isUnchanged(row({ modifiedOn: row().modifiedOn! + 1n }), digest, registered())).toBe(false);
+    expect(isUnchanged(row({ modifiedOn: row().modifiedOn! - 1n }), digest, registered())).toBe(false);
+    expect(isUnchanged(row({ modifiedOn: null }), digest, registered())).toBe(false);
   });
 
-  it('is false when the content changed under the same ModifiedOn', () => {
-    expect(isUnchanged(row(), sha256(Buffer.from('abd')), published())).toBe(false);
+  it('is false when anything published changed under the same ModifiedOn: content, name, place, BU, attributes', () => {
+    const same = sha256(Buffer.from('abc'));
+    expect(isUnchanged(row(), rowDigest(row(), sha256(Buffer.from('abd'))), registered())).toBe(false);
+    for (const over of [{ name: 'b.bin' }, { parentPathLocator: '/9/' }, { pathLocator: '/9/2/' }, { businessUnit: 'bu2' }, { attributes: { creationTime: 1n, lastWriteTime: 3n } }, { isDirectory: true }]) {
+      expect(isUnchanged(row(over), rowDigest(row(over), same), registered()), JSON.stringify(Object.keys(over))).toBe(false);
+    }
   });
 
   it('is false for a key whose last published event was a delete (the row came back)', () => {
-    expect(isUnchanged(row(), hash, published({ deleted: true }))).toBe(false);
+    expect(isUnchanged(row(), digest, registered({ deleted: true }))).toBe(false);
   });
 
-  it('trusts ModifiedOn alone when either hash is unknown (content not read in the page, or none)', () => {
-    expect(isUnchanged(row({ content: null }), null, published())).toBe(true);
-    expect(isUnchanged(row({ isDirectory: true, content: null, contentLength: null }), null, published({ contentSha256: null }))).toBe(true);
-    expect(isUnchanged(row(), hash, published({ contentSha256: null }))).toBe(true);
+  it('never trusts ModifiedOn alone: an unknown content hash, or a registry entry without a digest, means publish', () => {
+    expect(isUnchanged(row({ content: null }), undefined, registered())).toBe(false);
+    expect(isUnchanged(row(), digest, registered({ digest: null }))).toBe(false);
+  });
+});
+
+describe('movedBackwards', () => {
+  const registered = (over: Partial<Registered> = {}): Registered => ({
+    modifiedOn: 100n, digest: null, deleted: false, acked: true, maxSentModifiedOn: 100n, ...over,
+  });
+
+  it('is true when the row is older than the newest ModifiedOn sent since the last delete, NULL counting as oldest', () => {
+    expect(movedBackwards(row({ modifiedOn: 99n }), registered())).toBe(true);
+    expect(movedBackwards(row({ modifiedOn: null }), registered())).toBe(true);
+    expect(movedBackwards(row({ modifiedOn: 99n }), registered({ modifiedOn: 90n, maxSentModifiedOn: 100n }))).toBe(true);
+  });
+
+  it('is false for the same or a newer ModifiedOn, a new key, and a key deleted since', () => {
+    expect(movedBackwards(row({ modifiedOn: 100n }), registered())).toBe(false);
+    expect(movedBackwards(row({ modifiedOn: 101n }), registered())).toBe(false);
+    expect(movedBackwards(row({ modifiedOn: 1n }), undefined)).toBe(false);
+    expect(movedBackwards(row({ modifiedOn: 1n }), registered({ deleted: true }))).toBe(false);
+    expect(movedBackwards(row({ modifiedOn: null }), registered({ modifiedOn: null, maxSentModifiedOn: null }))).toBe(false);
   });
 });
 
 describe('changeFromRow', () => {
-  it('carries the row, the window and the run into the event, ticks untouched', () => {
+  it('carries the row, its observation, the window and the run into the event, ticks untouched', () => {
     const r = row();
     const window = { start: -5n, end: 2n ** 60n };
-    const change = changeFromRow(r, { table: 'T', tenant: 'gwent', runId: 'run', window }, { kind: 'inline', bytes: r.content! }, sha256(r.content!));
+    const change = changeFromRow({ row: r, observed: 2n ** 61n }, { table: 'T', tenant: 'gwent', runId: 'run', window }, { kind: 'inline', bytes: r.content! }, sha256(r.content!));
     expect(change).toEqual({
       table: 'T', tenant: 'gwent', key: 'k1', name: 'a.bin', pathLocator: '/1/2/', parentPathLocator: '/1/', isDirectory: false, size: 3,
-      attributes: { creationTime: 1n, lastWriteTime: 2n }, modifiedOn: 17_672_472_001_234_567n, businessUnit: 'bu1',
+      attributes: { creationTime: 1n, lastWriteTime: 2n }, modifiedOn: 17_672_472_001_234_567n, observed: 2n ** 61n, businessUnit: 'bu1',
       content: { kind: 'inline', bytes: r.content }, contentSha256: sha256(Buffer.from('abc')), runId: 'run', window,
     });
   });

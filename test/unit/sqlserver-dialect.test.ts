@@ -9,6 +9,7 @@ import {
   recordMigration, reduceLatest, renderMigration, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, splitBatches, stageMismatch, stageValues,
   targetTable, targetTableName, upsertFromStage, upsertOffsets, upsertWatermarks, type SqlServerStatement,
+  parkHeldBack, parkRows, releaseParked,
 } from '../../consumers/sqlserver/dialect.js';
 
 /**
@@ -26,6 +27,7 @@ const SENTINEL = "x'); DROP TABLE--";
 const ROOT = new URL('../../', import.meta.url);
 const BOOKKEEPING = readFileSync(new URL('schema/target-sqlserver/001_bookkeeping.sql', ROOT), 'utf8');
 const BLOB_TABLE = readFileSync(new URL('schema/target-sqlserver/blob-table.sql', ROOT), 'utf8');
+const OBSERVED_VERSIONS = readFileSync(new URL('schema/target-sqlserver/002_observed_versions.sql', ROOT), 'utf8');
 
 const HOLDLOCK_ON_MERGE = /(MERGE \S+) WITH \(HOLDLOCK\)/g;
 const WRITE_APPEND = /SET (\[\w+\])\.WRITE\(([^,]+), NULL, 0\)/g;
@@ -76,7 +78,7 @@ const t = targetTable('hw', 'ReferralAttachment');
 function change(overrides: Partial<BlobChange> = {}): BlobChange {
   return {
     table: 'ReferralAttachment', tenant: 'gwent', key: 'k1', name: 'a.txt', pathLocator: '/1/2/', parentPathLocator: '/1/',
-    isDirectory: false, size: 3, attributes: { creationTime: 5n, lastWriteTime: 6n }, modifiedOn: 100n, businessUnit: 'bu',
+    isDirectory: false, size: 3, attributes: { creationTime: 5n, lastWriteTime: 6n }, modifiedOn: 100n, observed: 100n, businessUnit: 'bu',
     content: { kind: 'inline', bytes: Buffer.from('abc') }, contentSha256: Buffer.alloc(32, 1), runId: 'run-1',
     window: { start: 0n, end: 200n }, ...overrides,
   };
@@ -102,7 +104,10 @@ describe('every statement parses as T-SQL', () => {
     ['markMissingParents', markMissingParents(t)],
     ['upsertFromStage', upsertFromStage(t)],
     ['deleteUsedChunks', deleteUsedChunks(t, superseded)],
-    ['applyDeletes', applyDeletes(t, [{ table: t.logical, tenant: 'gwent', key: 'k', modifiedOn: 5n }])],
+    ['applyDeletes', applyDeletes(t, [{ table: t.logical, tenant: 'gwent', key: 'k', modifiedOn: 5n, observed: 6n }])],
+    ['parkRows', parkRows(t, [{ tenant: 'gwent', key: 'k', modifiedOn: null, observed: 6n, reason: 'missing-parent' }])],
+    ['parkHeldBack', parkHeldBack(t)],
+    ['releaseParked', releaseParked(t, [{ tenant: 'gwent', key: 'k' }])],
     ['upsertWatermarks', upsertWatermarks('hw', 'g', [{ table: 'T', tenant: '', scope: '*', topic: 'tp', partition: 0, watermark: 9n }])],
     ['upsertOffsets', upsertOffsets('hw', 'g', [{ topic: 'tp', partition: 0, nextOffset: 10n }])],
     ['selectStoredOffsets', selectStoredOffsets('hw', 'g', ['tp'])],
@@ -118,15 +123,18 @@ describe('every statement parses as T-SQL', () => {
     checkStatement(migrationLock('hw'), ['@Resource', '@LockMode', '@LockOwner', '@LockTimeout']);
   });
 
-  it('the bookkeeping migration, batch by batch', () => {
+  it('the bookkeeping migrations, batch by batch', () => {
     const batches = bookkeepingDdl(BOOKKEEPING, 'hw');
     expect(batches.length).toBe(5);
     for (const b of batches) checkStatement(b);
+    const observed = bookkeepingDdl(OBSERVED_VERSIONS, 'hw');
+    expect(observed.length).toBe(3);
+    for (const b of observed) checkStatement(b);
   });
 
   it('the blob table, batch by batch', () => {
     const batches = blobTableDdl(BLOB_TABLE, t);
-    expect(batches.length).toBe(2);
+    expect(batches.length).toBe(4);
     for (const b of batches) checkStatement(b);
   });
 });
@@ -156,7 +164,9 @@ describe('migrations', () => {
     expect(BOOKKEEPING).toMatch(/PRIMARY KEY NONCLUSTERED \(table_name, tenant, \[key\]\)/);
     expect(BLOB_TABLE).toMatch(/PRIMARY KEY NONCLUSTERED \(tenant, \[key\]\)/);
     expect(BLOB_TABLE).toMatch(/content\s+varbinary\(max\)/);
-    expect(BLOB_TABLE).toMatch(/modified_on_ticks\s+bigint\s+NOT NULL/);
+    // NULL where the source's ModifiedOn is NULL (contract v2); the observation stamp beside it.
+    expect(BLOB_TABLE).toMatch(/modified_on_ticks\s+bigint\s+NULL/);
+    expect(BLOB_TABLE).toMatch(/observed_ticks\s+bigint\s+NULL/);
   });
 
   it('stages every target column with the type and length of blob-table.sql', () => {
@@ -203,15 +213,23 @@ describe('staging', () => {
     expect(stageMismatch(STAGE_COLUMNS, stageValues({ change: change({ contentSha256: Buffer.alloc(33) }) }))).toMatch(/^content_sha256/);
   });
 
-  it('keeps the latest version per (tenant, key); a tie goes to the greater hash', () => {
-    const older = { change: change({ modifiedOn: 1n }) };
-    const newer = { change: change({ modifiedOn: 2n, contentSha256: Buffer.alloc(32, 0) }) };
-    const tieWinner = { change: change({ modifiedOn: 2n, contentSha256: Buffer.alloc(32, 9) }) };
+  it('keeps the latest version per (tenant, key); a ModifiedOn tie goes to the later observation, not the hash', () => {
+    const older = { change: change({ modifiedOn: 1n, observed: 2n }) };
+    const earlierObserved = { change: change({ modifiedOn: 2n, observed: 3n, contentSha256: Buffer.alloc(32, 9) }) };
+    const tieWinner = { change: change({ modifiedOn: 2n, observed: 4n, contentSha256: Buffer.alloc(32, 0) }) };
     const otherTenant = { change: change({ tenant: 'cardiff', modifiedOn: 1n }) };
-    const { latest, superseded } = reduceLatest([older, tieWinner, newer, otherTenant]);
+    const { latest, superseded } = reduceLatest([older, tieWinner, earlierObserved, otherTenant]);
     expect(latest).toEqual([tieWinner, otherTenant]);
-    expect(superseded).toEqual([older, newer]);
-    expect(compareVersions({ modifiedOn: 1n, contentSha256: null }, { modifiedOn: 1n, contentSha256: Buffer.alloc(1) })).toBeLessThan(0);
+    expect(superseded).toEqual([older, earlierObserved]);
+    expect(compareVersions({ modifiedOn: 1n, observed: 1n, contentSha256: null }, { modifiedOn: 1n, observed: 1n, contentSha256: Buffer.alloc(1) })).toBeLessThan(0);
+  });
+
+  it('keeps every version of a key that can still win, when its ModifiedOn moved backwards across a delete', () => {
+    const beforeDelete = { change: change({ modifiedOn: 9n, observed: 3n }) };
+    const restored = { change: change({ modifiedOn: 5n, observed: 8n }) };
+    const { latest, superseded } = reduceLatest([beforeDelete, restored]);
+    expect(latest).toEqual([restored, beforeDelete]);
+    expect(superseded).toEqual([]);
   });
 });
 
@@ -225,9 +243,11 @@ describe('the upsert', () => {
     expect(Object.keys(merge)).toEqual(['Merge']);
   });
 
-  it('updates only when strictly newer (ties to the greater hash) and inserts what is missing', () => {
+  it('updates only when strictly newer by (ModifiedOn, observation), the hash only on a full tie, and inserts what is missing', () => {
+    const m = (a: string) => `ISNULL(${a}.[modified_on_ticks], CONVERT(bigint, -9223372036854775808))`;
+    const o = (a: string) => `ISNULL(${a}.[observed_ticks], ${m(a)})`;
     expect(text).toContain(
-      'WHEN MATCHED AND (t.[modified_on_ticks] < s.[modified_on_ticks] OR (t.[modified_on_ticks] = s.[modified_on_ticks] AND ISNULL(t.[content_sha256], 0x) < ISNULL(s.[content_sha256], 0x))) THEN',
+      `WHEN MATCHED AND ((${m('t')} < ${m('s')} OR (${m('t')} = ${m('s')} AND ${o('t')} < ${o('s')})) OR (${m('t')} = ${m('s')} AND ${o('t')} = ${o('s')} AND ISNULL(t.[content_sha256], 0x) < ISNULL(s.[content_sha256], 0x))) THEN`,
     );
     expect(text).toContain('WHEN NOT MATCHED BY TARGET THEN');
     expect(text).toContain('[applied_at] = SYSUTCDATETIME()');
@@ -235,8 +255,11 @@ describe('the upsert', () => {
   });
 
   it('takes only unclassified rows and refuses rows at or before a tombstone', () => {
-    expect(text).toContain('WHERE r.[status] IS NULL AND NOT EXISTS (SELECT 1 FROM [hw].[hw_tombstones] AS d');
-    expect(text).toContain('d.[table_name] = @table AND d.[tenant] = r.[tenant] AND d.[key] = r.[key] AND d.[modified_on_ticks] >= r.[modified_on_ticks]');
+    expect(text).toContain('WHERE x.[status] IS NULL AND NOT EXISTS (SELECT 1 FROM [hw].[hw_tombstones] AS d');
+    expect(text).toContain('d.[table_name] = @table AND d.[tenant] = x.[tenant] AND d.[key] = x.[key] AND ISNULL(d.[observed_ticks], ISNULL(d.[modified_on_ticks], CONVERT(bigint, -9223372036854775808))) >= x.[observed_ticks]');
+    // One row per key reaches the MERGE: the greatest version not covered by a tombstone.
+    expect(text).toContain('ROW_NUMBER() OVER (PARTITION BY x.[tenant], x.[key] ORDER BY');
+    expect(text).toContain('WHERE r.rn = 1');
     expect(values.table).toEqual({ type: 'NVarChar', value: 'ReferralAttachment' });
   });
 
@@ -251,7 +274,7 @@ describe('classification', () => {
   it('marks rows stale against the target version and tombstones', () => {
     const { text } = markStale(t);
     expect(text).toContain("UPDATE s SET [status] = 'stale'");
-    expect(text).toContain('AND NOT (t.[modified_on_ticks] < s.[modified_on_ticks]');
+    expect(text).toContain('AND NOT ((ISNULL(t.[modified_on_ticks]');
     expect(text).toContain('[hw].[hw_tombstones]');
   });
 
@@ -291,16 +314,16 @@ describe('classification', () => {
 });
 
 describe('deletes, watermarks and offsets', () => {
-  it('deletes only versions at or before the deleted one, and remembers the greatest in hw_tombstones', () => {
+  it('deletes the versions observed at or before the delete, and remembers the latest delete in hw_tombstones', () => {
     const big = 2n ** 62n + 1n;
-    const { text, values } = applyDeletes(t, [{ table: t.logical, tenant: 'gwent', key: 'k', modifiedOn: big }]);
-    expect(text).toContain('WHERE t.[modified_on_ticks] <= d.[ticks];');
+    const { text, values } = applyDeletes(t, [{ table: t.logical, tenant: 'gwent', key: 'k', modifiedOn: null, observed: big }]);
+    expect(text).toContain('WHERE ISNULL(t.[observed_ticks], ISNULL(t.[modified_on_ticks], CONVERT(bigint, -9223372036854775808))) <= d.[observed_ticks];');
     expect(text).toContain('MERGE [hw].[hw_tombstones] WITH (HOLDLOCK) AS tb');
-    expect(text).toContain('WHEN MATCHED AND tb.[modified_on_ticks] < d.[ticks] THEN');
-    expect(text).toContain('MAX(x.[ticks]) AS [ticks]');
+    expect(text).toContain('WHEN MATCHED AND ISNULL(tb.[observed_ticks], ISNULL(tb.[modified_on_ticks], CONVERT(bigint, -9223372036854775808))) < d.[observed_ticks] THEN');
+    expect(text).toContain('ORDER BY x.[observed_ticks] DESC');
     expect(text).toMatch(/SELECT @deleted AS deleted;$/);
     // Ticks travel as JSON strings: exact beyond 2^53.
-    expect(JSON.parse(String(values.deletes!.value))).toEqual([{ tenant: 'gwent', key: 'k', ticks: big.toString() }]);
+    expect(JSON.parse(String(values.deletes!.value))).toEqual([{ tenant: 'gwent', key: 'k', modifiedOn: null, observed: big.toString() }]);
   });
 
   it('moves watermarks forward only, one per partition and scope', () => {
@@ -342,8 +365,11 @@ describe('reads', () => {
   it('computes consistent_as_of as the minimum watermark, NULL while a known partition lacks a marker', () => {
     const { text } = selectConsistentAsOf('hw', 'g');
     expect(text).toContain('UNION SELECT [topic], [partition] FROM [hw].[hw_offsets] WHERE [group_id] = @groupId');
-    expect(text).toContain('CASE WHEN MIN(CASE WHEN k.[partitions] IS NOT NULL AND p.marked >= k.[partitions] THEN 1 ELSE 0 END) = 1');
-    expect(text).toContain('THEN CONVERT(varchar(20), MIN(p.watermark)) END AS watermark');
+    expect(text).toContain('MIN(CASE WHEN k.[partitions] IS NOT NULL AND p.marked >= k.[partitions] THEN 1 ELSE 0 END) AS complete');
+    expect(text).toContain('CASE WHEN pt.complete = 1 THEN CONVERT(varchar(20),');
+    // A row still parked (waiting for its parent, or dead-lettered) holds consistent_as_of below its ModifiedOn.
+    expect(text).toContain('SELECT [table_name], MIN([modified_on_ticks]) - 1 AS below FROM [hw].[hw_parked] GROUP BY [table_name]');
+    expect(text).toContain('CASE WHEN pk.below IS NOT NULL AND pk.below < pt.watermark THEN pk.below ELSE pt.watermark END');
     const withCounts = selectConsistentAsOfWithPartitions('hw', 'g', new Map([['tp', 6]]));
     expect(JSON.parse(String(withCounts.values.known!.value))).toEqual([{ topic: 'tp', partitions: 6 }]);
   });
@@ -352,7 +378,7 @@ describe('reads', () => {
 describe('values never enter the text', () => {
   it('keeps tenants, keys, group ids, topics and paths in parameters only', () => {
     const stmts = [
-      applyDeletes(t, [{ table: t.logical, tenant: SENTINEL, key: SENTINEL, modifiedOn: 1n }]),
+      applyDeletes(t, [{ table: t.logical, tenant: SENTINEL, key: SENTINEL, modifiedOn: 1n, observed: 2n }]),
       upsertWatermarks('hw', SENTINEL, [{ table: SENTINEL, tenant: SENTINEL, scope: SENTINEL, topic: SENTINEL, partition: 0, watermark: 1n }]),
       upsertOffsets('hw', SENTINEL, [{ topic: SENTINEL, partition: 0, nextOffset: 1n }]),
       selectStoredOffsets('hw', SENTINEL, [SENTINEL]),
@@ -367,5 +393,10 @@ describe('values never enter the text', () => {
     expect(JSON.stringify(stmts[0]!.values)).toContain('DROP TABLE--');
     expect(stmts[2]!.values.groupId).toEqual({ type: 'NVarChar', value: SENTINEL });
     expect(stmts[4]!.values.tenant).toEqual({ type: 'NVarChar', value: SENTINEL });
+    for (const stmt of [parkRows(t, [{ tenant: SENTINEL, key: SENTINEL, modifiedOn: 1n, observed: 2n, reason: SENTINEL }]), releaseParked(t, [{ tenant: SENTINEL, key: SENTINEL }])]) {
+      expect(stmt.text).not.toContain('DROP TABLE');
+      checkStatement(stmt);
+      expect(JSON.stringify(stmt.values)).toContain('DROP TABLE--');
+    }
   });
 });

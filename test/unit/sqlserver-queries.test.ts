@@ -1,7 +1,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, existingKeysQuery, keyVersionsQuery, maxdopHint,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, serverTimeZoneQuery, keyVersionsQuery, maxdopHint,
   missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
@@ -101,14 +101,25 @@ describe('SQL Server source statements parse as T-SQL', () => {
     ['by keys', byKeysQuery(spec, ['a', 'b'])],
     ['by path locators', byPathLocatorsQuery(spec, ['/1/', '/1/2/'])],
     ['content slice', contentSliceQuery(spec, 'k', 1_048_576, 65_536)],
-    ['existing keys', existingKeysQuery(spec, ['a'])],
+    ['member keys', memberKeysQuery(spec, { keys: ['a'], businessUnit: 'bu-1', excludedKeys: ['k'] })],
+    ['content hashes', contentHashesQuery(spec, ['a'])],
+    ['NULL ModifiedOn page', nullModifiedOnPageQuery(spec, { after: after.key, limit: 10, businessUnit: 'bu-1', excludedKeys: ['k'] })],
+    ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: null, excludedKeys: [] })],
     ['key versions (late-arrival sweep)', keyVersionsQuery(spec, { after: after.key, limit: 1000, businessUnit: 'bu-1', excludedKeys: ['k'] })],
     ['key versions, first range', keyVersionsQuery(spec, { after: null, limit: 1000, businessUnit: null, excludedKeys: [] })],
     ['clock', clockQuery()],
-    ['oldest open transaction', oldestOpenTransactionQuery()],
+    ['oldest open transaction, time zone known', oldestOpenTransactionQuery('GMT Standard Time')],
+    ['oldest open transaction, time zone unknown', oldestOpenTransactionQuery(null)],
   ];
   it.each(statements)('%s', (_name, stmt) => {
     checkStatement(stmt);
+  });
+
+  it('server time zone (its only variables are declared in the batch)', () => {
+    const stmt = serverTimeZoneQuery();
+    expect(Object.keys(stmt.values)).toEqual([]);
+    expect([...parameterNames(parseMssql(stmt.text))].sort()).toEqual(['z', 'zone']);
+    expect(stmt.text).toContain('DECLARE @zone nvarchar(128) = NULL;');
   });
 });
 
@@ -254,10 +265,22 @@ describe('lookups', () => {
     expect(stmt.text).not.toContain('[metadata]');
   });
 
-  it('checks existence in the blob table alone', () => {
-    const stmt = existingKeysQuery(spec, ['a']);
-    expect(stmt.text).not.toContain('cw_referralattachmentBase');
+  it('checks membership of the replicated set as the windows read it: metadata joined, BU mapped, scope, exclusions', () => {
+    const stmt = memberKeysQuery(spec, { keys: ['a'], businessUnit: 'bu-1', excludedKeys: ['k'] });
+    expect(stmt.text).toContain('INNER JOIN [dbo].[cw_referralattachmentBase] AS m');
     expect(stmt.text).toContain('LOWER(CONVERT(varchar(36), b.[stream_id])) AS [key]');
+    expect(stmt.text).toContain('[LA_BU]');
+    expect(stmt.text).toContain('m.[OwningBusinessUnit] = @scopeBusinessUnit');
+    expect(stmt.text).toContain('NOT EXISTS (SELECT 1 FROM OPENJSON(@scopeExcluded)');
+  });
+
+  it('hashes contents in the server, and reads late arrivals as datetime2(7) without NULL ModifiedOn', () => {
+    expect(contentHashesQuery(spec, ['a']).text).toContain("HASHBYTES('SHA2_256', b.[file_stream]) AS [sha256]");
+    const late = keyVersionsQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text;
+    // A legacy datetime column converts to the same text as in the page query, so no row is flagged late for ever.
+    expect(late).toContain('CONVERT(varchar(27), CONVERT(datetime2(7), m.[ModifiedOn]), 126) AS [modified_on]');
+    expect(late).toContain('m.[ModifiedOn] IS NOT NULL');
+    expect(nullModifiedOnPageQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toContain('m.[ModifiedOn] IS NULL');
   });
 });
 
@@ -266,13 +289,23 @@ describe('clock and open transactions', () => {
     expect(clockQuery().text).toBe('SELECT CONVERT(varchar(27), SYSUTCDATETIME(), 126) AS [now_utc]');
   });
 
-  it('reads the oldest writing transaction of this database, converted from local time to UTC', () => {
-    const { text } = oldestOpenTransactionQuery();
+  it('reads the oldest user transaction in or touching this database, written yet or not', () => {
+    const { text } = oldestOpenTransactionQuery(null);
     expect(text).toContain('sys.dm_tran_active_transactions AS a');
-    expect(text).toContain('INNER JOIN sys.dm_tran_database_transactions AS d ON d.transaction_id = a.transaction_id');
+    expect(text).toContain('INNER JOIN sys.dm_tran_session_transactions AS st ON st.transaction_id = a.transaction_id');
+    expect(text).toContain('s.database_id = DB_ID()');
     expect(text).toContain('d.database_id = DB_ID()');
-    expect(text).toContain('d.database_transaction_begin_time IS NOT NULL');
-    expect(text).toContain('DATEADD(MINUTE, -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()), CONVERT(datetime2(7), MIN(a.transaction_begin_time)))');
+    expect(text).toContain('st.session_id <> @@SPID');
+    expect(text).not.toContain('database_transaction_begin_time IS NOT NULL');
+  });
+
+  it('converts local begin times with the server time zone (DST-proof), or with the current offset and an hour to spare', () => {
+    const known = oldestOpenTransactionQuery('GMT Standard Time');
+    expect(known.text).toContain("(CONVERT(datetime2(7), MIN(a.transaction_begin_time)) AT TIME ZONE @zone) AT TIME ZONE 'UTC'");
+    expect(known.values.zone).toEqual({ type: 'NVarChar', value: 'GMT Standard Time' });
+    const unknown = oldestOpenTransactionQuery(null);
+    expect(unknown.text).toContain('DATEADD(MINUTE, -DATEPART(TZOFFSET, SYSDATETIMEOFFSET()) - 60, CONVERT(datetime2(7), MIN(a.transaction_begin_time)))');
+    expect(serverTimeZoneQuery().text).toContain('CURRENT_TIMEZONE_ID()');
   });
 });
 
@@ -284,7 +317,8 @@ describe('values never enter the text', () => {
       byKeysQuery(spec, [SENTINEL]),
       byPathLocatorsQuery(spec, [SENTINEL]),
       contentSliceQuery(spec, SENTINEL, 0, 1),
-      existingKeysQuery(spec, [SENTINEL]),
+      memberKeysQuery(spec, { keys: [SENTINEL], businessUnit: null, excludedKeys: [] }),
+      contentHashesQuery(spec, [SENTINEL]),
     ];
     for (const stmt of stmts) {
       expect(stmt.text).not.toContain('DROP TABLE');
