@@ -1,6 +1,6 @@
 import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -168,12 +168,26 @@ export function contentSliceQuery(spec: SourceTableSpec, key: string, offset: nu
   };
 }
 
-/** Keys and (non-NULL) versions in key order after a key, in scope: one range of the late-arrival sweep. */
-export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): Statement {
+/**
+ * One range of the late-arrival sweep: rows with a ModifiedOn, in key order after a key, in scope, as a page reads
+ * them but without content, and `content_sha256` computed by PostgreSQL. The range is the first `limit` keys, cut
+ * before the row whose content would take the hashed bytes past `maxBytes` (the first row is always hashed).
+ */
+export function keyStatesQuery(spec: SourceTableSpec, req: KeyStatesRequest): Statement {
   const p = new PgParams();
   const n = names(spec);
+  const content = `b.${quotePg(spec.columns.content)}`;
   const where = [`${n.mod} IS NOT NULL`, ...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
-  const text = `SELECT ${n.key}::text AS key, ${ticksExpr(n.mod)} AS modified_on_ticks\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
+  const page = `SELECT ${n.key} AS k, coalesce(octet_length(${content}), 0)::bigint AS len FROM ${fromClause(spec, n)}
+    WHERE ${where.join(' AND ')} ORDER BY ${n.key} LIMIT ${p.add(req.limit)}`;
+  const ranged = 'SELECT k, len, sum(len) OVER (ORDER BY k ROWS UNBOUNDED PRECEDING) AS upto FROM page';
+  const select = selectList({ ...spec, inlineContentMaxBytes: -1 }, p);
+  const text = `WITH page AS (${page}), ranged AS (${ranged})
+SELECT ${select},\n  sha256(${content}) AS content_sha256
+FROM ${fromClause(spec, n)}
+  JOIN ranged r ON r.k = ${n.key}
+WHERE r.upto - r.len <= ${p.add(req.maxBytes)}
+ORDER BY ${n.key}`;
   return { text, values: p.values };
 }
 

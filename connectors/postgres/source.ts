@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { SourceRow } from '../../src/contract.js';
 import type {
-  KeyVersion, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
+  KeyState, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
   ScopeFilter, SourceConnector, SourceTableSpec,
 } from '../../src/source/connector.js';
 import { isoFromTicks, minTicks } from '../../src/time/ticks.js';
@@ -100,9 +100,9 @@ export class PostgresSource implements SourceConnector {
     return row ? row.slice : null;
   }
 
-  async readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]> {
-    const rows = await this.run<{ key: string; modified_on_ticks: string }>('reading key versions', q.keyVersionsQuery(this.spec, request));
-    return rows.map((r) => ({ key: r.key, modifiedOn: BigInt(r.modified_on_ticks) }));
+  async readKeyStates(request: KeyStatesRequest): Promise<KeyState[]> {
+    const rows = await this.run<RawRow & { content_sha256: Buffer | null }>('reading key states', q.keyStatesQuery(this.spec, request));
+    return rows.map((r) => ({ row: toSourceRow(r), contentSha256: r.content_sha256 }));
   }
 
   async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {

@@ -1,6 +1,6 @@
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -251,14 +251,30 @@ function keyOrderedRead(spec: SourceTableSpec, req: KeyVersionsRequest, select: 
 }
 
 /**
- * Keys and (non-NULL) versions in key order after a key, in scope: one range of the late-arrival sweep. ModifiedOn
- * goes through CONVERT(datetime2(7), …) exactly as in the page query, so a legacy datetime column reads the same here.
+ * One range of the late-arrival sweep: rows with a ModifiedOn, in key order after a key, in scope, as a page reads
+ * them (ModifiedOn through CONVERT(datetime2(7), …) like the page query, so a legacy datetime column reads the same)
+ * but without content, and `sha256` computed by the server. The range is the first `limit` keys, cut before the row
+ * whose content would take the hashed bytes past `maxBytes` (the first row is always hashed).
  */
-export function keyVersionsQuery(spec: SourceTableSpec, req: KeyVersionsRequest): SqlServerStatement {
+export function keyStatesQuery(spec: SourceTableSpec, req: KeyStatesRequest): SqlServerStatement {
   const p = new Params();
   const n = names(spec);
-  const select = `${keyText(n.key)} AS [key], ${isoText(`CONVERT(datetime2(7), ${n.mod})`)} AS [modified_on]`;
-  return { text: keyOrderedRead(spec, req, select, [`${n.mod} IS NOT NULL`], p), values: p.values };
+  const content = `b.${quoteMssql(spec.columns.content)}`;
+  const page = keyOrderedRead(spec, req, `${n.key} AS [k], ISNULL(DATALENGTH(${content}), 0) AS [len]`, [`${n.mod} IS NOT NULL`], p).replace(/\nOPTION \(MAXDOP \d+\)$/, '');
+  const select = selectList({ ...spec, inlineContentMaxBytes: -1 }, p);
+  const budget = p.add('maxBytes', 'BigInt', req.maxBytes);
+  const text = `WITH [page] AS (
+${page}
+), [ranged] AS (
+  SELECT [k], [len], SUM([len]) OVER (ORDER BY [k] ROWS UNBOUNDED PRECEDING) AS [upto] FROM [page]
+)
+SELECT ${select},
+  HASHBYTES('SHA2_256', ${content}) AS [sha256]
+FROM ${fromClause(n, spec)}
+  INNER JOIN [ranged] AS r ON r.[k] = ${n.key}
+WHERE r.[upto] - r.[len] <= ${budget}
+ORDER BY ${n.key}${maxdopHint(spec.maxdop)}`;
+  return { text, values: p.values };
 }
 
 /** One page of the in-scope rows whose ModifiedOn is NULL, in key order after a key. */

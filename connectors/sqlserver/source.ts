@@ -1,7 +1,7 @@
 import sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
 import type {
-  KeyVersion, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
+  KeyState, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
   ScopeFilter, SourceConnector, SourceTableSpec,
 } from '../../src/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
@@ -170,9 +170,9 @@ export class SqlServerSource implements SourceConnector {
     return this.#zone;
   }
 
-  async readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]> {
-    const rows = await this.run<{ key: string; modified_on: string }>('reading key versions', q.keyVersionsQuery(this.spec, request));
-    return rows.map((r) => ({ key: r.key, modifiedOn: ticksFromIso(r.modified_on) }));
+  async readKeyStates(request: KeyStatesRequest): Promise<KeyState[]> {
+    const rows = await this.run<RawRow & { sha256: Buffer | null }>('reading key states', q.keyStatesQuery(this.spec, request));
+    return rows.map((r) => ({ row: toSourceRow(r), contentSha256: r.sha256 }));
   }
 
   async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {

@@ -136,8 +136,9 @@ export const configSchema = z.object({
     maxBlobBytes: z.number().int().min(1).max(MAX_CONTENT_BYTES.sqlserver).default(MAX_CONTENT_BYTES.postgres)
       .describe(`Largest blob published; a larger one is refused and recorded against the run. At most ${MAX_CONTENT_BYTES.postgres} bytes when a PostgreSQL target is configured (bytea holds 1 GiB), ${MAX_CONTENT_BYTES.sqlserver} for SQL Server.`),
     deleteSweepKeys: z.number().int().min(0).default(10_000).describe('Registered keys checked for deletion per table per poll (0 turns the sweep off).'),
-    lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for rows the windows cannot see (committed later than the safety buffer covers, or restored with their old ModifiedOn), which are reported and republished; also the rows with a NULL ModifiedOn replicated per poll (0 turns both off).'),
-  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: MAX_CONTENT_BYTES.postgres, deleteSweepKeys: 10_000, lateSweepKeys: 10_000 })
+    lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for changes the windows cannot see (committed later than the safety buffer covers, restored with their old ModifiedOn, or changed while ModifiedOn stayed), which are reported and republished; also the rows with a NULL ModifiedOn replicated per poll (0 turns both off).'),
+    verifySweepBytes: z.number().int().min(0).default(256 * 1024 * 1024).describe('Content the late-arrival sweep has the source database hash per table per poll, at most (the first key of a range always is): how fast changes that kept their ModifiedOn are found on a large table.'),
+  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: MAX_CONTENT_BYTES.postgres, deleteSweepKeys: 10_000, lateSweepKeys: 10_000, verifySweepBytes: 256 * 1024 * 1024 })
     .describe('Poller behaviour.'),
   metrics: z.object({
     port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),

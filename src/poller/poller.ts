@@ -142,6 +142,7 @@ export class Poller {
       useOldestOpenTransaction: source.oldestOpenTransaction === 'auto',
       deleteSweepKeys: cfg.poll.deleteSweepKeys,
       lateSweepKeys: cfg.poll.lateSweepKeys,
+      verifySweepBytes: cfg.poll.verifySweepBytes,
       leaseSeconds: cfg.poll.leaseSeconds,
       owner: this.owner,
     };

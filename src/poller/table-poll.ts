@@ -6,7 +6,7 @@ import { HighwaterError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
-import type { ScopeFilter, SourceConnector } from '../source/connector.js';
+import type { KeyState, ScopeFilter, SourceConnector } from '../source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
@@ -38,6 +38,8 @@ export interface TableJob {
   readonly deleteSweepKeys: number;
   /** Source keys checked per poll by the late-arrival sweep, and NULL-ModifiedOn rows read per poll (0 turns both off). */
   readonly lateSweepKeys: number;
+  /** Content the late-arrival sweep has the source database hash per poll, at most (the first row always). */
+  readonly verifySweepBytes: number;
   readonly leaseSeconds: number;
   readonly owner: string;
 }
@@ -88,9 +90,14 @@ function byDepth(rows: ObservedRow[]): ObservedRow[] {
   return rows.sort((a, b) => hierarchyDepth(a.row.pathLocator) - hierarchyDepth(b.row.pathLocator));
 }
 
-/** A registry entry the late-arrival sweep must act on: a key never acknowledged, deleted, or at another version. */
+/** A registry entry the late-arrival sweep must act on: a key never acknowledged, deleted, or at another ModifiedOn. */
 function needsRepublish(modifiedOn: Ticks, registered: PublishedEntry | undefined): boolean {
   return registered === undefined || registered.deleted || !registered.acked || registered.modifiedOn !== modifiedOn;
+}
+
+/** Whether the source state differs from what the registry holds: another version, or the same one with other columns. */
+function differs(state: KeyState, registered: PublishedEntry | undefined): boolean {
+  return needsRepublish(state.row.modifiedOn!, registered) || !isUnchanged(state.row, rowDigest(state.row, state.contentSha256), registered);
 }
 
 export class TablePoll {
@@ -339,23 +346,27 @@ export class TablePoll {
   }
 
   /**
-   * A row committed later than the safety buffer allows carries a ModifiedOn at or before this window's start, so
-   * no window will ever read it. This sweep walks the source's keys range by range (a cursor kept across runs),
-   * finds keys the registry does not hold at that version — never acknowledged, deleted (a restore with the
-   * original ModifiedOn), or at another ModifiedOn — that are older than the window, reports them loudly and
-   * publishes them: such a row is detected and repaired, never silently lost.
+   * What no window will read: a row committed later than the safety buffer allows (its ModifiedOn is at or before a
+   * window that already closed), a row restored with its original ModifiedOn after its delete was published, and a
+   * row whose content, name or place changed while its ModifiedOn did not, after the overlap passed it. This sweep
+   * walks the source's keys range by range (a cursor kept across runs, at most `lateSweepKeys` keys and
+   * `verifySweepBytes` of content hashed by the database per poll), compares each with the registry — never
+   * acknowledged, deleted, another ModifiedOn, or another digest — reports what differs loudly and publishes it:
+   * such a change is detected and repaired, never silently lost.
    */
   private async sweepLateArrivals(window: Window): Promise<void> {
     if (this.job.lateSweepKeys === 0) return;
     const startedAt = new Date();
     const cursor = await this.deps.store.sweepCursor(this.job.table, 'late-arrivals');
-    const versions = await this.source((s) => s.readKeyVersions({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys }));
-    await this.deps.store.setSweepCursor(this.job.table, versions.length < this.job.lateSweepKeys ? null : versions.at(-1)!.key, 'late-arrivals');
-    const registered = await this.deps.store.lookupPublished(this.job.table, versions.map((v) => v.key));
-    const late = versions.filter((v) => v.modifiedOn > this.job.baselineTicks && v.modifiedOn <= window.start && needsRepublish(v.modifiedOn, registered.get(v.key)));
-    if (late.length === 0) return;
-    this.log.warn({ keys: late.map((v) => v.key).slice(0, 20), count: late.length }, 'rows the windows could not see (committed later than the safety buffer allows, or restored) were found by the sweep and republished; consider a larger safetyBufferMinutes');
-    const rows = await this.observe((s) => s.readByKeys(late.map((v) => v.key)));
+    const states = await this.source((s) => s.readKeyStates({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys, maxBytes: this.job.verifySweepBytes }));
+    await this.deps.store.setSweepCursor(this.job.table, states.at(-1)?.row.key ?? null, 'late-arrivals');
+    const registered = await this.deps.store.lookupPublished(this.job.table, states.map((st) => st.row.key));
+    const unseen = states.filter((st) => st.row.modifiedOn! > this.job.baselineTicks && st.row.modifiedOn! <= window.end && differs(st, registered.get(st.row.key)));
+    if (unseen.length === 0) return;
+    const late = unseen.filter((st) => needsRepublish(st.row.modifiedOn!, registered.get(st.row.key)));
+    this.log.warn({ keys: unseen.map((st) => st.row.key).slice(0, 20), late: late.length, unsignalled: unseen.length - late.length },
+      'changes the windows could not see were found by the sweep and republished: late commits or restores (consider a larger safetyBufferMinutes), or changes that left ModifiedOn as it was');
+    const rows = await this.observe((s) => s.readByKeys(unseen.map((st) => st.row.key)));
     const outcome = await this.publishPage(rows.value.map((row) => ({ row, observed: rows.observed })), window);
     await this.recordBatch('late-arrivals', 1, outcome, null, startedAt);
     this.counts.lateArrivals += outcome.published;

@@ -42,14 +42,22 @@ export interface KeyVersionsRequest extends ScopeFilter {
 /** Rows with a NULL ModifiedOn, in scope, in the source's key order after a key (they belong to no window). */
 export type NullModifiedOnRequest = KeyVersionsRequest;
 
+export interface KeyStatesRequest extends KeyVersionsRequest {
+  /** Content hashed per call at most (the first row always is): the range ends before the row that would pass it. */
+  readonly maxBytes: number;
+}
+
+/** A row as the windows would read it but without its content, and the SHA-256 of that content, from the database. */
+export interface KeyState {
+  readonly row: SourceRow;
+  readonly contentSha256: Buffer | null;
+}
+
 export interface MembershipRequest extends ScopeFilter {
   readonly keys: readonly string[];
 }
 
-export interface KeyVersion {
-  readonly key: string;
-  readonly modifiedOn: Ticks;
-}
+
 
 export type OldestOpenTransaction =
   /** `caveat`: transactions whose start the database does not show (prepared ones), reported with every window. */
@@ -72,8 +80,12 @@ export interface SourceConnector {
   readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]>;
   /** A slice of one row's content, for blobs above the inline limit; null when the row is gone. */
   readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null>;
-  /** Keys and their (non-NULL) ModifiedOn in the source's key order, in scope (the late-arrival sweep walks these). */
-  readKeyVersions(request: KeyVersionsRequest): Promise<KeyVersion[]>;
+  /**
+   * Rows with a ModifiedOn, in scope, in the source's key order after a key, without their content but with its
+   * hash computed by the database, cut at `maxBytes` of content: the late-arrival sweep compares these with the
+   * registry to find what no window will read (late commits, restores, changes that kept their ModifiedOn).
+   */
+  readKeyStates(request: KeyStatesRequest): Promise<KeyState[]>;
   /** One page of the rows whose ModifiedOn is NULL, in scope, in key order (the `nulls` step). */
   readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]>;
   /** How many rows in scope have a NULL ModifiedOn (reported per run). */

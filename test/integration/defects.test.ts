@@ -53,6 +53,19 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     await expectTargetEqualsSource(p);
   });
 
+  it('1b: a change that kept its ModifiedOn after the overlap passed it is found by the sweep, a byte budget at a time', async ({ task }) => {
+    // verifySweepBytes 1: each poll hashes one row's content, so three changed rows take three polls.
+    const p = await pipeline(task.name, { poll: { verifySweepBytes: 1 } });
+    const ids = await p.insert([1, 2, 3].map((i) => ({ path: `/${i}/`, content: randomBytes(32), modifiedOnSql: "clock_timestamp() - interval '10 minutes'" })));
+    await converge(p);
+    for (const id of ids) await setContent(p, id, randomBytes(32));
+    await p.src.query('UPDATE src.blobs SET name = $2 WHERE stream_id = $1', [ids[0], 'renamed']);
+    for (let poll = 0; poll < 4; poll++) await p.poll();
+    await p.drain();
+    await expectTargetEqualsSource(p);
+    expect((await p.tgt.query(`SELECT name FROM ${p.targetTable} WHERE key = $1`, [ids[0]])).rows).toEqual([{ name: 'renamed' }]);
+  });
+
   it('2: the same change on a blob not read inline is published, not counted as unchanged', async ({ task }) => {
     // inlineContentMaxBytes 1 KiB: 4 KiB content is fetched apart (fetch-inline); 70 KiB goes as chunks of 48 KiB.
     const p = await pipeline(task.name, { safetyBufferMinutes: 1, inlineContentMaxBytes: KiB, maxMessageBytes: 64 * KiB });

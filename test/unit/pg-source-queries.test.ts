@@ -7,7 +7,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, keyVersionsQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, keyStatesQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
   oldestOpenTransactionQuery, pageQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
@@ -80,6 +80,8 @@ describe('PostgreSQL source statements parse as PostgreSQL and carry every value
     ['member keys', memberKeysQuery(spec, { keys: [SENTINEL], businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
     ['content hashes', contentHashesQuery(spec, [SENTINEL])],
     ['NULL ModifiedOn page', nullModifiedOnPageQuery(spec, { after: SENTINEL, limit: 10, businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
+    ['key states (late-arrival sweep)', keyStatesQuery(spec, { after: SENTINEL, limit: 10, maxBytes: 1 << 20, businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
+    ['key states, first range', keyStatesQuery(spec, { after: null, limit: 10, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
     ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
     ['clock', clockQuery()],
     ['oldest open transaction', oldestOpenTransactionQuery()],
@@ -260,7 +262,14 @@ describe('other statements', () => {
   });
 
   it('reads late arrivals without NULL ModifiedOn, and the NULL ones on their own page', () => {
-    expect(keyVersionsQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toContain('IS NOT NULL');
+    const states = keyStatesQuery(spec, { after: null, limit: 5, maxBytes: 1000, businessUnit: null, excludedKeys: [] });
+    expect(states.text).toContain('IS NOT NULL');
+    // Content is hashed in the database, never sent, and only within the byte budget (the first row always).
+    expect(states.text).toContain('sha256(b."file_stream") AS content_sha256');
+    expect(states.text).toContain('WHERE r.upto - r.len <= $');
+    expect(states.text).toMatch(/octet_length\(b\."file_stream"\) <= \$\d+ THEN/);
+    expect(states.values).toContain(-1);
+    expect(states.values).toContain(1000);
     expect(nullModifiedOnPageQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toMatch(/WHERE m\."ModifiedOn" IS NULL[\s\S]*ORDER BY b\."stream_id"/);
   });
 });

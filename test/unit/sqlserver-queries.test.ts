@@ -1,7 +1,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, serverTimeZoneQuery, keyVersionsQuery, maxdopHint,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, serverTimeZoneQuery, keyStatesQuery, maxdopHint,
   missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
@@ -105,8 +105,9 @@ describe('SQL Server source statements parse as T-SQL', () => {
     ['content hashes', contentHashesQuery(spec, ['a'])],
     ['NULL ModifiedOn page', nullModifiedOnPageQuery(spec, { after: after.key, limit: 10, businessUnit: 'bu-1', excludedKeys: ['k'] })],
     ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: null, excludedKeys: [] })],
-    ['key versions (late-arrival sweep)', keyVersionsQuery(spec, { after: after.key, limit: 1000, businessUnit: 'bu-1', excludedKeys: ['k'] })],
-    ['key versions, first range', keyVersionsQuery(spec, { after: null, limit: 1000, businessUnit: null, excludedKeys: [] })],
+    ['key states (late-arrival sweep)', keyStatesQuery(spec, { after: after.key, limit: 1000, maxBytes: 1 << 28, businessUnit: 'bu-1', excludedKeys: ['k'] })],
+    ['key states, first range', keyStatesQuery(spec, { after: null, limit: 1000, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
+    ['key states with MAXDOP', keyStatesQuery({ ...spec, maxdop: 2 }, { after: null, limit: 10, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
     ['clock', clockQuery()],
     ['oldest open transaction, time zone known', oldestOpenTransactionQuery('GMT Standard Time')],
     ['oldest open transaction, time zone unknown', oldestOpenTransactionQuery(null)],
@@ -276,9 +277,11 @@ describe('lookups', () => {
 
   it('hashes contents in the server, and reads late arrivals as datetime2(7) without NULL ModifiedOn', () => {
     expect(contentHashesQuery(spec, ['a']).text).toContain("HASHBYTES('SHA2_256', b.[file_stream]) AS [sha256]");
-    const late = keyVersionsQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text;
+    const late = keyStatesQuery(spec, { after: null, limit: 5, maxBytes: 100, businessUnit: null, excludedKeys: [] }).text;
     // A legacy datetime column converts to the same text as in the page query, so no row is flagged late for ever.
     expect(late).toContain('CONVERT(varchar(27), CONVERT(datetime2(7), m.[ModifiedOn]), 126) AS [modified_on]');
+    expect(late).toContain("HASHBYTES('SHA2_256', b.[file_stream]) AS [sha256]");
+    expect(late).toContain('WHERE r.[upto] - r.[len] <= @maxBytes');
     expect(late).toContain('m.[ModifiedOn] IS NOT NULL');
     expect(nullModifiedOnPageQuery(spec, { after: null, limit: 5, businessUnit: null, excludedKeys: [] }).text).toContain('m.[ModifiedOn] IS NULL');
   });
