@@ -64,8 +64,19 @@ export class Runtime {
     return pool;
   }
 
+  /**
+   * The control store has a pool of its own even when it lives in a source database: an observation holds a
+   * control-store connection while the source is read, so sharing one pool could leave that read without a
+   * connection.
+   */
   store(): ControlStore {
-    this.storeInstance ??= new ControlStore(this.pgPool(databaseByName(this.config, this.config.controlStore.database)), this.config.controlStore.schema);
+    if (!this.storeInstance) {
+      const db = databaseByName(this.config, this.config.controlStore.database);
+      const pool = createPgPool(connectionStringOf(db), db.poolSize);
+      pool.on('error', (err) => this.logger.warn({ err, database: db.name }, 'idle control-store connection failed; the pool replaces it'));
+      this.closers.push(() => pool.end());
+      this.storeInstance = new ControlStore(pool, this.config.controlStore.schema);
+    }
     return this.storeInstance;
   }
 

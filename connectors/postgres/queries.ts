@@ -183,7 +183,7 @@ export function keyStatesQuery(spec: SourceTableSpec, req: KeyStatesRequest): St
   const ranged = 'SELECT k, len, sum(len) OVER (ORDER BY k ROWS UNBOUNDED PRECEDING) AS upto FROM page';
   const select = selectList({ ...spec, inlineContentMaxBytes: -1 }, p);
   const text = `WITH page AS (${page}), ranged AS (${ranged})
-SELECT ${select},\n  sha256(${content}) AS content_sha256
+SELECT ${select},\n  sha256(${content}) AS content_sha256, (SELECT count(*) FROM page)::int AS page_rows
 FROM ${fromClause(spec, n)}
   JOIN ranged r ON r.k = ${n.key}
 WHERE r.upto - r.len <= ${p.add(req.maxBytes)}
@@ -214,6 +214,13 @@ export function memberKeysQuery(spec: SourceTableSpec, req: MembershipRequest): 
   const n = names(spec);
   const where = [keyIn(n, p, req.keys), ...scopeConditions(spec, req, p)];
   return { text: `SELECT ${n.key}::text AS key\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
+}
+
+/** The whole content of several rows, by key (rows small enough for one record each). */
+export function contentsQuery(spec: SourceTableSpec, keys: readonly string[]): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  return { text: `SELECT ${n.key}::text AS key, b.${quotePg(spec.columns.content)} AS content\nFROM ${n.blob} AS b\nWHERE ${keyIn(n, p, keys)}`, values: p.values };
 }
 
 /** SHA-256 of each row's content, computed by PostgreSQL (only the digest crosses the wire). */

@@ -269,7 +269,7 @@ ${page}
   SELECT [k], [len], SUM([len]) OVER (ORDER BY [k] ROWS UNBOUNDED PRECEDING) AS [upto] FROM [page]
 )
 SELECT ${select},
-  HASHBYTES('SHA2_256', ${content}) AS [sha256]
+  HASHBYTES('SHA2_256', ${content}) AS [sha256], (SELECT COUNT(*) FROM [page]) AS [page_rows]
 FROM ${fromClause(n, spec)}
   INNER JOIN [ranged] AS r ON r.[k] = ${n.key}
 WHERE r.[upto] - r.[len] <= ${budget}
@@ -297,6 +297,15 @@ export function memberKeysQuery(spec: SourceTableSpec, req: MembershipRequest): 
   const n = names(spec);
   const where = [`${n.key} IN (${keySet(p, 'keys', req.keys, 'k')})`, ...scopeConditions(spec, req, p, 'scope')];
   return { text: `SELECT ${keyText(n.key)} AS [key]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
+}
+
+/** The whole content of several rows, by key (rows small enough for one record each). */
+export function contentsQuery(spec: SourceTableSpec, keys: readonly string[]): SqlServerStatement {
+  const p = new Params();
+  const key = `b.${quoteMssql(spec.keyColumn)}`;
+  const from = `${quoteMssql(spec.blob.schema)}.${quoteMssql(spec.blob.table)} AS b WITH (READCOMMITTEDLOCK)`;
+  const text = `SELECT ${keyText(key)} AS [key], b.${quoteMssql(spec.columns.content)} AS [content]\nFROM ${from}\nWHERE ${key} IN (${keySet(p, 'keys', keys, 'k')})`;
+  return { text, values: p.values };
 }
 
 /** SHA-256 of each row's content, computed by the server (HASHBYTES takes varbinary(max) from SQL Server 2016). */

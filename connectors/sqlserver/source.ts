@@ -1,9 +1,10 @@
 import sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
 import type {
-  KeyState, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
+  KeyStates, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
   ScopeFilter, SourceConnector, SourceTableSpec,
 } from '../../src/source/connector.js';
+import { keyStates } from '../../src/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import * as q from './queries.js';
@@ -170,9 +171,9 @@ export class SqlServerSource implements SourceConnector {
     return this.#zone;
   }
 
-  async readKeyStates(request: KeyStatesRequest): Promise<KeyState[]> {
-    const rows = await this.run<RawRow & { sha256: Buffer | null }>('reading key states', q.keyStatesQuery(this.spec, request));
-    return rows.map((r) => ({ row: toSourceRow(r), contentSha256: r.sha256 }));
+  async readKeyStates(request: KeyStatesRequest): Promise<KeyStates> {
+    const rows = await this.run<RawRow & { sha256: Buffer | null; page_rows: number }>('reading key states', q.keyStatesQuery(this.spec, request));
+    return keyStates(rows.map((r) => ({ row: toSourceRow(r), contentSha256: r.sha256 })), Number(rows[0]?.page_rows ?? 0), request.limit);
   }
 
   async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
@@ -188,6 +189,12 @@ export class SqlServerSource implements SourceConnector {
     if (request.keys.length === 0) return new Set();
     const rows = await this.run<{ key: string }>('checking which keys are replicated', q.memberKeysQuery(this.spec, request));
     return new Set(rows.map((r) => r.key));
+  }
+
+  async readContents(keys: readonly string[]): Promise<Map<string, Buffer | null>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.run<{ key: string; content: Buffer | null }>('reading contents', q.contentsQuery(this.spec, keys));
+    return new Map(rows.map((r) => [r.key, r.content]));
   }
 
   async contentHashes(keys: readonly string[]): Promise<Map<string, Buffer | null>> {

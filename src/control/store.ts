@@ -709,6 +709,8 @@ const DEFAULT_MIGRATIONS_DIR = fileURLToPath(new URL('../../schema/control/', im
 
 export class ControlStore {
   readonly schema: string;
+  /** The observation of each table in progress in this process (see observe). */
+  private readonly observing = new Map<string, Promise<void>>();
   private readonly migrationsDir: string;
 
   constructor(private readonly pool: pg.Pool, schema: string, options: ControlStoreOptions = {}) {
@@ -903,6 +905,19 @@ export class ControlStore {
    * one. Call it once per attempt (inside a retry, never around one): the lock is held for the whole read.
    */
   async observe<T>(table: string, read: () => Promise<T>): Promise<{ value: T; observed: Ticks }> {
+    // One observation per table at a time in this process: waiters queue here rather than each holding a
+    // connection while they wait for the row lock.
+    const previous = this.observing.get(table) ?? Promise.resolve();
+    const turn = previous.then(() => this.observeNow(table, read));
+    const settled = turn.then(() => undefined, () => undefined);
+    this.observing.set(table, settled);
+    void settled.then(() => {
+      if (this.observing.get(table) === settled) this.observing.delete(table);
+    });
+    return turn;
+  }
+
+  private async observeNow<T>(table: string, read: () => Promise<T>): Promise<{ value: T; observed: Ticks }> {
     return this.transaction('BEGIN', `observing the source of ${table}`, async (client) => {
       await this.exec(lockObservations(this.schema, table), `locking the observations of ${table}`, client);
       const value = await read();

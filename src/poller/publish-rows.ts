@@ -54,21 +54,34 @@ export class RowPublisher {
     private readonly settings: PublishSettings,
   ) {}
 
+  /**
+   * Publishes the rows in order, a group of about FLUSH_BYTES of content at a time: the contents a group needs that
+   * the page did not carry are read in one round trip, its records are built and sent, and the next group starts.
+   * Memory stays near one group whatever the page size; every record is acknowledged when this resolves.
+   */
   async publish(batch: RowsToPublish): Promise<PublishOutcome> {
-    const records: OutRecord[] = [];
-    const published: PublishedRow[] = [];
-    const failed: RowFailure[] = [];
-    for (const row of batch.rows) {
-      const result = await this.prepare(batch.topic, row, batch.ctx);
-      if ('reason' in result) {
-        failed.push(result);
-        continue;
+    const outcome: PublishOutcome = { published: [], failed: [] };
+    for (const group of groupsOfBytes(batch.rows, FLUSH_BYTES)) {
+      const contents = await this.fetchInlineContents(group);
+      const records: OutRecord[] = [];
+      for (const row of group) {
+        const result = await this.prepare(batch.topic, row, batch.ctx, contents);
+        if ('reason' in result) {
+          outcome.failed.push(result);
+          continue;
+        }
+        records.push(await changeRecord(this.codec, result.change));
+        outcome.published.push(result.row);
       }
-      records.push(await changeRecord(this.codec, result.change));
-      published.push(result.row);
+      await this.publisher.send(batch.topic, records);
     }
-    await this.publisher.send(batch.topic, records);
-    return { published, failed };
+    return outcome;
+  }
+
+  /** Content small enough for one record that the page query left out (above inlineContentMaxBytes), in one read. */
+  private async fetchInlineContents(rows: readonly ObservedRow[]): Promise<ReadonlyMap<string, Buffer | null>> {
+    const keys = rows.filter((r) => planContent(r.row, this.settings.inlineLimit, this.settings.maxBlobBytes) === 'fetch-inline').map((r) => r.row.key);
+    return keys.length === 0 ? new Map() : this.source.readContents(keys);
   }
 
   /** Tombstones for the chunks of a superseded or deleted version, so compaction can drop them. */
@@ -78,7 +91,7 @@ export class RowPublisher {
     await this.publisher.send(topic, records);
   }
 
-  private async prepare(topic: string, observed: ObservedRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+  private async prepare(topic: string, observed: ObservedRow, ctx: EventContext, contents: ReadonlyMap<string, Buffer | null>): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
     const row = observed.row;
     const plan = planContent(row, this.settings.inlineLimit, this.settings.maxBlobBytes);
     switch (plan) {
@@ -87,7 +100,7 @@ export class RowPublisher {
       case 'inline':
         return this.ready(observed, ctx, { kind: 'inline', bytes: row.content! }, sha256(row.content!), null);
       case 'fetch-inline': {
-        const bytes = await this.source.readContentSlice(row.key, 0, row.contentLength!);
+        const bytes = contents.get(row.key) ?? null;
         if (bytes === null || bytes.length !== row.contentLength) return vanished(row);
         return this.ready(observed, ctx, { kind: 'inline', bytes }, sha256(bytes), null);
       }
@@ -144,6 +157,27 @@ export class RowPublisher {
     }
     return hash.digest();
   }
+}
+
+/** Content sent per group of a page, about: the group ends after the row that reaches it. */
+const FLUSH_BYTES = 16 * 1024 * 1024;
+
+/** Consecutive groups whose content adds up to about `bytes` each (a row larger than that makes a group alone). Pure. */
+export function groupsOfBytes<T extends { readonly row: SourceRow }>(rows: readonly T[], bytes: number): T[][] {
+  const groups: T[][] = [];
+  let current: T[] = [];
+  let size = 0;
+  for (const r of rows) {
+    current.push(r);
+    size += r.row.contentLength ?? 0;
+    if (size >= bytes) {
+      groups.push(current);
+      current = [];
+      size = 0;
+    }
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
 }
 
 function vanished(row: SourceRow): RowFailure {

@@ -75,6 +75,12 @@ type PollStep = (typeof STEP_ORDER)[number];
 const PAGE_STEPS: readonly Step[] = ['roots', 'missing-parents', 'children'];
 const MAX_HIERARCHY_DEPTH = 64;
 
+/** One page of source rows and the observation that read it. */
+interface Page {
+  readonly value: SourceRow[];
+  readonly observed: Ticks;
+}
+
 interface PageOutcome {
   readonly published: number;
   readonly skipped: number;
@@ -95,9 +101,16 @@ function needsRepublish(modifiedOn: Ticks, registered: PublishedEntry | undefine
   return registered === undefined || registered.deleted || !registered.acked || registered.modifiedOn !== modifiedOn;
 }
 
-/** Whether the source state differs from what the registry holds: another version, or the same one with other columns. */
-function differs(state: KeyState, registered: PublishedEntry | undefined): boolean {
-  return needsRepublish(state.row.modifiedOn!, registered) || !isUnchanged(state.row, rowDigest(state.row, state.contentSha256), registered);
+/**
+ * A source state no window will publish: one the registry lacks, or holds deleted or at another ModifiedOn, whose
+ * ModifiedOn is before this window (a late commit, a restore); or one the registry holds at its ModifiedOn but with
+ * another digest (changed while ModifiedOn stayed), up to this window's end. Rows of this window the registry lacks
+ * are this window's own (refused ones included), not unseen.
+ */
+function unseenByWindows(state: KeyState, registered: PublishedEntry | undefined, window: Window): boolean {
+  const modifiedOn = state.row.modifiedOn!;
+  if (needsRepublish(modifiedOn, registered)) return modifiedOn <= window.start;
+  return modifiedOn <= window.end && !isUnchanged(state.row, rowDigest(state.row, state.contentSha256), registered);
 }
 
 export class TablePoll {
@@ -170,24 +183,34 @@ export class TablePoll {
     return row.window;
   }
 
+  /**
+   * The pages of one step, keyset after keyset. The next page is read while the current one is published: reads
+   * are serialised observations anyway, and a page's checkpoint is still written only after Kafka acknowledged it.
+   */
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
-    let position = from?.position ?? null;
     let batchNo = from?.batchNo ?? 0;
     if (window.end <= window.start) return;
-    for (;;) {
-      this.throwIfStopping();
-      const startedAt = new Date();
-      const page = await this.readPage(step, window, position);
-      if (page.value.length === 0) return;
-      batchNo++;
-      const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page.observed })), window);
-      const last = page.value.at(-1)!;
+    this.throwIfStopping();
+    let startedAt = new Date();
+    let page: Page | null = await this.readPage(step, window, from?.position ?? null);
+    while (page !== null && page.value.length > 0) {
+      const last: SourceRow = page.value.at(-1)!;
       // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
-      position = { modifiedOn: last.modifiedOn!, key: last.key };
+      const position: Position = { modifiedOn: last.modifiedOn!, key: last.key };
+      const next: Promise<Page> | null = page.value.length < this.job.batchSize ? null : this.readPage(step, window, position);
+      next?.catch(() => undefined); // awaited below; a failure surfaces there, not as an unhandled rejection
+      batchNo++;
+      const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page!.observed })), window);
       await this.recordBatch(step, batchNo, outcome, position, startedAt);
       this.deps.observer.safe('batchPublished', { table: this.job.table, step, batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
       await this.renewLeaseIfDue();
-      if (page.value.length < this.job.batchSize) return;
+      if (next === null) return;
+      if (this.deps.signal?.aborted) {
+        await next.catch(() => undefined);
+        this.throwIfStopping();
+      }
+      startedAt = new Date();
+      page = await next;
     }
   }
 
@@ -195,7 +218,7 @@ export class TablePoll {
     return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  private readPage(step: Step, window: Window, after: Position | null): Promise<{ value: SourceRow[]; observed: Ticks }> {
+  private readPage(step: Step, window: Window, after: Position | null): Promise<Page> {
     const request = { ...this.scopeFilter, window, after, limit: this.job.batchSize };
     if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
     return this.observe((s) => s.readPage({ ...request, step }));
@@ -358,10 +381,11 @@ export class TablePoll {
     if (this.job.lateSweepKeys === 0) return;
     const startedAt = new Date();
     const cursor = await this.deps.store.sweepCursor(this.job.table, 'late-arrivals');
-    const states = await this.source((s) => s.readKeyStates({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys, maxBytes: this.job.verifySweepBytes }));
-    await this.deps.store.setSweepCursor(this.job.table, states.at(-1)?.row.key ?? null, 'late-arrivals');
+    const range = await this.source((s) => s.readKeyStates({ ...this.scopeFilter, after: cursor, limit: this.job.lateSweepKeys, maxBytes: this.job.verifySweepBytes }));
+    const states = range.states;
+    await this.deps.store.setSweepCursor(this.job.table, range.endOfKeys ? null : states.at(-1)!.row.key, 'late-arrivals');
     const registered = await this.deps.store.lookupPublished(this.job.table, states.map((st) => st.row.key));
-    const unseen = states.filter((st) => st.row.modifiedOn! > this.job.baselineTicks && st.row.modifiedOn! <= window.end && differs(st, registered.get(st.row.key)));
+    const unseen = states.filter((st) => st.row.modifiedOn! > this.job.baselineTicks && unseenByWindows(st, registered.get(st.row.key), window));
     if (unseen.length === 0) return;
     const late = unseen.filter((st) => needsRepublish(st.row.modifiedOn!, registered.get(st.row.key)));
     this.log.warn({ keys: unseen.map((st) => st.row.key).slice(0, 20), late: late.length, unsignalled: unseen.length - late.length },

@@ -53,6 +53,12 @@ export interface KeyState {
   readonly contentSha256: Buffer | null;
 }
 
+export interface KeyStates {
+  readonly states: KeyState[];
+  /** True when the range reached the last key in scope: the next range starts from the first again. */
+  readonly endOfKeys: boolean;
+}
+
 export interface MembershipRequest extends ScopeFilter {
   readonly keys: readonly string[];
 }
@@ -80,12 +86,14 @@ export interface SourceConnector {
   readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]>;
   /** A slice of one row's content, for blobs above the inline limit; null when the row is gone. */
   readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null>;
+  /** The whole content of several rows in one round trip (rows small enough for one record); absent when gone. */
+  readContents(keys: readonly string[]): Promise<Map<string, Buffer | null>>;
   /**
    * Rows with a ModifiedOn, in scope, in the source's key order after a key, without their content but with its
    * hash computed by the database, cut at `maxBytes` of content: the late-arrival sweep compares these with the
    * registry to find what no window will read (late commits, restores, changes that kept their ModifiedOn).
    */
-  readKeyStates(request: KeyStatesRequest): Promise<KeyState[]>;
+  readKeyStates(request: KeyStatesRequest): Promise<KeyStates>;
   /** One page of the rows whose ModifiedOn is NULL, in scope, in key order (the `nulls` step). */
   readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]>;
   /** How many rows in scope have a NULL ModifiedOn (reported per run). */
@@ -123,4 +131,12 @@ export interface SourceTableSpec {
   readonly inlineContentMaxBytes: number;
   /** SQL Server only: OPTION (MAXDOP n). */
   readonly maxdop: number | null;
+}
+
+/**
+ * The result of one key-states range: the range reached the end of the keys when its page (before the byte budget
+ * cut it) held fewer keys than asked for and every one of them came back. Pure.
+ */
+export function keyStates(states: KeyState[], pageRows: number, limit: number): KeyStates {
+  return { states, endOfKeys: pageRows < limit && states.length === pageRows };
 }

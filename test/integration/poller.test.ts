@@ -311,6 +311,7 @@ function gatedSource(real: SourceConnector, gate: Promise<void>): SourceConnecto
     readByKeys: (k) => real.readByKeys(k),
     readByPathLocators: (p) => real.readByPathLocators(p),
     readContentSlice: (k, o, l) => real.readContentSlice(k, o, l),
+    readContents: (k) => real.readContents(k),
     readKeyStates: (r) => real.readKeyStates(r),
     readNullModifiedOnPage: (r) => real.readNullModifiedOnPage(r),
     countNullModifiedOn: (s) => real.countNullModifiedOn(s),

@@ -11,6 +11,7 @@ import {
   oldestOpenTransactionQuery, pageQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
+import { keyStates } from '../../src/source/connector.js';
 import type { MissingParentsRequest, PageRequest, SourceTableSpec } from '../../src/source/connector.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 
@@ -291,3 +292,13 @@ function rawRow(): Parameters<typeof toSourceRow>[0] {
     modified_on_ticks: '1', business_unit: null, creation_time_ticks: null, last_write_time_ticks: null,
   };
 }
+
+describe('keyStates', () => {
+  it('ends the walk only when the page was short and the byte budget cut nothing', () => {
+    const state = (key: string) => ({ row: { key } as never, contentSha256: null });
+    expect(keyStates([state('a'), state('b')], 2, 10).endOfKeys).toBe(true);
+    expect(keyStates([state('a')], 2, 10).endOfKeys).toBe(false);
+    expect(keyStates([state('a'), state('b')], 10, 10).endOfKeys).toBe(false);
+    expect(keyStates([], 0, 10).endOfKeys).toBe(true);
+  });
+});
