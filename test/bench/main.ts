@@ -100,8 +100,8 @@ async function measure(options: BenchOptions): Promise<BenchResults> {
     await broker?.stop();
     for (const db of Object.values(dbs)) await dropDatabase(admin, db).catch(() => undefined);
     await admin.end();
-    if (!options.profile) await rm(workDir, { recursive: true, force: true });
-    else log(`profiles kept in ${join(workDir, 'profiles')}`);
+    if (!options.keep) await rm(workDir, { recursive: true, force: true });
+    else log(`work directory kept: ${workDir}`);
   }
 }
 

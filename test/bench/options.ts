@@ -39,6 +39,8 @@ export interface BenchOptions {
   /** Only re-render the table and chart from this results file. */
   readonly renderFrom: string | undefined;
   readonly profile: boolean;
+  /** Keep the work directory (configurations, process logs, profiles). */
+  readonly keep: boolean;
   readonly help: boolean;
 }
 
@@ -52,7 +54,8 @@ export const USAGE = `npm run bench -- [options]
   --svg <file>        write the chart (default: next to --json, same name with .svg)
   --scale <x>         multiply every row count by x (e.g. 0.1 for a quick try; W5's rates stay)
   --render <file>     do not measure: print the table and write the chart from a results JSON
-  --profile           run highwater's processes with --cpu-prof (profiles under the run's work directory)`;
+  --profile           run highwater's processes with --cpu-prof (profiles under the run's work directory; implies --keep)
+  --keep              keep the work directory: configurations, logs of every process`;
 
 export function parseOptions(argv: readonly string[], randomSeed: () => number): BenchOptions {
   const args = [...argv];
@@ -61,7 +64,7 @@ export function parseOptions(argv: readonly string[], randomSeed: () => number):
     const arg = args.shift()!;
     if (!arg.startsWith('--')) throw new Error(`unexpected argument ${JSON.stringify(arg)}\n${USAGE}`);
     const name = arg.slice(2);
-    if (['full', 'profile', 'help'].includes(name)) flags.set(name, true);
+    if (['full', 'profile', 'keep', 'help'].includes(name)) flags.set(name, true);
     else if (['only', 'reps', 'seed', 'json', 'svg', 'render', 'scale'].includes(name)) flags.set(name, valueOf(name, args.shift()));
     else throw new Error(`unknown option ${arg}\n${USAGE}`);
   }
@@ -78,6 +81,7 @@ export function parseOptions(argv: readonly string[], randomSeed: () => number):
     svgFile: stringFlag(flags, 'svg') ?? (json === undefined ? undefined : json.replace(/(\.json)?$/, '.svg')),
     renderFrom: stringFlag(flags, 'render'),
     profile: flags.get('profile') === true,
+    keep: flags.get('keep') === true || flags.get('profile') === true,
     help: flags.get('help') === true,
   };
 }

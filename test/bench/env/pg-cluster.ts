@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chown, mkdir } from 'node:fs/promises';
+import { chmod, chown, mkdir } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePorts } from '../../../src/devkafka/ports.js';
@@ -23,7 +23,11 @@ export async function startLogicalCluster(workDir: string): Promise<LogicalClust
   const [port] = await freePorts(1);
   await mkdir(dataDir, { recursive: true });
   const asRoot = userInfo().uid === 0;
-  if (asRoot) await chown(dataDir, ...(await postgresIds()));
+  if (asRoot) {
+    // mkdtemp's directory is private to root; the postgres user must be able to reach its own directory inside.
+    await chmod(workDir, 0o711);
+    await chown(dataDir, ...(await postgresIds()));
+  }
   const run = (bin: string, args: string[]) => exec(asRoot ? 'runuser' : join(PG_BIN, bin), asRoot ? ['-u', 'postgres', '--', join(PG_BIN, bin), ...args] : args);
   await run('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
   const settings = [`-p ${port}`, '-c listen_addresses=127.0.0.1', `-c unix_socket_directories=${dataDir}`, '-c wal_level=logical',

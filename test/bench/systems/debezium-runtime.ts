@@ -25,6 +25,8 @@ export const DEBEZIUM_SINK_SUPPORT_VERSION = '3.4.1.Final';
 
 const DEPENDENCY_PLUGIN = 'org.apache.maven.plugins:maven-dependency-plugin:3.8.1';
 const CENTRAL = 'https://repo.maven.apache.org/maven2';
+/** Bumped when the jar selection changes, so that an older cache is fetched anew. */
+const LAYOUT = 'v2';
 
 export interface DebeziumRuntime {
   readonly dir: string;
@@ -43,7 +45,9 @@ interface Artifact {
   readonly exclude?: readonly string[];
 }
 
-const PROVIDED = ['org.apache.kafka', 'org.slf4j'];
+// The worker provides these; a second copy in a plugin directory breaks Jackson's ServiceLoader-registered modules
+// ("BlackbirdModule not a subtype": the module class and its interface from two class loaders).
+const PROVIDED = ['org.apache.kafka', 'org.slf4j', 'com.fasterxml.jackson.core', 'com.fasterxml.jackson.datatype', 'com.fasterxml.jackson.module'];
 
 const CONNECT: readonly Artifact[] = [
   { g: 'org.apache.kafka', a: 'connect-runtime', v: CONNECT_VERSION },
@@ -62,7 +66,7 @@ const SINK: readonly Artifact[] = [
   { g: 'org.hibernate.orm', a: 'hibernate-core', v: '7.1.0.Final', exclude: PROVIDED },
   { g: 'org.hibernate.orm', a: 'hibernate-c3p0', v: '7.1.0.Final', exclude: PROVIDED },
   { g: 'com.mchange', a: 'c3p0', v: '0.12.0', exclude: PROVIDED },
-  { g: 'org.postgresql', a: 'postgresql', v: '42.7.7' },
+  { g: 'org.postgresql', a: 'postgresql', v: '42.7.7', exclude: PROVIDED },
 ];
 
 /** A pom that only lists dependencies, for `dependency:copy-dependencies`. Pure. */
@@ -96,7 +100,7 @@ log4j.logger.io.debezium.relational.RelationalSnapshotChangeEventSource=INFO
 `;
 
 export async function ensureDebeziumRuntime(cacheDir = defaultCacheDir()): Promise<DebeziumRuntime> {
-  const dir = join(cacheDir, `debezium-${DEBEZIUM_SOURCE_VERSION}-connect-${CONNECT_VERSION}`);
+  const dir = join(cacheDir, `debezium-${DEBEZIUM_SOURCE_VERSION}-connect-${CONNECT_VERSION}-${LAYOUT}`);
   const runtime: DebeziumRuntime = { dir, connectLib: join(dir, 'connect'), pluginPath: join(dir, 'plugins'), log4jConfig: join(dir, 'log4j.properties') };
   const marker = join(dir, '.complete');
   if (await exists(marker)) return runtime;
