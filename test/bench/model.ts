@@ -62,7 +62,10 @@ export interface SummaryRow {
   readonly workload: WorkloadId;
   readonly system: SystemId;
   readonly stage: Stage;
+  /** Repetitions the medians are taken over: the complete ones, or, when none completed, all of them. */
   readonly reps: number;
+  /** False when no repetition completed: the rate is then rows arrived / time until the stage gave up. */
+  readonly complete: boolean;
   readonly rows: number;
   readonly bytes: number;
   readonly medianMs: number;

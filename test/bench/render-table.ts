@@ -24,8 +24,8 @@ export function columns(header: readonly string[], rows: readonly (readonly stri
 export function summaryTable(rows: readonly SummaryRow[]): string {
   return columns(
     ['workload', 'system', 'stage', 'reps', 'rows', 'median s', 'rows/s', 'MB/s', 'vs B1'],
-    rows.map((r) => [r.workload, r.system, r.stage, String(r.reps), fmt(r.rows), fmt(r.medianMs / 1000, 2), fmt(r.rowsPerSec), fmt(r.mbPerSec, 1), pct(r.ratioToB1)]),
-  );
+    rows.map((r) => [r.workload, r.system, r.complete ? r.stage : `${r.stage} (incomplete*)`, String(r.reps), fmt(r.rows), fmt(r.medianMs / 1000, 2), fmt(r.rowsPerSec), fmt(r.mbPerSec, 1), pct(r.ratioToB1)]),
+  ) + (rows.some((r) => !r.complete) ? '\n* no repetition finished in time: rows that arrived / time until the stage gave up' : '');
 }
 
 function rssTable(results: BenchResults): string {

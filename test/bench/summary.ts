@@ -19,12 +19,13 @@ export function summarize(measurements: readonly Measurement[]): SummaryRow[] {
 
 function summarizeGroup(group: readonly Measurement[]): SummaryRow {
   const first = group[0]!;
-  const complete = group.filter((m) => m.complete);
-  const ms = median(complete.map((m) => m.ms));
-  const rows = median(complete.map((m) => m.rows));
-  const bytes = median(complete.map((m) => m.bytes));
+  const finished = group.filter((m) => m.complete);
+  const used = finished.length > 0 ? finished : group;
+  const ms = median(used.map((m) => m.ms));
+  const rows = median(used.map((m) => m.rows));
+  const bytes = median(used.map((m) => m.bytes));
   return {
-    workload: first.workload, system: first.system, stage: first.stage, reps: complete.length,
+    workload: first.workload, system: first.system, stage: first.stage, reps: used.length, complete: finished.length > 0,
     rows, bytes, medianMs: ms, rowsPerSec: perSecond(rows, ms), mbPerSec: mbPerSecond(bytes, ms), ratioToB1: Number.NaN,
   };
 }
@@ -58,8 +59,10 @@ function ratioGoal(id: string, workload: WorkloadId, stage: Stage, min: number, 
   return {
     id, description: `${workload} ${what} vs B1`, target: `>= ${pct(min)} of B1`,
     evaluate: (s) => {
-      const r = find(s, workload, 'highwater', stage)?.ratioToB1;
-      return r === undefined || Number.isNaN(r) ? undefined : { value: pct(r), met: r >= min };
+      const row = find(s, workload, 'highwater', stage);
+      const r = row?.ratioToB1;
+      if (row === undefined || r === undefined || Number.isNaN(r)) return undefined;
+      return { value: `${pct(r)}${row.complete ? '' : ' (incomplete)'}`, met: row.complete && r >= min };
     },
   };
 }
@@ -89,8 +92,12 @@ export const GOALS: readonly GoalSpec[] = [
   {
     id: 'W1-vs-B4', description: 'W1 end-to-end rows/s vs B4 (Debezium)', target: '>= 3.0x B4',
     evaluate: (s) => {
-      const r = ratio(find(s, 'W1', 'highwater', 'e2e')?.rowsPerSec, find(s, 'W1', 'B4', 'e2e')?.rowsPerSec);
-      return Number.isNaN(r) ? undefined : { value: `${r.toFixed(2)}x`, met: r >= 3 };
+      const hw = find(s, 'W1', 'highwater', 'e2e');
+      const b4 = find(s, 'W1', 'B4', 'e2e');
+      const r = ratio(hw?.rowsPerSec, b4?.rowsPerSec);
+      if (Number.isNaN(r)) return undefined;
+      const incomplete = hw?.complete === false || b4?.complete === false;
+      return { value: `${r.toFixed(2)}x${incomplete ? ' (incomplete)' : ''}`, met: !incomplete && r >= 3 };
     },
   },
 ];

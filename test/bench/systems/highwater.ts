@@ -100,19 +100,24 @@ export interface Progress {
   readonly rows: number;
   /** Database-clock epoch ms of the last commit seen (max applied_at), NaN when empty. */
   readonly lastCommitMs: number;
+  /** Database-clock epoch ms of the first commit (min applied_at), NaN when empty. */
+  readonly firstCommitMs?: number;
 }
 
 /** Rows in the target tables of a setup, and when the last one was written. */
 export async function targetProgress(pool: pg.Pool, setup: HwSetup, where = 'true', schema = setup.targetSchema): Promise<Progress> {
   let rows = 0;
   let last = Number.NaN;
+  let first = Number.NaN;
   for (const t of setup.tables) {
-    const { rows: r } = await pool.query<{ n: string; last: string | null }>(
-      `SELECT count(*) AS n, (extract(epoch FROM max(applied_at)) * 1000)::float8 AS last FROM ${targetTable(setup, t.name, schema)} WHERE ${where}`);
+    const { rows: r } = await pool.query<{ n: string; first: string | null; last: string | null }>(
+      `SELECT count(*) AS n, (extract(epoch FROM min(applied_at)) * 1000)::float8 AS first, (extract(epoch FROM max(applied_at)) * 1000)::float8 AS last
+         FROM ${targetTable(setup, t.name, schema)} WHERE ${where}`);
     rows += Number(r[0]!.n);
     if (r[0]!.last !== null) last = Number.isNaN(last) ? Number(r[0]!.last) : Math.max(last, Number(r[0]!.last));
+    if (r[0]!.first !== null) first = Number.isNaN(first) ? Number(r[0]!.first) : Math.min(first, Number(r[0]!.first));
   }
-  return { rows, lastCommitMs: last };
+  return { rows, lastCommitMs: last, firstCommitMs: first };
 }
 
 const WAIT_STEP_MS = 250;

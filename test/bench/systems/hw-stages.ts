@@ -21,6 +21,11 @@ export interface Expect {
 
 const BACKFILL_TOPIC = 'highwater.backfill-requests';
 
+/** Content bytes of the rows that arrived, assuming rows of even size (all of them when every row arrived). */
+function arrivedBytes(expect: Expect, rows: number): number {
+  return rows >= expect.rows ? expect.bytes : (expect.bytes * rows) / expect.rows;
+}
+
 export async function prepare(ctx: BenchContext, tag: string, sources: readonly SourceTable[], options?: HwConfigOptions): Promise<HwSetup> {
   const setup = await writeHwConfig(ctx.env, tag, sources, options);
   await runCli(ctx.env, setup, 'init', ['init']);
@@ -41,7 +46,8 @@ export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, 
   const started = await dbNowMs(ctx.target);
   const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows));
   await consume.stop();
-  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'apply', rep, rows: done.rows, bytes: expect.bytes, ms: done.lastCommitMs - started, complete: done.complete });
+  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'apply', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete: done.complete });
+  ctx.collect.observe(w, 'highwater', rep, 'apply: consumer ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - started) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'consume', rep, consume.peakRss());
   await observeSideTopics(ctx, w, rep, setup, before, 'apply');
 }
@@ -54,8 +60,9 @@ export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, se
   const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows), () => poll.pid > 0);
   await Promise.all([poll.stop(), consume.stop()]);
   const runs = await pollRuns(ctx.target, setup);
-  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'e2e', rep, rows: done.rows, bytes: expect.bytes, ms: done.lastCommitMs - runs.startedMs, complete: done.complete });
-  ctx.collect.observe(w, 'highwater', rep, 'poll run during e2e', (runs.finishedMs - runs.startedMs) / 1000, 's');
+  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'e2e', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - runs.startedMs, complete: done.complete });
+  ctx.collect.observe(w, 'highwater', rep, 'e2e: poll run (concurrent with apply)', (runs.finishedMs - runs.startedMs) / 1000, 's');
+  ctx.collect.observe(w, 'highwater', rep, 'e2e: poll start -> first target commit', ((done.firstCommitMs ?? Number.NaN) - runs.startedMs) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'poll', rep, poll.peakRss());
   ctx.collect.peak(w, 'highwater', 'consume', rep, consume.peakRss());
   await observeSideTopics(ctx, w, rep, setup, before, 'e2e');
@@ -69,7 +76,7 @@ export async function rebuild(ctx: BenchContext, w: WorkloadId, rep: number, set
   const code = await proc.exited;
   const done = await targetProgress(ctx.target, setup, expect.where, into);
   const complete = code === 0 && done.rows >= expect.rows;
-  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'rebuild', rep, rows: done.rows, bytes: expect.bytes, ms: done.lastCommitMs - started, complete, note: code === 0 ? (complete ? 'wall time from spawn, CLI start-up included' : `caught up with ${expect.rows - done.rows} rows still missing`) : `exit ${String(code)}` });
+  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'rebuild', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete, note: code === 0 ? (complete ? 'wall time from spawn, CLI start-up included' : `caught up with ${expect.rows - done.rows} rows still missing`) : `exit ${String(code)}` });
   ctx.collect.peak(w, 'highwater', 'rebuild', rep, proc.peakRss());
   await ctx.target.query(`DROP SCHEMA IF EXISTS ${quotePg(into)} CASCADE`);
 }

@@ -45,24 +45,31 @@ export async function produceAll(producer: Producer, topic: string, messages: re
   return performance.now() - started;
 }
 
-/** Consumes `count` messages from the start of `topic` in a new group, doing nothing with them; elapsed ms. */
-export async function consumeAll(kafka: Kafka, topic: string, groupId: string, count: number, timeoutMs: number): Promise<{ ms: number; seen: number }> {
+/**
+ * Consumes `count` messages from the start of `topic` in a new group, doing nothing with them. Timed from the
+ * first batch to the last (the group join is a fixed cost, reported apart as `joinMs`).
+ */
+export async function consumeAll(kafka: Kafka, topic: string, groupId: string, count: number, timeoutMs: number): Promise<{ ms: number; joinMs: number; seen: number }> {
   const consumer = kafka.consumer({ groupId, maxBytes: 16 * 1024 * 1024, maxBytesPerPartition: 8 * 1024 * 1024 });
   await consumer.connect();
   try {
     await consumer.subscribe({ topic, fromBeginning: true });
     let seen = 0;
     const started = performance.now();
+    let first = Number.NaN;
+    let last = Number.NaN;
     const done = new Promise<void>((resolve) => {
       void consumer.run({
         eachBatch: async ({ batch }) => {
+          if (Number.isNaN(first)) first = performance.now();
           seen += batch.messages.length;
+          last = performance.now();
           if (seen >= count) resolve();
         },
       });
     });
     await Promise.race([done, new Promise((r) => setTimeout(r, timeoutMs))]);
-    return { ms: performance.now() - started, seen };
+    return { ms: last - first, joinMs: first - started, seen };
   } finally {
     await consumer.disconnect();
   }
