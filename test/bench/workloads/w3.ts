@@ -36,7 +36,7 @@ export async function runW3(ctx: BenchContext): Promise<void> {
     if (ctx.options.systems.has('B1')) await runB1(ctx, 'W3', rep, [{ name: TABLE, values }], load, false);
     if (ctx.options.systems.has('highwater')) {
       const setup = await prepare(ctx, `w3_r${rep}`, [source], { topicTag: 'w3v' });
-      await applyAlone(ctx, 'W3', rep, setup, { rows: keys, bytes: load.bytes, where: `name = 'v${versions - 1}'` });
+      await applyAlone(ctx, 'W3', rep, setup, { rows: keys, units: all.length, bytes: load.bytes, where: `name = 'v${versions - 1}'` });
       ctx.collect.note(`W3 apply rows/s counts every version in the topic (${all.length}), the time is until every key shows its last version`);
       await dropTarget(ctx, setup);
     }

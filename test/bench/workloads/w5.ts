@@ -2,7 +2,7 @@ import type pg from 'pg';
 import type { BenchContext } from '../context.js';
 import { BUSINESS_UNITS, createSourceSchema, createSourceTable, qualified, sourceTable, type SourceTable } from '../env/source.js';
 import { flatRows, type BenchRow } from '../rows.js';
-import { cli, startConsume, targetProgress, targetTable, waitForRows, type HwSetup } from '../systems/highwater.js';
+import { cli, pollRuns, startConsume, targetProgress, targetTable, waitForRows, type HwSetup } from '../systems/highwater.js';
 import { dropTarget, prepare } from '../systems/hw-stages.js';
 
 /**
@@ -26,6 +26,7 @@ async function steady(ctx: BenchContext, rate: number, seconds: number): Promise
   const setup = await prepare(ctx, `w5_${rate}`, [source], { pollIntervalSeconds: 1 });
   const consume = await startConsume(ctx.env, setup);
   const poll = cli(ctx.env, setup, 'poll', ['poll', '--every']);
+  await firstPollDone(ctx, setup);
   ctx.log(`W5: ${rate} rows/s for ${seconds} s`);
   const writtenMs = await writeSteadily(ctx.source, source, rows, rate);
   const done = await waitForRows(() => targetProgress(ctx.target, setup), rows.length, 180_000);
@@ -40,6 +41,16 @@ async function steady(ctx: BenchContext, rate: number, seconds: number): Promise
   ctx.collect.peak(w, 'highwater', `poll --every (${rate}/s)`, 1, poll.peakRss());
   ctx.collect.peak(w, 'highwater', `consume (${rate}/s)`, 1, consume.peakRss());
   await dropTarget(ctx, setup);
+}
+
+/** Waits for the poller's first (empty) run, so that no row waits for the CLI to start. */
+async function firstPollDone(ctx: BenchContext, setup: HwSetup): Promise<void> {
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    if (Number.isFinite((await pollRuns(ctx.target, setup)).finishedMs)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error('W5: the poller did not finish its first run within 120 s');
 }
 
 /** Inserts `rate / 10` rows every 100 ms in one transaction, ModifiedOn = the inserting transaction's clock. */
