@@ -33,13 +33,14 @@ const CATEGORIES: readonly [RegExp, string][] = [
   [/node_modules\/pino/, 'pino (logging)'],
   [/node_modules\/(tsx|esbuild|get-tsconfig)\//, 'tsx (TypeScript loading)'],
   [/node_modules\//, 'other packages'],
-  [/^node:|^internal\/|^$/, 'node internals'],
+  [/^node:|^internal\//, 'node internals (loader, buffers, streams)'],
 ];
 
 /** The category of a call frame: one of CATEGORIES, or the repository path of a highwater file. */
 export function categoryOf(functionName: string, url: string): string {
   const key = url === '' ? functionName : url;
   for (const [pattern, name] of CATEGORIES) if (pattern.test(key)) return name;
+  if (url === '') return 'native built-ins (socket writes, buffer copies)';
   const repo = /\/(src|connectors|consumers)\/(.+)$/.exec(url);
   return repo === null ? 'other' : `highwater ${repo[1]}/${repo[2]}`;
 }

@@ -47,7 +47,8 @@ describe('cpu profile summary', async () => {
     expect(categoryOf('x', 'file:///w/node_modules/pg-protocol/dist/parser.js')).toBe('pg driver');
     expect(categoryOf('poll', 'file:///w/hw/src/poller/table-poll.ts')).toBe('highwater src/poller/table-poll.ts');
     expect(categoryOf('write', 'file:///w/hw/consumers/postgres/writer.ts')).toBe('highwater consumers/postgres/writer.ts');
-    expect(categoryOf('emit', 'node:events')).toBe('node internals');
+    expect(categoryOf('emit', 'node:events')).toBe('node internals (loader, buffers, streams)');
+    expect(categoryOf('writev', '')).toBe('native built-ins (socket writes, buffer copies)');
   });
 
   it('adds self time per category and function, largest first', () => {

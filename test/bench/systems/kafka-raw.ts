@@ -9,11 +9,30 @@ export function rawKafka(brokers: readonly string[], clientId: string): Kafka {
   return new Kafka({ clientId, brokers: [...brokers], logLevel: logLevel.NOTHING });
 }
 
+/**
+ * Creates a topic and waits until every partition has a leader. Not with kafkajs' `waitForLeaders`: that retries
+ * only LEADER_NOT_AVAILABLE, and a KRaft broker whose metadata cache lags answers UNKNOWN_TOPIC_OR_PARTITION.
+ */
 export async function createTopic(admin: Admin, topic: string, partitions: number): Promise<void> {
   await admin.createTopics({
-    waitForLeaders: true,
+    waitForLeaders: false,
     topics: [{ topic, numPartitions: partitions, replicationFactor: 1, configEntries: [{ name: 'max.message.bytes', value: String(8 * 1024 * 1024) }] }],
   });
+  await waitForLeaders(admin, [topic]);
+}
+
+export async function waitForLeaders(admin: Admin, topics: readonly string[], timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
+      if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) throw new Error(`topics without leaders after ${timeoutMs / 1000} s: ${topics.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 const BATCH_BYTES = 1 << 20;

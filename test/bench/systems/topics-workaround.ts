@@ -1,8 +1,8 @@
-import type { Admin } from 'kafkajs';
 import { backfillTopic, dlqTopicFor, loadConfigFile, retryTopicFor, topicFor } from '../../../src/config/load.js';
 import { sideTopicSpec, tableTopicSpec, type TopicSpec } from '../../../src/kafka/topics.js';
 import type { BenchContext } from '../context.js';
 import type { HwSetup } from './highwater.js';
+import { waitForLeaders } from './kafka-raw.js';
 
 /**
  * A bench-side workaround for a product bug, used only after `highwater init` failed: `ensureTopics`
@@ -30,22 +30,8 @@ export async function precreateTopics(ctx: BenchContext, setup: HwSetup): Promis
         topics: missing.map((s) => ({ topic: s.topic, numPartitions: s.partitions, replicationFactor: config.kafka.replicationFactor, configEntries: Object.entries(s.config).map(([name, value]) => ({ name, value })) })),
       });
     }
-    await waitForMetadata(admin, specs.map((s) => s.topic));
+    await waitForLeaders(admin, specs.map((s) => s.topic));
   } finally {
     await admin.disconnect();
-  }
-}
-
-async function waitForMetadata(admin: Admin, topics: readonly string[]): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    try {
-      const meta = await admin.fetchTopicMetadata({ topics: [...topics] });
-      if (meta.topics.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-    }
-    if (Date.now() > deadline) throw new Error(`topics without leaders after 60 s: ${topics.join(', ')}`);
-    await new Promise((r) => setTimeout(r, 250));
   }
 }
