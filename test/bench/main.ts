@@ -134,12 +134,11 @@ async function runWorkloads(ctx: BenchContext): Promise<void> {
   if (on('W5')) await runW5(ctx);
 }
 
+// Exit explicitly: a client library's stray timer or socket must not keep a finished (or failed) run alive.
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
+  (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
+    process.exit(1);
   },
 );
