@@ -59,9 +59,10 @@ export function renderSvg(results: BenchResults): string {
     y += 16;
     for (const { h, row } of bars) {
       const width = Math.max(1, xOfRatio(row.ratioToB1));
-      const value = `${pctLabel(row.ratioToB1)} · ${Math.round(row.rowsPerSec).toLocaleString('en-US')} rows/s${row.mbPerSec >= 1 ? ` · ${row.mbPerSec.toFixed(1)} MB/s` : ''}`;
+      const value = `${pctLabel(row.ratioToB1)} · ${Math.round(row.rowsPerSec).toLocaleString('en-US')} rows/s${row.mbPerSec >= 1 ? ` · ${row.mbPerSec.toFixed(1)} MB/s` : ''}${row.complete ? '' : ' · INCOMPLETE (timed out)'}`;
       parts.push(`<text x="${LEFT - 6}" y="${y + BAR_H - 3}" font-size="11" text-anchor="end">${escapeXml(h.label)}</text>`);
-      parts.push(`<rect x="${LEFT}" y="${y}" width="${width.toFixed(1)}" height="${BAR_H}" fill="${h.colour}"><title>${escapeXml(`${w} ${h.label}: ${value}`)}</title></rect>`);
+      const style = row.complete ? `fill="${h.colour}"` : `fill="white" stroke="${h.colour}" stroke-dasharray="4 2"`;
+      parts.push(`<rect x="${LEFT}" y="${y}" width="${width.toFixed(1)}" height="${BAR_H}" ${style}><title>${escapeXml(`${w} ${h.label}: ${value}`)}</title></rect>`);
       parts.push(`<text x="${LEFT + width + 4}" y="${y + BAR_H - 3}" font-size="10">${escapeXml(value)}</text>`);
       y += BAR_H + GAP;
     }

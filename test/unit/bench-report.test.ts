@@ -71,6 +71,13 @@ describe('bench rendering', () => {
     expect(xOfRatio(1e-6)).toBe(0);
     expect(xOfRatio(1e6)).toBe(xOfRatio(10));
   });
+
+  it('draws a stage that never completed as an outline, and says so', () => {
+    const r = results();
+    const svg = renderSvg({ ...r, summary: r.summary.map((row) => (row.system === 'B4' ? { ...row, complete: false } : row)) });
+    expect(svg).toMatch(/fill="white" stroke="#9467bd" stroke-dasharray/);
+    expect(svg).toContain('INCOMPLETE (timed out)');
+  });
 });
 
 describe('bench options', () => {
