@@ -17,7 +17,9 @@ export class Collector {
   }
 
   peak(workload: WorkloadId, system: SystemId, process: string, rep: number, peakBytes: number): void {
-    if (peakBytes > 0) this.rss.push({ workload, system, process, rep, peakBytes });
+    if (peakBytes <= 0) return;
+    this.rss.push({ workload, system, process, rep, peakBytes });
+    this.out(`  ${workload} rep ${rep} ${system} peak RSS of ${process}: ${Math.round(peakBytes / 2 ** 20)} MiB`);
   }
 
   observe(workload: WorkloadId, system: SystemId, rep: number, name: string, value: number, unit: string): void {

@@ -134,8 +134,11 @@ async function runWorkloads(ctx: BenchContext): Promise<void> {
   if (on('W5')) await runW5(ctx);
 }
 
-// Exit explicitly: a client library's stray timer or socket must not keep a finished (or failed) run alive.
-main(process.argv.slice(2)).then(
+// The loop is kept alive until main settles: awaiting the exit of a child that is unref'd (the broker) must not let
+// Node end the run silently, with code 0 and nothing written. Then exit explicitly: a client library's stray timer
+// or socket must not keep a finished (or failed) run alive either.
+const keepAlive = setInterval(() => undefined, 60_000);
+main(process.argv.slice(2)).finally(() => clearInterval(keepAlive)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
