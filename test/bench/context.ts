@@ -17,7 +17,10 @@ export interface BenchContext {
   readonly defer: (cleanup: () => Promise<void>) => void;
 }
 
-/** Generous limit for one stage to finish; a stage past it is recorded as incomplete, not as a failure of the run. */
-export function stageTimeoutMs(rows: number, minRowsPerSec = 100): number {
-  return Math.max(120_000, (rows / minRowsPerSec) * 1000);
+/**
+ * Generous limit for one stage to finish: 120 s, or rows at `minRowsPerSec`, or content at 0.5 MB/s, whichever is
+ * longest. A stage past it is recorded as incomplete, not as a failure of the run.
+ */
+export function stageTimeoutMs(rows: number, minRowsPerSec = 100, bytes = 0): number {
+  return Math.max(120_000, (rows / minRowsPerSec) * 1000, bytes / 500);
 }

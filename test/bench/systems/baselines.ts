@@ -68,7 +68,7 @@ export async function runB3(ctx: BenchContext, w: WorkloadId, rep: number, sourc
       const { rows } = await ctx.target.query<{ n: string; last: string | null }>(`SELECT count(*) AS n, (extract(epoch FROM max(applied_at)) * 1000)::float8 AS last FROM ${table}`);
       return { rows: Number(rows[0]!.n), lastCommitMs: Number(rows[0]!.last ?? Number.NaN) };
     };
-    const done = await waitForRows(probe, load.rows, stageTimeoutMs(load.rows, 50));
+    const done = await waitForRows(probe, load.rows, stageTimeoutMs(load.rows, 50, load.bytes));
     await producing;
     await applier.stop();
     ctx.collect.measure({ workload: w, system: 'B3', stage: 'e2e', rep, rows: done.rows, bytes: load.bytes, ms: done.lastCommitMs - started, complete: done.complete });

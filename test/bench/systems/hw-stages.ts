@@ -67,7 +67,7 @@ export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, 
   const before = await sideTopicCounts(ctx, setup);
   const consume = await startConsume(ctx.env, setup);
   const started = await dbNowMs(ctx.target);
-  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows));
+  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes));
   await consume.stop();
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'apply', rep, rows: arrivedUnits(expect, done.rows), bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete: done.complete });
   ctx.collect.observe(w, 'highwater', rep, 'apply: consumer ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - started) / 1000, 's');
@@ -76,11 +76,11 @@ export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, 
 }
 
 /** Consumer first (ready), then `poll --every` (which also serves back-fill requests); until every row arrived. */
-export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect): Promise<void> {
+export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect): Promise<boolean> {
   const before = await sideTopicCounts(ctx, setup);
   const consume = await startConsume(ctx.env, setup);
   const poll = cli(ctx.env, setup, 'poll', ['poll', '--every']);
-  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows), () => poll.pid > 0);
+  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes), () => poll.pid > 0);
   await Promise.all([poll.stop(), consume.stop()]);
   const runs = await pollRuns(ctx.target, setup);
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'e2e', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - runs.startedMs, complete: done.complete });
@@ -89,13 +89,14 @@ export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, se
   ctx.collect.peak(w, 'highwater', 'poll', rep, poll.peakRss());
   ctx.collect.peak(w, 'highwater', 'consume', rep, consume.peakRss());
   await observeSideTopics(ctx, w, rep, setup, before, 'e2e');
+  return done.complete;
 }
 
 /** `highwater rebuild` of a setup's target into a fresh schema; timed from spawn to the rebuild's last commit. */
 export async function rebuild(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect): Promise<void> {
   const into = `hwr_${setup.tag}`;
   const started = await dbNowMs(ctx.target);
-  const proc = cli(ctx.env, setup, 'rebuild', ['rebuild', '--target', 'bench', '--into', into, '--timeout', String(Math.round(stageTimeoutMs(expect.rows) / 1000))]);
+  const proc = cli(ctx.env, setup, 'rebuild', ['rebuild', '--target', 'bench', '--into', into, '--timeout', String(Math.round(stageTimeoutMs(expect.rows, 100, expect.bytes) / 1000))]);
   const code = await proc.exited;
   const done = await targetProgress(ctx.target, setup, expect.where, into);
   const complete = code === 0 && done.rows >= expect.rows;
