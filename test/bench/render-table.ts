@@ -1,0 +1,81 @@
+import type { BenchResults, SummaryRow } from './model.js';
+import { percentile } from './stats.js';
+
+/** The plain-text report of a run: pure, from the results object. */
+
+const MIB = 1024 * 1024;
+
+function fmt(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return '-';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function pct(n: number): string {
+  return Number.isFinite(n) ? `${(n * 100).toFixed(1)} %` : '-';
+}
+
+/** Lays out rows of cells in columns; numbers-looking cells are right-aligned. */
+export function columns(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string => cells.map((c, i) => (/^[-\d.,% x]+$/.test(c) && i > 0 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+export function summaryTable(rows: readonly SummaryRow[]): string {
+  return columns(
+    ['workload', 'system', 'stage', 'reps', 'rows', 'median s', 'rows/s', 'MB/s', 'vs B1'],
+    rows.map((r) => [r.workload, r.system, r.complete ? r.stage : `${r.stage} (incomplete*)`, String(r.reps), fmt(r.rows), fmt(r.medianMs / 1000, 2), fmt(r.rowsPerSec), fmt(r.mbPerSec, 1), pct(r.ratioToB1)]),
+  ) + (rows.some((r) => !r.complete) ? '\n* no repetition finished in time: rows that arrived / time until the stage gave up' : '');
+}
+
+function rssTable(results: BenchResults): string {
+  const groups = new Map<string, number[]>();
+  for (const r of results.rss) {
+    const key = `${r.workload}|${r.system}|${r.process}`;
+    groups.set(key, [...(groups.get(key) ?? []), r.peakBytes]);
+  }
+  const rows = [...groups.entries()].map(([key, peaks]) => [...key.split('|'), fmt(Math.max(...peaks) / MIB), fmt(percentile(peaks, 50) / MIB)]);
+  return columns(['workload', 'system', 'process', 'peak RSS MiB (max)', 'median'], rows);
+}
+
+function observationTable(results: BenchResults): string {
+  const groups = new Map<string, { values: number[]; unit: string }>();
+  for (const o of results.observations) {
+    const key = `${o.workload}|${o.system}|${o.name}`;
+    const g = groups.get(key) ?? { values: [], unit: o.unit };
+    g.values.push(o.value);
+    groups.set(key, g);
+  }
+  const rows = [...groups.entries()].map(([key, g]) => [...key.split('|'), fmt(percentile(g.values, 50), 2), g.unit, String(g.values.length)]);
+  return columns(['workload', 'system', 'observation', 'median', 'unit', 'reps'], rows);
+}
+
+function goalTable(results: BenchResults): string {
+  return columns(['goal', 'what', 'target', 'measured', 'status'], results.goals.map((g) => [g.id, g.description, g.target, g.measured, g.status.toUpperCase()]));
+}
+
+export function machineLine(results: BenchResults): string {
+  const m = results.machine;
+  const load = (l: readonly number[]): string => l.map((x) => x.toFixed(2)).join(' ');
+  return `machine: ${m.cores} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(0)} GiB; load average ${load(m.loadAverage)} at start${m.loadAverageAfter ? `, ${load(m.loadAverageAfter)} at end` : ''}; fsync ${fmt(m.fsyncPerSecond)}/s; node ${m.node}; ${m.postgres}; Kafka ${m.kafka}`;
+}
+
+export function renderReport(results: BenchResults): string {
+  return [
+    `highwater benchmark — seed ${results.seed}, ${results.startedAt} .. ${results.finishedAt}`,
+    machineLine(results),
+    `sizes: ${Object.entries(results.sizes).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    '',
+    summaryTable(results.summary),
+    '',
+    'peak RSS per process',
+    rssTable(results),
+    '',
+    'observations',
+    observationTable(results),
+    '',
+    'goals of issue 11',
+    goalTable(results),
+    ...(results.notes.length > 0 ? ['', 'notes', ...results.notes.map((n) => `- ${n}`)] : []),
+  ].join('\n');
+}

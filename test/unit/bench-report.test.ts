@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import type { BenchResults, Measurement } from '../bench/model.js';
+import { parseOnly, parseOptions, scaled, DEFAULT_SIZES, FULL_SIZES } from '../bench/options.js';
+import { renderReport, summaryTable } from '../bench/render-table.js';
+import { renderSvg, xOfRatio } from '../bench/render-svg.js';
+import { evaluateGoals, summarize } from '../bench/summary.js';
+
+const m = (over: Partial<Measurement>): Measurement => ({ workload: 'W1', system: 'highwater', stage: 'e2e', rep: 1, rows: 1000, bytes: 200_000, ms: 1000, complete: true, ...over });
+
+const measurements: Measurement[] = [
+  m({ system: 'B1', stage: 'copy', ms: 10 }), m({ system: 'B1', stage: 'copy', ms: 20, rep: 2 }), m({ system: 'B1', stage: 'copy', ms: 30, rep: 3 }),
+  m({ ms: 100 }), m({ ms: 40, rep: 2 }), m({ ms: 60, rep: 3 }), m({ ms: 1, rep: 4, complete: false }),
+  m({ system: 'B4', ms: 1000 }),
+  m({ workload: 'W2', system: 'B1', stage: 'copy', ms: 100 }), m({ workload: 'W2', ms: 125 }),
+];
+
+function results(): BenchResults {
+  const summary = summarize(measurements);
+  return {
+    startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:10:00Z', seed: 7, command: 'npm run bench', sizes: { w1Rows: 1000 },
+    machine: { cores: 2, cpuModel: 'cpu', memoryGiB: 24, loadAverage: [1, 2, 3], fsyncPerSecond: 900, node: 'v20', postgres: 'PostgreSQL 15', kafka: '3.9.1' },
+    notes: ['a note'], measurements, rss: [{ workload: 'W2', system: 'highwater', process: 'consume', rep: 1, peakBytes: 600 * 2 ** 20 }],
+    observations: [{ workload: 'W2', system: 'highwater', rep: 1, name: 'storage/content', value: 1.1, unit: 'x' }],
+    summary, goals: evaluateGoals(summary, [{ workload: 'W2', system: 'highwater', rep: 1, name: 'storage/content', value: 1.1, unit: 'x' }], [{ workload: 'W2', system: 'highwater', process: 'consume', rep: 1, peakBytes: 600 * 2 ** 20 }]),
+  };
+}
+
+describe('bench summary and goals', () => {
+  it('takes medians of complete repetitions and ratios to B1 of the same workload', () => {
+    const hw = summarize(measurements).find((r) => r.workload === 'W1' && r.system === 'highwater')!;
+    expect(hw.reps).toBe(3);
+    expect(hw.medianMs).toBe(60);
+    expect(hw.ratioToB1).toBeCloseTo(20 / 60);
+    const b1 = summarize(measurements).find((r) => r.workload === 'W1' && r.system === 'B1')!;
+    expect(b1.ratioToB1).toBe(1);
+  });
+
+  it('marks goals met, missed or not measured with the measured value', () => {
+    const goals = new Map(results().goals.map((g) => [g.id, g]));
+    expect(goals.get('W1-e2e')).toMatchObject({ status: 'missed', measured: '33.3 %' });
+    expect(goals.get('W2-e2e')).toMatchObject({ status: 'met', measured: '80.0 %' });
+    expect(goals.get('W2-storage')).toMatchObject({ status: 'met', measured: '1.10x' });
+    expect(goals.get('W2-rss')).toMatchObject({ status: 'missed', measured: '600 MiB' });
+    expect(goals.get('W1-vs-B4')).toMatchObject({ status: 'met', measured: '16.67x' });
+    expect(goals.get('W3-apply')).toMatchObject({ status: 'not measured', measured: '-' });
+  });
+});
+
+describe('bench rendering', () => {
+  it('prints every summary row with its ratio', () => {
+    const table = summaryTable(results().summary);
+    expect(table.split('\n')[0]).toMatch(/^workload\s+system\s+stage/);
+    expect(table).toMatch(/W1\s+highwater\s+e2e\s+3\s+1,000\s+0\.06\s+16,667\s+3\.3\s+33\.3 %/);
+  });
+
+  it('prints the machine, goals and notes in the report', () => {
+    const report = renderReport(results());
+    expect(report).toContain('2 cores');
+    expect(report).toContain('fsync 900/s');
+    expect(report).toMatch(/W1-e2e .* MISSED/);
+    expect(report).toContain('- a note');
+  });
+
+  it('draws one bar per system and workload on a log axis, escaping text', () => {
+    const svg = renderSvg(results());
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.match(/<rect x=/g)).toHaveLength(5);
+    expect(svg).toContain('highwater end to end');
+    expect(svg).toContain('B4 Debezium');
+    expect(xOfRatio(1)).toBeGreaterThan(xOfRatio(0.1));
+    expect(xOfRatio(1e-6)).toBe(0);
+    expect(xOfRatio(1e6)).toBe(xOfRatio(10));
+  });
+
+  it('draws a stage that never completed as an outline, and says so', () => {
+    const r = results();
+    const svg = renderSvg({ ...r, summary: r.summary.map((row) => (row.system === 'B4' ? { ...row, complete: false } : row)) });
+    expect(svg).toMatch(/fill="white" stroke="#9467bd" stroke-dasharray/);
+    expect(svg).toContain('INCOMPLETE (timed out)');
+  });
+});
+
+describe('bench options', () => {
+  it('splits --only into workloads and systems, all of a half when none is named', () => {
+    const only = parseOnly('W1,b1,w1-TREE');
+    expect([...only.workloads]).toEqual(['W1', 'W1-tree']);
+    expect([...only.systems]).toEqual(['B1']);
+    expect(parseOnly('highwater').workloads.size).toBeGreaterThan(5);
+    expect(() => parseOnly('W9')).toThrow(/unknown workload or system/);
+  });
+
+  it('picks sizes, repetitions, seed and outputs', () => {
+    const o = parseOptions(['--full', '--reps', '5', '--seed', '12', '--json', 'out/run.json'], () => 99);
+    expect(o.sizes).toEqual(FULL_SIZES);
+    expect(o).toMatchObject({ reps: 5, seed: 12, jsonFile: 'out/run.json', svgFile: 'out/run.svg' });
+    const d = parseOptions([], () => 99);
+    expect(d).toMatchObject({ sizes: DEFAULT_SIZES, reps: 3, seed: 99, jsonFile: undefined, svgFile: undefined });
+    expect(() => parseOptions(['--reps', '0'], () => 1)).toThrow(/at least 1/);
+    expect(() => parseOptions(['--bogus'], () => 1)).toThrow(/unknown option/);
+  });
+
+  it('scales row counts but not rates, durations or table counts', () => {
+    const s = scaled(DEFAULT_SIZES, 0.1);
+    expect(s.w1Rows).toBe(DEFAULT_SIZES.w1Rows / 10);
+    expect(s.w5Rates).toEqual(DEFAULT_SIZES.w5Rates);
+    expect(s.w6Tables).toBe(DEFAULT_SIZES.w6Tables);
+  });
+});
