@@ -79,5 +79,5 @@ async function upsert(target: pg.Pool, table: string, c: BlobChange): Promise<vo
        content = excluded.content, content_sha256 = excluded.content_sha256, modified_on_ticks = excluded.modified_on_ticks,
        business_unit = excluded.business_unit, applied_at = clock_timestamp()
      WHERE t.modified_on_ticks < excluded.modified_on_ticks`,
-    [c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory, c.size, content, c.contentSha256, c.modifiedOn.toString(), c.businessUnit]);
+    [c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory, c.size, content, c.contentSha256, c.modifiedOn?.toString() ?? null, c.businessUnit]);
 }

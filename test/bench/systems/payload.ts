@@ -13,7 +13,7 @@ export function changeOf(row: BenchRow, index: number, baseUs: number, table: st
   const ticks = BigInt(baseUs + row.modifiedOffsetUs) * 10n;
   return {
     table, tenant: '', key: row.key, name: row.name, pathLocator: row.path, parentPathLocator: row.parent,
-    isDirectory: row.isDirectory, size: row.content?.length ?? null, attributes: {}, modifiedOn: ticks,
+    isDirectory: row.isDirectory, size: row.content?.length ?? null, attributes: {}, modifiedOn: ticks, observed: ticks,
     businessUnit: BUSINESS_UNITS[index % BUSINESS_UNITS.length]!,
     content: row.content === null ? { kind: 'none' } : { kind: 'inline', bytes: row.content },
     contentSha256: row.content === null ? null : createHash('sha256').update(row.content).digest(),
