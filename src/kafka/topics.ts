@@ -1,5 +1,6 @@
 import type { Admin } from 'kafkajs';
 import type { KafkaConfig } from '../config/schema.js';
+import { HighwaterError } from '../errors.js';
 import { withKafkaErrors } from './client.js';
 
 /**
@@ -45,23 +46,51 @@ export function sideTopicSpec(topic: string, kafka: KafkaConfig, partitions = ka
   return { topic, partitions, config: { ...SIDE_TOPIC_CONFIG, 'max.message.bytes': String(kafka.maxMessageBytes) } };
 }
 
-/** Creates the topics that do not exist yet; existing topics are left as they are (an operator may have tuned them). */
+/** How long ensureTopics waits for every partition of the topics it created to have a leader. */
+const LEADERS_TIMEOUT_MS = 60_000;
+
+/**
+ * Creates the topics that do not exist yet; existing topics are left as they are (an operator may have tuned them).
+ * Resolves once every partition of every topic has a leader, so producing right away succeeds. kafkajs' own
+ * `waitForLeaders` gives up when a KRaft broker whose metadata lags answers UNKNOWN_TOPIC_OR_PARTITION for a
+ * topic it has just created; this waits through that (and through another process creating the same topic).
+ */
 export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], replicationFactor: number): Promise<string[]> {
-  return withKafkaErrors('creating topics', async () => {
+  const missing = await withKafkaErrors('listing topics', async () => {
     const existing = new Set(await admin.listTopics());
-    const missing = specs.filter((s) => !existing.has(s.topic));
-    if (missing.length === 0) return [];
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: missing.map((s) => ({
-        topic: s.topic,
-        numPartitions: s.partitions,
-        replicationFactor,
-        configEntries: Object.entries(s.config).map(([name, value]) => ({ name, value })),
-      })),
-    });
-    return missing.map((s) => s.topic);
+    return specs.filter((s) => !existing.has(s.topic));
   });
+  if (missing.length === 0) return [];
+  await withKafkaErrors('creating topics', () => admin.createTopics({
+    waitForLeaders: false,
+    topics: missing.map((s) => ({
+      topic: s.topic,
+      numPartitions: s.partitions,
+      replicationFactor,
+      configEntries: Object.entries(s.config).map(([name, value]) => ({ name, value })),
+    })),
+  }));
+  await waitForLeaders(admin, missing.map((s) => s.topic), LEADERS_TIMEOUT_MS);
+  return missing.map((s) => s.topic);
+}
+
+/** Polls the cluster's metadata until every partition of the topics has a leader, or fails after `timeoutMs`. */
+async function waitForLeaders(admin: Admin, topics: readonly string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no metadata yet';
+  for (let delay = 100; Date.now() < deadline; delay = Math.min(delay * 2, 2000)) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
+      const pending = meta.filter((t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0));
+      if (meta.length === topics.length && pending.length === 0) return;
+      last = `no leader yet for ${pending.map((t) => t.name).join(', ') || 'some topics'}`;
+    } catch (err) {
+      // UNKNOWN_TOPIC_OR_PARTITION and LEADER_NOT_AVAILABLE while the controller's decision propagates.
+      last = (err as Error).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  throw new HighwaterError('KAFKA_UNAVAILABLE', `creating topics: ${topics.join(', ')} have no leaders after ${timeoutMs} ms (${last})`);
 }
 
 /** Partition count of a topic, from the cluster's metadata. */
