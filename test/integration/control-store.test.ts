@@ -63,10 +63,11 @@ describe('control store', () => {
     const tables = await db.pool().query<{ table_name: string }>(
       'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name', [SCHEMA]);
     expect(tables.rows.map((r) => r.table_name)).toEqual([
-      'deletion_log', 'published', 'row_failures', 'run_batches', 'run_tables', 'runs', 'schema_migrations', 'sweep_cursors', 'watermarks',
+      'deletion_log', 'observations', 'published', 'row_failures', 'run_batches', 'run_tables', 'runs', 'schema_migrations', 'sweep_cursors', 'watermarks',
     ]);
     const versions = await db.pool().query(`SELECT version, name FROM "${SCHEMA}".schema_migrations ORDER BY version`);
-    expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }, { version: 2, name: '002_late_arrival_sweep.sql' }]);
+    expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }, { version: 2, name: '002_late_arrival_sweep.sql' },
+      { version: 3, name: '003_observations.sql' }]);
   });
 
   it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
