@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureKafkaRuntime, KAFKA_VERSION, startKafka, type KafkaBroker } from '../../src/devkafka/kafka.js';
 import { SHAPES, type SizeName } from './history.js';
+import { killAllChildren } from './processes.js';
 import { runSeed, type SeedResult } from './scenario.js';
 import { summaryTable } from './summary.js';
 
@@ -70,7 +71,12 @@ async function main(): Promise<number> {
   const stop = async () => {
     await broker?.stop();
   };
-  process.once('SIGINT', () => void stop().then(() => process.exit(130)));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      killAllChildren();
+      void stop().then(() => process.exit(130));
+    });
+  }
   const results: SeedResult[] = [];
   try {
     log(`${options.seeds.length} seed(s), ${options.size} histories: ${options.seeds.length <= 10 ? options.seeds.join(', ') : `${options.seeds[0]}…${options.seeds.at(-1)}`}`);

@@ -30,6 +30,13 @@ export async function runCli(args: readonly string[], logFile: string): Promise<
   }
 }
 
+const live = new Set<ChildProcess>();
+
+/** SIGKILLs every CLI child still running (the script was interrupted). */
+export function killAllChildren(): void {
+  for (const child of live) child.kill('SIGKILL');
+}
+
 /** A long-running CLI process that can be killed and started again; unexpected exits are counted. */
 export class CliProcess {
   private child: ChildProcess | null = null;
@@ -50,7 +57,9 @@ export class CliProcess {
     const child = spawn(process.execPath, [BIN, ...this.args], { cwd: REPO_DIR, stdio: ['ignore', fd, fd], env: childEnv() });
     closeSync(fd);
     this.stopping = false;
+    live.add(child);
     child.once('exit', (code, signal) => {
+      live.delete(child);
       if (this.child === child) this.child = null;
       if (!this.stopping && signal !== 'SIGKILL') this.unexpectedExits.push(`${this.name} pid ${child.pid} exited with ${code ?? signal}`);
     });

@@ -62,7 +62,7 @@ const TOPIC_CONFIG: Readonly<Record<string, string>> = {
   // Compaction that really happens during a seed: small segments rolled every 100 ms, cleaned at once. Tombstones
   // are kept long (the default is a day): a consumer may lag behind a crash for a group session timeout, and Kafka
   // only promises it the deletes it reads within delete.retention.ms.
-  'cleanup.policy': 'compact', 'segment.ms': '100', 'segment.bytes': '16384', 'min.cleanable.dirty.ratio': '0.01',
+  'cleanup.policy': 'compact', 'segment.ms': '100', 'segment.bytes': '8388608', 'min.cleanable.dirty.ratio': '0.01',
   'min.compaction.lag.ms': '0', 'max.compaction.lag.ms': '1000', 'delete.retention.ms': '600000',
 };
 
@@ -244,6 +244,7 @@ class SeedRun {
     if (!result.ok) {
       const lines = [`seed ${result.seed} (${result.size}) FAILED — replay with HIGHWATER_SEED=${result.seed}; kept ${this.dir}, databases ${this.names.src}, ${this.names.tgt}, ${this.names.tgt2}, topic ${this.names.topic}`];
       lines.push(...result.problems, ...result.unexpectedExits.map((e) => `unexpected exit: ${e}`));
+      lines.push(...(await this.failedRuns()).map((e) => `poll runs failed: ${e}`));
       if (result.live) lines.push(formatReport(result.live, 'live target'));
       if (result.rebuild) lines.push(formatReport(result.rebuild, 'fresh target'));
       const keys = new Set([...(result.live ? divergentKeys(result.live) : []), ...(result.rebuild ? divergentKeys(result.rebuild) : [])]);
@@ -258,6 +259,15 @@ class SeedRun {
       await this.withAdmin((a) => a.deleteTopics({ topics: [this.names.topic, retryTopicFor(this.names.topic), dlqTopicFor(this.names.topic)] })).catch(() => undefined);
     }
     await this.admin.end().catch(() => undefined);
+  }
+
+  /** Distinct errors of failed poll runs (a killed poller leaves some behind; anything else is worth reading). */
+  private async failedRuns(): Promise<string[]> {
+    const ctl = this.pools[1];
+    if (!ctl) return [];
+    const { rows } = await ctl.query<{ error: string; n: number }>(
+      `SELECT left(coalesce(error, '(no error)'), 300) AS error, count(*)::int AS n FROM hw_control.runs WHERE status <> 'completed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5`).catch(() => ({ rows: [] }));
+    return rows.map((r) => `${r.n}× ${r.error}`);
   }
 
   private async writeConfig(name: string, targetDb: string, groupId: string): Promise<string> {
