@@ -155,7 +155,7 @@ class Generator {
       [1, () => this.longTransaction(i)],
       [1.5, () => this.kill('poller')],
       [1, () => this.kill('consumer')],
-      [4, () => this.pause()],
+      [10, () => this.pause()],
     ]);
     if (!choice()) this.insertFlat();
   }
@@ -327,7 +327,7 @@ class Generator {
   }
 
   private pause(): boolean {
-    this.ops.push({ kind: 'pause', ms: this.r.int(100, 1500) });
+    this.ops.push({ kind: 'pause', ms: this.r.int(200, 2000) });
     return true;
   }
 

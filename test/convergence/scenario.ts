@@ -56,6 +56,7 @@ export interface SeedResult {
 }
 
 const TABLE = 'Attachments';
+const OP_GAP_MS = 150;
 const TARGET_SCHEMA = 'tgt';
 const PARTITIONS = 3;
 const TOPIC_CONFIG: Readonly<Record<string, string>> = {
@@ -149,7 +150,8 @@ class SeedRun {
     try {
       for (const [i, op] of this.history.ops.entries()) {
         await writer.apply(op);
-        if (op.kind !== 'pause' && op.kind !== 'kill') await sleep(30);
+        // Spread the history over time, so that polls (every second, a 2 s buffer) observe intermediate states.
+        if (op.kind !== 'pause' && op.kind !== 'kill') await sleep(OP_GAP_MS);
         this.reviveCrashed();
         if (i % 20 === 0) this.log(`op ${i}/${this.history.ops.length}: ${describeOp(op)}`);
       }
