@@ -77,8 +77,8 @@ export interface HistoryShape {
 }
 
 export const SHAPES = {
-  small: { ops: 28, consumerKills: 1, pollerKills: 1, pageSize: 5, inlineLimit: 256, bufferMs: 2000, chunked: false },
-  large: { ops: 110, consumerKills: 2, pollerKills: 3, pageSize: 5, inlineLimit: 256, bufferMs: 2000, chunked: true },
+  small: { ops: 28, consumerKills: 1, pollerKills: 1, pageSize: 5, inlineLimit: 256, bufferMs: 1000, chunked: false },
+  large: { ops: 110, consumerKills: 2, pollerKills: 3, pageSize: 5, inlineLimit: 256, bufferMs: 1000, chunked: true },
 } as const satisfies Record<string, HistoryShape>;
 
 export type SizeName = keyof typeof SHAPES;

@@ -56,7 +56,7 @@ export interface SeedResult {
 }
 
 const TABLE = 'Attachments';
-const OP_GAP_MS = 150;
+const OP_GAP_MS = 300;
 const TARGET_SCHEMA = 'tgt';
 const PARTITIONS = 3;
 const TOPIC_CONFIG: Readonly<Record<string, string>> = {
