@@ -9,7 +9,7 @@
  * Nothing here depends on Vitest, so the npm script and the integration test share it.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, type Admin } from 'kafkajs';
@@ -138,6 +138,10 @@ class SeedRun {
     this.poller = new CliProcess('poller', ['--config', liveConfig, 'poll', '--every'], join(this.dir, 'poller.log'));
     this.consumer.start();
     this.poller.start();
+    // The processes take seconds to start (tsx, connections, group join): a history applied before they run would
+    // reach them as its final state only, with no intermediate state observed.
+    await this.until('the poller completes its first run', 180_000, async () => (await completedRuns(tgt)) >= 1);
+    await this.until('the consumer joins its group', 180_000, () => logContains(join(this.dir, 'consumer.log'), 'consuming; SIGINT or SIGTERM stops'));
     await this.applyHistory(src);
     await this.drain(src, tgt, this.names.group);
     this.live = await this.settledReport(src, tgt, 'live target');
@@ -346,6 +350,10 @@ async function createTopic(admin: Admin, topic: string): Promise<void> {
     await sleep(200);
   }
   throw new Error(`topic ${topic} has no leaders after 20 s`);
+}
+
+async function logContains(file: string, text: string): Promise<boolean> {
+  return (await readFile(file, 'utf8').catch(() => '')).includes(text);
 }
 
 async function sourceTicks(src: pg.Pool): Promise<bigint> {
