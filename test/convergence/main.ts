@@ -71,13 +71,16 @@ async function main(): Promise<number> {
   const stop = async () => {
     await broker?.stop();
   };
+  const results: SeedResult[] = [];
+  process.once('exit', killAllChildren);
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       killAllChildren();
+      // Interrupted: the seeds that finished still get their table.
+      console.log(`\ninterrupted by ${signal}\n${summaryTable(results)}`);
       void stop().then(() => process.exit(130));
     });
   }
-  const results: SeedResult[] = [];
   try {
     log(`${options.seeds.length} seed(s), ${options.size} histories: ${options.seeds.length <= 10 ? options.seeds.join(', ') : `${options.seeds[0]}…${options.seeds.at(-1)}`}`);
     for (const seed of options.seeds) {
