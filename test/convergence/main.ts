@@ -7,6 +7,7 @@
  *   --seed S       run this one seed (HIGHWATER_SEED=S does the same)
  *   --size small|large   history size (default large)
  *   --no-rebuild   skip the fresh target filled from the compacted topic
+ *   --rebuild-every K   fill a fresh target only for every K-th seed (it takes as long as the rest of a seed)
  *   --keep-going   do not stop at the first failing seed (the default with --seeds)
  *
  * PostgreSQL: HIGHWATER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres). Kafka: a broker started
@@ -28,6 +29,7 @@ interface Options {
   readonly seeds: readonly number[];
   readonly size: SizeName;
   readonly rebuild: boolean;
+  readonly rebuildEvery: number;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -35,7 +37,7 @@ function parseOptions(argv: readonly string[]): Options {
     args: [...argv],
     options: {
       seeds: { type: 'string' }, from: { type: 'string' }, seed: { type: 'string' }, size: { type: 'string', default: 'large' },
-      'no-rebuild': { type: 'boolean', default: false },
+      'no-rebuild': { type: 'boolean', default: false }, 'rebuild-every': { type: 'string', default: '1' },
     },
   });
   const size = values.size as SizeName;
@@ -47,7 +49,8 @@ function parseOptions(argv: readonly string[]): Options {
     const from = integer(values.from ?? '1', '--from');
     seeds = Array.from({ length: integer(values.seeds, '--seeds') }, (_, i) => from + i);
   } else seeds = [Math.floor(Math.random() * 1_000_000)];
-  return { seeds, size, rebuild: !values['no-rebuild'] };
+  const rebuildEvery = integer(values['rebuild-every'] ?? '1', '--rebuild-every');
+  return { seeds, size, rebuild: !values['no-rebuild'], rebuildEvery: Math.max(1, rebuildEvery) };
 }
 
 function integer(text: string, what: string): number {
@@ -83,9 +86,10 @@ async function main(): Promise<number> {
   }
   try {
     log(`${options.seeds.length} seed(s), ${options.size} histories: ${options.seeds.length <= 10 ? options.seeds.join(', ') : `${options.seeds[0]}…${options.seeds.at(-1)}`}`);
-    for (const seed of options.seeds) {
+    for (const [i, seed] of options.seeds.entries()) {
+      const rebuild = options.rebuild && i % options.rebuildEvery === 0;
       log(`seed ${seed} (replay: HIGHWATER_SEED=${seed} npm run test:convergence -- --size ${options.size})`);
-      const result = await runSeed({ pgUrl: process.env.HIGHWATER_TEST_PG_URL || DEFAULT_PG_URL, brokers, workDir, log }, { seed, size: options.size, rebuild: options.rebuild });
+      const result = await runSeed({ pgUrl: process.env.HIGHWATER_TEST_PG_URL || DEFAULT_PG_URL, brokers, workDir, log }, { seed, size: options.size, rebuild });
       results.push(result);
       log(`seed ${seed}: ${result.ok ? 'converged' : 'FAILED'} in ${result.seconds.toFixed(0)} s`);
     }
