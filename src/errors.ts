@@ -13,7 +13,7 @@ export const ERROR_CODES = {
   KAFKA_UNAVAILABLE: { retriable: true, exitCode: 1, hint: 'check that the Kafka brokers are reachable' },
   KAFKA_REJECTED: { retriable: false, exitCode: 1, hint: 'the broker refused the record (size, authorisation or topic settings)' },
   DECODE_FAILED: { retriable: false, exitCode: 1, hint: 'the record is not a highwater event of a known schema' },
-  BLOB_TOO_LARGE: { retriable: false, exitCode: 1, hint: 'raise blobs.maxBlobBytes or exclude the row' },
+  BLOB_TOO_LARGE: { retriable: false, exitCode: 1, hint: 'raise poll.maxBlobBytes or exclude the row' },
   LEASE_HELD: { retriable: false, exitCode: 1, hint: 'another poller holds the lease; wait for it or for its expiry' },
   RUN_NOT_FOUND: { retriable: false, exitCode: 2, hint: 'list runs with `highwater runs`' },
   CHECK_DIFFERENCE: { retriable: false, exitCode: 3, hint: 'the check found differences; see the report' },
