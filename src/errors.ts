@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   DECODE_FAILED: { retriable: false, exitCode: 1, hint: 'the record is not a highwater event of a known schema' },
   BLOB_TOO_LARGE: { retriable: false, exitCode: 1, hint: 'raise poll.maxBlobBytes or exclude the row' },
   LEASE_HELD: { retriable: false, exitCode: 1, hint: 'another poller holds the lease; wait for it or for its expiry' },
+  SCHEMA_TOO_NEW: { retriable: false, exitCode: 1, hint: 'run the highwater version that migrated this database, or point this one at another schema' },
   RUN_NOT_FOUND: { retriable: false, exitCode: 2, hint: 'list runs with `highwater runs`' },
   CHECK_DIFFERENCE: { retriable: false, exitCode: 3, hint: 'the check found differences; see the report' },
   STOPPED: { retriable: false, exitCode: 0, hint: 'stopped by a shutdown signal between batches; `highwater resume <runId>` continues it' },
