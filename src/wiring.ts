@@ -167,6 +167,7 @@ export class Runtime {
       topics: bindings.map((b) => b.topic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
+      onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
     });
     loop.attach(main);
     const retry = new RetryLoop({
@@ -179,6 +180,7 @@ export class Runtime {
       topics: bindings.map((b) => b.retryTopic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => retry.forgetPositions(),
+      onPositionFailed: (err) => logger.error({ err, groupId: `${groupId}.retry` }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
     });
     retry.attach(retryConsumer);
     await main.start((batch) => loop.handle(batch));

@@ -25,8 +25,13 @@ export class PostgresEngine implements TargetEngine<SqlQuery> {
    * `onIdleError` is told when an idle pooled connection fails (server restart, network): the pool drops that
    * client and the next statement connects anew, so it is for logging only; without it such errors are ignored.
    */
-  constructor(private readonly pool: pg.Pool, onIdleError?: (error: HighwaterError) => void) {
-    pool.on('error', (thrown) => safeCall(() => onIdleError?.(classifyDbError(thrown, 'an idle PostgreSQL connection failed; the pool replaces it'))));
+  constructor(
+    private readonly pool: pg.Pool,
+    onIdleError?: (error: HighwaterError) => void,
+  ) {
+    pool.on('error', (thrown) =>
+      safeCall(() => onIdleError?.(classifyDbError(thrown, 'an idle PostgreSQL connection failed; the pool replaces it'))),
+    );
   }
 
   async query(context: string, stmt: SqlQuery): Promise<StatementResult> {
@@ -71,7 +76,11 @@ function* copyChunks(rows: readonly StageInput[]): Generator<Buffer> {
       encoder.row(stageValues(row));
     } catch (thrown) {
       const reason = coerceError(thrown).message;
-      throw new HighwaterError('DB_CONSTRAINT', `row ${JSON.stringify(row.change.key)} of ${row.change.table} cannot be staged: ${reason}`, { cause: thrown });
+      throw new HighwaterError(
+        'DB_CONSTRAINT',
+        `row ${JSON.stringify(row.change.key)} of ${row.change.table} cannot be staged: ${reason}`,
+        { cause: thrown },
+      );
     }
     yield* encoder.take();
   }

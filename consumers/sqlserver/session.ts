@@ -4,8 +4,18 @@ import { classifyMssqlRowError, mssqlRun, mssqlTransaction, type MssqlOn } from 
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import type { ErrorRole, StageInput, StatementResult, TargetEngine, TargetSession } from '../../src/target/dialect.js';
 import {
-  CHUNK_STAGE_COLUMNS, CHUNK_STAGE_TABLE, STAGE_COLUMNS, STAGE_TABLE, chunkStageValues, createChunkStageTable,
-  insertStagedChunks, stageMismatch, stageValues, type SqlQuery, type StageColumn, type StageValue,
+  CHUNK_STAGE_COLUMNS,
+  CHUNK_STAGE_TABLE,
+  STAGE_COLUMNS,
+  STAGE_TABLE,
+  chunkStageValues,
+  createChunkStageTable,
+  insertStagedChunks,
+  stageMismatch,
+  stageValues,
+  type SqlQuery,
+  type StageColumn,
+  type StageValue,
 } from './dialect.js';
 
 /**
@@ -45,7 +55,14 @@ function session(tx: sql.Transaction): TargetSession<SqlQuery> {
       bulkLoad(tx, STAGE_TABLE, STAGE_COLUMNS, rows, stageValues, (r) => `row ${JSON.stringify(r.change.key)} of ${r.change.table}`),
     loadChunks: async (schema: string, chunks: readonly BlobChunk[]) => {
       await mssqlRun(tx, createChunkStageTable());
-      await bulkLoad(tx, CHUNK_STAGE_TABLE, CHUNK_STAGE_COLUMNS, chunks, chunkStageValues, (c) => `chunk ${c.index} of ${JSON.stringify(c.key)}`);
+      await bulkLoad(
+        tx,
+        CHUNK_STAGE_TABLE,
+        CHUNK_STAGE_COLUMNS,
+        chunks,
+        chunkStageValues,
+        (c) => `chunk ${c.index} of ${JSON.stringify(c.key)}`,
+      );
       await mssqlRun(tx, insertStagedChunks(schema));
     },
   };
@@ -61,12 +78,18 @@ async function resultOf(on: MssqlOn, stmt: SqlQuery): Promise<StatementResult> {
 function bulkType(c: StageColumn): sql.ISqlType {
   const length = c.length === 'max' ? sql.MAX : c.length;
   switch (c.type) {
-    case 'NVarChar': return sql.NVarChar(length);
-    case 'VarChar': return sql.VarChar(length);
-    case 'VarBinary': return sql.VarBinary(length);
-    case 'BigInt': return sql.BigInt();
-    case 'Int': return sql.Int();
-    default: return sql.Bit();
+    case 'NVarChar':
+      return sql.NVarChar(length);
+    case 'VarChar':
+      return sql.VarChar(length);
+    case 'VarBinary':
+      return sql.VarBinary(length);
+    case 'BigInt':
+      return sql.BigInt();
+    case 'Int':
+      return sql.Int();
+    default:
+      return sql.Bit();
   }
 }
 
@@ -75,7 +98,14 @@ function bulkType(c: StageColumn): sql.ISqlType {
  * are built and checked against the column lengths first, so an item that cannot fit (a fractional size, a key too
  * long) is a constraint error naming it, which the apply loop dead-letters, rather than a driver failure.
  */
-async function bulkLoad<T>(tx: sql.Transaction, tableName: string, columns: readonly StageColumn[], items: readonly T[], toValues: (item: T) => StageValue[], describe: (item: T) => string): Promise<void> {
+async function bulkLoad<T>(
+  tx: sql.Transaction,
+  tableName: string,
+  columns: readonly StageColumn[],
+  items: readonly T[],
+  toValues: (item: T) => StageValue[],
+  describe: (item: T) => string,
+): Promise<void> {
   const table = new sql.Table(tableName);
   table.create = false;
   for (const c of columns) table.columns.add(c.name, bulkType(c), { nullable: true });

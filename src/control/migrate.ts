@@ -23,7 +23,10 @@ export function controlMigrations(schema: string): MigrationBook<Query> {
     lockGranted: () => true,
     prepare: () => [
       { text: `CREATE SCHEMA IF NOT EXISTS ${quotePg(schema)}`, values: [] },
-      { text: `CREATE TABLE IF NOT EXISTS ${bookkeeping} (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())`, values: [] },
+      {
+        text: `CREATE TABLE IF NOT EXISTS ${bookkeeping} (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+        values: [],
+      },
     ],
     selectApplied: () => ({ text: `SELECT name FROM ${bookkeeping} ORDER BY version`, values: [] }),
     render: (script) => [{ text: renderMigration(script.text, { schema }), values: [] }],

@@ -65,17 +65,24 @@ export function migrationFiles(dir: string, names: readonly string[]): Migration
 
 export async function readMigrations(dir: string): Promise<MigrationScript[]> {
   const files = migrationFiles(dir, await readdir(dir));
-  return Promise.all(files.map(async (f) => {
-    const text = await readFile(f.path, 'utf8');
-    return { ...f, text, sha256: createHash('sha256').update(text).digest('hex') };
-  }));
+  return Promise.all(
+    files.map(async (f) => {
+      const text = await readFile(f.path, 'utf8');
+      return { ...f, text, sha256: createHash('sha256').update(text).digest('hex') };
+    }),
+  );
 }
 
 /**
  * Replaces `{{name}}` placeholders with validated, quoted identifiers (never fragments of SQL). A placeholder not in
  * `known` (when given), or without a value, is an error: a migration never runs half-rendered. Pure.
  */
-export function renderPlaceholders(text: string, identifiers: Readonly<Record<string, string | undefined>>, quote: (name: string) => string, known?: readonly string[]): string {
+export function renderPlaceholders(
+  text: string,
+  identifiers: Readonly<Record<string, string | undefined>>,
+  quote: (name: string) => string,
+  known?: readonly string[],
+): string {
   return text.replace(PLACEHOLDER, (_whole, name: string) => {
     if (known !== undefined && !known.includes(name)) throw new TypeError(`unknown placeholder {{${name}}} in a migration`);
     const value = identifiers[name];
@@ -94,7 +101,11 @@ export function unknownMigrations(applied: readonly string[], scripts: readonly 
  * Applies the pending scripts through `run`, which executes one statement inside the caller's transaction and
  * returns its rows. Refuses, before changing anything, a database holding migrations the code does not know.
  */
-export async function runMigrations<S>(run: (stmt: S) => Promise<readonly Record<string, unknown>[]>, book: MigrationBook<S>, scripts: readonly MigrationScript[]): Promise<MigrationResult> {
+export async function runMigrations<S>(
+  run: (stmt: S) => Promise<readonly Record<string, unknown>[]>,
+  book: MigrationBook<S>,
+  scripts: readonly MigrationScript[],
+): Promise<MigrationResult> {
   if (!book.lockGranted(await run(book.lock()))) {
     throw new HighwaterError('DB_TRANSIENT', `another process has been migrating ${book.what} for 60 s; try again`);
   }
@@ -103,7 +114,10 @@ export async function runMigrations<S>(run: (stmt: S) => Promise<readonly Record
   const newer = unknownMigrations(applied, scripts);
   if (newer.length > 0) {
     const latest = scripts.at(-1)?.name ?? 'none';
-    throw new HighwaterError('SCHEMA_TOO_NEW', `${book.what} has migration(s) ${newer.join(', ')} that this highwater does not know (its latest is ${latest}): it was migrated by a newer version`);
+    throw new HighwaterError(
+      'SCHEMA_TOO_NEW',
+      `${book.what} has migration(s) ${newer.join(', ')} that this highwater does not know (its latest is ${latest}): it was migrated by a newer version`,
+    );
   }
   const done = new Set(applied);
   const pending = scripts.filter((s) => !done.has(s.name));

@@ -22,7 +22,11 @@ export async function pgRun<R extends pg.QueryResultRow = PgRow>(on: PgOn, stmt:
 }
 
 /** As pgRun, with a driver error classified under `context`. */
-export async function pgQuery<R extends pg.QueryResultRow = PgRow>(on: PgOn, context: string, stmt: PgStatement): Promise<pg.QueryResult<R>> {
+export async function pgQuery<R extends pg.QueryResultRow = PgRow>(
+  on: PgOn,
+  context: string,
+  stmt: PgStatement,
+): Promise<pg.QueryResult<R>> {
   try {
     return await pgRun<R>(on, stmt);
   } catch (thrown) {
@@ -43,7 +47,11 @@ export interface PgTransactionOptions {
  * Runs `work` on one pooled client inside BEGIN … COMMIT. On failure it rolls back and returns the client; a client
  * that cannot roll back is destroyed instead of going back to the pool. The error is classified once, here.
  */
-export async function pgTransaction<T>(pool: pg.Pool, options: PgTransactionOptions, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function pgTransaction<T>(
+  pool: pg.Pool,
+  options: PgTransactionOptions,
+  work: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
   const classify = options.classify ?? classifyDbError;
   let client: pg.PoolClient;
   try {

@@ -88,7 +88,11 @@ export interface MssqlTransactionOptions {
 }
 
 /** Runs `work` in one READ COMMITTED transaction; rolls back on failure and classifies the error once, here. */
-export async function mssqlTransaction<T>(pool: sql.ConnectionPool, options: MssqlTransactionOptions, work: (tx: sql.Transaction) => Promise<T>): Promise<T> {
+export async function mssqlTransaction<T>(
+  pool: sql.ConnectionPool,
+  options: MssqlTransactionOptions,
+  work: (tx: sql.Transaction) => Promise<T>,
+): Promise<T> {
   const tx = new sql.Transaction(pool);
   try {
     await tx.begin(sql.ISOLATION_LEVEL.READ_COMMITTED);

@@ -18,7 +18,10 @@ export async function topicEnds(admin: Admin, topics: readonly string[]): Promis
   const out = new Map<string, PartitionEnds[]>();
   for (const topic of topics) {
     const offsets = await withKafkaErrors(`reading the offsets of ${topic}`, () => admin.fetchTopicOffsets(topic));
-    out.set(topic, offsets.map((o) => ({ partition: o.partition, low: BigInt(o.low), high: BigInt(o.high) })).sort((a, b) => a.partition - b.partition));
+    out.set(
+      topic,
+      offsets.map((o) => ({ partition: o.partition, low: BigInt(o.low), high: BigInt(o.high) })).sort((a, b) => a.partition - b.partition),
+    );
   }
   return out;
 }
@@ -40,14 +43,24 @@ export async function readWholeTopic(kafka: Kafka, topic: string, logger: Logger
     try {
       return await consumeUntil(kafka, topic, groupId, pending, timeoutMs);
     } finally {
-      await admin.deleteGroups([groupId]).catch((err: unknown) => logger.debug({ err: coerceError(err), groupId }, 'could not delete the throwaway reader group; Kafka expires it'));
+      await admin
+        .deleteGroups([groupId])
+        .catch((err: unknown) =>
+          logger.debug({ err: coerceError(err), groupId }, 'could not delete the throwaway reader group; Kafka expires it'),
+        );
     }
   } finally {
     await admin.disconnect();
   }
 }
 
-async function consumeUntil(kafka: Kafka, topic: string, groupId: string, pending: Map<number, bigint>, timeoutMs: number): Promise<InRecord[]> {
+async function consumeUntil(
+  kafka: Kafka,
+  topic: string,
+  groupId: string,
+  pending: Map<number, bigint>,
+  timeoutMs: number,
+): Promise<InRecord[]> {
   const consumer = kafka.consumer({ groupId, allowAutoTopicCreation: false });
   const records: InRecord[] = [];
   let timer: NodeJS.Timeout | undefined;
@@ -57,22 +70,33 @@ async function consumeUntil(kafka: Kafka, topic: string, groupId: string, pendin
       await consumer.subscribe({ topic, fromBeginning: true });
     });
     await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => reject(new HighwaterError('KAFKA_UNAVAILABLE', `read ${records.length} records of ${topic} but not to its end within ${timeoutMs / 1000} s`)), timeoutMs);
+      timer = setTimeout(
+        () =>
+          reject(
+            new HighwaterError(
+              'KAFKA_UNAVAILABLE',
+              `read ${records.length} records of ${topic} but not to its end within ${timeoutMs / 1000} s`,
+            ),
+          ),
+        timeoutMs,
+      );
       consumer.on(consumer.events.CRASH, (event) => reject(coerceError(event.payload.error)));
-      consumer.run({
-        autoCommit: false,
-        eachBatch: async ({ batch }) => {
-          const end = pending.get(batch.partition);
-          for (const m of batch.messages) {
-            const offset = BigInt(m.offset);
-            if (end === undefined || offset >= end) continue;
-            records.push({ topic, partition: batch.partition, offset, key: m.key, value: m.value, headers: headersToStrings(m.headers) });
-            if (offset + 1n >= end) pending.delete(batch.partition);
-          }
-          if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) pending.delete(batch.partition);
-          if (pending.size === 0) resolve();
-        },
-      }).catch(reject);
+      consumer
+        .run({
+          autoCommit: false,
+          eachBatch: async ({ batch }) => {
+            const end = pending.get(batch.partition);
+            for (const m of batch.messages) {
+              const offset = BigInt(m.offset);
+              if (end === undefined || offset >= end) continue;
+              records.push({ topic, partition: batch.partition, offset, key: m.key, value: m.value, headers: headersToStrings(m.headers) });
+              if (offset + 1n >= end) pending.delete(batch.partition);
+            }
+            if (end !== undefined && BigInt(batch.lastOffset()) + 1n >= end) pending.delete(batch.partition);
+            if (pending.size === 0) resolve();
+          },
+        })
+        .catch(reject);
     });
   } finally {
     clearTimeout(timer);
@@ -80,4 +104,3 @@ async function consumeUntil(kafka: Kafka, topic: string, groupId: string, pendin
   }
   return records.sort((a, b) => a.partition - b.partition || (a.offset < b.offset ? -1 : a.offset > b.offset ? 1 : 0));
 }
-

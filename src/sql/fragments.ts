@@ -11,6 +11,7 @@ export function pgTicksText(column: string): string {
 /** `OPTION (MAXDOP n)`. n is inlined: a query hint takes no parameter, and n is checked to be an integer 0..64 here. */
 export function maxdopHint(maxdop: number | null): string {
   if (maxdop === null) return '';
-  if (!Number.isInteger(maxdop) || maxdop < 0 || maxdop > 64) throw new TypeError(`invalid maxdop ${String(maxdop)}: use an integer from 0 to 64`);
+  if (!Number.isInteger(maxdop) || maxdop < 0 || maxdop > 64)
+    throw new TypeError(`invalid maxdop ${String(maxdop)}: use an integer from 0 to 64`);
   return `\nOPTION (MAXDOP ${maxdop})`;
 }

@@ -58,7 +58,8 @@ export class SqlTargetWriter<S> implements TargetWriter {
   /** The target table of a configured table name. */
   tableFor(name: string): TargetTable {
     const t = this.#tables.get(name);
-    if (t === undefined) throw new HighwaterError('CONFIG_INVALID', `table ${JSON.stringify(name)} is not configured for this ${this.#engine.name} target`);
+    if (t === undefined)
+      throw new HighwaterError('CONFIG_INVALID', `table ${JSON.stringify(name)} is not configured for this ${this.#engine.name} target`);
     return t;
   }
 
@@ -91,7 +92,10 @@ export class SqlTargetWriter<S> implements TargetWriter {
 
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
     if (pathLocators.length === 0) return new Set();
-    const { rows } = await this.#query(`read paths of ${table}`, this.#dialect.selectExistingPaths(this.tableFor(table), tenant, pathLocators));
+    const { rows } = await this.#query(
+      `read paths of ${table}`,
+      this.#dialect.selectExistingPaths(this.tableFor(table), tenant, pathLocators),
+    );
     return new Set(rows.map((r) => String(r.path_locator)));
   }
 
@@ -111,7 +115,12 @@ export class SqlTargetWriter<S> implements TargetWriter {
 
   async resetStoredOffsets(groupId: string, topics: readonly string[], to: OffsetsTo): Promise<void> {
     if (topics.length === 0) return;
-    const offsets = to === 'earliest' ? [] : topics.flatMap((topic) => [...(to.get(topic) ?? new Map<number, bigint>())].map(([partition, nextOffset]) => ({ topic, partition, nextOffset })));
+    const offsets =
+      to === 'earliest'
+        ? []
+        : topics.flatMap((topic) =>
+            [...(to.get(topic) ?? new Map<number, bigint>())].map(([partition, nextOffset]) => ({ topic, partition, nextOffset })),
+          );
     const d = this.#dialect;
     await this.#transaction(`reset the offsets of group ${groupId}`, 'bookkeeping', async (session) => {
       await session.run(d.deleteStoredOffsets(this.#schema, groupId, topics));
@@ -151,7 +160,8 @@ export class SqlTargetWriter<S> implements TargetWriter {
     // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
     // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? countOf(await session.run(d.applyDeletes(t, batch.deletes)), 'deleted') : 0;
-    const rows = batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    const rows =
+      batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
     if (d.dropStageTables) await session.run(d.dropStageTables());
     const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
     if (touched.length > 0) await session.run(d.releaseParked(t, touched));
@@ -181,7 +191,11 @@ export class SqlTargetWriter<S> implements TargetWriter {
 
   async #consistent(stmt: S): Promise<ConsistentAsOf[]> {
     const { rows } = await this.#query('read consistent_as_of', stmt);
-    return rows.map((r) => ({ table: String(r.table_name), scope: String(r.scope), watermark: r.watermark === null ? null : BigInt(String(r.watermark)) }));
+    return rows.map((r) => ({
+      table: String(r.table_name),
+      scope: String(r.scope),
+      watermark: r.watermark === null ? null : BigInt(String(r.watermark)),
+    }));
   }
 
   async #query(context: string, stmt: S): Promise<StatementResult> {
@@ -220,6 +234,8 @@ function present(result: StatementResult): boolean {
 
 /** schema/target-<engine> beside src when run from source, or two levels further up when run from dist/. */
 function defaultMigrationsDir(kind: 'postgres' | 'sqlserver'): string {
-  const candidates = [`../../schema/target-${kind}/`, `../../../schema/target-${kind}/`].map((p) => fileURLToPath(new URL(p, import.meta.url)));
+  const candidates = [`../../schema/target-${kind}/`, `../../../schema/target-${kind}/`].map((p) =>
+    fileURLToPath(new URL(p, import.meta.url)),
+  );
   return candidates.find((dir) => existsSync(dir)) ?? candidates[0]!;
 }
