@@ -23,12 +23,16 @@ sinkContract({
     const rows = async (text: string, values: unknown[] = []) => (await sql.query(text, values)).rows as Record<string, unknown>[];
     return {
       writer,
-      held: async (key) => (await rows(`SELECT modified_on_ticks::text AS ticks, encode(content_sha256, 'hex') AS sha FROM ${T} WHERE tenant = '' AND key = $1`, [key]))[0] as
-        | { ticks: string; sha: string | null }
-        | undefined,
-      content: async (key) => (await rows(`SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len FROM ${T} WHERE key = $1`, [key]))[0] as
-        | { sha: string; len: number }
-        | undefined,
+      held: async (key) =>
+        (
+          await rows(
+            `SELECT modified_on_ticks::text AS ticks, encode(content_sha256, 'hex') AS sha FROM ${T} WHERE tenant = '' AND key = $1`,
+            [key],
+          )
+        )[0] as { ticks: string; sha: string | null } | undefined,
+      content: async (key) =>
+        (await rows(`SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len FROM ${T} WHERE key = $1`, [key]))[0] as
+          { sha: string; len: number } | undefined,
       count: async (table) => Number((await rows(`SELECT count(*)::int AS n FROM tgt.${table}`))[0]!.n),
       keys: async () => (await rows(`SELECT key FROM ${T} ORDER BY key COLLATE "C"`)).map((r) => String(r.key)),
       refuseKey: async (key) => {
