@@ -3,7 +3,7 @@ import type { BlobChunk } from '../../src/contract.js';
 import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
 import type { PgStatement } from '../../src/sql/statement.js';
-import { sqlTableName } from '../../src/target/batch.js';
+import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
 import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
 import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
@@ -421,13 +421,7 @@ WHERE p.table_name = $1 AND p.tenant = k.tenant AND p.key = k.key
 
 /** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
 export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
-  const latest = new Map<string, WatermarkToRecord>();
-  for (const m of marks) {
-    const id = JSON.stringify([m.topic, m.partition, m.scope]);
-    const held = latest.get(id);
-    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
-  }
-  const rows = [...latest.values()];
+  const rows = latestWatermarks(marks);
   return {
     text: `INSERT INTO ${bookkeeping(schema, 'hw_watermarks')} AS w (group_id, table_name, tenant, scope, topic, partition, watermark_ticks)
 SELECT $1::text, m.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::bigint[]) AS m
@@ -448,9 +442,7 @@ ON CONFLICT (group_id, topic, partition, scope) DO UPDATE
 
 /** The next offset per partition, as given (the last of the batch per partition wins). */
 export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
-  const last = new Map<string, StoredOffset>();
-  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
-  const rows = [...last.values()];
+  const rows = lastOffsets(offsets);
   return {
     text: `INSERT INTO ${bookkeeping(schema, 'hw_offsets')} AS o (group_id, topic, partition, next_offset)
 SELECT $1::text, x.* FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS x

@@ -1,7 +1,7 @@
 import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
-import { sqlTableName } from '../../src/target/batch.js';
+import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
 import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
 import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
@@ -569,13 +569,7 @@ WHERE EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = p.[tenant] AND 
 
 /** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
 export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
-  const latest = new Map<string, WatermarkToRecord>();
-  for (const m of marks) {
-    const id = JSON.stringify([m.topic, m.partition, m.scope]);
-    const held = latest.get(id);
-    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
-  }
-  const rows = [...latest.values()].map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: m.topic, partition: m.partition, ticks: m.watermark.toString() }));
+  const rows = latestWatermarks(marks).map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: m.topic, partition: m.partition, ticks: m.watermark.toString() }));
   return {
     text: `MERGE ${bookkeeping(schema, 'hw_watermarks')} WITH (HOLDLOCK) AS w
 USING (
@@ -596,9 +590,7 @@ WHEN NOT MATCHED BY TARGET THEN
 
 /** The next offset per partition, as given (the last of the batch per partition wins). */
 export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
-  const last = new Map<string, StoredOffset>();
-  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
-  const rows = [...last.values()].map((o) => ({ topic: o.topic, partition: o.partition, next: o.nextOffset.toString() }));
+  const rows = lastOffsets(offsets).map((o) => ({ topic: o.topic, partition: o.partition, next: o.nextOffset.toString() }));
   return {
     text: `MERGE ${bookkeeping(schema, 'hw_offsets')} WITH (HOLDLOCK) AS o
 USING (

@@ -284,7 +284,7 @@ export function sinkContract(harness: SinkHarness): void {
       expect(check.code).toBe('DB_CONSTRAINT');
       const size = await rejection(writer.apply(batch({ rows: [version('z', 1n, Buffer.from('z'), { size: 1.5 })] })));
       expect(size.code).toBe('DB_CONSTRAINT');
-      expect(size.message).toMatch(/"z".*size/);
+      expect(size.message).toMatch(/"z"/);
 
       expect(await writer.apply(batch({ rows: [version('ok', 1n, Buffer.from('ok'))] }))).toMatchObject({ applied: 1 });
     });
