@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { coerceError, isRetriable } from './errors.js';
 
 export interface RetryPolicy {
@@ -53,12 +54,15 @@ function safeCall(fn: () => void): void {
   }
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
+/**
+ * Waits `ms`, or less when `signal` aborts (then it resolves: the caller looks at the signal). node:timers/promises
+ * removes its abort listener when the timer fires, so waiting often on one long-lived signal leaks nothing.
+ */
+export async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return;
+  try {
+    await delay(ms, undefined, signal === undefined ? undefined : { signal });
+  } catch (thrown) {
+    if (!signal?.aborted) throw thrown;
+  }
 }

@@ -2,7 +2,9 @@ import type pg from 'pg';
 import type mssql from 'mssql';
 import { createPgPool, PostgresSource } from '../connectors/postgres/source.js';
 import { createMssqlPool, SqlServerSource } from '../connectors/sqlserver/source.js';
+import { targetTableName as pgTargetTableName } from '../consumers/postgres/dialect.js';
 import { PostgresWriter } from '../consumers/postgres/writer.js';
+import { targetTableName as mssqlTargetTableName } from '../consumers/sqlserver/dialect.js';
 import { SqlServerWriter } from '../consumers/sqlserver/writer.js';
 import { ApplyLoop, type ApplyLoopDeps, type TopicBinding } from './apply/loop.js';
 import { RetryLoop } from './apply/retry-loop.js';
@@ -22,13 +24,18 @@ import { Poller } from './poller/poller.js';
 import { BackfillService } from './poller/backfill.js';
 import type { SourceConnector, SourceTableSpec } from './source/connector.js';
 import type { TargetWriter } from './target/writer.js';
-import type { Admin, Kafka } from 'kafkajs';
+import type { Admin, Kafka } from './kafka/client.js';
 import { startObservability, type Observability } from './metrics/observe.js';
 
 /**
  * The composition root: the one place that turns configuration into connected components. src/ imports the
  * engine folders (connectors/, consumers/) only here.
  */
+
+/** The SQL name of a configured table in a target of this engine (each engine's dialect names it). */
+export function targetTableNameFor(kind: DatabaseConfig['kind'], name: string): string {
+  return kind === 'postgres' ? pgTargetTableName(name) : mssqlTargetTableName(name);
+}
 
 export class Runtime {
   readonly kafka: Kafka;
@@ -160,6 +167,7 @@ export class Runtime {
       topics: bindings.map((b) => b.topic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
+      onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
     });
     loop.attach(main);
     const retry = new RetryLoop({
@@ -172,6 +180,7 @@ export class Runtime {
       topics: bindings.map((b) => b.retryTopic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => retry.forgetPositions(),
+      onPositionFailed: (err) => logger.error({ err, groupId: `${groupId}.retry` }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
     });
     retry.attach(retryConsumer);
     await main.start((batch) => loop.handle(batch));

@@ -1,3 +1,4 @@
+import { pgTicksText } from '../../src/sql/fragments.js';
 import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
 import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
@@ -13,9 +14,7 @@ import { isoFromTicks } from '../../src/time/ticks.js';
 
 export type Statement = PgStatement;
 
-export function ticksExpr(column: string): string {
-  return `(extract(epoch from ${column}) * 10000000)::bigint::text`;
-}
+export const ticksExpr = pgTicksText;
 
 /** PostgreSQL holds microseconds: a tick bound is rendered with 6 digits, rounded down (bounds come from PG anyway). */
 function tsParam(p: PgParams, ticks: Ticks): string {

@@ -8,6 +8,7 @@ import { keyStates } from '../../src/source/connector.js';
 import { isoFromTicks, minTicks } from '../../src/time/ticks.js';
 import { classifyDbError } from '../../src/errors.js';
 import * as q from './queries.js';
+import { createPgPool } from '../../src/db/postgres.js';
 
 /** A PostgreSQL source table. Executes the builders of queries.ts; classifies every driver error once, here. */
 
@@ -44,9 +45,7 @@ export function toSourceRow(r: RawRow): SourceRow {
 }
 
 /** A pool whose sessions compare timestamps in UTC, whatever the server's default time zone. */
-export function createPgPool(connectionString: string, max: number): pg.Pool {
-  return new pg.Pool({ connectionString, max, options: '-c TimeZone=UTC' });
-}
+export { createPgPool };
 
 export class PostgresSource implements SourceConnector {
   readonly kind = 'postgres' as const;

@@ -1,3 +1,4 @@
+import { maxdopHint } from '../../src/sql/fragments.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
 import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
@@ -152,12 +153,7 @@ function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params, p
   return conditions;
 }
 
-/** `OPTION (MAXDOP n)`. n is inlined: a query hint takes no parameter, and n is checked to be an integer 0..64 here. */
-export function maxdopHint(maxdop: number | null): string {
-  if (maxdop === null) return '';
-  if (!Number.isInteger(maxdop) || maxdop < 0 || maxdop > 64) throw new TypeError(`invalid maxdop ${String(maxdop)}: use an integer from 0 to 64`);
-  return `\nOPTION (MAXDOP ${maxdop})`;
-}
+export { maxdopHint };
 
 function windowRead(select: string, from: string, where: string[], n: Names, top: string, spec: SourceTableSpec): string {
   return `SELECT TOP (${top}) ${select}\nFROM ${from}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.mod}, ${n.join}${maxdopHint(spec.maxdop)}`;

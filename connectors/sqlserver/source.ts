@@ -8,6 +8,7 @@ import { keyStates } from '../../src/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import * as q from './queries.js';
+import { createMssqlPool, mssqlConfig, mssqlRows } from '../../src/db/sqlserver.js';
 
 /** A SQL Server source table. Executes the builders of queries.ts; classifies every driver error once, here. */
 
@@ -48,57 +49,7 @@ export function toSourceRow(r: RawRow): SourceRow {
   };
 }
 
-/** The driver type of each parameter type the builders use; JSON lists and keys go as nvarchar(max). */
-const TYPES: Readonly<Record<q.SqlServerType, () => sql.ISqlType>> = {
-  NVarChar: () => sql.NVarChar(sql.MAX),
-  VarChar: () => sql.VarChar(sql.MAX),
-  BigInt: () => sql.BigInt(),
-  Int: () => sql.Int(),
-  UniqueIdentifier: () => sql.UniqueIdentifier(),
-  DateTime2: () => sql.DateTime2(7),
-  VarBinary: () => sql.VarBinary(sql.MAX),
-  Bit: () => sql.Bit(),
-};
-
-/** Runs one statement on a pool or inside a transaction: `request.input(name, type, value)` per parameter. */
-export async function runStatement<R>(on: sql.ConnectionPool | sql.Transaction, stmt: q.SqlServerStatement): Promise<R[]> {
-  const request = on instanceof sql.Transaction ? new sql.Request(on) : new sql.Request(on);
-  for (const [name, param] of Object.entries(stmt.values)) request.input(name, TYPES[param.type](), param.value);
-  const result = await request.query<R>(stmt.text);
-  return result.recordset ?? [];
-}
-
-/**
- * Driver settings from a connection string: ADO style (`Server=host,1433;Database=db;User Id=…;Password=…`), parsed
- * by mssql, or a URL (`mssql://user:password@host:1433/db?encrypt=false&trustServerCertificate=true`), which
- * mssql 12 no longer parses itself.
- */
-export function mssqlConfig(connectionString: string): sql.config {
-  if (!/^(mssql|sqlserver):\/\//i.test(connectionString)) return sql.ConnectionPool.parseConnectionString(connectionString);
-  const url = URL.canParse(connectionString) ? new URL(connectionString) : null;
-  // The string holds a password: it never goes into the message.
-  if (url === null) throw new HighwaterError('CONFIG_INVALID', 'the SQL Server connection string looks like a URL but is not a valid one');
-  const flag = (name: string): boolean | undefined => (url.searchParams.has(name) ? url.searchParams.get(name) === 'true' : undefined);
-  return {
-    server: url.hostname,
-    port: url.port === '' ? 1433 : Number(url.port),
-    user: decodeURIComponent(url.username),
-    password: decodeURIComponent(url.password),
-    database: decodeURIComponent(url.pathname.slice(1)) || undefined,
-    options: { encrypt: flag('encrypt') ?? true, trustServerCertificate: flag('trustServerCertificate') ?? false },
-  };
-}
-
-/** A connected pool of at most `max` connections, from an mssql connection string (ADO-style or mssql:// URL). */
-export async function createMssqlPool(connectionString: string, max: number): Promise<sql.ConnectionPool> {
-  const config = mssqlConfig(connectionString);
-  const pool = new sql.ConnectionPool({ ...config, pool: { ...config.pool, max } });
-  try {
-    return await pool.connect();
-  } catch (err) {
-    throw classifyDbError(err, 'SQL Server: connecting');
-  }
-}
+export { mssqlConfig, createMssqlPool };
 
 // 297: "The user does not have permission to perform this action"; 300: "VIEW SERVER STATE permission was denied".
 const PERMISSION_DENIED = new Set([297, 300]);
@@ -117,7 +68,7 @@ export class SqlServerSource implements SourceConnector {
 
   private async run<R>(what: string, stmt: q.SqlServerStatement): Promise<R[]> {
     try {
-      return await runStatement<R>(this.pool, stmt);
+      return await mssqlRows<R>(this.pool, stmt);
     } catch (err) {
       throw classifyDbError(err, `SQL Server source: ${what} of ${this.spec.blob.schema}.${this.spec.blob.table}`);
     }
@@ -131,7 +82,7 @@ export class SqlServerSource implements SourceConnector {
   async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
     try {
       const zone = await this.serverTimeZone();
-      const [row] = await runStatement<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery(zone));
+      const [row] = await mssqlRows<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery(zone));
       const start = row?.oldest_utc ? ticksFromIso(row.oldest_utc) : null;
       if (zone !== null || start === null) return { visible: true, start };
       const caveat = `the server's time zone is unknown (CURRENT_TIMEZONE_ID() needs SQL Server 2022 or Azure SQL): open transactions are taken to have begun ${q.UNKNOWN_ZONE_MARGIN_MINUTES} minutes earlier than their local begin time says, in case a DST change lies between`;

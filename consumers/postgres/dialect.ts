@@ -1,18 +1,19 @@
-import { sqlTableName } from '../../src/target/batch.js';
 import { createHash } from 'node:crypto';
-import type { BlobChunk, Ticks } from '../../src/contract.js';
+import type { BlobChunk } from '../../src/contract.js';
+import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
+import type { PgStatement } from '../../src/sql/statement.js';
+import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
+import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
+import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
 import type { CopyColumn, CopyValue } from './copy-binary.js';
 
 /**
  * PostgreSQL target dialect: pure builders returning `{ text, values }`. Values always travel as parameters (or in
- * the binary COPY stream); identifiers are validated and quoted by quotePg. writer.ts executes these, in order, in
- * one transaction per batch:
- *
- *   stageChunks → createStageTable → COPY rows into pg_temp.hw_stage → assembleChunkedContent →
- *   markIncompleteContent → markMissingParents → upsertFromStage → deleteUsedChunks → applyDeletes →
- *   upsertWatermarks → upsertOffsets → COMMIT
+ * the binary COPY stream); identifiers are validated and quoted by quotePg. The one apply sequence
+ * (src/target/sql-writer.ts) runs them, through `postgresDialect` at the end of this file, in one transaction per
+ * batch, with the binary COPY of session.ts.
  *
  * A staged row ends with `status` 'incomplete' (chunked content not all staged), 'missing-parent', or NULL: then
  * the upsert writes it unless it is stale (the target holds a newer or equal version, or a tombstone covers it).
@@ -22,23 +23,9 @@ import type { CopyColumn, CopyValue } from './copy-binary.js';
  * at or before it. Rows and tombstones written before contract v2 have no observation: their ModifiedOn stands in.
  */
 
-export interface SqlQuery {
-  readonly text: string;
-  readonly values: readonly unknown[];
-}
-
-/** A configured table as it lives in the target: its logical name (used in bookkeeping rows) and its SQL name. */
-export interface TargetTable {
-  readonly logical: string;
-  readonly schema: string;
-  readonly table: string;
-}
-
-/** Rows may carry where they were read from; the writer stores it in source_partition/source_offset when present. */
-export interface StageInput extends RowToApply {
-  readonly sourcePartition?: number;
-  readonly sourceOffset?: bigint;
-}
+/** The engine's one statement type (src/sql/statement.ts), under the name both dialects use. */
+export type SqlQuery = PgStatement;
+export type { StageInput, TargetTable };
 
 export type StageStatus = 'incomplete' | 'missing-parent';
 
@@ -80,12 +67,7 @@ export type MigrationPlaceholder = 'schema' | 'table' | 'index_path';
  * placeholder, or one without a value, is an error: a migration never runs half-rendered.
  */
 export function renderMigration(text: string, identifiers: Partial<Record<MigrationPlaceholder, string>>): string {
-  return text.replace(/\{\{\s*([A-Za-z_]+)\s*\}\}/g, (_match, name: string) => {
-    if (name !== 'schema' && name !== 'table' && name !== 'index_path') throw new TypeError(`unknown placeholder {{${name}}} in a migration`);
-    const value = identifiers[name];
-    if (value === undefined) throw new TypeError(`no value for placeholder {{${name}}} in a migration`);
-    return quotePg(value);
-  });
+  return renderPlaceholders(text, identifiers, quotePg, ['schema', 'table', 'index_path']);
 }
 
 /** A numbered bookkeeping migration (schema/target-postgres/NNN_*.sql) for the target schema. */
@@ -97,9 +79,6 @@ export function bookkeepingDdl(fileText: string, schema: string): SqlQuery {
 export function blobTableDdl(fileText: string, t: TargetTable): SqlQuery {
   return { text: renderMigration(fileText, { schema: t.schema, table: t.table, index_path: pathIndexName(t.table) }), values: [] };
 }
-
-/** Migration files are `NNN_name.sql`, applied in name order. */
-export const MIGRATION_FILE = /^\d{3}_[A-Za-z0-9_-]+\.sql$/;
 
 /** Serialises migrations of one schema across processes: an advisory lock held until the transaction ends. */
 export function migrationLock(schema: string): SqlQuery {
@@ -195,10 +174,6 @@ export function stageValues(row: StageInput): CopyValue[] {
     row.sourceOffset ?? null,
   ];
 }
-
-/** Version order and in-batch reduction are shared by every writer (src/apply/reduce.ts, src/target/batch.ts). */
-export { compareVersions } from '../../src/apply/reduce.js';
-export { reduceLatest } from '../../src/target/batch.js';
 
 // ---------------------------------------------------------------------------------------------------- chunks
 
@@ -446,13 +421,7 @@ WHERE p.table_name = $1 AND p.tenant = k.tenant AND p.key = k.key
 
 /** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
 export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
-  const latest = new Map<string, WatermarkToRecord>();
-  for (const m of marks) {
-    const id = JSON.stringify([m.topic, m.partition, m.scope]);
-    const held = latest.get(id);
-    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
-  }
-  const rows = [...latest.values()];
+  const rows = latestWatermarks(marks);
   return {
     text: `INSERT INTO ${bookkeeping(schema, 'hw_watermarks')} AS w (group_id, table_name, tenant, scope, topic, partition, watermark_ticks)
 SELECT $1::text, m.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::integer[], $7::bigint[]) AS m
@@ -473,9 +442,7 @@ ON CONFLICT (group_id, topic, partition, scope) DO UPDATE
 
 /** The next offset per partition, as given (the last of the batch per partition wins). */
 export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
-  const last = new Map<string, StoredOffset>();
-  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
-  const rows = [...last.values()];
+  const rows = lastOffsets(offsets);
   return {
     text: `INSERT INTO ${bookkeeping(schema, 'hw_offsets')} AS o (group_id, topic, partition, next_offset)
 SELECT $1::text, x.* FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS x
@@ -605,3 +572,38 @@ export function relabelGroup(schema: string, from: string, to: string): SqlQuery
 export function tableWriteLock(t: TargetTable, exclusive: boolean): SqlQuery {
   return { text: `SELECT ${exclusive ? 'pg_advisory_xact_lock' : 'pg_advisory_xact_lock_shared'}(hashtext($1))`, values: [`highwater:${t.schema}.${t.table}`] };
 }
+
+// ---------------------------------------------------------------------------------------------------- the dialect
+
+/** Renames `live` to `retired` (when it exists) and `rebuilt` to `live`: transactional, like all PostgreSQL DDL. */
+export function swapSchemas(live: string, rebuilt: string, retired: string, liveExists: boolean): SqlQuery[] {
+  return [...(liveExists ? [renameSchema(live, retired)] : []), renameSchema(rebuilt, live)];
+}
+
+/** The target's bookkeeping migrations (hw_migrations: file name and SHA-256), for the one runner (src/db/migrate.ts). */
+export function migrations(schema: string): MigrationBook<SqlQuery> {
+  return {
+    what: `schema ${schema}`,
+    lock: () => migrationLock(schema),
+    lockGranted: () => true,
+    prepare: () => [createMigrationsTable(schema)],
+    selectApplied: () => selectAppliedMigrations(schema),
+    render: (script) => [bookkeepingDdl(script.text, schema)],
+    record: (script) => recordMigration(schema, script.name, script.sha256),
+  };
+}
+
+/** The PostgreSQL side of the one apply sequence; the compiler checks it says everything the sequence needs. */
+export const postgresDialect: TargetDialect<SqlQuery> = {
+  maxContentBytes: MAX_CONTENT_BYTES.postgres,
+  targetTable, migrations, blobTableDdl: (text, t) => [blobTableDdl(text, t)],
+  tableWriteLock, parkRows, applyDeletes, createStageTable,
+  // Staleness is looked up inline, only for the rows about to be held back (see STALE).
+  markStale: null,
+  assembleChunkedContent, markIncompleteContent, markMissingParents, parkHeldBack, upsertFromStage, deleteUsedChunks,
+  // The staging table is ON COMMIT DROP.
+  dropStageTables: null,
+  releaseParked, upsertWatermarks, upsertOffsets,
+  selectStoredOffsets, selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
+  deleteStoredOffsets, deleteWatermarks, deleteGroupBookkeeping, relabelGroup, swapSchemas,
+};

@@ -1,18 +1,17 @@
-import { sqlTableName } from '../../src/target/batch.js';
-import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
-import type { Ticks } from '../../src/contract.js';
+import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
+import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
+import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
+import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
+import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
 
 /**
  * SQL Server target dialect: pure builders returning `{ text, values }` with named `@parameters`. Values always
  * travel as parameters (small sets as one JSON parameter read with OPENJSON) or in the bulk-load stream;
- * identifiers are validated and quoted by quoteMssql. writer.ts executes these, in order, in one transaction per
- * batch — the same steps as the PostgreSQL dialect:
- *
- *   [createChunkStageTable → bulk → insertStagedChunks] → createStageTable → bulk into #hw_stage → markStale →
- *   assembleChunkedContent → markIncompleteContent → markMissingParents → upsertFromStage → deleteUsedChunks →
- *   dropStageTables → applyDeletes → upsertWatermarks → upsertOffsets → COMMIT
+ * identifiers are validated and quoted by quoteMssql. The one apply sequence (src/target/sql-writer.ts) runs them,
+ * through `sqlServerDialect` at the end of this file, in one transaction per batch, with the bulk loads of
+ * session.ts (chunks: createChunkStageTable → bulk → insertStagedChunks; rows: createStageTable → bulk).
  *
  * A staged row ends with `status` NULL (to write), 'stale', 'incomplete' or 'missing-parent'. Versions follow the
  * contract (src/events/version.ts): changes compare as `(ModifiedOn, observation, content hash)` with a NULL
@@ -28,18 +27,7 @@ export type { SqlServerParam, SqlServerStatement, SqlServerType };
 /** The statement type under the name the PostgreSQL dialect uses, so both folders read alike. */
 export type SqlQuery = SqlServerStatement;
 
-/** A configured table as it lives in the target: its logical name (used in bookkeeping rows) and its SQL name. */
-export interface TargetTable {
-  readonly logical: string;
-  readonly schema: string;
-  readonly table: string;
-}
-
-/** Rows may carry where they were read from; the writer stores it in source_partition/source_offset when present. */
-export interface StageInput extends RowToApply {
-  readonly sourcePartition?: number;
-  readonly sourceOffset?: bigint;
-}
+export type { StageInput, TargetTable };
 
 export type StageStatus = 'stale' | 'incomplete' | 'missing-parent';
 
@@ -98,12 +86,7 @@ export type MigrationPlaceholder = 'schema' | 'table';
  * one without a value, is an error: a migration never runs half-rendered.
  */
 export function renderMigration(text: string, identifiers: Partial<Record<MigrationPlaceholder, string>>): string {
-  return text.replace(/\{\{\s*([A-Za-z_]+)\s*\}\}/g, (_match, name: string) => {
-    if (name !== 'schema' && name !== 'table') throw new TypeError(`unknown placeholder {{${name}}} in a migration`);
-    const value = identifiers[name];
-    if (value === undefined) throw new TypeError(`no value for placeholder {{${name}}} in a migration`);
-    return quoteMssql(value);
-  });
+  return renderPlaceholders(text, identifiers, quoteMssql, ['schema', 'table']);
 }
 
 /** A script's batches, split on `GO` lines as sqlcmd does; empty batches (comments only) are dropped. */
@@ -123,9 +106,6 @@ export function bookkeepingDdl(fileText: string, schema: string): SqlQuery[] {
 export function blobTableDdl(fileText: string, t: TargetTable): SqlQuery[] {
   return splitBatches(renderMigration(fileText, { schema: t.schema, table: t.table })).map((text) => ({ text, values: {} }));
 }
-
-/** Migration files are `NNN_name.sql`, applied in name order. */
-export const MIGRATION_FILE = /^\d{3}_[A-Za-z0-9_-]+\.sql$/;
 
 /**
  * Serialises migrations of one schema across processes: an application lock owned by the transaction. sp_getapplock
@@ -290,10 +270,6 @@ export function stageMismatch(columns: readonly StageColumn[], values: readonly 
   }
   return null;
 }
-
-/** Version order and in-batch reduction are shared by every writer (src/apply/reduce.ts, src/target/batch.ts). */
-export { compareVersions } from '../../src/apply/reduce.js';
-export { reduceLatest } from '../../src/target/batch.js';
 
 // ---------------------------------------------------------------------------------------------------- chunks
 
@@ -593,13 +569,7 @@ WHERE EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = p.[tenant] AND 
 
 /** Watermarks per partition and scope, moving forward only (the greatest of the batch per partition and scope). */
 export function upsertWatermarks(schema: string, groupId: string, marks: readonly WatermarkToRecord[]): SqlQuery {
-  const latest = new Map<string, WatermarkToRecord>();
-  for (const m of marks) {
-    const id = JSON.stringify([m.topic, m.partition, m.scope]);
-    const held = latest.get(id);
-    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
-  }
-  const rows = [...latest.values()].map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: m.topic, partition: m.partition, ticks: m.watermark.toString() }));
+  const rows = latestWatermarks(marks).map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: m.topic, partition: m.partition, ticks: m.watermark.toString() }));
   return {
     text: `MERGE ${bookkeeping(schema, 'hw_watermarks')} WITH (HOLDLOCK) AS w
 USING (
@@ -620,9 +590,7 @@ WHEN NOT MATCHED BY TARGET THEN
 
 /** The next offset per partition, as given (the last of the batch per partition wins). */
 export function upsertOffsets(schema: string, groupId: string, offsets: readonly StoredOffset[]): SqlQuery {
-  const last = new Map<string, StoredOffset>();
-  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
-  const rows = [...last.values()].map((o) => ({ topic: o.topic, partition: o.partition, next: o.nextOffset.toString() }));
+  const rows = lastOffsets(offsets).map((o) => ({ topic: o.topic, partition: o.partition, next: o.nextOffset.toString() }));
   return {
     text: `MERGE ${bookkeeping(schema, 'hw_offsets')} WITH (HOLDLOCK) AS o
 USING (
@@ -804,3 +772,35 @@ export function tableWriteLock(t: TargetTable, exclusive: boolean): SqlQuery {
     values: { resource: nvarchar(`highwater:${t.schema}.${t.table}`) },
   };
 }
+
+// ---------------------------------------------------------------------------------------------------- the dialect
+
+/** The target's bookkeeping migrations (hw_migrations: file name and SHA-256), for the one runner (src/db/migrate.ts). */
+export function migrations(schema: string): MigrationBook<SqlQuery> {
+  return {
+    what: `schema ${schema}`,
+    lock: () => migrationLock(schema),
+    // sp_getapplock reports a timeout through its return code: the lock's mode, read back, says whether it was granted.
+    lockGranted: (rows) => rows[0]?.lock_mode === 'Exclusive',
+    prepare: () => [createMigrationsTable(schema)],
+    selectApplied: () => selectAppliedMigrations(schema),
+    render: (script) => bookkeepingDdl(script.text, schema),
+    record: (script) => recordMigration(schema, script.name, script.sha256),
+  };
+}
+
+/** The SQL Server side of the one apply sequence; the compiler checks it says everything the sequence needs. */
+export const sqlServerDialect: TargetDialect<SqlQuery> = {
+  maxContentBytes: MAX_CONTENT_BYTES.sqlserver,
+  targetTable, migrations, blobTableDdl,
+  tableWriteLock, parkRows, applyDeletes, createStageTable, markStale, assembleChunkedContent,
+  markIncompleteContent: () => markIncompleteContent(),
+  markMissingParents, parkHeldBack, upsertFromStage, deleteUsedChunks,
+  // #hw_stage would otherwise outlive the transaction in the pooled session, holding a batch of blobs in tempdb.
+  dropStageTables,
+  releaseParked, upsertWatermarks, upsertOffsets,
+  selectStoredOffsets, selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
+  deleteStoredOffsets, deleteWatermarks, deleteGroupBookkeeping, relabelGroup,
+  // One statement that checks for the live schema itself (SQL Server cannot rename a schema; see swapSchemas).
+  swapSchemas: (live, rebuilt, retired) => [swapSchemas(live, rebuilt, retired)],
+};

@@ -1,4 +1,5 @@
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../kafka/client.js';
+import { topicEnds, type PartitionEnds } from '../kafka/read-topic.js';
 import { HighwaterError } from '../errors.js';
 import { withKafkaErrors } from '../kafka/client.js';
 import type { OffsetsTo, StoredOffset, TargetWriter } from '../target/writer.js';
@@ -33,21 +34,7 @@ export function retryGroupIdFor(groupId: string): string {
   return `${groupId}.retry`;
 }
 
-export interface PartitionEnds {
-  readonly partition: number;
-  readonly low: bigint;
-  readonly high: bigint;
-}
-
-/** First and next-to-be-written offset of every partition of these topics. */
-export async function topicEnds(admin: Admin, topics: readonly string[]): Promise<Map<string, PartitionEnds[]>> {
-  const out = new Map<string, PartitionEnds[]>();
-  for (const topic of topics) {
-    const offsets = await withKafkaErrors(`reading the offsets of ${topic}`, () => admin.fetchTopicOffsets(topic));
-    out.set(topic, offsets.map((o) => ({ partition: o.partition, low: BigInt(o.low), high: BigInt(o.high) })).sort((a, b) => a.partition - b.partition));
-  }
-  return out;
-}
+export { topicEnds, type PartitionEnds } from '../kafka/read-topic.js';
 
 /** The next offset of every partition for a reset: the log start, or the first record at or after the time. */
 export async function offsetsFor(admin: Admin, topics: readonly string[], to: ResetTo): Promise<Map<string, Map<number, bigint>>> {

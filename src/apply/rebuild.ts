@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Admin, Kafka } from 'kafkajs';
+import type { Admin, Kafka } from '../kafka/client.js';
 import type { Ticks } from '../contract.js';
 import { groupIdFor, retryTopicFor, tablesForTarget, topicFor } from '../config/load.js';
 import type { Config, TableConfig, TargetConfig } from '../config/schema.js';

@@ -1,6 +1,6 @@
 import type { BlobChange, BlobChunk, Deletion, WatermarkMarker } from '../contract.js';
 import { candidatesToWin, outlivesDelete } from '../events/version.js';
-import { hierarchyDepth } from '../poller/window.js';
+import { hierarchyDepth } from '../events/hierarchy.js';
 
 /**
  * Reduces a batch to what must be written, by the contract's version order (src/events/version.ts — the same order

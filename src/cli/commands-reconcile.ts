@@ -1,14 +1,12 @@
 import { randomInt } from 'node:crypto';
 import type pg from 'pg';
-import { runStatement } from '../../connectors/sqlserver/source.js';
-import { targetTableName as pgTargetTableName } from '../../consumers/postgres/dialect.js';
-import { targetTableName as mssqlTargetTableName } from '../../consumers/sqlserver/dialect.js';
+import { mssqlRows } from '../db/sqlserver.js';
 import { databaseByName, loadConfigFile, tablesForTarget, tenantOf } from '../config/load.js';
 import type { Config, DatabaseConfig, TableConfig, TargetConfig } from '../config/schema.js';
 import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { ScopeFilter } from '../source/connector.js';
-import { Runtime, sourceSpec } from '../wiring.js';
+import { Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
 import * as pgq from '../reconcile/queries-postgres.js';
 import * as msq from '../reconcile/queries-sqlserver.js';
 import { DEFAULT_MAX_BUCKET_ROWS, HEX_PREFIXES, reconcileTable, sampleScope, sideOf, type ContentScope, type ReconcileSide, type SideQueries } from '../reconcile/reconcile.js';
@@ -142,7 +140,7 @@ class Sides {
     const pool = await this.rt.mssqlPool(db);
     return sideOf(queries.sqlserver(), async (what, stmt) => {
       try {
-        return await runStatement<Record<string, unknown>>(pool, stmt);
+        return await mssqlRows(pool, stmt);
       } catch (err) {
         throw classifyDbError(err, `reconcile, ${what} (database ${db.name})`);
       }
@@ -161,8 +159,8 @@ class Sides {
   target(config: Config, pair: Pair): Promise<ReconcileSide> {
     const tenant = tenantOf(config, pair.table);
     return this.side(databaseByName(config, pair.target.database), {
-      postgres: () => pgq.postgresTargetQueries({ schema: pair.target.schema, table: pgTargetTableName(pair.table.name) }, tenant),
-      sqlserver: () => msq.sqlServerTargetQueries({ schema: pair.target.schema, table: mssqlTargetTableName(pair.table.name) }, tenant),
+      postgres: () => pgq.postgresTargetQueries({ schema: pair.target.schema, table: targetTableNameFor('postgres', pair.table.name) }, tenant),
+      sqlserver: () => msq.sqlServerTargetQueries({ schema: pair.target.schema, table: targetTableNameFor('sqlserver', pair.table.name) }, tenant),
     });
   }
 
@@ -176,7 +174,7 @@ class Sides {
 
 function targetName(config: Config, pair: Pair): string {
   const db = databaseByName(config, pair.target.database);
-  const table = db.kind === 'postgres' ? pgTargetTableName(pair.table.name) : mssqlTargetTableName(pair.table.name);
+  const table = targetTableNameFor(db.kind, pair.table.name);
   return `${pair.target.schema}.${table}`;
 }
 

@@ -1,4 +1,3 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { isoFromTicks } from '../time/ticks.js';
 import { Runtime } from '../wiring.js';
 import { HighwaterError } from '../errors.js';
@@ -7,6 +6,7 @@ import { groupIdFor } from '../config/load.js';
 import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
+import { sleep } from '../retry.js';
 import type { RunSummary } from '../poller/poller.js';
 import { progressListener } from './progress.js';
 
@@ -65,7 +65,7 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
         const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
         report(options, summary, () => summaryLine(summary));
         code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
-        if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+        if (options.every) await sleep(config.poll.intervalSeconds * 1000, stop.signal);
       } while (options.every && !stop.signal.aborted);
     } finally {
       await backfill?.stop();
@@ -123,7 +123,7 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
     while (!stop.signal.aborted) {
       const summary = await poller.run({ requestedBy: 'run' });
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
-      await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+      await sleep(config.poll.intervalSeconds * 1000, stop.signal);
     }
     await backfill.stop();
     for (const r of running) await r.stop();

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Logger } from '../logger.js';
 
 /**
@@ -20,9 +21,8 @@ export function installShutdown(logger: Logger): AbortController {
   return controller;
 }
 
-export function untilAborted(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
+/** Resolves when `signal` aborts. Use it once per signal; to wait between rounds use sleep(ms, signal) (src/retry.ts). */
+export async function untilAborted(signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return;
+  await once(signal, 'abort');
 }

@@ -20,6 +20,14 @@ const timestamp = z.string().refine((s) => {
   }
 }, 'must be an ISO-8601 timestamp such as 2020-01-01T00:00:00Z');
 
+/**
+ * An object that may be left out as a whole: it then takes every field's own default. The defaults stay written
+ * once, on the fields, and the generated reference still shows the whole default object.
+ */
+function defaulted<T extends z.ZodType<object>>(schema: T): z.ZodDefault<T> {
+  return schema.default(schema.parse({}) as z.util.NoUndefined<z.output<T>>);
+}
+
 const tableRef = z.object({
   schema: identifier.default('dbo').describe('Schema of the table.'),
   table: identifier.describe('Table name.'),
@@ -80,7 +88,7 @@ export const tableSchema = z.object({
   }).describe('The metadata table that carries ModifiedOn and the business unit.'),
   keyColumn: identifier.default('stream_id').describe('Key column of the blob table (unique).'),
   modifiedOnColumn: identifier.default('ModifiedOn').describe('ModifiedOn column of the metadata table.'),
-  columns: z.object({
+  columns: defaulted(z.object({
     name: identifier.default('name').describe('File name column.'),
     content: identifier.default('file_stream').describe('Content column (varbinary(max) / bytea).'),
     isDirectory: identifier.default('is_directory').describe('Directory flag column.'),
@@ -88,10 +96,7 @@ export const tableSchema = z.object({
     parentPathLocator: identifier.default('parent_path_locator').describe('Hierarchy column of the parent; NULL for roots.'),
     creationTime: identifier.nullable().default('creation_time').describe('Creation time column, or null.'),
     lastWriteTime: identifier.nullable().default('last_write_time').describe('Last write time column, or null.'),
-  }).default({
-    name: 'name', content: 'file_stream', isDirectory: 'is_directory', pathLocator: 'path_locator',
-    parentPathLocator: 'parent_path_locator', creationTime: 'creation_time', lastWriteTime: 'last_write_time',
-  }).describe('Column names of the blob table.'),
+  })).describe('Column names of the blob table.'),
   businessUnit: businessUnitSchema.optional().describe('Business-unit mapping; omit when the table has none.'),
   scope: z.string().max(100).nullable().default(null).describe('Business unit to poll (its id); null for all BUs.'),
   excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated for this table (added to the global list).'),
@@ -109,12 +114,12 @@ export const targetSchema = z.object({
   groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
-  retry: z.object({
+  retry: defaulted(z.object({
     maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
     backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),
     initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first retry; doubles each attempt.'),
     maxDelayMs: z.number().int().min(0).default(300_000).describe('Longest delay between retries.'),
-  }).default({ maxAttempts: 8, backfillAfterAttempts: 2, initialDelayMs: 2000, maxDelayMs: 300_000 })
+  }))
     .describe('Missing-parent retry policy.'),
 });
 
@@ -123,13 +128,13 @@ export const configSchema = z.object({
     database: name.describe('Name of the PostgreSQL database (see databases) that holds the control store.'),
     schema: identifier.default('highwater_control').describe('Schema of the control store tables.'),
   }).describe('Where runs, high-watermarks, leases and the published-state registry live.'),
-  kafka: kafkaSchema.default(kafkaSchema.parse({})).describe('Kafka connection and topic settings.'),
-  encoding: encodingSchema.default({ kind: 'single-object' }).describe('How event values are encoded.'),
+  kafka: defaulted(kafkaSchema).describe('Kafka connection and topic settings.'),
+  encoding: defaulted(encodingSchema).describe('How event values are encoded.'),
   databases: z.array(databaseSchema).min(1).describe('Every database highwater talks to: sources, targets, control store.'),
   tables: z.array(tableSchema).default([]).describe('Tables the poller publishes.'),
   targets: z.array(targetSchema).default([]).describe('Targets the consumers apply to.'),
   excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated, in any table.'),
-  poll: z.object({
+  poll: defaulted(z.object({
     intervalSeconds: z.number().int().min(1).default(300).describe('Interval between polls with `poll --every`.'),
     leaseSeconds: z.number().int().min(10).default(600).describe('Lease duration; renewed while a poll runs.'),
     inlineContentMaxBytes: z.number().int().min(0).default(65_536).describe('Content up to this size is read inside the page query; larger content is read separately in slices.'),
@@ -138,14 +143,14 @@ export const configSchema = z.object({
     deleteSweepKeys: z.number().int().min(0).default(10_000).describe('Registered keys checked for deletion per table per poll (0 turns the sweep off).'),
     lateSweepKeys: z.number().int().min(0).default(10_000).describe('Source keys checked per table per poll for changes the windows cannot see (committed later than the safety buffer covers, restored with their old ModifiedOn, or changed while ModifiedOn stayed), which are reported and republished; also the rows with a NULL ModifiedOn replicated per poll (0 turns both off).'),
     verifySweepBytes: z.number().int().min(0).default(256 * 1024 * 1024).describe('Content the late-arrival sweep has the source database hash per table per poll, at most (the first key of a range always is): how fast changes that kept their ModifiedOn are found on a large table.'),
-  }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: MAX_CONTENT_BYTES.postgres, deleteSweepKeys: 10_000, lateSweepKeys: 10_000, verifySweepBytes: 256 * 1024 * 1024 })
+  }))
     .describe('Poller behaviour.'),
-  metrics: z.object({
+  metrics: defaulted(z.object({
     port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),
-  }).default({ port: null }).describe('Metrics and health endpoint.'),
-  log: z.object({
+  })).describe('Metrics and health endpoint.'),
+  log: defaulted(z.object({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level. Env: HIGHWATER_LOG_LEVEL.'),
-  }).default({ level: 'info' }).describe('Logging.'),
+  })).describe('Logging.'),
 }).superRefine(checkReferences);
 
 function checkReferences(cfg: { databases: { name: string; kind: string }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined }[]; controlStore: { database: string }; poll: { maxBlobBytes: number } }, ctx: z.RefinementCtx): void {

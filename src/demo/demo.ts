@@ -9,9 +9,8 @@ import type { Logger } from '../logger.js';
 import { sourceDigest, targetDigest, type Digest } from '../reconcile/digest.js';
 import { quotePg } from '../sql/ident.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { Runtime, sourceSpec } from '../wiring.js';
+import { Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
 import { applyDelta, buildSample, createBusinessUnits, DEFAULT_SHAPE, insertRows, SOURCE_DDL } from './sample.js';
-import { targetTableName } from '../../consumers/postgres/dialect.js';
 
 /**
  * `highwater demo`: the main job end to end on sample data. It starts a local Kafka (fetched from Maven Central on
@@ -157,7 +156,7 @@ async function compare(sourcePool: pg.Pool, targetPool: pg.Pool, config: Config,
   const table = config.tables[0]!;
   const [source, target] = await Promise.all([
     sourceDigest(sourcePool, sourceSpec(config, table)),
-    targetDigest(targetPool, schema, targetTableName(table.name), tenantOf(config, table)),
+    targetDigest(targetPool, schema, targetTableNameFor('postgres', table.name), tenantOf(config, table)),
   ]);
   return { source, target, equal: source.rows === target.rows && source.checksum === target.checksum };
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { access, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Kafka, logLevel } from 'kafkajs';
+import { probeCluster } from '../kafka/client.js';
 import { HighwaterError, coerceError } from '../errors.js';
 import { sleep } from '../retry.js';
 import { freePorts } from './ports.js';
@@ -498,23 +498,9 @@ class ManagedBroker implements KafkaBroker {
  * id must be ours: a stray broker already on the port would otherwise pass for the one that failed to bind it.
  */
 async function brokerAnswers(bootstrap: string, clusterId: string): Promise<boolean> {
-  const kafka = new Kafka({
-    clientId: 'highwater-devkafka-probe',
-    brokers: [bootstrap],
-    logLevel: logLevel.NOTHING,
-    connectionTimeout: 1000,
-    requestTimeout: 5000,
-    retry: { retries: 0 },
-  });
-  const admin = kafka.admin();
-  try {
-    await admin.connect();
-    const cluster = await admin.describeCluster();
-    if (cluster.clusterId !== clusterId) throw new Error(`${bootstrap} is a different Kafka (cluster ${cluster.clusterId}, expected ${clusterId})`);
-    return cluster.brokers.length > 0;
-  } finally {
-    await admin.disconnect();
-  }
+  const cluster = await probeCluster(bootstrap);
+  if (cluster.clusterId !== clusterId) throw new Error(`${bootstrap} is a different Kafka (cluster ${cluster.clusterId}, expected ${clusterId})`);
+  return cluster.brokers > 0;
 }
 
 function describeExit(status: ExitStatus | undefined): string {

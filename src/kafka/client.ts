@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
  * small types in this folder (publisher.ts, consumer.ts, topics.ts) and a replacement client stays a local change.
  */
 
-export type { Admin, Consumer, Producer };
+export type { Admin, Consumer, Kafka, Producer };
 
 export function createKafka(cfg: KafkaConfig, logger: Logger, clientSuffix = ''): Kafka {
   const config: KafkaJsConfig = {
@@ -66,5 +66,28 @@ export async function withKafkaErrors<T>(context: string, task: () => Promise<T>
     return await task();
   } catch (err) {
     throw classifyKafkaError(err, context);
+  }
+}
+
+/**
+ * Asks `bootstrap` once, without retrying, for its cluster id and how many brokers it lists (the local broker
+ * runner's readiness probe).
+ */
+export async function probeCluster(bootstrap: string): Promise<{ clusterId: string; brokers: number }> {
+  const kafka = new Kafka({
+    clientId: 'highwater-devkafka-probe',
+    brokers: [bootstrap],
+    logLevel: logLevel.NOTHING,
+    connectionTimeout: 1000,
+    requestTimeout: 5000,
+    retry: { retries: 0 },
+  });
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+    const cluster = await admin.describeCluster();
+    return { clusterId: cluster.clusterId, brokers: cluster.brokers.length };
+  } finally {
+    await admin.disconnect();
   }
 }

@@ -1,5 +1,7 @@
 import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
 import type { InRecord } from '../events/records.js';
+import { coerceError } from '../errors.js';
+import { withRetry } from '../retry.js';
 import { withKafkaErrors } from './client.js';
 
 /**
@@ -34,6 +36,11 @@ export interface ManualConsumerOptions {
   readonly sessionTimeoutMs?: number;
   readonly maxBytesPerPartition?: number;
   readonly onAssigned?: (assignment: Record<string, number[]>) => void;
+  /**
+   * Told when the assigned partitions could not be positioned from the target (after retries). They are paused
+   * then, rather than consumed from wherever Kafka's group offset is; the next assignment positions them again.
+   */
+  readonly onPositionFailed?: (error: Error) => void;
 }
 
 export function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
@@ -49,6 +56,8 @@ export function headersToStrings(headers: IHeaders | undefined): Record<string, 
 export class ManualConsumer {
   private readonly consumer: Consumer;
   private readonly admin: Admin;
+  /** Partitions paused because they could not be positioned from the target. */
+  private readonly pausedUnpositioned: { topic: string; partitions: number[] }[] = [];
 
   constructor(kafka: Kafka, private readonly options: ManualConsumerOptions) {
     this.consumer = kafka.consumer({
@@ -69,7 +78,7 @@ export class ManualConsumer {
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;
       this.options.onAssigned?.(assignment);
-      void this.positionPartitions(assignment);
+      withRetry(() => this.positionPartitions(assignment)).catch((thrown: unknown) => this.positioningFailed(assignment, thrown));
     });
     await this.consumer.run({
       autoCommit: false,
@@ -101,15 +110,28 @@ export class ManualConsumer {
     await Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]);
   }
 
+  private positioningFailed(assignment: Record<string, number[]>, thrown: unknown): void {
+    const unpositioned = Object.entries(assignment).map(([topic, partitions]) => ({ topic, partitions }));
+    this.pausedUnpositioned.push(...unpositioned);
+    this.consumer.pause(unpositioned);
+    try {
+      this.options.onPositionFailed?.(coerceError(thrown));
+    } catch {
+      // An observer's failure must not become an unhandled rejection: the partitions are paused either way.
+    }
+  }
+
   private async positionPartitions(assignment: Record<string, number[]>): Promise<void> {
     for (const [topic, partitions] of Object.entries(assignment)) {
-      const earliest = await this.admin.fetchTopicOffsets(topic);
+      const earliest = await withKafkaErrors(`reading offsets of ${topic}`, () => this.admin.fetchTopicOffsets(topic));
       for (const partition of partitions) {
         const stored = await this.options.positionOf(topic, partition);
         const low = earliest.find((p) => p.partition === partition)?.low ?? '0';
         this.consumer.seek({ topic, partition, offset: (stored ?? BigInt(low)).toString() });
       }
     }
+    // Partitions a failed positioning paused earlier are safe to read again now (only those: the loops pause too).
+    if (this.pausedUnpositioned.length > 0) this.consumer.resume(this.pausedUnpositioned.splice(0));
   }
 
   private toPartitionBatch(payload: EachBatchPayload): PartitionBatch {

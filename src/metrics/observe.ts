@@ -1,4 +1,4 @@
-import type { Admin } from 'kafkajs';
+import type { Admin } from '../kafka/client.js';
 import { groupIdFor, tablesForTarget, topicFor } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { coerceError } from '../errors.js';

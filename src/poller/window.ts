@@ -43,8 +43,4 @@ export function nextHighWater(current: Ticks | null, windowEnd: Ticks): Ticks {
   return current === null || windowEnd > current ? windowEnd : current;
 }
 
-/** Depth of a hierarchy string such as `/1/2/3/` (3): parents sort before their children. */
-export function hierarchyDepth(pathLocator: string | null): number {
-  if (!pathLocator) return 0;
-  return pathLocator.split('/').filter(Boolean).length;
-}
+export { hierarchyDepth } from '../events/hierarchy.js';

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { ticksExpr } from '../../connectors/postgres/queries.js';
+import { pgTicksText as ticksExpr } from '../sql/fragments.js';
 import { quotePg } from '../sql/ident.js';
 import type { SourceTableSpec } from '../source/connector.js';
 

@@ -1,5 +1,5 @@
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../sql/statement.js';
-import { maxdopHint } from '../../connectors/sqlserver/queries.js';
+import { maxdopHint } from '../sql/fragments.js';
 import type { ScopeFilter, SourceTableSpec } from '../source/connector.js';
 import { qualified, quoteMssql } from '../sql/ident.js';
 import { ticksFromIso } from '../time/ticks.js';

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { HighwaterError, coerceError } from '../errors.js';
 import { candidatesToWin } from '../events/version.js';
 import { assertIdentifier } from '../sql/ident.js';
-import type { ApplyBatch, RowToApply } from './writer.js';
+import type { ApplyBatch, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
 /** Checks and mappings every target writer makes the same way, whatever its engine. */
 
@@ -79,4 +79,22 @@ export function sqlTableName(name: string, maxLength: number): string {
     base = `${base.slice(0, maxLength - 9)}_${hash}`;
   }
   return assertIdentifier(base, 'target table name');
+}
+
+/** The greatest watermark of a batch per (topic, partition, scope): what every dialect stores. Pure. */
+export function latestWatermarks(marks: readonly WatermarkToRecord[]): WatermarkToRecord[] {
+  const latest = new Map<string, WatermarkToRecord>();
+  for (const m of marks) {
+    const id = JSON.stringify([m.topic, m.partition, m.scope]);
+    const held = latest.get(id);
+    if (held === undefined || m.watermark > held.watermark) latest.set(id, m);
+  }
+  return [...latest.values()];
+}
+
+/** The last next-offset of a batch per (topic, partition), as given. Pure. */
+export function lastOffsets(offsets: readonly StoredOffset[]): StoredOffset[] {
+  const last = new Map<string, StoredOffset>();
+  for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
+  return [...last.values()];
 }

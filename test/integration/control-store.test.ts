@@ -70,6 +70,15 @@ describe('control store', () => {
       { version: 3, name: '003_observations.sql' }]);
   });
 
+  it('refuses a schema migrated by a newer highwater, changing nothing', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    await db.pool().query(`INSERT INTO "${SCHEMA}".schema_migrations (version, name) VALUES (999, '999_from_the_future.sql')`);
+    const error = await store.migrate().then(() => null, (e: unknown) => e);
+    expect(error).toBeInstanceOf(HighwaterError);
+    expect((error as HighwaterError).code).toBe('SCHEMA_TOO_NEW');
+    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*003_observations\.sql/);
+  });
+
   it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
     const { db, store } = await controlStore(task.name);
     const owners = Array.from({ length: 8 }, (_, i) => `poller-${i}`);

@@ -1,6 +1,8 @@
 /**
  * The PostgreSQL target writer against a real PostgreSQL: every test owns a database (hw_t_pgwriter_…), dropped
- * only when the test passed.
+ * only when the test passed. The behaviours every sink shares (newer wins, deletes and tombstones, missing parents,
+ * chunks, offsets in the transaction, poison rows) are the sink contract's (test/contract/sink.ts, run by
+ * sink-postgres.test.ts); what stays here is PostgreSQL's own.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
@@ -85,20 +87,6 @@ async function rejection(promise: Promise<unknown>): Promise<HighwaterError> {
   return error as HighwaterError;
 }
 
-/** Records every update of a target row; `regressions` are those that moved ModifiedOn back. */
-async function installAudit(sql: pg.Pool): Promise<{ updates(): Promise<number>; regressions(): Promise<number> }> {
-  await sql.query(`
-    CREATE TABLE tgt.audit (key text, old_ticks bigint, new_ticks bigint);
-    CREATE FUNCTION tgt.audit_update() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      INSERT INTO tgt.audit VALUES (NEW.key, OLD.modified_on_ticks, NEW.modified_on_ticks);
-      RETURN NEW;
-    END $$;
-    CREATE TRIGGER audit_update AFTER UPDATE ON tgt.referral_attachment FOR EACH ROW EXECUTE FUNCTION tgt.audit_update();`);
-  const count = async (where: string) => Number((await rowsOf(sql, `SELECT count(*) AS n FROM tgt.audit WHERE ${where}`))[0]!.n);
-  return { updates: () => count('true'), regressions: () => count('new_ticks < old_ticks') };
-}
-
 describe('PostgresWriter', () => {
   it('inserts new rows: 1 MiB blobs byte-identical, ticks beyond 2^53 exact, directories without content', async () => {
     const { sql, writer } = await freshTarget('insert');
@@ -124,27 +112,6 @@ describe('PostgresWriter', () => {
       .toEqual([{ t: '9007199254740993', content: null, is_directory: true }]);
   });
 
-  it('lets a newer version overwrite and never an older or equal one (audited by a trigger)', async () => {
-    const { sql, writer } = await freshTarget('newer wins');
-    const audit = await installAudit(sql);
-    const v = (ticks: bigint) => version('doc', ticks, Buffer.from(`content at ${ticks}`));
-
-    expect(await writer.apply(batch({ rows: [v(10n)] }))).toMatchObject({ applied: 1, skippedStale: 0 });
-    const appliedAt = (await rowsOf(sql, `SELECT applied_at FROM tgt.referral_attachment`))[0]!.applied_at;
-    expect(await writer.apply(batch({ rows: [v(5n)] }))).toMatchObject({ applied: 0, skippedStale: 1 });
-    expect(await writer.apply(batch({ rows: [v(10n)] }))).toMatchObject({ applied: 0, skippedStale: 1 });
-    expect(await audit.updates()).toBe(0);
-    expect((await rowsOf(sql, `SELECT applied_at FROM tgt.referral_attachment`))[0]!.applied_at).toEqual(appliedAt);
-
-    expect(await writer.apply(batch({ rows: [v(20n)] }))).toMatchObject({ applied: 1, skippedStale: 0 });
-    expect(await writer.apply(batch({ rows: [v(15n), v(30n), v(25n)] }))).toMatchObject({ applied: 1, skippedStale: 2 });
-    expect(await writer.apply(batch({ rows: [v(29n), v(11n)] }))).toMatchObject({ applied: 0, skippedStale: 2 });
-
-    expect(await held(sql, 'doc')).toEqual({ ticks: '30', sha: sha256(Buffer.from('content at 30')).toString('hex') });
-    expect(await audit.updates()).toBe(2);
-    expect(await audit.regressions()).toBe(0);
-  });
-
   it('breaks a ModifiedOn tie by the later observation, never by the hash, whatever the arrival order', async () => {
     const { url, sql, writer: first } = await freshTarget('tie');
     const second = await writerFor(url, 'tgt2');
@@ -166,76 +133,6 @@ describe('PostgresWriter', () => {
     expect(await held(sql, 'k', 'tgt2')).toEqual(expected);
   });
 
-  it('deletes only versions not newer than the deleted one, and a tombstone stops older replays', async () => {
-    const { sql, writer } = await freshTarget('delete');
-    const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks, observed: ticks });
-    const tombstone = async () => (await rowsOf(sql, `SELECT modified_on_ticks::text AS t FROM tgt.hw_tombstones WHERE table_name = $1 AND key = 'doc'`, [TABLE]))[0]?.t;
-    await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }));
-
-    expect(await writer.apply(batch({ deletes: [del(3n)] }))).toMatchObject({ deleted: 0 });
-    expect(await held(sql, 'doc')).toMatchObject({ ticks: '5' });
-    expect(await writer.apply(batch({ deletes: [del(6n)] }))).toMatchObject({ deleted: 1 });
-    expect(await held(sql, 'doc')).toBeUndefined();
-
-    expect(await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
-    expect(await writer.apply(batch({ rows: [version('doc', 6n, Buffer.from('v6'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
-    expect(await held(sql, 'doc')).toBeUndefined();
-    await writer.apply(batch({ deletes: [del(4n)] }));
-    expect(await tombstone()).toBe('6');
-
-    expect(await writer.apply(batch({ rows: [version('doc', 7n, Buffer.from('v7'))] }))).toMatchObject({ applied: 1 });
-    expect(await held(sql, 'doc')).toMatchObject({ ticks: '7' });
-  });
-
-  it('holds back a child whose parent is missing, and writes one whose parent is in the batch or the target', async () => {
-    const { writer } = await freshTarget('missing parent');
-    const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
-    const first = await writer.apply(batch({
-      rows: [
-        version('p', 1n, null),
-        version('c1', 2n, Buffer.from('c1'), under('p')),
-        version('orphan', 3n, null, under('nowhere')),
-        version('grandchild', 4n, Buffer.from('g'), under('orphan')),
-        version('other-tenant', 5n, Buffer.from('t'), { ...under('p'), tenant: 'south' }),
-      ],
-    }));
-    expect(first.applied).toBe(2);
-    expect(first.skippedStale).toBe(0);
-    expect([...first.missingParent].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
-    expect(await writer.existingPaths(TABLE, '', ['/p/', '/c1/', '/orphan/', '/nowhere/'])).toEqual(new Set(['/p/', '/c1/']));
-
-    await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
-    const retried = await writer.apply(batch({ rows: [version('grandchild', 4n, Buffer.from('g'), under('orphan')), version('orphan', 3n, null, under('nowhere'))] }));
-    expect(retried).toMatchObject({ applied: 2, missingParent: [] });
-    expect(await writer.existingPaths(TABLE, '', ['/orphan/', '/grandchild/'])).toEqual(new Set(['/orphan/', '/grandchild/']));
-    expect(await writer.existingPaths(TABLE, 'south', ['/p/'])).toEqual(new Set());
-
-    // A replay after the folder and its file were deleted: the file is stale (tombstone), not waiting for a parent.
-    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n, observed: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n, observed: 10n }] }));
-    expect(await writer.apply(batch({ rows: [version('c1', 2n, Buffer.from('c1'), under('p'))] })))
-      .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [] });
-  });
-
-  it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async () => {
-    const { sql, writer } = await freshTarget('chunks');
-    const blob = randomBytes(3 * MiB);
-    const chunks = chunksOf('big', blob, MiB);
-    const chunkRows = async () => Number((await rowsOf(sql, 'SELECT count(*) AS n FROM tgt.hw_chunks'))[0]!.n);
-
-    await writer.apply(batch({ chunks: chunks.slice(0, 2) }));
-    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, incompleteContent: ['big'], missingParent: [] });
-    expect(await chunkRows()).toBe(2);
-
-    const done = await writer.apply(batch({ chunks: [chunks[2]!, chunks[0]!], rows: [chunkedVersion('big', 9n, blob, MiB)] }));
-    expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
-    expect(await rowsOf(sql, `SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len, size FROM tgt.referral_attachment WHERE key = 'big'`))
-      .toEqual([{ sha: sha256(blob).toString('hex'), len: 3 * MiB, size: String(3 * MiB) }]);
-    expect(await chunkRows()).toBe(0);
-
-    // Replayed after it was applied, without its chunks: stale, not incomplete.
-    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, skippedStale: 1, incompleteContent: [] });
-  });
-
   it('keeps the chunks of two rows with the same content apart', async () => {
     const { sql, writer } = await freshTarget('shared content');
     const blob = randomBytes(MiB + 17);
@@ -246,42 +143,6 @@ describe('PostgresWriter', () => {
     expect(await rowsOf(sql, `SELECT key, encode(sha256(content), 'hex') AS sha FROM tgt.referral_attachment ORDER BY key`))
       .toEqual(['a', 'b'].map((key) => ({ key, sha: sha256(blob).toString('hex') })));
     expect(await rowsOf(sql, 'SELECT count(*)::int AS n FROM tgt.hw_chunks')).toEqual([{ n: 0 }]);
-  });
-
-  it('stores offsets in the same transaction as the rows: a failing upsert moves nothing', async () => {
-    const { sql, writer } = await freshTarget('offsets');
-    const offset = (next: bigint) => [{ topic: TOPIC, partition: 0, nextOffset: next }];
-    await writer.apply(batch({ rows: [version('a', 1n, Buffer.from('a'))], offsets: offset(10n) }));
-    await sql.query(`
-      CREATE FUNCTION tgt.refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN
-        IF NEW.key = 'boom' THEN RAISE EXCEPTION 'boom refused'; END IF;
-        RETURN NEW;
-      END $$;
-      CREATE TRIGGER refuse_boom BEFORE INSERT OR UPDATE ON tgt.referral_attachment FOR EACH ROW EXECUTE FUNCTION tgt.refuse_boom();`);
-
-    const failing = batch({
-      rows: [version('b', 2n, Buffer.from('b')), version('boom', 3n, Buffer.from('boom'))],
-      deletes: [{ table: TABLE, tenant: '', key: 'a', modifiedOn: 5n, observed: 5n }],
-      chunks: chunksOf('c', randomBytes(1000), 400),
-      watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
-      offsets: offset(20n),
-    });
-    const error = await rejection(writer.apply(failing));
-    expect(error.message).toMatch(/boom refused/);
-
-    expect(await writer.storedOffsets(GROUP, [TOPIC])).toEqual([{ topic: TOPIC, partition: 0, nextOffset: 10n }]);
-    expect(await rowsOf(sql, 'SELECT key FROM tgt.referral_attachment ORDER BY key')).toEqual([{ key: 'a' }]);
-    for (const table of ['hw_chunks', 'hw_watermarks', 'hw_tombstones']) {
-      expect(await rowsOf(sql, `SELECT count(*)::int AS n FROM tgt.${table}`)).toEqual([{ n: 0 }]);
-    }
-
-    await writer.apply(batch({ rows: [version('b', 2n, Buffer.from('b'))], offsets: [...offset(20n), { topic: TOPIC, partition: 1, nextOffset: 2n ** 40n }] }));
-    expect(await writer.storedOffsets(GROUP, [TOPIC, 'other'])).toEqual([
-      { topic: TOPIC, partition: 0, nextOffset: 20n },
-      { topic: TOPIC, partition: 1, nextOffset: 2n ** 40n },
-    ]);
-    expect(await writer.storedOffsets('another-group', [TOPIC])).toEqual([]);
   });
 
   it('reports constraint and data errors as DB_CONSTRAINT and stays usable', async () => {

@@ -3,7 +3,8 @@
  * value never appears in the SQL text), and ticks are decimal strings, so no bigint passes through a Number.
  */
 import { describe, expect, it } from 'vitest';
-import { migrationFiles, renderMigration } from '../../src/control/migrate.js';
+import { renderMigration } from '../../src/control/migrate.js';
+import { migrationFiles } from '../../src/db/migrate.js';
 import { BATCH_STEPS, controlSql as sql, latestPerKey, type Query } from '../../src/control/store.js';
 
 const SCHEMA = 'Hw_Control';

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { classifyDbError, classifyKafkaError, coerceError, HighwaterError } from '../../src/errors.js';
-import { backoffDelay, withRetry } from '../../src/retry.js';
+import { getEventListeners } from 'node:events';
+import { backoffDelay, sleep, withRetry } from '../../src/retry.js';
+import { ERROR_CODES } from '../../src/errors.js';
 
 describe('error classification', () => {
   it.each([
@@ -65,5 +67,24 @@ describe('retry', () => {
       calls++;
       throw new HighwaterError('KAFKA_UNAVAILABLE', `down ${calls}`);
     }, policy)).rejects.toThrow('down 4');
+  });
+});
+
+describe('abortable waits', () => {
+  it('leaves no abort listener behind on a long-lived signal, however often it waits', async () => {
+    const controller = new AbortController();
+    for (let i = 0; i < 20; i++) await sleep(1, controller.signal);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+  });
+
+  it('ends early, without throwing, when the signal aborts', async () => {
+    const controller = new AbortController();
+    const waiting = sleep(60_000, controller.signal);
+    controller.abort();
+    await expect(waiting).resolves.toBeUndefined();
+  });
+
+  it('names the option a user can change in the too-large hint', () => {
+    expect(ERROR_CODES.BLOB_TOO_LARGE.hint).toContain('poll.maxBlobBytes');
   });
 });

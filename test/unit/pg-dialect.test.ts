@@ -3,11 +3,13 @@ import { describe, expect, it } from 'vitest';
 import type { BlobChange, BlobChunk } from '../../src/contract.js';
 import type { RowToApply } from '../../src/target/writer.js';
 import {
-  STAGE_COLUMNS, applyDeletes, blobTableDdl, bookkeepingDdl, compareVersions, copyIntoStage, createStageTable,
-  deleteUsedChunks, markIncompleteContent, markMissingParents, migrationLock, pathIndexName, reduceLatest, renderMigration,
+  STAGE_COLUMNS, applyDeletes, blobTableDdl, bookkeepingDdl, copyIntoStage, createStageTable,
+  deleteUsedChunks, markIncompleteContent, markMissingParents, migrationLock, pathIndexName, renderMigration,
   selectConsistentAsOfWithPartitions, selectStoredOffsets, stageChunks, stageValues, targetTable, targetTableName,
   upsertFromStage, upsertOffsets, upsertWatermarks, VERSION_OF, parkRows, releaseParked,
 } from '../../consumers/postgres/dialect.js';
+import { compareVersions } from '../../src/apply/reduce.js';
+import { reduceLatest } from '../../src/target/batch.js';
 
 const T = targetTable('tgt', 'Referral.Attachment');
 const HOSTILE = `x'); DROP TABLE tgt.hw_offsets; --`;

@@ -4,13 +4,15 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { BlobChange } from '../../src/contract.js';
 import {
   CHUNK_STAGE_COLUMNS, STAGE_COLUMNS, applyDeletes, assembleChunkedContent, blobTableDdl, bookkeepingDdl,
-  chunkStageValues, compareVersions, createChunkStageTable, createMigrationsTable, createStageTable, deleteUsedChunks,
+  chunkStageValues, createChunkStageTable, createMigrationsTable, createStageTable, deleteUsedChunks,
   dropStageTables, insertStagedChunks, markIncompleteContent, markMissingParents, markStale, migrationLock,
-  recordMigration, reduceLatest, renderMigration, selectAppliedMigrations, selectConsistentAsOf,
+  recordMigration, renderMigration, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, splitBatches, stageMismatch, stageValues,
   targetTable, targetTableName, upsertFromStage, upsertOffsets, upsertWatermarks, type SqlServerStatement,
   parkHeldBack, parkRows, releaseParked,
 } from '../../consumers/sqlserver/dialect.js';
+import { compareVersions } from '../../src/apply/reduce.js';
+import { reduceLatest } from '../../src/target/batch.js';
 
 /**
  * The SQL Server target statements, checked without a server: every statement is parsed by sqlparser-rs (mssql

@@ -1,0 +1,135 @@
+// @ts-check
+import tseslint from 'typescript-eslint';
+
+/**
+ * Lint is the machine check of the dependency rule (docs/architecture.md): engines are chosen only in the
+ * composition root (src/wiring.ts), kafkajs lives only in src/kafka/, the poller side and the apply side do not
+ * import each other, the engine folders import src/ and never each other. Plus the promise rules a pipeline that
+ * commits offsets cannot do without (a floating promise is an error nobody sees).
+ */
+
+const ENGINE_FOLDERS = {
+  group: ['**/connectors/**', '**/consumers/**'],
+  message: 'engines are picked in src/wiring.ts only (the composition root)',
+};
+const KAFKAJS = {
+  group: ['kafkajs', 'kafkajs/*'],
+  message: 'kafkajs is imported only inside src/kafka/; use its small types (src/kafka/client.ts)',
+};
+const MSSQL = { group: ['mssql', 'mssql/*'], message: 'the mssql driver belongs to src/db/sqlserver.ts and the sqlserver engine folders' };
+const PG = {
+  group: ['pg', 'pg-copy-streams'],
+  message: 'the pg driver belongs to src/db/postgres.ts, the control store and the postgres engine folders',
+};
+const POLLER = {
+  group: ['**/poller/**'],
+  message: 'the apply side does not import the poller side; shared parts go in src/events/ or src/contract.ts',
+};
+const APPLY = {
+  group: ['**/apply/**'],
+  message: 'the poller side does not import the apply side; shared parts go in src/events/ or src/contract.ts',
+};
+const UPWARD = {
+  group: ['**/apply/**', '**/poller/**', '**/cli/**', '**/wiring.js', '**/reconcile/**', '**/demo/**'],
+  message: 'shared modules and contracts do not import the parts that use them',
+};
+const SRC_ROLES = {
+  group: [
+    '**/src/apply/**',
+    '**/src/poller/**',
+    '**/src/cli/**',
+    '**/src/wiring.js',
+    '**/src/reconcile/**',
+    '**/src/demo/**',
+    '**/src/devkafka/**',
+  ],
+  message: 'engine folders use the contracts and shared helpers of src/, not its roles',
+};
+const OTHER_TARGET = (other) => ({
+  group: [`../${other}/**`, `**/consumers/${other}/**`],
+  message: 'an engine folder does not import another engine',
+});
+const OTHER_SOURCE = (other) => ({
+  group: [`../${other}/**`, `**/connectors/${other}/**`],
+  message: 'an engine folder does not import another engine',
+});
+
+const restrict = (...patterns) => ({ 'no-restricted-imports': ['error', { patterns }] });
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'test/**', '**/*.js'] },
+  {
+    files: ['src/**/*.ts', 'connectors/**/*.ts', 'consumers/**/*.ts'],
+    languageOptions: { parser: tseslint.parser, parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    plugins: { '@typescript-eslint': tseslint.plugin },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+      '@typescript-eslint/await-thenable': 'error',
+      'no-empty': ['error', { allowEmptyCatch: false }],
+    },
+  },
+  // src/: every role, with what each may not reach. Later blocks replace earlier ones for the files they match.
+  { files: ['src/**/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL) },
+  { files: ['src/apply/**/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, POLLER) },
+  { files: ['src/poller/**/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, APPLY) },
+  {
+    files: [
+      'src/contract.ts',
+      'src/errors.ts',
+      'src/events/**/*.ts',
+      'src/sql/**/*.ts',
+      'src/time/**/*.ts',
+      'src/target/**/*.ts',
+      'src/source/**/*.ts',
+    ],
+    rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD),
+  },
+  { files: ['src/db/postgres.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, UPWARD) },
+  { files: ['src/db/sqlserver.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, PG, UPWARD) },
+  { files: ['src/db/migrate.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD) },
+  { files: ['src/kafka/**/*.ts'], rules: restrict(ENGINE_FOLDERS, MSSQL, PG, UPWARD) },
+  // The composition root picks engines; it still reaches kafkajs only through src/kafka/.
+  { files: ['src/wiring.ts'], rules: restrict(KAFKAJS) },
+  // Engine folders: src/'s contracts and helpers, their own driver, never another engine or a Kafka client.
+  {
+    files: ['connectors/postgres/**/*.ts'],
+    rules: restrict(
+      { group: ['**/consumers/**'], message: 'a source connector does not import a target' },
+      OTHER_SOURCE('sqlserver'),
+      KAFKAJS,
+      MSSQL,
+      SRC_ROLES,
+    ),
+  },
+  {
+    files: ['connectors/sqlserver/**/*.ts'],
+    rules: restrict(
+      { group: ['**/consumers/**'], message: 'a source connector does not import a target' },
+      OTHER_SOURCE('postgres'),
+      KAFKAJS,
+      PG,
+      SRC_ROLES,
+    ),
+  },
+  {
+    files: ['consumers/postgres/**/*.ts'],
+    rules: restrict(
+      { group: ['**/connectors/**'], message: 'a target does not import a source connector' },
+      OTHER_TARGET('sqlserver'),
+      KAFKAJS,
+      MSSQL,
+      SRC_ROLES,
+    ),
+  },
+  {
+    files: ['consumers/sqlserver/**/*.ts'],
+    rules: restrict(
+      { group: ['**/connectors/**'], message: 'a target does not import a source connector' },
+      OTHER_TARGET('postgres'),
+      KAFKAJS,
+      PG,
+      SRC_ROLES,
+    ),
+  },
+);

@@ -1,0 +1,95 @@
+import pg from 'pg';
+import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
+import type { PgStatement } from '../sql/statement.js';
+
+/**
+ * The one PostgreSQL executor: the pool, running a built statement, and the transaction helper. The control
+ * store, the PostgreSQL source and the PostgreSQL target all run their `{ text, values }` through these.
+ */
+
+export type { PgStatement };
+export type PgRow = Record<string, unknown>;
+export type PgOn = pg.ClientBase | pg.Pool;
+
+/** A pool whose sessions read and write timestamps in UTC. */
+export function createPgPool(connectionString: string, max: number): pg.Pool {
+  return new pg.Pool({ connectionString, max, options: '-c TimeZone=UTC' });
+}
+
+/** Runs a built statement; statements without values go as simple queries, so a migration may hold several. */
+export async function pgRun<R extends pg.QueryResultRow = PgRow>(on: PgOn, stmt: PgStatement): Promise<pg.QueryResult<R>> {
+  return stmt.values.length === 0 ? on.query<R>(stmt.text) : on.query<R>(stmt.text, [...stmt.values]);
+}
+
+/** As pgRun, with a driver error classified under `context`. */
+export async function pgQuery<R extends pg.QueryResultRow = PgRow>(
+  on: PgOn,
+  context: string,
+  stmt: PgStatement,
+): Promise<pg.QueryResult<R>> {
+  try {
+    return await pgRun<R>(on, stmt);
+  } catch (thrown) {
+    throw classifyDbError(thrown, context);
+  }
+}
+
+export interface PgTransactionOptions {
+  /** What the work is, for error messages. */
+  readonly context: string;
+  /** The statement that opens it; default `BEGIN` (read committed). */
+  readonly begin?: string;
+  /** How an error of the work is classified; default classifyDbError. */
+  readonly classify?: (thrown: unknown, context: string) => HighwaterError;
+}
+
+/**
+ * Runs `work` on one pooled client inside BEGIN … COMMIT. On failure it rolls back and returns the client; a client
+ * that cannot roll back is destroyed instead of going back to the pool. The error is classified once, here.
+ */
+export async function pgTransaction<T>(
+  pool: pg.Pool,
+  options: PgTransactionOptions,
+  work: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const classify = options.classify ?? classifyDbError;
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (thrown) {
+    throw classifyDbError(thrown, options.context);
+  }
+  try {
+    await client.query(options.begin ?? 'BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    client.release();
+    return result;
+  } catch (thrown) {
+    await rollback(client);
+    throw classify(thrown, options.context);
+  }
+}
+
+async function rollback(client: pg.PoolClient): Promise<void> {
+  try {
+    await client.query('ROLLBACK');
+    client.release();
+  } catch (thrown) {
+    client.release(coerceError(thrown));
+  }
+}
+
+/**
+ * Driver errors of a batch applied to a target. Data exceptions (SQLSTATE class 22: bad encoding, NUL in text, out
+ * of range) come from a row's values, like integrity errors (class 23), so both are DB_CONSTRAINT: the apply loop
+ * dead-letters the batch's rows one by one instead of stopping.
+ */
+export function classifyPgRowError(thrown: unknown, context: string): HighwaterError {
+  const error = classifyDbError(thrown, context);
+  const sqlState = (error.cause as { code?: unknown } | undefined)?.code;
+  if (error.code === 'DB_QUERY' && typeof sqlState === 'string' && sqlState.startsWith('22')) {
+    return new HighwaterError('DB_CONSTRAINT', error.message, { cause: error.cause });
+  }
+  return error;
+}

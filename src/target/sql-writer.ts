@@ -1,0 +1,241 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readMigrations, runMigrations } from '../db/migrate.js';
+import { HighwaterError } from '../errors.js';
+import { assertIdentifier } from '../sql/ident.js';
+import { assertOneTable, configured, isEmptyBatch, mapTargetTables, reduceLatest } from './batch.js';
+import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
+import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
+
+/**
+ * The apply sequence, written once for every target engine. Each batch is one transaction:
+ *
+ *   write lock → stage chunks → park rows routed to the retry topic → deletes and tombstones (first: a change that
+ *   follows a delete must meet its tombstone) → stage the latest versions (bulk) → classify (stale, incomplete
+ *   content, missing parent) → park what is held back → one guarded set-based upsert → release used chunks →
+ *   release resolved parked rows → watermarks → offsets → the loop's beforeCommit → COMMIT.
+ *
+ * What is said differs per engine (TargetDialect, pure builders); how it is run differs too (TargetEngine: pool,
+ * transaction, bulk load, error classification). Neither knows the sequence.
+ */
+
+export interface SqlTargetOptions {
+  /** Schema of the target tables and of the bookkeeping tables (hw_offsets, hw_watermarks, …). */
+  readonly schema: string;
+  /** Configured tables; each gets a target table named by the dialect's rule. */
+  readonly tables: readonly { readonly name: string }[];
+  /** Directory holding NNN_*.sql and blob-table.sql. Default: schema/target-<engine> of this repository. */
+  readonly migrationsDir?: string;
+}
+
+const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] };
+type RowsResult = Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent'>;
+
+export class SqlTargetWriter<S> implements TargetWriter {
+  readonly kind: 'postgres' | 'sqlserver';
+  readonly maxContentBytes: number;
+  readonly #dialect: TargetDialect<S>;
+  readonly #engine: TargetEngine<S>;
+  readonly #schema: string;
+  readonly #tables: ReadonlyMap<string, TargetTable>;
+  readonly #migrationsDir: string | undefined;
+  #closed = false;
+
+  /** The writer owns the engine (and its pool) from now on: `close()` closes it. */
+  constructor(dialect: TargetDialect<S>, engine: TargetEngine<S>, options: SqlTargetOptions) {
+    this.#dialect = dialect;
+    this.#engine = engine;
+    this.kind = engine.kind;
+    this.maxContentBytes = dialect.maxContentBytes;
+    const what = `${engine.name} target`;
+    this.#schema = configured(what, () => assertIdentifier(options.schema, 'target schema'));
+    this.#tables = configured(what, () => mapTargetTables(this.#schema, options.tables, (s, n) => dialect.targetTable(s, n)));
+    this.#migrationsDir = options.migrationsDir;
+  }
+
+  /** The target table of a configured table name. */
+  tableFor(name: string): TargetTable {
+    const t = this.#tables.get(name);
+    if (t === undefined)
+      throw new HighwaterError('CONFIG_INVALID', `table ${JSON.stringify(name)} is not configured for this ${this.#engine.name} target`);
+    return t;
+  }
+
+  async migrate(): Promise<void> {
+    const dir = this.#migrationsDir ?? defaultMigrationsDir(this.kind);
+    const scripts = await readMigrations(dir);
+    const blobTable = await readFile(join(dir, 'blob-table.sql'), 'utf8');
+    await this.#transaction(`migrate the ${this.#engine.name} target`, 'bookkeeping', async (session) => {
+      await runMigrations(async (stmt) => (await session.run(stmt)).rows, this.#dialect.migrations(this.#schema), scripts);
+      for (const t of this.#tables.values()) await runAll(session, this.#dialect.blobTableDdl(blobTable, t));
+    });
+  }
+
+  async storedOffsets(groupId: string, topics: readonly string[]): Promise<StoredOffset[]> {
+    if (topics.length === 0) return [];
+    const { rows } = await this.#query('read stored offsets', this.#dialect.selectStoredOffsets(this.#schema, groupId, topics));
+    return rows.map((r) => ({ topic: String(r.topic), partition: Number(r.partition), nextOffset: BigInt(String(r.next_offset)) }));
+  }
+
+  async apply(batch: ApplyBatch): Promise<ApplyResult> {
+    const t = this.tableFor(batch.table);
+    assertOneTable(batch);
+    if (isEmptyBatch(batch)) return NOTHING_APPLIED;
+    return this.#transaction(`apply a batch of ${batch.table}`, 'apply', async (session) => {
+      const result = await this.#applyIn(session, t, batch);
+      await batch.beforeCommit?.(result);
+      return result;
+    });
+  }
+
+  async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
+    if (pathLocators.length === 0) return new Set();
+    const { rows } = await this.#query(
+      `read paths of ${table}`,
+      this.#dialect.selectExistingPaths(this.tableFor(table), tenant, pathLocators),
+    );
+    return new Set(rows.map((r) => String(r.path_locator)));
+  }
+
+  /**
+   * Minimum watermark per table and scope over the partitions with a marker; null when a partition this group has
+   * stored an offset for has no marker of that scope yet. Use `consistentAsOfForPartitions` when the partition
+   * counts are known: a partition never consumed is invisible here.
+   */
+  async consistentAsOf(groupId: string): Promise<ConsistentAsOf[]> {
+    return this.#consistent(this.#dialect.selectConsistentAsOf(this.#schema, groupId));
+  }
+
+  /** As consistentAsOf, null unless every partition of the table's topics (counts from the broker) has a marker. */
+  async consistentAsOfForPartitions(groupId: string, partitionsByTopic: ReadonlyMap<string, number>): Promise<ConsistentAsOf[]> {
+    return this.#consistent(this.#dialect.selectConsistentAsOfWithPartitions(this.#schema, groupId, partitionsByTopic));
+  }
+
+  async resetStoredOffsets(groupId: string, topics: readonly string[], to: OffsetsTo): Promise<void> {
+    if (topics.length === 0) return;
+    const offsets =
+      to === 'earliest'
+        ? []
+        : topics.flatMap((topic) =>
+            [...(to.get(topic) ?? new Map<number, bigint>())].map(([partition, nextOffset]) => ({ topic, partition, nextOffset })),
+          );
+    const d = this.#dialect;
+    await this.#transaction(`reset the offsets of group ${groupId}`, 'bookkeeping', async (session) => {
+      await session.run(d.deleteStoredOffsets(this.#schema, groupId, topics));
+      await session.run(d.deleteWatermarks(this.#schema, groupId, topics));
+      if (offsets.length > 0) await session.run(d.upsertOffsets(this.#schema, groupId, offsets));
+    });
+  }
+
+  async schemaExists(): Promise<boolean> {
+    return present(await this.#query(`look for schema ${this.#schema}`, this.#dialect.selectSchemaExists(this.#schema)));
+  }
+
+  /** Swaps the rebuilt schema in, in one transaction: readers see the old schema or the rebuilt one, never a mix. */
+  async swapInRebuild(swap: SchemaSwap): Promise<void> {
+    const rebuilt = assertIdentifier(swap.rebuiltSchema, 'rebuilt schema');
+    const retired = assertIdentifier(swap.retiredSchema, 'retired schema');
+    const d = this.#dialect;
+    await this.#transaction(`swap schema ${rebuilt} in as ${this.#schema}`, 'bookkeeping', async (session) => {
+      const live = present(await session.run(d.selectSchemaExists(this.#schema)));
+      await runAll(session, d.swapSchemas(this.#schema, rebuilt, retired, live));
+      await runAll(session, d.deleteGroupBookkeeping(this.#schema, swap.toGroupId));
+      await runAll(session, d.relabelGroup(this.#schema, swap.fromGroupId, swap.toGroupId));
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#engine.close();
+  }
+
+  async #applyIn(session: TargetSession<S>, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
+    const d = this.#dialect;
+    await session.run(d.tableWriteLock(t, batch.deletes.length > 0));
+    if (batch.chunks.length > 0) await session.loadChunks(this.#schema, batch.chunks);
+    if (batch.parked?.length) await session.run(d.parkRows(t, batch.parked));
+    // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
+    // not the version the delete removes.
+    const deleted = batch.deletes.length > 0 ? countOf(await session.run(d.applyDeletes(t, batch.deletes)), 'deleted') : 0;
+    const rows =
+      batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    if (d.dropStageTables) await session.run(d.dropStageTables());
+    const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
+    if (touched.length > 0) await session.run(d.releaseParked(t, touched));
+    if (batch.watermarks.length > 0) await session.run(d.upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
+    if (batch.offsets.length > 0) await session.run(d.upsertOffsets(this.#schema, batch.groupId, batch.offsets));
+    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
+    return { ...rows, skippedStale, deleted };
+  }
+
+  async #applyRows(session: TargetSession<S>, t: TargetTable, rows: readonly StageInput[]): Promise<RowsResult> {
+    const d = this.#dialect;
+    const { latest, superseded } = reduceLatest(rows);
+    const chunked = rows.some((r) => r.change.content.kind === 'chunked');
+    await session.run(d.createStageTable());
+    await session.loadStage(latest);
+    if (d.markStale) await session.run(d.markStale(t));
+    if (chunked) await session.run(d.assembleChunkedContent(t));
+    const incompleteContent = chunked ? keysOf(await session.run(d.markIncompleteContent(t))) : [];
+    // Only a row with a parent can miss it: without one in the batch the statement would mark nothing.
+    const hierarchy = latest.some((r) => r.change.parentPathLocator !== null);
+    const missingParent = hierarchy ? keysOf(await session.run(d.markMissingParents(t))) : [];
+    if (incompleteContent.length + missingParent.length > 0) await session.run(d.parkHeldBack(t));
+    const applied = countOf(await session.run(d.upsertFromStage(t)), 'applied');
+    if (chunked) await session.run(d.deleteUsedChunks(t, superseded));
+    return { applied, missingParent, incompleteContent };
+  }
+
+  async #consistent(stmt: S): Promise<ConsistentAsOf[]> {
+    const { rows } = await this.#query('read consistent_as_of', stmt);
+    return rows.map((r) => ({
+      table: String(r.table_name),
+      scope: String(r.scope),
+      watermark: r.watermark === null ? null : BigInt(String(r.watermark)),
+    }));
+  }
+
+  async #query(context: string, stmt: S): Promise<StatementResult> {
+    this.#assertOpen();
+    return this.#engine.query(context, stmt);
+  }
+
+  async #transaction<T>(context: string, role: 'apply' | 'bookkeeping', work: (session: TargetSession<S>) => Promise<T>): Promise<T> {
+    this.#assertOpen();
+    return this.#engine.transaction(context, role, work);
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new HighwaterError('INTERNAL', `the ${this.#engine.name} writer is closed`);
+  }
+}
+
+async function runAll<S>(session: TargetSession<S>, statements: readonly S[]): Promise<void> {
+  for (const stmt of statements) await session.run(stmt);
+}
+
+/** A count a statement reports as a one-row column (T-SQL's SELECT @@ROWCOUNT AS …), or else the driver's row count. */
+function countOf(result: StatementResult, column: string): number {
+  const reported = result.rows[0]?.[column];
+  return reported === undefined ? result.rowCount : Number(reported ?? 0);
+}
+
+function keysOf(result: StatementResult): string[] {
+  return result.rows.map((r) => String(r.key));
+}
+
+/** A `present` column: PostgreSQL answers a boolean, SQL Server 1 or 0. */
+function present(result: StatementResult): boolean {
+  return Number(result.rows[0]?.present ?? 0) === 1;
+}
+
+/** schema/target-<engine> beside src when run from source, or two levels further up when run from dist/. */
+function defaultMigrationsDir(kind: 'postgres' | 'sqlserver'): string {
+  const candidates = [`../../schema/target-${kind}/`, `../../../schema/target-${kind}/`].map((p) =>
+    fileURLToPath(new URL(p, import.meta.url)),
+  );
+  return candidates.find((dir) => existsSync(dir)) ?? candidates[0]!;
+}
