@@ -160,6 +160,7 @@ export class Runtime {
       topics: bindings.map((b) => b.topic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
+      sessionTimeoutMs: target.sessionTimeoutMs,
     });
     loop.attach(main);
     const retry = new RetryLoop({
@@ -172,6 +173,7 @@ export class Runtime {
       topics: bindings.map((b) => b.retryTopic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => retry.forgetPositions(),
+      sessionTimeoutMs: target.sessionTimeoutMs,
     });
     retry.attach(retryConsumer);
     await main.start((batch) => loop.handle(batch));

@@ -54,6 +54,8 @@ export class ManualConsumer {
     this.consumer = kafka.consumer({
       groupId: options.groupId,
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      // A third of the session (kafkajs' 3 s default at most), so a short session still gets three heartbeats.
+      heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
       maxBytesPerPartition: options.maxBytesPerPartition ?? 8 * 1024 * 1024,
       allowAutoTopicCreation: false,
     });
