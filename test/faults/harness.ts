@@ -188,6 +188,8 @@ export interface Pipeline {
   check(): Promise<InvariantReport>;
   /** Sum over partitions of the topic end minus the target's stored offset. */
   lag(): Promise<number>;
+  /** Members of the consumer group once it is stable (0 while it rebalances). */
+  members(): Promise<number>;
   /** Stops the processes; drops the databases and the log directory when `passed`, keeps them otherwise. */
   close(passed: boolean): Promise<void>;
 }
@@ -273,7 +275,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   const admin = new Kafka({ clientId: `${topic}-harness`, brokers: [...options.brokers], logLevel: logLevel.NOTHING }).admin();
   await admin.connect();
 
-  return {
+  const pipeline: Pipeline = {
     label: options.label, topic, groupId, logDir, source, target, sourceDatabase, targetDatabase, poller, consumers, bus, addConsumer,
     terminateServiceSessions: async (which = 'all') => {
       const apps = which === 'poller' ? [APP_POLLER] : which === 'consumer' ? [APP_CONSUMER] : [APP_POLLER, APP_CONSUMER];
@@ -302,7 +304,29 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
       await cleanup.disconnect();
       await rm(logDir, { recursive: true, force: true });
     },
+    members: async () => {
+      const { groups } = await admin.describeGroups([groupId]);
+      return groups[0]?.state === 'Stable' ? groups[0].members.length : 0;
+    },
   };
+  await warmUp(pipeline, options.consumers ?? 1);
+  return pipeline;
+}
+
+/**
+ * Waits until the processes are up and working before any fault: a warm-up row has gone through the poller and a
+ * consumer, and every consumer instance has joined the group. Starting node with tsx takes seconds on a busy
+ * machine; a fault injected before that would hit nothing.
+ */
+async function warmUp(p: Pipeline, consumers: number): Promise<void> {
+  await insertRows(p.source, [{ id: randomUUID(), name: 'warm-up', path: '/0/', parent: null, isDirectory: true, content: null, modifiedOnSql: 'clock_timestamp()', bu: p.bus[0]! }]);
+  const outcome = await awaitConvergence(p, 180_000);
+  if (!outcome.converged) throw new Error(`the pipeline did not start: the warm-up row did not arrive within 180 s (logs in ${p.logDir})`);
+  const deadline = Date.now() + 120_000;
+  while ((await p.members().catch(() => 0)) !== consumers) {
+    if (Date.now() > deadline) throw new Error(`${consumers} consumers did not all join group ${p.groupId} within 120 s (logs in ${p.logDir})`);
+    await sleep(500);
+  }
 }
 
 function childEnv(): NodeJS.ProcessEnv {
