@@ -159,6 +159,8 @@ export interface PipelineOptions {
   /** Maps the source database URL the poller uses. */
   readonly pollerSourceUrl?: (url: string) => string;
   readonly consumers?: number;
+  /** Poller processes on the table (default 1); more than one compete for its lease. */
+  readonly pollers?: number;
   readonly partitions?: number;
   readonly replicationFactor?: number;
   readonly sessionTimeoutMs?: number;
@@ -177,7 +179,9 @@ export interface Pipeline {
   readonly target: pg.Pool;
   readonly sourceDatabase: string;
   readonly targetDatabase: string;
+  /** The first poller. */
   readonly poller: ServiceProcess;
+  readonly pollers: ServiceProcess[];
   readonly consumers: ServiceProcess[];
   readonly bus: readonly string[];
   /** Another consumer instance in the group. */
@@ -264,7 +268,8 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   };
   await installAuditTrigger(target, table);
 
-  const poller = spawnService('poller', 'poll', pollConfig, logDir, { ...env, ...options.pollerEnv });
+  const pollers = Array.from({ length: options.pollers ?? 1 }, (_, i) => spawnService(i === 0 ? 'poller' : `poller-${i + 1}`, 'poll', pollConfig, logDir, { ...env, ...options.pollerEnv }));
+  const poller = pollers[0]!;
   const consumers: ServiceProcess[] = [];
   const addConsumer = (): ServiceProcess => {
     const c = spawnService(`consumer-${consumers.length + 1}`, 'consume', consumeConfig, logDir, env);
@@ -276,7 +281,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   await admin.connect();
 
   const pipeline: Pipeline = {
-    label: options.label, topic, groupId, logDir, source, target, sourceDatabase, targetDatabase, poller, consumers, bus, addConsumer,
+    label: options.label, topic, groupId, logDir, source, target, sourceDatabase, targetDatabase, poller, pollers, consumers, bus, addConsumer,
     terminateServiceSessions: async (which = 'all') => {
       const apps = which === 'poller' ? [APP_POLLER] : which === 'consumer' ? [APP_CONSUMER] : [APP_POLLER, APP_CONSUMER];
       const { rows } = await target.query<{ n: number }>(
@@ -293,7 +298,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
       return ends.reduce((sum, e) => sum + Math.max(0, Number(BigInt(e.high) - (stored.get(e.partition) ?? BigInt(e.low)))), 0);
     },
     close: async (passed) => {
-      await Promise.all([poller.stop(), ...consumers.map((c) => c.stop())]);
+      await Promise.all([...pollers.map((x) => x.stop()), ...consumers.map((c) => c.stop())]);
       await admin.disconnect();
       await source.end();
       await target.end();
@@ -465,7 +470,7 @@ export function verdict(outcome: Outcome): { pass: boolean; why: string } {
 
 /** Exit records of services that died on their own (not stopped by the harness): a finding for the report. */
 export function unexpectedExits(p: Pipeline): string[] {
-  return [p.poller, ...p.consumers].flatMap((s) => s.exits.filter((e) => e.signal !== 'SIGKILL' && e.signal !== 'SIGTERM').map((e) => `${s.name} exited by itself (code ${e.code}, signal ${e.signal})`));
+  return [...p.pollers, ...p.consumers].flatMap((s) => s.exits.filter((e) => e.signal !== 'SIGKILL' && e.signal !== 'SIGTERM').map((e) => `${s.name} exited by itself (code ${e.code}, signal ${e.signal})`));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
