@@ -102,14 +102,15 @@ function skew(id: string, offset: string, what: string): ScenarioDef {
 }
 
 /**
- * A DST change on the poller host: its time zone is one with DST and its clock starts a minute before the
- * change (faketime's `@` start time ticks on from there), so the change happens during the load.
+ * A DST change on the poller host: its time zone has DST and its clock starts 20 s before the spring change of
+ * Europe/London (01:00 GMT becomes 02:00 BST), so the change happens while it polls. Its clock is also months
+ * away from the database's, which the window bounds must not notice.
  */
 function dstChange(): ScenarioDef {
   return {
-    id: 'R13-dst', title: 'poller host crosses a DST change (Europe/London, clock starts 1 min before)', boundMs: 120_000,
-    pipeline: { pollerEnv: { LD_PRELOAD: libfaketime() ?? '', FAKETIME: '@2026-10-25 01:59:00', TZ: 'Europe/London', FAKETIME_DONT_RESET: '1' } },
-    inject: () => ({ atStep: async () => undefined, healed: async () => undefined, notes: () => 'clock from 2026-10-25 01:59 Europe/London (BST→GMT at 02:00)' }),
+    id: 'R13-dst', title: 'poller host crosses a DST change (Europe/London, 2026-03-29 01:00 GMT → 02:00 BST)', boundMs: 120_000,
+    pipeline: { pollerEnv: { LD_PRELOAD: libfaketime() ?? '', FAKETIME: '@2026-03-29 00:59:40', TZ: 'Europe/London', FAKETIME_DONT_RESET: '1' } },
+    inject: () => ({ atStep: async () => undefined, healed: async () => undefined, notes: () => 'poller clock from 2026-03-29 00:59:40 Europe/London' }),
   };
 }
 
