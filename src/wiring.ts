@@ -181,6 +181,7 @@ export class Runtime {
     return {
       writer,
       groupId,
+      failed: Promise.race([main.failed, retryConsumer.failed]),
       stop: async () => {
         await Promise.allSettled([main.stop(), retryConsumer.stop()]);
         await writer.close();
@@ -268,6 +269,8 @@ export interface RunningBackfill {
 export interface RunningConsumers {
   readonly writer: TargetWriter;
   readonly groupId: string;
+  /** Resolves when the main or the retry consumer stopped for good on an error it cannot retry. */
+  readonly failed: Promise<Error>;
   stop(): Promise<void>;
 }
 

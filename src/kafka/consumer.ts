@@ -1,5 +1,6 @@
 import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
 import type { InRecord } from '../events/records.js';
+import { coerceError } from '../errors.js';
 import { withKafkaErrors } from './client.js';
 
 /**
@@ -49,6 +50,15 @@ export function headersToStrings(headers: IHeaders | undefined): Record<string, 
 export class ManualConsumer {
   private readonly consumer: Consumer;
   private readonly admin: Admin;
+  private settleFailure: (err: Error) => void = () => undefined;
+  /**
+   * Resolves with the error when kafkajs has stopped this consumer for good (a crash it does not restart from: a
+   * non-retriable error of the handler). Until then it stays pending. Without it a process would live on consuming
+   * nothing, and lag would grow with no one told.
+   */
+  readonly failed: Promise<Error> = new Promise((resolve) => {
+    this.settleFailure = resolve;
+  });
 
   constructor(kafka: Kafka, private readonly options: ManualConsumerOptions) {
     this.consumer = kafka.consumer({
@@ -67,6 +77,9 @@ export class ManualConsumer {
       await this.consumer.connect();
       await this.admin.connect();
       for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: true });
+    });
+    this.consumer.on(this.consumer.events.CRASH, (event) => {
+      if (!event.payload.restart) this.settleFailure(coerceError(event.payload.error));
     });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;
