@@ -100,27 +100,31 @@ export interface ServiceProcess {
   /** Starts a fresh process with the same role and configuration (after a kill). */
   restart(): Promise<void>;
   /** Exit codes and signals of the processes that ended, in order. */
-  readonly exits: { code: number | null; signal: NodeJS.Signals | null }[];
+  readonly exits: { code: number | null; signal: NodeJS.Signals | null; asked: boolean }[];
 }
 
 function spawnService(name: string, role: 'poll' | 'consume', configPath: string, logDir: string, env: NodeJS.ProcessEnv): ServiceProcess {
   let child: ChildProcess;
   let exited: Promise<void>;
-  const exits: { code: number | null; signal: NodeJS.Signals | null }[] = [];
+  const exits: { code: number | null; signal: NodeJS.Signals | null; asked: boolean }[] = [];
+  // Set when the harness stops or kills the process, so only exits nobody asked for are reported.
+  let asked = false;
   const launch = (): void => {
     const log = openSync(join(logDir, `${name}.log`), 'a');
     const args = role === 'poll' ? [BIN, '--config', configPath, 'poll', '--every'] : [BIN, '--config', configPath, 'consume'];
     child = spawn(process.execPath, args, { cwd: REPO, env, stdio: ['ignore', log, log] });
     closeSync(log);
     const c = child;
+    asked = false;
     exited = new Promise((resolve) => c.once('exit', (code, sig) => {
-      exits.push({ code, signal: sig });
+      exits.push({ code, signal: sig, asked });
       resolve();
     }));
   };
   launch();
   const running = (): boolean => child.exitCode === null && child.signalCode === null;
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<void> => {
+    asked = true;
     if (running()) {
       // A frozen process must be thawed to act on SIGTERM.
       child.kill('SIGCONT');
@@ -470,7 +474,7 @@ export function verdict(outcome: Outcome): { pass: boolean; why: string } {
 
 /** Exit records of services that died on their own (not stopped by the harness): a finding for the report. */
 export function unexpectedExits(p: Pipeline): string[] {
-  return [...p.pollers, ...p.consumers].flatMap((s) => s.exits.filter((e) => e.signal !== 'SIGKILL' && e.signal !== 'SIGTERM').map((e) => `${s.name} exited by itself (code ${e.code}, signal ${e.signal})`));
+  return [...p.pollers, ...p.consumers].flatMap((s) => s.exits.filter((e) => !e.asked).map((e) => `${s.name} exited by itself (code ${e.code}, signal ${e.signal})`));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
