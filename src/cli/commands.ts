@@ -1,4 +1,3 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { isoFromTicks } from '../time/ticks.js';
 import { Runtime } from '../wiring.js';
 import { HighwaterError } from '../errors.js';
@@ -6,7 +5,7 @@ import type { Config, TargetConfig } from '../config/schema.js';
 import { groupIdFor } from '../config/load.js';
 import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
-import { installShutdown, untilAborted } from './shutdown.js';
+import { installShutdown, pauseUnlessAborted, untilAborted } from './shutdown.js';
 import type { RunSummary } from '../poller/poller.js';
 import { progressListener } from './progress.js';
 
@@ -65,7 +64,7 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
         const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
         report(options, summary, () => summaryLine(summary));
         code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
-        if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+        if (options.every) await pauseUnlessAborted(config.poll.intervalSeconds * 1000, stop.signal);
       } while (options.every && !stop.signal.aborted);
     } finally {
       await backfill?.stop();
@@ -126,7 +125,7 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
     while (!stop.signal.aborted) {
       const summary = await poller.run({ requestedBy: 'run' });
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
-      await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
+      await pauseUnlessAborted(config.poll.intervalSeconds * 1000, stop.signal);
     }
     await backfill.stop();
     for (const r of running) await r.stop();
