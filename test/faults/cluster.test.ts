@@ -80,7 +80,8 @@ describe(`fault matrix, three-broker cluster (seed ${seed})`, () => {
     await cluster?.stop();
   });
 
-  for (const def of [leaderKill, threeConsumers, twoPollers]) {
+  const only = process.env.HIGHWATER_FAULTS_ONLY;
+  for (const def of [leaderKill, threeConsumers, twoPollers].filter((d) => !only || new RegExp(only).test(d.id))) {
     it(`${def.id}: ${def.title}`, async () => {
       const result = await runScenario(env(), def, seed, 1);
       results.push(result);

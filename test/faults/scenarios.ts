@@ -96,6 +96,7 @@ export async function runScenario(env: FaultEnv, def: ScenarioDef, seed: number,
     log(`[faults] ${def.id} (${def.title}) repetition ${r + 1}/${repetitions}, seed ${repSeed}`);
     const result = await runRepetition(env, def, repSeed).catch((err: unknown) => ({ pass: false, why: `harness error: ${String(err)}`, duplicates: 0, recoveryMs: def.boundMs, notes: '' }));
     log(`[faults] ${def.id} repetition ${r + 1}: ${result.pass ? 'pass' : 'FAIL'}, duplicates ${result.duplicates}, recovered in ${(result.recoveryMs / 1000).toFixed(1)} s; ${result.notes}`);
+    if (!result.pass) log(`[faults] ${def.id} repetition ${r + 1} failed: ${result.why}`);
     if (result.pass) passed += 1;
     else failures.push(`${def.id} seed ${repSeed}: ${result.why}`);
     duplicates += result.duplicates;
