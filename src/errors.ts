@@ -122,7 +122,9 @@ function dbErrorCode(err: Error & { code?: unknown; number?: unknown }): ErrorCo
   }
   if (typeof err.number === 'number') return MSSQL_NUMBER_TABLE.get(err.number) ?? 'DB_QUERY';
   if (SOCKET_CODES.has(sqlState)) return 'DB_UNAVAILABLE';
-  if (/Connection terminated|connection closed|timeout|ECONNREFUSED/i.test(err.message)) return 'DB_UNAVAILABLE';
+  // pg's own messages for a lost session carry no SQLSTATE: the socket ended, or a pooled client whose connection
+  // failed earlier (a terminated backend) refuses the next statement ("… is not queryable"). A new connection will do.
+  if (/Connection terminated|connection closed|not queryable|timeout|ECONNREFUSED/i.test(err.message)) return 'DB_UNAVAILABLE';
   return 'DB_QUERY';
 }
 

@@ -168,6 +168,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
       onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
+      sessionTimeoutMs: target.sessionTimeoutMs,
     });
     loop.attach(main);
     const retry = new RetryLoop({
@@ -181,6 +182,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => retry.forgetPositions(),
       onPositionFailed: (err) => logger.error({ err, groupId: `${groupId}.retry` }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
+      sessionTimeoutMs: target.sessionTimeoutMs,
     });
     retry.attach(retryConsumer);
     await main.start((batch) => loop.handle(batch));
@@ -188,6 +190,7 @@ export class Runtime {
     return {
       writer,
       groupId,
+      failed: Promise.race([main.failed, retryConsumer.failed]),
       stop: async () => {
         await Promise.allSettled([main.stop(), retryConsumer.stop()]);
         await writer.close();
@@ -275,6 +278,8 @@ export interface RunningBackfill {
 export interface RunningConsumers {
   readonly writer: TargetWriter;
   readonly groupId: string;
+  /** Resolves when the main or the retry consumer stopped for good on an error it cannot retry. */
+  readonly failed: Promise<Error>;
   stop(): Promise<void>;
 }
 

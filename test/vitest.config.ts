@@ -14,6 +14,18 @@ export default defineConfig({
         },
       },
       {
+        // The whole fault matrix (npm run test:faults): long, so it is not part of npm test; the fast subset is.
+        test: {
+          name: 'faults',
+          include: ['test/faults/**/*.test.ts'],
+          environment: 'node',
+          globalSetup: ['test/support/global-setup.ts'],
+          fileParallelism: false,
+          testTimeout: 3_600_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],

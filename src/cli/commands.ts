@@ -105,9 +105,12 @@ export async function consumeCommand(options: GlobalOptions & { target?: string[
     const running = [];
     for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
-    await untilAborted(stop.signal);
+    const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), ...running.map((r) => r.failed)]);
     for (const r of running) await r.stop();
-    return EXIT.OK;
+    if (failure === undefined) return EXIT.OK;
+    // A consumer that stopped for good must not leave a process that looks alive: exit, so a supervisor restarts it.
+    rt.logger.error({ err: failure }, 'a consumer stopped on an error it cannot retry; exiting');
+    return EXIT.FAILURE;
   });
 }
 

@@ -114,6 +114,8 @@ export const targetSchema = z.object({
   groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
+  sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
+    .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
   retry: defaulted(z.object({
     maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
     backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),

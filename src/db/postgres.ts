@@ -11,10 +11,23 @@ export type { PgStatement };
 export type PgRow = Record<string, unknown>;
 export type PgOn = pg.ClientBase | pg.Pool;
 
-/** A pool whose sessions read and write timestamps in UTC. */
+/**
+ * A pool whose sessions read and write timestamps in UTC.
+ *
+ * Every client gets an 'error' listener for its whole life. pg reports a session the server ended while the client
+ * was checked out between two statements (pg_terminate_backend, a restart, a reset connection) on the client, not
+ * on the pool, and an unheard 'error' event kills the process. Nothing is lost by listening: the statement in
+ * flight, or the next one, fails with the connection error, which the caller classifies and retries, and the pool
+ * discards the broken client when it is released.
+ */
 export function createPgPool(connectionString: string, max: number): pg.Pool {
-  return new pg.Pool({ connectionString, max, options: '-c TimeZone=UTC' });
+  const pool = new pg.Pool({ connectionString, max, options: '-c TimeZone=UTC' });
+  pool.on('connect', (client) => client.on('error', ignoreReportedElsewhere));
+  return pool;
 }
+
+/** The error reaches the code using the client through its failed statement; see {@link createPgPool}. */
+function ignoreReportedElsewhere(): void {}
 
 /** Runs a built statement; statements without values go as simple queries, so a migration may hold several. */
 export async function pgRun<R extends pg.QueryResultRow = PgRow>(on: PgOn, stmt: PgStatement): Promise<pg.QueryResult<R>> {

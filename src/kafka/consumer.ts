@@ -58,11 +58,22 @@ export class ManualConsumer {
   private readonly admin: Admin;
   /** Partitions paused because they could not be positioned from the target. */
   private readonly pausedUnpositioned: { topic: string; partitions: number[] }[] = [];
+  private settleFailure: (err: Error) => void = () => undefined;
+  /**
+   * Resolves with the error when kafkajs has stopped this consumer for good (a crash it does not restart from: a
+   * non-retriable error of the handler). Until then it stays pending. Without it a process would live on consuming
+   * nothing, and lag would grow with no one told.
+   */
+  readonly failed: Promise<Error> = new Promise((resolve) => {
+    this.settleFailure = resolve;
+  });
 
   constructor(kafka: Kafka, private readonly options: ManualConsumerOptions) {
     this.consumer = kafka.consumer({
       groupId: options.groupId,
       sessionTimeout: options.sessionTimeoutMs ?? 30_000,
+      // A third of the session (kafkajs' 3 s default at most), so a short session still gets three heartbeats.
+      heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
       maxBytesPerPartition: options.maxBytesPerPartition ?? 8 * 1024 * 1024,
       allowAutoTopicCreation: false,
     });
@@ -74,6 +85,9 @@ export class ManualConsumer {
       await this.consumer.connect();
       await this.admin.connect();
       for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: true });
+    });
+    this.consumer.on(this.consumer.events.CRASH, (event) => {
+      if (!event.payload.restart) this.settleFailure(coerceError(event.payload.error));
     });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;

@@ -36,14 +36,23 @@ export function tableTopicSpec(topic: string, kafka: KafkaConfig): TopicSpec {
     partitions: kafka.partitions,
     config: {
       ...TABLE_TOPIC_CONFIG,
-      'min.insync.replicas': String(Math.min(2, kafka.replicationFactor)),
+      'min.insync.replicas': minInsyncReplicas(kafka),
       'max.message.bytes': String(kafka.maxMessageBytes),
     },
   };
 }
 
 export function sideTopicSpec(topic: string, kafka: KafkaConfig, partitions = kafka.partitions): TopicSpec {
-  return { topic, partitions, config: { ...SIDE_TOPIC_CONFIG, 'max.message.bytes': String(kafka.maxMessageBytes) } };
+  return { topic, partitions, config: { ...SIDE_TOPIC_CONFIG, 'min.insync.replicas': minInsyncReplicas(kafka), 'max.message.bytes': String(kafka.maxMessageBytes) } };
+}
+
+/**
+ * Two in-sync replicas whenever there are at least two: with acks=all, an acknowledged record is then on two
+ * brokers, and the death of the leader cannot take it away. A retry or dead-letter record matters as much as a
+ * table record (it is the only copy of a row waiting for its parent), so every topic gets it, not only table topics.
+ */
+function minInsyncReplicas(kafka: KafkaConfig): string {
+  return String(Math.min(2, kafka.replicationFactor));
 }
 
 /** How long ensureTopics waits for every partition of the topics it created to have a leader. */

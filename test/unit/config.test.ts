@@ -25,6 +25,13 @@ function issuesOf(raw: unknown): { path: string; message: string }[] {
 }
 
 describe('configuration', () => {
+  it('takes a consumer session timeout per target, 30 s by default, and refuses one below a second', () => {
+    const withTarget = (extra: Record<string, unknown>) => ({ ...minimal, targets: [{ name: 'wh', database: 'ctl', ...extra }] });
+    expect(parseConfigObject(withTarget({}), 'test.yaml').targets[0]!.sessionTimeoutMs).toBe(30_000);
+    expect(parseConfigObject(withTarget({ sessionTimeoutMs: 8000 }), 'test.yaml').targets[0]!.sessionTimeoutMs).toBe(8000);
+    expect(issuesOf(withTarget({ sessionTimeoutMs: 500 })).map((i) => i.path)).toContain('targets.0.sessionTimeoutMs');
+  });
+
   it('fills every default the spec names', () => {
     const cfg = parseConfigObject(minimal, 'test.yaml');
     const t = cfg.tables[0]!;

@@ -24,6 +24,12 @@ describe('error classification', () => {
     expect(err.cause).toBe(cause);
   });
 
+  // Regression (fault matrix R5): after pg_terminate_backend, the next statement on the pooled client fails with
+  // these messages and no SQLSTATE; taken for query errors, they stopped the consumer for good.
+  it.each(['Client has encountered a connection error and is not queryable', 'Client was closed and is not queryable'])('treats pg\'s "%s" as unavailable (the connection is gone, a new one will do)', (message) => {
+    expect(classifyDbError(new Error(message), 'apply').code).toBe('DB_UNAVAILABLE');
+  });
+
   it('classifies kafkajs errors by their retriable flag', () => {
     expect(classifyKafkaError(Object.assign(new Error('x'), { retriable: true }), 'c').code).toBe('KAFKA_UNAVAILABLE');
     expect(classifyKafkaError(Object.assign(new Error('MESSAGE_TOO_LARGE'), { retriable: false, type: 'MESSAGE_TOO_LARGE' }), 'c').code).toBe('KAFKA_REJECTED');

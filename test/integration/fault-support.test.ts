@@ -1,0 +1,78 @@
+/**
+ * The fault tools themselves: the TCP fault proxy in front of PostgreSQL and a private PostgreSQL cluster that can be
+ * stopped and killed. A fault test that passes because its fault never happened would prove nothing.
+ */
+import pg from 'pg';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { startFaultProxy } from '../support/fault-proxy.js';
+import { startPgCluster } from '../support/pg-cluster.js';
+import { serverUrl } from '../support/pg.js';
+
+async function client(url: string, options: Partial<pg.ClientConfig> = {}): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url, ...options });
+  c.on('error', () => undefined);
+  await c.connect();
+  onTestFinished(() => c.end().catch(() => undefined));
+  return c;
+}
+
+function viaProxy(url: string, port: number): string {
+  const u = new URL(url);
+  u.host = `127.0.0.1:${port}`;
+  return u.toString();
+}
+
+describe('fault proxy', () => {
+  it('forwards, holds during a drop and delivers afterwards, resets, delays', async () => {
+    const upstream = new URL(serverUrl());
+    const proxy = await startFaultProxy({ upstreamPort: Number(upstream.port || 5432) });
+    onTestFinished(() => proxy.close());
+    const c = await client(viaProxy(serverUrl(), proxy.port));
+    expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+
+    // Drop: the query waits until the fault is over, then completes on the same connection.
+    const dropped = proxy.fault({ kind: 'drop' }, 1500);
+    const started = Date.now();
+    expect((await c.query('SELECT 2 AS two')).rows[0].two).toBe(2);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
+    await dropped;
+
+    // Delay: each round trip takes at least the latency twice (there and back).
+    await proxy.fault({ kind: 'delay', latencyMs: 300 });
+    const delayedAt = Date.now();
+    await c.query('SELECT 3');
+    expect(Date.now() - delayedAt).toBeGreaterThanOrEqual(550);
+    proxy.heal();
+
+    // Reset: the open connection breaks, and a new one is refused while the fault lasts.
+    await proxy.fault({ kind: 'reset' });
+    await expect(c.query('SELECT 4')).rejects.toThrow();
+    await expect(client(viaProxy(serverUrl(), proxy.port), { connectionTimeoutMillis: 2000 })).rejects.toThrow();
+    proxy.heal();
+    const again = await client(viaProxy(serverUrl(), proxy.port));
+    expect((await again.query('SELECT 5 AS five')).rows[0].five).toBe(5);
+  });
+});
+
+describe('private PostgreSQL cluster', () => {
+  it('starts on a free port, survives a stop/start and a SIGKILL with its data', async () => {
+    const cluster = await startPgCluster();
+    onTestFinished(() => cluster.destroy());
+    expect(cluster.port).not.toBe(5432);
+    const a = await client(cluster.url());
+    await a.query('CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)');
+    await a.end();
+
+    await cluster.stop();
+    await expect(client(cluster.url(), { connectionTimeoutMillis: 2000 })).rejects.toThrow();
+    await cluster.start();
+    const b = await client(cluster.url());
+    expect((await b.query('SELECT count(*)::int AS n FROM kept')).rows[0].n).toBe(1);
+
+    await cluster.kill();
+    await expect(b.query('SELECT 1')).rejects.toThrow();
+    await cluster.start();
+    const c = await client(cluster.url());
+    expect((await c.query('SELECT count(*)::int AS n FROM kept')).rows[0].n).toBe(1);
+  });
+});
