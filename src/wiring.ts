@@ -12,6 +12,7 @@ import { ControlStore } from './control/store.js';
 import { createCodec, type EventCodec } from './events/codec.js';
 import { inlineLimit } from './events/records.js';
 import { createKafka, withKafkaErrors } from './kafka/client.js';
+import { probeKafka } from './kafka/probe.js';
 import { withRetry } from './retry.js';
 import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
@@ -39,6 +40,7 @@ export class Runtime {
   private publisherInstance: Publisher | undefined;
   private storeInstance: ControlStore | undefined;
   private readonly closers: (() => Promise<void>)[] = [];
+  private kafkaProbe: Promise<void> | undefined;
 
   constructor(readonly config: Config, readonly logger: Logger) {
     this.kafka = createKafka(config.kafka, logger);
@@ -80,7 +82,17 @@ export class Runtime {
     return this.storeInstance;
   }
 
+  /**
+   * Resolves once a broker has answered, or fails after kafka.startupTimeoutMs with one line naming the brokers.
+   * Every first use of Kafka goes through it, so an unreachable broker is reported before anything else happens.
+   */
+  kafkaReady(): Promise<void> {
+    this.kafkaProbe ??= probeKafka(this.config.kafka);
+    return this.kafkaProbe;
+  }
+
   async publisher(): Promise<Publisher> {
+    await this.kafkaReady();
     this.publisherInstance ??= new Publisher(this.kafka, this.config.kafka.maxMessageBytes);
     await this.publisherInstance.connect();
     return this.publisherInstance;
@@ -107,6 +119,7 @@ export class Runtime {
 
   /** The table topic plus its retry and dead-letter topics, and the shared back-fill request topic. */
   async ensureTableTopics(table: TableConfig): Promise<void> {
+    await this.kafkaReady();
     const topic = topicFor(this.config, table);
     const k = this.config.kafka;
     const admin = this.kafka.admin();
@@ -143,6 +156,7 @@ export class Runtime {
 
   /** Starts the main and retry consumers of one target; resolves once both are running. */
   async startConsumers(target: TargetConfig, options: { onApplied?: ApplyLoopDeps['onApplied']; onBackfillRequested?: (table: string) => void } = {}): Promise<RunningConsumers> {
+    await this.kafkaReady();
     const writer = await this.writer(target);
     await writer.migrate();
     for (const t of tablesForTarget(this.config, target)) await this.ensureTableTopics(t);
@@ -192,6 +206,7 @@ export class Runtime {
    * from the group's committed offsets in Kafka, which the service commits after each served request.
    */
   async startBackfill(options: { groupId?: string; pauseAfterFailureMs?: number } = {}): Promise<RunningBackfill> {
+    await this.kafkaReady();
     const groupId = options.groupId ?? `${this.config.kafka.clientId}.backfill`;
     const logger = this.logger.child({ component: 'backfill', groupId });
     const admin = this.kafka.admin();

@@ -131,14 +131,14 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
   });
 }
 
-export async function runsCommand(options: GlobalOptions & { limit?: string }, runId?: string): Promise<number> {
+export async function runsCommand(options: GlobalOptions & { limit?: number }, runId?: string): Promise<number> {
   return withRuntime(options, async (rt) => {
     if (runId) {
       const run = await rt.store().getRun(runId);
       report(options, run, () => JSON.stringify(run, (_k, v) => (typeof v === 'bigint' ? isoFromTicks(v) : v), 2));
       return EXIT.OK;
     }
-    const runs = await rt.store().listRuns({ limit: Number(options.limit ?? 20) });
+    const runs = await rt.store().listRuns({ limit: options.limit ?? 20 });
     report(options, runs, () => runs.map((r) => `${r.runId}  ${r.status.padEnd(9)}  ${r.startedAt.toISOString()}  ${r.kind}${r.error ? `  ${r.error}` : ''}`).join('\n') || 'no runs yet');
     return EXIT.OK;
   });

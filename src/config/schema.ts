@@ -40,6 +40,8 @@ export const kafkaSchema = z.strictObject({
   maxMessageBytes: z.number().int().min(65_536).max(64 * 1024 * 1024).default(1_048_576)
     .describe('Largest record highwater produces, and the max.message.bytes of the topics it creates. Blobs bigger than the inline limit derived from it are chunked.'),
   connectionTimeoutMs: z.number().int().positive().default(10_000).describe('Time to connect to a broker.'),
+  startupTimeoutMs: z.number().int().min(1000).max(600_000).default(15_000)
+    .describe('How long a command waits for the first answer from the brokers before it gives up with one line naming them (exit 1). Once connected, outages are retried as usual.'),
 });
 
 export const encodingSchema = z.strictObject({

@@ -50,3 +50,84 @@ describe('strict configuration (issue 10, item 1)', () => {
     expect(stderr).not.toContain('Secret1');
   });
 });
+
+function expectOneLineAndHint(stderr: string): void {
+  const lines = stderr.trimEnd().split('\n');
+  expect(lines, stderr).toHaveLength(2);
+  expect(lines[0]).toMatch(/^highwater: /);
+  expect(lines[1]).toMatch(/^ {2}hint: /);
+  expect(stderr).not.toMatch(/^\s+at /m);
+}
+
+describe('one clear line per failure (issue 10, item 3)', () => {
+  it('--version prints the package version', async () => {
+    const { code, stdout } = await highwater(['--version']);
+    expect(code).toBe(0);
+    expect(stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('no command is a usage error, exit 2', async () => {
+    const { code, stdout, stderr } = await highwater([]);
+    expect(code).toBe(2);
+    expect(stdout).toBe('');
+    expect(stderr).toContain('a command is required');
+  });
+
+  it('`runs --limit abc` is a usage error naming the option, before any database is read', async () => {
+    const file = await configFile('limit', base);
+    const { code, stderr } = await highwater(['--config', file, 'runs', '--limit', 'abc']);
+    expect(code).toBe(2);
+    expect(stderr).toContain("option '--limit <n>' argument 'abc' is invalid");
+    expect(stderr).not.toMatch(/relation|ECONNREFUSED/);
+  });
+
+  it('an unreachable broker is one line naming Kafka, the brokers tried and the setting, after kafka.startupTimeoutMs', async () => {
+    const file = await configFile('nobroker', { ...base, kafka: { brokers: ['127.0.0.1:1'], startupTimeoutMs: 2000 } });
+    const { code, stdout, stderr } = await highwater(['--config', file, 'dlq', 'list', '--table', 'T']);
+    expect(code).toBe(1);
+    expect(stdout).toBe('');
+    expectOneLineAndHint(stderr);
+    expect(stderr).toContain('Kafka: no broker answered within 2 s (kafka.startupTimeoutMs); tried 127.0.0.1:1 (kafka.brokers');
+  });
+
+  it('`highwater --help | head -c 1` exits quietly when the reader goes away (no EPIPE stack)', async () => {
+    const { spawn } = await import('node:child_process');
+    const child = spawn(process.execPath, [BIN, 'reconcile', '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy(); // the reader is gone before the first byte is written
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(stderr).not.toContain('EPIPE');
+    expect(code).toBe(0);
+  });
+});
+
+describe('failures with their own hints, against real services (issue 10, item 3)', () => {
+  it('authentication failure, missing database and SASL mismatch each get their own hint', async () => {
+    const { brokers } = await import('../support/kafka.js');
+    const { inject } = await import('vitest');
+    const pgUrl = new URL(inject('pgUrl'));
+    const nobody = new URL(pgUrl);
+    nobody.username = 'hw_no_such_role';
+    nobody.password = 'pw';
+    const auth = await highwater(['--config', await configFile('auth', { ...base, databases: [{ name: 'db', kind: 'postgres', connectionString: nobody.href }] }), 'status']);
+    expect(auth.code).toBe(1);
+    expectOneLineAndHint(auth.stderr);
+    expect(auth.stderr).toMatch(/hint: the database refused the login/);
+    expect(auth.stderr).not.toContain(':pw@');
+
+    const missingDb = new URL(pgUrl);
+    missingDb.pathname = '/hw_cli_no_such_database';
+    const db = await highwater(['--config', await configFile('nodb', { ...base, databases: [{ name: 'db', kind: 'postgres', connectionString: missingDb.href }] }), 'status']);
+    expect(db.code).toBe(1);
+    expectOneLineAndHint(db.stderr);
+    expect(db.stderr).toMatch(/hint: the database named in the connection string does not exist/);
+
+    // The test broker has a plain listener: a configured SASL login is a mismatch, reported at once.
+    const sasl = await highwater(['--config', await configFile('sasl', { ...base, kafka: { brokers: brokers(), sasl: { mechanism: 'plain', username: 'u', password: 'p' } } }), 'dlq', 'list', '--table', 'T']);
+    expect(sasl.code).toBe(1);
+    expectOneLineAndHint(sasl.stderr);
+    expect(sasl.stderr).toContain('does not take a SASL login on this listener, but kafka.sasl is set');
+    expect(sasl.stderr).toMatch(/hint: the broker refused the SASL login/);
+  });
+});
