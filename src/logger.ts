@@ -17,7 +17,7 @@ export const REDACT_PATHS = [
 
 export interface LoggerOptions {
   level?: string;
-  /** Write to this destination instead of stdout (tests capture lines this way). */
+  /** Write to this destination instead of stderr (tests capture lines this way). */
   destination?: pino.DestinationStream;
   /** Pretty, coloured output for people at a terminal. */
   pretty?: boolean;
@@ -32,8 +32,9 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     serializers: { err: serializeError, error: serializeError },
   };
   if (options.destination) return pino(base, options.destination);
-  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
-  return pino(base);
+  // stderr, always: stdout belongs to the command's output (a report, or one JSON document with --json).
+  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', destination: 2 } } });
+  return pino(base, pino.destination({ fd: 2, sync: true }));
 }
 
 // postgres://user:secret@host, Password=secret; pwd=secret — the shapes of pg, mssql and JDBC-ish strings.
