@@ -9,6 +9,7 @@ import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
 import type { RunSummary } from '../poller/poller.js';
 import { progressListener } from './progress.js';
+import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
 
 /** The subcommands' bodies. Each returns an exit code; errors propagate to main, which maps them to codes. */
 
@@ -22,8 +23,23 @@ async function withRuntime<T>(options: GlobalOptions, body: (rt: Runtime, config
   }
 }
 
+/** `highwater check`: the preflight alone; changes nothing. Exit 1 when it finds a problem. */
+export async function checkCommand(options: GlobalOptions): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    const result = await preflight(rt, config);
+    report(options, result, () => renderPreflight(result));
+    return result.ok ? EXIT.OK : EXIT.FAILURE;
+  });
+}
+
 export async function initCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
+    // Nothing is created unless everything init needs is there: a half-initialised deployment is worse than none.
+    const check = await preflight(rt, config);
+    if (!check.ok) {
+      report(options, { initialised: false, preflight: check }, () => renderPreflight(check));
+      throw new HighwaterError('PREFLIGHT_FAILED', `init changed nothing: the preflight found ${check.problems} problem${check.problems === 1 ? '' : 's'}`);
+    }
     const control = await rt.store().migrate();
     const targets: string[] = [];
     for (const t of config.targets) {
@@ -36,7 +52,7 @@ export async function initCommand(options: GlobalOptions): Promise<number> {
       targets.push(t.name);
     }
     for (const t of config.tables.filter((x) => x.enabled)) await rt.ensureTableTopics(t);
-    report(options, { control, targets }, () => `control store ready (schema ${config.controlStore.schema}); targets migrated: ${targets.join(', ') || 'none'}; topics ensured`);
+    report(options, { initialised: true, control, targets, preflight: check }, () => `control store ready (schema ${config.controlStore.schema}); targets migrated: ${targets.join(', ') || 'none'}; topics ensured`);
     return EXIT.OK;
   });
 }
@@ -75,7 +91,8 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
 }
 
 export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)] });
     const summary = await poller.resume(runId);
     report(options, summary, () => summaryLine(summary));
@@ -84,7 +101,8 @@ export async function resumeCommand(options: GlobalOptions, runId: string): Prom
 }
 
 export async function resetCommand(options: GlobalOptions, runId: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     await rt.store().resetRun(runId);
     report(options, { runId, reset: true }, () => `run ${runId} reset: \`highwater resume ${runId}\` starts it again from its window start (targets keep what they hold)`);
     return EXIT.OK;
@@ -132,7 +150,8 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
 }
 
 export async function runsCommand(options: GlobalOptions & { limit?: number }, runId?: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     if (runId) {
       const run = await rt.store().getRun(runId);
       report(options, run, () => JSON.stringify(run, (_k, v) => (typeof v === 'bigint' ? isoFromTicks(v) : v), 2));
@@ -146,6 +165,7 @@ export async function runsCommand(options: GlobalOptions & { limit?: number }, r
 
 export async function statusCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     const tables = await rt.store().status();
     const targets: { target: string; groupId: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[] = [];
     for (const t of config.targets) {

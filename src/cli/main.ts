@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { classifyUnknownError } from '../errors.js';
 import { positiveInt } from './parsers.js';
 import { scrubSecrets } from '../logger.js';
-import { consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
+import { checkCommand, consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
 import { loggerFor, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { runDemo } from '../demo/demo.js';
@@ -47,7 +47,9 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .exitOverride()
     .showHelpAfterError();
 
-  program.command('init').description('create or upgrade the control store and target tables, and create the topics')
+  program.command('check').description('preflight: connect to every database and the broker, check every configured table and column; changes nothing')
+    .action((_o, cmd: Command) => run(checkCommand(globals(cmd))));
+  program.command('init').description('run the preflight, then create or upgrade the control store and target tables, and create the topics')
     .action((_o, cmd: Command) => run(initCommand(globals(cmd))));
   program.command('poll').description('publish the changes of every enabled table once (or every interval with --every)')
     .option('-t, --table <name...>', 'only these tables')

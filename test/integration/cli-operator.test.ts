@@ -131,3 +131,72 @@ describe('failures with their own hints, against real services (issue 10, item 3
     expect(sasl.stderr).toMatch(/hint: the broker refused the SASL login/);
   });
 });
+
+describe('preflight, init, status and pure JSON against real services (issue 10, items 2 and 4)', () => {
+  it('check reports every problem at once; init changes nothing when it fails; status before init says run init; --json stdout is one document', async () => {
+    const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
+    const { brokers, uniqueName } = await import('../support/kafka.js');
+    const { Kafka, logLevel } = await import('kafkajs');
+    const { SOURCE_DDL } = await import('../../src/demo/sample.js');
+    const db = await createTestDatabase('cli preflight');
+    dropWhenPassed(db);
+    const pool = db.pool();
+    await pool.query(SOURCE_DDL);
+    // Two problems in one source: the BU table is missing, and ModifiedOn has a type the poller cannot read.
+    await pool.query(`DROP TABLE demo."LA_BU"; ALTER TABLE demo."cw_referralattachmentBase" ALTER COLUMN "ModifiedOn" TYPE text`);
+    const topic = uniqueName('cli preflight', 'topic');
+    const file = await configFile('preflight', {
+      controlStore: { database: 'db' },
+      kafka: { brokers: brokers(), partitions: 1 },
+      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
+      tables: [{
+        name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0,
+        blob: { schema: 'demo', table: 'ReferralAttachment' },
+        metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
+        businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
+      }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli preflight', 'group') }],
+      log: { level: 'info' },
+    });
+
+    const check = await highwater(['--config', file, '--json', 'check']);
+    expect(check.code, check.stderr).toBe(1);
+    const report = JSON.parse(check.stdout) as { ok: boolean; findings: { subject: string; ok: boolean; message: string }[] };
+    expect(report.ok).toBe(false);
+    const table = report.findings.find((f) => f.subject === 'table ReferralAttachment')!;
+    expect(table.message).toContain('table demo.LA_BU does not exist');
+    expect(table.message).toContain('column demo.cw_referralattachmentBase.ModifiedOn (modifiedOnColumn) is text');
+    expect(report.findings.filter((f) => f.subject !== table.subject).every((f) => f.ok)).toBe(true);
+
+    const status = await highwater(['--config', file, 'status']);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain('run highwater init');
+    expect(status.stderr).not.toContain('does not exist\n'); // not the raw "relation … does not exist"
+
+    const init = await highwater(['--config', file, 'init']);
+    expect(init.code).toBe(1);
+    expect(init.stderr).toContain('init changed nothing');
+    expect(init.stdout).toContain('FAIL  table ReferralAttachment');
+    const schemas = await pool.query(`SELECT nspname FROM pg_namespace WHERE nspname IN ('highwater_control', 'replica')`);
+    expect(schemas.rows).toEqual([]);
+    const admin = new Kafka({ brokers: brokers(), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      expect((await admin.listTopics()).filter((t) => t.startsWith(topic))).toEqual([]);
+    } finally {
+      await admin.disconnect();
+    }
+
+    // Fixed source: init passes, and every --json command prints exactly one document while the logs go to stderr.
+    await pool.query(`CREATE TABLE demo."LA_BU" ("BusinessUnitId" uuid PRIMARY KEY, name text NOT NULL); ALTER TABLE demo."cw_referralattachmentBase" ALTER COLUMN "ModifiedOn" TYPE timestamptz USING "ModifiedOn"::timestamptz`);
+    for (const args of [['init'], ['poll'], ['status'], ['runs']]) {
+      const r = await highwater(['--config', file, '--json', '--log-level', 'info', ...args]);
+      expect(r.code, `${args[0]}: ${r.stderr}`).toBe(0);
+      expect(() => JSON.parse(r.stdout), `${args[0]} stdout: ${r.stdout}`).not.toThrow();
+      if (args[0] === 'poll') expect(r.stderr).toContain('window planned');
+      const times = r.stdout.match(/"\d{4}-\d\d-\d\dT[^"]*"/g) ?? [];
+      for (const t of times) expect(t, `${args[0]}`).toMatch(/^"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z"$/);
+      if (args[0] === 'status') expect(JSON.parse(r.stdout).tables[0].highWater).toMatch(/\.\d{7}Z$/);
+    }
+  });
+});
