@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   DB_AUTH: { retriable: false, exitCode: 1, hint: 'the database refused the login: check the user and password in the connection string (or HIGHWATER_DB_<NAME>_URL)' },
   DB_MISSING: { retriable: false, exitCode: 1, hint: 'the database named in the connection string does not exist (or the login may not open it): create it or fix the name' },
   NOT_INITIALISED: { retriable: false, exitCode: 1, hint: 'run `highwater init` first: it creates the control store, the target tables and the topics' },
+  METRICS_PORT_IN_USE: { retriable: false, exitCode: 2, hint: 'give this process another port: --metrics-port <n>, HIGHWATER_METRICS_PORT, or metrics.ports.<role> (poll, consume and run have different defaults)' },
   PREFLIGHT_FAILED: { retriable: false, exitCode: 1, hint: 'fix the problems listed above; `highwater check` lists them again without changing anything' },
   DB_TRANSIENT: { retriable: true, exitCode: 1, hint: 'a transient database condition; it is retried' },
   DB_CONSTRAINT: { retriable: false, exitCode: 1, hint: 'the row violates a constraint of the target' },

@@ -24,7 +24,7 @@ import { BackfillService } from './poller/backfill.js';
 import type { SourceConnector, SourceTableSpec } from './source/connector.js';
 import type { TargetWriter } from './target/writer.js';
 import type { Admin, Kafka } from 'kafkajs';
-import { startObservability, type Observability } from './metrics/observe.js';
+import { startObservability, type Observability, type ObserveOptions } from './metrics/observe.js';
 
 /**
  * The composition root: the one place that turns configuration into connected components. src/ imports the
@@ -244,10 +244,10 @@ export class Runtime {
   }
 
   /**
-   * Metrics, health and readiness for a long-running process (when metrics.port is set): readiness checks every
+   * Metrics, health and readiness for a long-running process (on the port its role resolved): readiness checks every
    * database in the configuration and Kafka; a sampler refreshes lag, leases and high-watermarks.
    */
-  async observe(): Promise<Observability> {
+  async observe(options: Omit<ObserveOptions, 'sampleEveryMs'>): Promise<Observability> {
     let admin: Promise<Admin> | undefined;
     const kafkaAdmin = () => (admin ??= (async () => {
       const a = this.kafka.admin();
@@ -259,7 +259,18 @@ export class Runtime {
       if (d.kind === 'postgres') await this.pgPool(d).query('SELECT 1');
       else await (await this.mssqlPool(d)).request().query('SELECT 1');
     }]));
-    const observability = await startObservability(this.config, this.logger.child({ component: 'metrics' }), { kafkaAdmin, store: this.store(), databases });
+    // One writer per target, kept for the sampler's consistent_as_of reads and closed with the runtime.
+    const writers = new Map<string, Promise<TargetWriter>>();
+    const consistentAsOf = async (target: TargetConfig) => {
+      let writer = writers.get(target.name);
+      if (!writer) {
+        writer = this.writer(target);
+        writers.set(target.name, writer);
+        this.closers.push(async () => (await writer!).close());
+      }
+      return (await writer).consistentAsOf(groupIdFor(target));
+    };
+    const observability = await startObservability(this.config, this.logger.child({ component: 'metrics' }), { kafkaAdmin, store: this.store(), databases, consistentAsOf }, options);
     this.closers.push(() => observability.stop());
     return observability;
   }

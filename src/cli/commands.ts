@@ -10,6 +10,10 @@ import { installShutdown, untilAborted } from './shutdown.js';
 import type { RunSummary } from '../poller/poller.js';
 import { progressListener } from './progress.js';
 import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
+import { metricsPortFor, type MetricsRole } from '../metrics/port.js';
+import type { Observability } from '../metrics/observe.js';
+import type { PollerListener } from '../poller/observer.js';
+import { packageVersion } from './version.js';
 
 /** The subcommands' bodies. Each returns an exit code; errors propagate to main, which maps them to codes. */
 
@@ -67,18 +71,43 @@ function summaryLine(s: RunSummary): string {
   return lines.join('\n');
 }
 
-export async function pollCommand(options: GlobalOptions & { table?: string[]; every?: boolean }): Promise<number> {
+type MetricsOptions = { metricsPort?: number };
+
+function observe(rt: Runtime, config: Config, role: MetricsRole, options: MetricsOptions): Promise<Observability> {
+  return rt.observe({ port: metricsPortFor(role, config, options.metricsPort, process.env), role, version: packageVersion() });
+}
+
+/**
+ * The poll loop's liveness: it may be silent for an interval plus a lease (a window that long between batches
+ * means the lease expired under it anyway); every batch and every finished run count as progress.
+ */
+function watchPollLoop(o: Observability, config: Config): PollerListener {
+  o.liveness.expect('poller', (config.poll.intervalSeconds + config.poll.leaseSeconds) * 1000);
+  return { batchPublished: () => o.liveness.beat('poller'), windowCompleted: () => o.liveness.beat('poller'), tableFailed: () => o.liveness.beat('poller') };
+}
+
+async function timedRun(o: Observability | undefined, run: () => Promise<RunSummary>): Promise<RunSummary> {
+  const started = process.hrtime.bigint();
+  const summary = await run();
+  o?.metrics.pollRuns.observe({ outcome: summary.status }, Number(process.hrtime.bigint() - started) / 1e9);
+  o?.metrics.lastPollFinishedAt.set(Date.now() / 1000);
+  o?.liveness.beat('poller');
+  return summary;
+}
+
+export async function pollCommand(options: GlobalOptions & MetricsOptions & { table?: string[]; every?: boolean }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const metrics = options.every ? (await rt.observe()).metrics : undefined;
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...(metrics ? [metrics.pollerListener()] : [])], signal: stop.signal });
+    const observed = options.every ? await observe(rt, config, 'poll', options) : undefined;
+    const watch = observed ? [observed.metrics.pollerListener(), watchPollLoop(observed, config)] : [];
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal });
     // A long-running poller also serves the consumers' back-fill requests (missing parents).
     const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
     try {
       do {
-        const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
+        const summary = await timedRun(observed, () => poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' }));
         report(options, summary, () => summaryLine(summary));
         code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
         if (options.every) await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
@@ -116,12 +145,19 @@ function selectTargets(config: Config, names: string[] | undefined): TargetConfi
   return config.targets.filter((t) => names.includes(t.name));
 }
 
-export async function consumeCommand(options: GlobalOptions & { target?: string[] }): Promise<number> {
+function applyCallbacks(o: Observability, target: TargetConfig): Parameters<Runtime['startConsumers']>[1] {
+  return {
+    onApplied: (info) => o.metrics.onApplied({ ...info, target: target.name }),
+    onBackfillRequested: (table) => o.metrics.backfillRequests.inc({ table, target: target.name }),
+  };
+}
+
+export async function consumeCommand(options: GlobalOptions & MetricsOptions & { target?: string[] }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     const stop = installShutdown(rt.logger);
-    const { metrics } = await rt.observe();
+    const observed = await observe(rt, config, 'consume', options);
     const running = [];
-    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
+    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
     await untilAborted(stop.signal);
     for (const r of running) await r.stop();
@@ -129,17 +165,17 @@ export async function consumeCommand(options: GlobalOptions & { target?: string[
   });
 }
 
-export async function runCommand(options: GlobalOptions): Promise<number> {
+export async function runCommand(options: GlobalOptions & MetricsOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const { metrics } = await rt.observe();
+    const observed = await observe(rt, config, 'run', options);
     const running = [];
-    for (const t of config.targets) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
+    for (const t of config.targets) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     const backfill = await rt.startBackfill();
-    const poller = await rt.poller({ listeners: [metrics.pollerListener()], signal: stop.signal });
+    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: stop.signal });
     while (!stop.signal.aborted) {
-      const summary = await poller.run({ requestedBy: 'run' });
+      const summary = await timedRun(observed, () => poller.run({ requestedBy: 'run' }));
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
       await Promise.race([delay(config.poll.intervalSeconds * 1000), untilAborted(stop.signal)]);
     }

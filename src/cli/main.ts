@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { classifyUnknownError } from '../errors.js';
-import { positiveInt } from './parsers.js';
+import { positiveInt, portNumber } from './parsers.js';
+import { packageVersion } from './version.js';
 import { scrubSecrets } from '../logger.js';
 import { checkCommand, consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
 import { loggerFor, type GlobalOptions } from './context.js';
@@ -30,12 +30,6 @@ function globals(cmd: Command): GlobalOptions {
   return cmd.optsWithGlobals() as GlobalOptions;
 }
 
-/** The package version, read when the program is built (not at import), for `--version` and build_info. */
-export function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
-
 export function buildProgram(run: (code: Promise<number>) => void): Command {
   const program = new Command('highwater')
     .description('Continuous, lossless replication of blob tables through Kafka.')
@@ -54,16 +48,19 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
   program.command('poll').description('publish the changes of every enabled table once (or every interval with --every)')
     .option('-t, --table <name...>', 'only these tables')
     .option('--every', 'keep polling every poll.intervalSeconds until SIGINT/SIGTERM')
-    .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean })));
+    .option('--metrics-port <n>', 'with --every: serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.poll', portNumber)
+    .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean; metricsPort?: number })));
   program.command('resume <runId>').description('continue a failed or interrupted run from its last completed batch')
     .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd), runId)));
   program.command('reset <runId>').description("restart a run's progress from its window start (targets keep their rows)")
     .action((runId: string, _o, cmd: Command) => run(resetCommand(globals(cmd), runId)));
   program.command('consume').description('apply the change topics to the targets until SIGINT/SIGTERM')
     .option('--target <name...>', 'only these targets')
-    .action((_o, cmd: Command) => run(consumeCommand(globals(cmd) as GlobalOptions & { target?: string[] })));
+    .option('--metrics-port <n>', 'serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.consume', portNumber)
+    .action((_o, cmd: Command) => run(consumeCommand(globals(cmd) as GlobalOptions & { target?: string[]; metricsPort?: number })));
   program.command('run').description('poller and consumers in one process, for small deployments')
-    .action((_o, cmd: Command) => run(runCommand(globals(cmd))));
+    .option('--metrics-port <n>', 'serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.run', portNumber)
+    .action((_o, cmd: Command) => run(runCommand(globals(cmd) as GlobalOptions & { metricsPort?: number })));
   program.command('runs [runId]').description('list recent runs, or show one with its tables and batches')
     .option('--limit <n>', 'how many runs to list', positiveInt, 20)
     .action((runId: string | undefined, _o, cmd: Command) => run(runsCommand(globals(cmd) as GlobalOptions & { limit?: number }, runId)));

@@ -167,8 +167,14 @@ export const configSchema = z.strictObject({
   }).default({ intervalSeconds: 300, leaseSeconds: 600, inlineContentMaxBytes: 65_536, maxBlobBytes: MAX_CONTENT_BYTES.postgres, deleteSweepKeys: 10_000, lateSweepKeys: 10_000, verifySweepBytes: 256 * 1024 * 1024 })
     .describe('Poller behaviour.'),
   metrics: z.strictObject({
-    port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),
-  }).default({ port: null }).describe('Metrics and health endpoint.'),
+    enabled: z.boolean().default(false).describe('Serve /metrics, /healthz and /readyz from `poll --every`, `consume` and `run`, each on the port of its role (metrics.ports), so several roles on one host do not collide. Setting port, HIGHWATER_METRICS_PORT or --metrics-port also turns it on.'),
+    port: z.number().int().min(0).max(65535).nullable().default(null).describe('One port for every role (for one highwater process per host or container); null: the per-role ports. Env: HIGHWATER_METRICS_PORT; flag: --metrics-port (both win).'),
+    ports: z.strictObject({
+      poll: z.number().int().min(0).max(65535).default(9464).describe('Port of `poll --every`.'),
+      consume: z.number().int().min(0).max(65535).default(9465).describe('Port of `consume`.'),
+      run: z.number().int().min(0).max(65535).default(9466).describe('Port of `run`.'),
+    }).default({ poll: 9464, consume: 9465, run: 9466 }).describe('Per-role ports, used when enabled and port is null.'),
+  }).default({ enabled: false, port: null, ports: { poll: 9464, consume: 9465, run: 9466 } }).describe('Metrics and health endpoint.'),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level. Env: HIGHWATER_LOG_LEVEL.'),
   }).default({ level: 'info' }).describe('Logging.'),
