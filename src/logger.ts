@@ -38,8 +38,13 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 }
 
 // postgres://user:secret@host, Password=secret; pwd=secret — the shapes of pg, mssql and JDBC-ish strings.
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)([^@\s/]*)(@)/gi;
-const KV_PASSWORD = /(\b(?:password|pwd)\s*=\s*)([^;\s]*)/gi;
+// Drivers accept passwords that were never URL-encoded, so the password of a URL runs to the LAST '@' of its
+// token ('p@ss', 'a/b'), and across a space when the next token still holds the '@' ('a b@host'). Redacting a
+// little too much in a message is harmless; leaking the tail of a password is not.
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)((?:\S| (?=\S*@))*)(@)(?=[^@\s]*(?:\s|$))/gi;
+// key=value: a quoted value ("a;b", 'a;b', ODBC {a;b}) ends at its closing quote (doubled quotes escape it);
+// an unquoted one runs to the next ';' or the end of the line, spaces included.
+const KV_PASSWORD = /(\b(?:password|pwd)\s*=\s*)("(?:[^"]|"")*"|'(?:[^']|'')*'|\{(?:[^}]|\}\})*\}|[^;\r\n]*)/gi;
 
 /** Removes passwords from any connection string inside the text. */
 export function scrubSecrets(text: string): string {
