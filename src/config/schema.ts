@@ -80,11 +80,11 @@ export function connectionStringProblem(kind: 'postgres' | 'sqlserver', text: st
   const keyValues = !/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) && /^\s*[^=;]+=/.test(trimmed);
   if (kind === 'postgres' && !pgUrl) {
     const looksLike = mssqlUrl || keyValues ? 'looks like an SQL Server connection string' : 'is not a PostgreSQL URL';
-    return `${looksLike}, but the database's kind is postgres: use postgres://user:password@host:5432/database (or set kind: sqlserver)`;
+    return `${looksLike}, but the database's kind is postgres: use a URL such as postgres://user@host:5432/database (or set kind: sqlserver)`;
   }
   if (kind === 'sqlserver' && !mssqlUrl && !keyValues) {
     const looksLike = pgUrl ? 'looks like a PostgreSQL URL' : 'is neither an ADO-style string nor an mssql:// URL';
-    return `${looksLike}, but the database's kind is sqlserver: use Server=host,1433;Database=db;User Id=user;Password=…; (or set kind: postgres)`;
+    return `${looksLike}, but the database's kind is sqlserver: use an ADO-style string such as Server=host,1433;Database=db;User Id=user (or set kind: postgres)`;
   }
   return undefined;
 }
