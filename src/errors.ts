@@ -6,11 +6,17 @@
 export const ERROR_CODES = {
   CONFIG_INVALID: { retriable: false, exitCode: 2, hint: 'fix the named fields in the configuration file' },
   USAGE: { retriable: false, exitCode: 2, hint: 'see --help for the command' },
-  DB_UNAVAILABLE: { retriable: true, exitCode: 1, hint: 'check that the database is running and reachable' },
+  DB_UNAVAILABLE: { retriable: true, exitCode: 1, hint: 'check that the database is running and reachable at the host and port of its connection string' },
+  DB_AUTH: { retriable: false, exitCode: 1, hint: 'the database refused the login: check the user and password in the connection string (or HIGHWATER_DB_<NAME>_URL)' },
+  DB_MISSING: { retriable: false, exitCode: 1, hint: 'the database named in the connection string does not exist (or the login may not open it): create it or fix the name' },
+  NOT_INITIALISED: { retriable: false, exitCode: 1, hint: 'run `highwater init` first: it creates the control store, the target tables and the topics' },
+  METRICS_PORT_IN_USE: { retriable: false, exitCode: 2, hint: 'give this process another port: --metrics-port <n>, HIGHWATER_METRICS_PORT, or metrics.ports.<role> (poll, consume and run have different defaults)' },
+  PREFLIGHT_FAILED: { retriable: false, exitCode: 1, hint: 'fix the problems listed above; `highwater check` lists them again without changing anything' },
   DB_TRANSIENT: { retriable: true, exitCode: 1, hint: 'a transient database condition; it is retried' },
   DB_CONSTRAINT: { retriable: false, exitCode: 1, hint: 'the row violates a constraint of the target' },
   DB_QUERY: { retriable: false, exitCode: 1, hint: 'the statement failed; check the table and column names in the configuration' },
-  KAFKA_UNAVAILABLE: { retriable: true, exitCode: 1, hint: 'check that the Kafka brokers are reachable' },
+  KAFKA_UNAVAILABLE: { retriable: true, exitCode: 1, hint: 'check that the Kafka brokers are running and reachable (kafka.brokers, HIGHWATER_KAFKA_BROKERS); kafka.startupTimeoutMs bounds the wait' },
+  KAFKA_AUTH: { retriable: false, exitCode: 1, hint: 'the broker refused the SASL login: check kafka.sasl (mechanism, username, password) against the listener, and kafka.ssl' },
   KAFKA_REJECTED: { retriable: false, exitCode: 1, hint: 'the broker refused the record (size, authorisation or topic settings)' },
   DECODE_FAILED: { retriable: false, exitCode: 1, hint: 'the record is not a highwater event of a known schema' },
   BLOB_TOO_LARGE: { retriable: false, exitCode: 1, hint: 'raise poll.maxBlobBytes or exclude the row' },
@@ -72,6 +78,8 @@ export function coerceError(thrown: unknown): Error {
 // PostgreSQL SQLSTATE → code. Class 08 (connection), 57P0x (shutdown), 53xxx (resources), 40001/40P01
 // (serialization, deadlock) are worth retrying; class 23 (integrity) and 42 (syntax, undefined objects) are not.
 const PG_STATE_TABLE: readonly [RegExp, ErrorCode][] = [
+  [/^28/, 'DB_AUTH'],
+  [/^3D000$/, 'DB_MISSING'],
   [/^08/, 'DB_UNAVAILABLE'],
   [/^57P0[1-3]$/, 'DB_UNAVAILABLE'],
   [/^53/, 'DB_TRANSIENT'],
@@ -83,7 +91,8 @@ const PG_STATE_TABLE: readonly [RegExp, ErrorCode][] = [
 ];
 
 // SQL Server error numbers: 1205 deadlock victim, 1222 lock timeout, 40197/40501/40613/49918-49920 Azure
-// throttling and failover, 4060 database unavailable; 2627/2601 duplicate key and 547 FK violation are not retriable.
+// throttling and failover, 4060 database unavailable (also during an Azure failover, so it stays retriable),
+// 18456 login failed; 2627/2601 duplicate key and 547 FK violation are not retriable.
 const MSSQL_NUMBER_TABLE: ReadonlyMap<number, ErrorCode> = new Map<number, ErrorCode>([
   [1205, 'DB_TRANSIENT'],
   [1222, 'DB_TRANSIENT'],
@@ -94,6 +103,7 @@ const MSSQL_NUMBER_TABLE: ReadonlyMap<number, ErrorCode> = new Map<number, Error
   [49919, 'DB_TRANSIENT'],
   [49920, 'DB_TRANSIENT'],
   [4060, 'DB_UNAVAILABLE'],
+  [18456, 'DB_AUTH'],
   [2627, 'DB_CONSTRAINT'],
   [2601, 'DB_CONSTRAINT'],
   [547, 'DB_CONSTRAINT'],
@@ -132,8 +142,28 @@ function dbErrorCode(err: Error & { code?: unknown; number?: unknown }): ErrorCo
 export function classifyKafkaError(thrown: unknown, context: string): HighwaterError {
   if (thrown instanceof HighwaterError) return thrown;
   const err = coerceError(thrown) as Error & { retriable?: boolean; type?: string; code?: string };
+  if (isKafkaAuthError(err)) return new HighwaterError('KAFKA_AUTH', `${context}: ${err.message}`, { cause: err });
   const unavailable = err.retriable === true || SOCKET_CODES.has(err.code ?? '') || /KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded|KafkaJSRequestTimeoutError/.test(err.name);
   return new HighwaterError(unavailable ? 'KAFKA_UNAVAILABLE' : 'KAFKA_REJECTED', `${context}: ${err.message}`, { cause: err });
+}
+
+// SASL failures: a wrong password, a mechanism the listener does not enable, or SASL against a plain listener.
+const KAFKA_AUTH_TYPES = new Set(['SASL_AUTHENTICATION_FAILED', 'UNSUPPORTED_SASL_MECHANISM', 'ILLEGAL_SASL_STATE', 'CLUSTER_AUTHORIZATION_FAILED', 'TOPIC_AUTHORIZATION_FAILED', 'GROUP_AUTHORIZATION_FAILED']);
+
+function isKafkaAuthError(err: Error & { type?: string }): boolean {
+  return err.name === 'KafkaJSSASLAuthenticationError' || KAFKA_AUTH_TYPES.has(err.type ?? '');
+}
+
+/**
+ * Classifies whatever reached the top of a command without a highwater code: a driver error that escaped its
+ * module still gets the right hint (a kafkajs error names itself KafkaJS…; pg and mssql errors carry codes).
+ */
+export function classifyUnknownError(thrown: unknown): HighwaterError {
+  if (thrown instanceof HighwaterError) return thrown;
+  const err = coerceError(thrown) as Error & { code?: unknown; number?: unknown };
+  if (err.name.startsWith('KafkaJS')) return classifyKafkaError(err, 'Kafka');
+  if (typeof err.number === 'number' || (typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code))) return classifyDbError(err, 'database');
+  return new HighwaterError('INTERNAL', err.message, { cause: err });
 }
 
 export function isRetriable(thrown: unknown): boolean {

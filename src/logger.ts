@@ -17,7 +17,7 @@ export const REDACT_PATHS = [
 
 export interface LoggerOptions {
   level?: string;
-  /** Write to this destination instead of stdout (tests capture lines this way). */
+  /** Write to this destination instead of stderr (tests capture lines this way). */
   destination?: pino.DestinationStream;
   /** Pretty, coloured output for people at a terminal. */
   pretty?: boolean;
@@ -32,13 +32,19 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     serializers: { err: serializeError, error: serializeError },
   };
   if (options.destination) return pino(base, options.destination);
-  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l' } } });
-  return pino(base);
+  // stderr, always: stdout belongs to the command's output (a report, or one JSON document with --json).
+  if (options.pretty) return pino({ ...base, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss.l', destination: 2 } } });
+  return pino(base, pino.destination({ fd: 2, sync: true }));
 }
 
 // postgres://user:secret@host, Password=secret; pwd=secret — the shapes of pg, mssql and JDBC-ish strings.
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)([^@\s/]*)(@)/gi;
-const KV_PASSWORD = /(\b(?:password|pwd)\s*=\s*)([^;\s]*)/gi;
+// Drivers accept passwords that were never URL-encoded, so the password of a URL runs to the LAST '@' of its
+// token ('p@ss', 'a/b'), and across a space when the next token still holds the '@' ('a b@host'). Redacting a
+// little too much in a message is harmless; leaking the tail of a password is not.
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)((?:\S| (?=\S*@))*)(@)(?=[^@\s]*(?:\s|$))/gi;
+// key=value: a quoted value ("a;b", 'a;b', ODBC {a;b}) ends at its closing quote (doubled quotes escape it);
+// an unquoted one runs to the next ';' or the end of the line, spaces included.
+const KV_PASSWORD = /(\b(?:password|pwd)\s*=\s*)("(?:[^"]|"")*"|'(?:[^']|'')*'|\{(?:[^}]|\}\})*\}|[^;\r\n]*)/gi;
 
 /** Removes passwords from any connection string inside the text. */
 export function scrubSecrets(text: string): string {

@@ -14,6 +14,7 @@ import { ControlStore } from './control/store.js';
 import { createCodec, type EventCodec } from './events/codec.js';
 import { inlineLimit } from './events/records.js';
 import { createKafka, withKafkaErrors } from './kafka/client.js';
+import { probeKafka } from './kafka/probe.js';
 import { withRetry } from './retry.js';
 import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
@@ -25,7 +26,7 @@ import { BackfillService } from './poller/backfill.js';
 import type { SourceConnector, SourceTableSpec } from './source/connector.js';
 import type { TargetWriter } from './target/writer.js';
 import type { Admin, Kafka } from './kafka/client.js';
-import { startObservability, type Observability } from './metrics/observe.js';
+import { startObservability, type Observability, type ObserveOptions } from './metrics/observe.js';
 
 /**
  * The composition root: the one place that turns configuration into connected components. src/ imports the
@@ -46,6 +47,7 @@ export class Runtime {
   private publisherInstance: Publisher | undefined;
   private storeInstance: ControlStore | undefined;
   private readonly closers: (() => Promise<void>)[] = [];
+  private kafkaProbe: Promise<void> | undefined;
 
   constructor(readonly config: Config, readonly logger: Logger) {
     this.kafka = createKafka(config.kafka, logger);
@@ -87,7 +89,17 @@ export class Runtime {
     return this.storeInstance;
   }
 
+  /**
+   * Resolves once a broker has answered, or fails after kafka.startupTimeoutMs with one line naming the brokers.
+   * Every first use of Kafka goes through it, so an unreachable broker is reported before anything else happens.
+   */
+  kafkaReady(): Promise<void> {
+    this.kafkaProbe ??= probeKafka(this.config.kafka);
+    return this.kafkaProbe;
+  }
+
   async publisher(): Promise<Publisher> {
+    await this.kafkaReady();
     this.publisherInstance ??= new Publisher(this.kafka, this.config.kafka.maxMessageBytes);
     await this.publisherInstance.connect();
     return this.publisherInstance;
@@ -114,6 +126,7 @@ export class Runtime {
 
   /** The table topic plus its retry and dead-letter topics, and the shared back-fill request topic. */
   async ensureTableTopics(table: TableConfig): Promise<void> {
+    await this.kafkaReady();
     const topic = topicFor(this.config, table);
     const k = this.config.kafka;
     const admin = this.kafka.admin();
@@ -150,6 +163,7 @@ export class Runtime {
 
   /** Starts the main and retry consumers of one target; resolves once both are running. */
   async startConsumers(target: TargetConfig, options: { onApplied?: ApplyLoopDeps['onApplied']; onBackfillRequested?: (table: string) => void } = {}): Promise<RunningConsumers> {
+    await this.kafkaReady();
     const writer = await this.writer(target);
     await writer.migrate();
     for (const t of tablesForTarget(this.config, target)) await this.ensureTableTopics(t);
@@ -204,6 +218,7 @@ export class Runtime {
    * from the group's committed offsets in Kafka, which the service commits after each served request.
    */
   async startBackfill(options: { groupId?: string; pauseAfterFailureMs?: number } = {}): Promise<RunningBackfill> {
+    await this.kafkaReady();
     const groupId = options.groupId ?? `${this.config.kafka.clientId}.backfill`;
     const logger = this.logger.child({ component: 'backfill', groupId });
     const admin = this.kafka.admin();
@@ -241,10 +256,10 @@ export class Runtime {
   }
 
   /**
-   * Metrics, health and readiness for a long-running process (when metrics.port is set): readiness checks every
+   * Metrics, health and readiness for a long-running process (on the port its role resolved): readiness checks every
    * database in the configuration and Kafka; a sampler refreshes lag, leases and high-watermarks.
    */
-  async observe(): Promise<Observability> {
+  async observe(options: Omit<ObserveOptions, 'sampleEveryMs'>): Promise<Observability> {
     let admin: Promise<Admin> | undefined;
     const kafkaAdmin = () => (admin ??= (async () => {
       const a = this.kafka.admin();
@@ -256,7 +271,18 @@ export class Runtime {
       if (d.kind === 'postgres') await this.pgPool(d).query('SELECT 1');
       else await (await this.mssqlPool(d)).request().query('SELECT 1');
     }]));
-    const observability = await startObservability(this.config, this.logger.child({ component: 'metrics' }), { kafkaAdmin, store: this.store(), databases });
+    // One writer per target, kept for the sampler's consistent_as_of reads and closed with the runtime.
+    const writers = new Map<string, Promise<TargetWriter>>();
+    const consistentAsOf = async (target: TargetConfig) => {
+      let writer = writers.get(target.name);
+      if (!writer) {
+        writer = this.writer(target);
+        writers.set(target.name, writer);
+        this.closers.push(async () => (await writer!).close());
+      }
+      return (await writer).consistentAsOf(groupIdFor(target));
+    };
+    const observability = await startObservability(this.config, this.logger.child({ component: 'metrics' }), { kafkaAdmin, store: this.store(), databases, consistentAsOf }, options);
     this.closers.push(() => observability.stop());
     return observability;
   }

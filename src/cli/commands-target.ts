@@ -72,6 +72,8 @@ async function withRuntime<T>(options: GlobalOptions, body: (rt: Runtime, config
   const { config, logger } = await loadContext(options);
   const rt = new Runtime(config, logger);
   try {
+    // Every command here talks to Kafka: an unreachable broker is one line after kafka.startupTimeoutMs.
+    await rt.kafkaReady();
     return await body(rt, config);
   } finally {
     await rt.close();

@@ -9,6 +9,11 @@ import { installShutdown, untilAborted } from './shutdown.js';
 import { sleep } from '../retry.js';
 import type { RunSummary } from '../poller/poller.js';
 import { progressListener } from './progress.js';
+import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
+import { metricsPortFor, type MetricsRole } from '../metrics/port.js';
+import type { Observability } from '../metrics/observe.js';
+import type { PollerListener } from '../poller/observer.js';
+import { packageVersion } from './version.js';
 
 /** The subcommands' bodies. Each returns an exit code; errors propagate to main, which maps them to codes. */
 
@@ -22,8 +27,23 @@ async function withRuntime<T>(options: GlobalOptions, body: (rt: Runtime, config
   }
 }
 
+/** `highwater check`: the preflight alone; changes nothing. Exit 1 when it finds a problem. */
+export async function checkCommand(options: GlobalOptions): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    const result = await preflight(rt, config);
+    report(options, result, () => renderPreflight(result));
+    return result.ok ? EXIT.OK : EXIT.FAILURE;
+  });
+}
+
 export async function initCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
+    // Nothing is created unless everything init needs is there: a half-initialised deployment is worse than none.
+    const check = await preflight(rt, config);
+    if (!check.ok) {
+      report(options, { initialised: false, preflight: check }, () => renderPreflight(check));
+      throw new HighwaterError('PREFLIGHT_FAILED', `init changed nothing: the preflight found ${check.problems} problem${check.problems === 1 ? '' : 's'}`);
+    }
     const control = await rt.store().migrate();
     const targets: string[] = [];
     for (const t of config.targets) {
@@ -36,7 +56,7 @@ export async function initCommand(options: GlobalOptions): Promise<number> {
       targets.push(t.name);
     }
     for (const t of config.tables.filter((x) => x.enabled)) await rt.ensureTableTopics(t);
-    report(options, { control, targets }, () => `control store ready (schema ${config.controlStore.schema}); targets migrated: ${targets.join(', ') || 'none'}; topics ensured`);
+    report(options, { initialised: true, control, targets, preflight: check }, () => `control store ready (schema ${config.controlStore.schema}); targets migrated: ${targets.join(', ') || 'none'}; topics ensured`);
     return EXIT.OK;
   });
 }
@@ -51,18 +71,43 @@ function summaryLine(s: RunSummary): string {
   return lines.join('\n');
 }
 
-export async function pollCommand(options: GlobalOptions & { table?: string[]; every?: boolean }): Promise<number> {
+type MetricsOptions = { metricsPort?: number };
+
+function observe(rt: Runtime, config: Config, role: MetricsRole, options: MetricsOptions): Promise<Observability> {
+  return rt.observe({ port: metricsPortFor(role, config, options.metricsPort, process.env), role, version: packageVersion() });
+}
+
+/**
+ * The poll loop's liveness: it may be silent for an interval plus a lease (a window that long between batches
+ * means the lease expired under it anyway); every batch and every finished run count as progress.
+ */
+function watchPollLoop(o: Observability, config: Config): PollerListener {
+  o.liveness.expect('poller', (config.poll.intervalSeconds + config.poll.leaseSeconds) * 1000);
+  return { batchPublished: () => o.liveness.beat('poller'), windowCompleted: () => o.liveness.beat('poller'), tableFailed: () => o.liveness.beat('poller') };
+}
+
+async function timedRun(o: Observability | undefined, run: () => Promise<RunSummary>): Promise<RunSummary> {
+  const started = process.hrtime.bigint();
+  const summary = await run();
+  o?.metrics.pollRuns.observe({ outcome: summary.status }, Number(process.hrtime.bigint() - started) / 1e9);
+  o?.metrics.lastPollFinishedAt.set(Date.now() / 1000);
+  o?.liveness.beat('poller');
+  return summary;
+}
+
+export async function pollCommand(options: GlobalOptions & MetricsOptions & { table?: string[]; every?: boolean }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const metrics = options.every ? (await rt.observe()).metrics : undefined;
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...(metrics ? [metrics.pollerListener()] : [])], signal: stop.signal });
+    const observed = options.every ? await observe(rt, config, 'poll', options) : undefined;
+    const watch = observed ? [observed.metrics.pollerListener(), watchPollLoop(observed, config)] : [];
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal });
     // A long-running poller also serves the consumers' back-fill requests (missing parents).
     const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
     try {
       do {
-        const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
+        const summary = await timedRun(observed, () => poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' }));
         report(options, summary, () => summaryLine(summary));
         code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
         if (options.every) await sleep(config.poll.intervalSeconds * 1000, stop.signal);
@@ -75,7 +120,8 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
 }
 
 export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)] });
     const summary = await poller.resume(runId);
     report(options, summary, () => summaryLine(summary));
@@ -84,7 +130,8 @@ export async function resumeCommand(options: GlobalOptions, runId: string): Prom
 }
 
 export async function resetCommand(options: GlobalOptions, runId: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     await rt.store().resetRun(runId);
     report(options, { runId, reset: true }, () => `run ${runId} reset: \`highwater resume ${runId}\` starts it again from its window start (targets keep what they hold)`);
     return EXIT.OK;
@@ -98,12 +145,19 @@ function selectTargets(config: Config, names: string[] | undefined): TargetConfi
   return config.targets.filter((t) => names.includes(t.name));
 }
 
-export async function consumeCommand(options: GlobalOptions & { target?: string[] }): Promise<number> {
+function applyCallbacks(o: Observability, target: TargetConfig): Parameters<Runtime['startConsumers']>[1] {
+  return {
+    onApplied: (info) => o.metrics.onApplied({ ...info, target: target.name }),
+    onBackfillRequested: (table) => o.metrics.backfillRequests.inc({ table, target: target.name }),
+  };
+}
+
+export async function consumeCommand(options: GlobalOptions & MetricsOptions & { target?: string[] }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     const stop = installShutdown(rt.logger);
-    const { metrics } = await rt.observe();
+    const observed = await observe(rt, config, 'consume', options);
     const running = [];
-    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
+    for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
     const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), ...running.map((r) => r.failed)]);
     for (const r of running) await r.stop();
@@ -114,17 +168,17 @@ export async function consumeCommand(options: GlobalOptions & { target?: string[
   });
 }
 
-export async function runCommand(options: GlobalOptions): Promise<number> {
+export async function runCommand(options: GlobalOptions & MetricsOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
-    const { metrics } = await rt.observe();
+    const observed = await observe(rt, config, 'run', options);
     const running = [];
-    for (const t of config.targets) running.push(await rt.startConsumers(t, { onApplied: (info) => metrics.onApplied(info), onBackfillRequested: (table) => metrics.backfillRequests.inc({ table }) }));
+    for (const t of config.targets) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     const backfill = await rt.startBackfill();
-    const poller = await rt.poller({ listeners: [metrics.pollerListener()], signal: stop.signal });
+    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: stop.signal });
     while (!stop.signal.aborted) {
-      const summary = await poller.run({ requestedBy: 'run' });
+      const summary = await timedRun(observed, () => poller.run({ requestedBy: 'run' }));
       rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
       await sleep(config.poll.intervalSeconds * 1000, stop.signal);
     }
@@ -134,14 +188,15 @@ export async function runCommand(options: GlobalOptions): Promise<number> {
   });
 }
 
-export async function runsCommand(options: GlobalOptions & { limit?: string }, runId?: string): Promise<number> {
-  return withRuntime(options, async (rt) => {
+export async function runsCommand(options: GlobalOptions & { limit?: number }, runId?: string): Promise<number> {
+  return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     if (runId) {
       const run = await rt.store().getRun(runId);
       report(options, run, () => JSON.stringify(run, (_k, v) => (typeof v === 'bigint' ? isoFromTicks(v) : v), 2));
       return EXIT.OK;
     }
-    const runs = await rt.store().listRuns({ limit: Number(options.limit ?? 20) });
+    const runs = await rt.store().listRuns({ limit: options.limit ?? 20 });
     report(options, runs, () => runs.map((r) => `${r.runId}  ${r.status.padEnd(9)}  ${r.startedAt.toISOString()}  ${r.kind}${r.error ? `  ${r.error}` : ''}`).join('\n') || 'no runs yet');
     return EXIT.OK;
   });
@@ -149,6 +204,7 @@ export async function runsCommand(options: GlobalOptions & { limit?: string }, r
 
 export async function statusCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
+    await requireInitialised(rt, config);
     const tables = await rt.store().status();
     const targets: { target: string; groupId: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[] = [];
     for (const t of config.targets) {

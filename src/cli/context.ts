@@ -1,6 +1,7 @@
 import { loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { createLogger, type Logger } from '../logger.js';
+import { jsonDocument } from './json-output.js';
 
 /** What every command needs: the loaded configuration and a logger. Settings: file < environment < flags. */
 
@@ -16,7 +17,8 @@ export function configPath(options: GlobalOptions, env = process.env): string {
 
 export function loggerFor(options: GlobalOptions, config?: Config): Logger {
   const level = options.logLevel ?? process.env.HIGHWATER_LOG_LEVEL ?? config?.log.level ?? 'info';
-  return createLogger({ level, pretty: process.stdout.isTTY === true && !options.json });
+  // Logs go to stderr on every command, so stdout holds only the command's output (one JSON document with --json).
+  return createLogger({ level, pretty: process.stderr.isTTY === true && !options.json });
 }
 
 export async function loadContext(options: GlobalOptions): Promise<{ config: Config; logger: Logger }> {
@@ -24,8 +26,8 @@ export async function loadContext(options: GlobalOptions): Promise<{ config: Con
   return { config, logger: loggerFor(options, config) };
 }
 
-/** Prints a report: JSON when asked for (bigints as strings), else the human rendering. */
+/** Prints a report: one JSON document when asked for (times as ISO 8601 with 7 digits), else the human rendering. */
 export function report(options: GlobalOptions, value: unknown, human: () => string): void {
-  if (options.json) process.stdout.write(`${JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
+  if (options.json) process.stdout.write(`${jsonDocument(value)}\n`);
   else process.stdout.write(`${human()}\n`);
 }

@@ -1,7 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
-import { coerceError, HighwaterError } from '../errors.js';
+import { classifyUnknownError } from '../errors.js';
+import { positiveInt, portNumber } from './parsers.js';
+import { packageVersion } from './version.js';
 import { scrubSecrets } from '../logger.js';
-import { consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
+import { checkCommand, consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
 import { loggerFor, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 import { runDemo } from '../demo/demo.js';
@@ -31,6 +33,7 @@ function globals(cmd: Command): GlobalOptions {
 export function buildProgram(run: (code: Promise<number>) => void): Command {
   const program = new Command('highwater')
     .description('Continuous, lossless replication of blob tables through Kafka.')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .option('-c, --config <file>', 'configuration file')
     .option('--json', 'machine-readable output')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']))
@@ -38,24 +41,29 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .exitOverride()
     .showHelpAfterError();
 
-  program.command('init').description('create or upgrade the control store and target tables, and create the topics')
+  program.command('check').description('preflight: connect to every database and the broker, check every configured table and column; changes nothing')
+    .action((_o, cmd: Command) => run(checkCommand(globals(cmd))));
+  program.command('init').description('run the preflight, then create or upgrade the control store and target tables, and create the topics')
     .action((_o, cmd: Command) => run(initCommand(globals(cmd))));
   program.command('poll').description('publish the changes of every enabled table once (or every interval with --every)')
     .option('-t, --table <name...>', 'only these tables')
     .option('--every', 'keep polling every poll.intervalSeconds until SIGINT/SIGTERM')
-    .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean })));
+    .option('--metrics-port <n>', 'with --every: serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.poll', portNumber)
+    .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean; metricsPort?: number })));
   program.command('resume <runId>').description('continue a failed or interrupted run from its last completed batch')
     .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd), runId)));
   program.command('reset <runId>').description("restart a run's progress from its window start (targets keep their rows)")
     .action((runId: string, _o, cmd: Command) => run(resetCommand(globals(cmd), runId)));
   program.command('consume').description('apply the change topics to the targets until SIGINT/SIGTERM')
     .option('--target <name...>', 'only these targets')
-    .action((_o, cmd: Command) => run(consumeCommand(globals(cmd) as GlobalOptions & { target?: string[] })));
+    .option('--metrics-port <n>', 'serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.consume', portNumber)
+    .action((_o, cmd: Command) => run(consumeCommand(globals(cmd) as GlobalOptions & { target?: string[]; metricsPort?: number })));
   program.command('run').description('poller and consumers in one process, for small deployments')
-    .action((_o, cmd: Command) => run(runCommand(globals(cmd))));
+    .option('--metrics-port <n>', 'serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.run', portNumber)
+    .action((_o, cmd: Command) => run(runCommand(globals(cmd) as GlobalOptions & { metricsPort?: number })));
   program.command('runs [runId]').description('list recent runs, or show one with its tables and batches')
-    .option('--limit <n>', 'how many runs to list', '20')
-    .action((runId: string | undefined, _o, cmd: Command) => run(runsCommand(globals(cmd) as GlobalOptions & { limit?: string }, runId)));
+    .option('--limit <n>', 'how many runs to list', positiveInt, 20)
+    .action((runId: string | undefined, _o, cmd: Command) => run(runsCommand(globals(cmd) as GlobalOptions & { limit?: number }, runId)));
   program.command('status').description("per table: high-watermark, lease, last run; per target: consistent_as_of")
     .action((_o, cmd: Command) => run(statusCommand(globals(cmd))));
   program.command('reset-offsets').description("move a target's consumer group to the log start or to a time, in the target and in Kafka")
@@ -98,6 +106,7 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
+  ignoreClosedPipes();
   let pending: Promise<number> | undefined;
   const program = buildProgram((p) => {
     pending = p;
@@ -111,11 +120,38 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 function reportFailure(err: unknown): number {
-  if (err instanceof CommanderError) {
-    return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? EXIT.OK : EXIT.USAGE;
+  if (err instanceof CommanderError) return commanderExit(err);
+  // One line and its hint, never a stack: a driver error that escaped its module is classified here.
+  const error = classifyUnknownError(err);
+  const cause = error.code === 'INTERNAL' && error.cause instanceof Error && error.cause.stack ? `\n${error.cause.stack}` : '';
+  process.stderr.write(`highwater: ${scrubSecrets(firstLines(error.message))}\n  hint: ${error.hint}${scrubSecrets(cause)}\n`);
+  return exitCodeFor(error);
+}
+
+function commanderExit(err: CommanderError): number {
+  if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return EXIT.OK;
+  // `highwater` alone (or `highwater dlq`) prints the help to stderr with exit code 1: that is a usage error.
+  if (err.code === 'commander.help') {
+    if (err.exitCode === 0) return EXIT.OK;
+    process.stderr.write('highwater: a command is required (see the list above)\n');
   }
-  const error = coerceError(err);
-  const hint = error instanceof HighwaterError ? `\n  hint: ${error.hint}` : '';
-  process.stderr.write(`highwater: ${scrubSecrets(error.message)}${hint}\n`);
-  return exitCodeFor(err);
+  return EXIT.USAGE;
+}
+
+// A message is one line, except a configuration error, which lists its fields one per line; driver messages that
+// quote a whole statement are cut.
+function firstLines(message: string): string {
+  return message.startsWith('invalid configuration') ? message : message.split('\n')[0]!;
+}
+
+/**
+ * `highwater … | head` closes the pipe before the output ends; the rest has no reader, which is not a failure.
+ * Without a listener Node turns the EPIPE into an uncaught exception and a stack trace.
+ */
+function ignoreClosedPipes(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+    });
+  }
 }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { knownKeysAt, unknownKeyMessage } from './suggest.js';
 import { configSchema, type Config, type DatabaseConfig, type TableConfig, type TargetConfig } from './schema.js';
 
 /**
@@ -38,7 +39,14 @@ export function parseConfigObject(raw: unknown, source: string, env: Env = {}): 
 }
 
 function formatIssues(issues: readonly z.core.$ZodIssue[]): { path: string; message: string }[] {
-  return issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message }));
+  return issues.flatMap((i) => {
+    // Every object is strict: each unknown key becomes an issue of its own, at its own path, with a suggestion.
+    if (i.code === 'unrecognized_keys') {
+      const known = knownKeysAt(configSchema, i.path);
+      return i.keys.map((key) => ({ path: [...i.path, key].map(String).join('.'), message: unknownKeyMessage(key, known) }));
+    }
+    return [{ path: i.path.map(String).join('.'), message: i.message }];
+  });
 }
 
 /** The environment variable that overrides a database's connection string. */

@@ -30,7 +30,13 @@ highwater reads one YAML file (\`--config\`, \`HIGHWATER_CONFIG\`, default \`./h
 override connection strings and secrets: \`HIGHWATER_KAFKA_BROKERS\`, \`HIGHWATER_KAFKA_USERNAME\`,
 \`HIGHWATER_KAFKA_PASSWORD\`, \`HIGHWATER_SCHEMA_REGISTRY_URL\`, \`HIGHWATER_DB_<NAME>_URL\` (database name upper-cased,
 other characters as \`_\`), \`HIGHWATER_LOG_LEVEL\`. Command-line flags come last. A configuration that fails validation
-prints the path of each bad field and exits with code 2.
+prints the path of each bad field and exits with code 2. Every section is strict: an unknown or misspelled option is an
+error that names it (with the closest known option), never a silent default. A connection string whose shape belongs to
+the other engine is rejected at validation.
+
+Editors can check the file while it is written: \`schema/highwater-config.schema.json\` is generated from the same schema
+(JSON Schema 2020-12). With the YAML language server (VS Code's YAML extension), put this line at the top of the file:
+\`# yaml-language-server: $schema=<path to>/schema/highwater-config.schema.json\`.
 
 | option | type | default | description |
 | --- | --- | --- | --- |

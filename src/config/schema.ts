@@ -28,17 +28,17 @@ function defaulted<T extends z.ZodType<object>>(schema: T): z.ZodDefault<T> {
   return schema.default(schema.parse({}) as z.util.NoUndefined<z.output<T>>);
 }
 
-const tableRef = z.object({
+const tableRef = z.strictObject({
   schema: identifier.default('dbo').describe('Schema of the table.'),
   table: identifier.describe('Table name.'),
 });
 
-export const kafkaSchema = z.object({
+export const kafkaSchema = z.strictObject({
   brokers: z.array(z.string().regex(/^[^\s:]+:\d+$/, 'must be host:port')).min(1).default(['127.0.0.1:9092'])
     .describe('Bootstrap brokers. Env: HIGHWATER_KAFKA_BROKERS (comma-separated).'),
   clientId: z.string().default('highwater').describe('Kafka client id prefix.'),
   ssl: z.boolean().default(false).describe('Use TLS to the brokers.'),
-  sasl: z.object({
+  sasl: z.strictObject({
     mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).describe('SASL mechanism.'),
     username: z.string().describe('SASL user. Env: HIGHWATER_KAFKA_USERNAME.'),
     password: z.string().describe('SASL password (never logged). Env: HIGHWATER_KAFKA_PASSWORD.'),
@@ -48,9 +48,11 @@ export const kafkaSchema = z.object({
   maxMessageBytes: z.number().int().min(65_536).max(64 * 1024 * 1024).default(1_048_576)
     .describe('Largest record highwater produces, and the max.message.bytes of the topics it creates. Blobs bigger than the inline limit derived from it are chunked.'),
   connectionTimeoutMs: z.number().int().positive().default(10_000).describe('Time to connect to a broker.'),
+  startupTimeoutMs: z.number().int().min(1000).max(600_000).default(15_000)
+    .describe('How long a command waits for the first answer from the brokers before it gives up with one line naming them (exit 1). Once connected, outages are retried as usual.'),
 });
 
-export const encodingSchema = z.object({
+export const encodingSchema = z.strictObject({
   kind: z.enum(['single-object', 'registry']).default('single-object')
     .describe('single-object: Avro single-object encoding with the schema fingerprint, schemas from schema/avro (no registry needed). registry: Confluent wire format through a schema registry.'),
   registryUrl: z.string().url().optional().describe('Schema registry base URL (Confluent-compatible). Env: HIGHWATER_SCHEMA_REGISTRY_URL.'),
@@ -60,7 +62,7 @@ export const encodingSchema = z.object({
   }
 });
 
-export const databaseSchema = z.object({
+export const databaseSchema = z.strictObject({
   name: name.describe('Name other sections use to refer to this database.'),
   kind: z.enum(['postgres', 'sqlserver']).describe('Database engine.'),
   connectionString: z.string().min(1).optional()
@@ -69,16 +71,40 @@ export const databaseSchema = z.object({
   tenant: z.string().max(100).default('').describe('Tenant this source stands for when several sources feed one target.'),
   oldestOpenTransaction: z.enum(['auto', 'off']).default('auto')
     .describe('auto: clamp each window end to the start of the oldest open write transaction, where the login may see it; off: the safety buffer alone.'),
+}).superRefine((db, ctx) => {
+  const problem = db.connectionString === undefined ? undefined : connectionStringProblem(db.kind, db.connectionString);
+  if (problem) ctx.addIssue({ code: 'custom', path: ['connectionString'], message: problem });
 });
 
-export const businessUnitSchema = z.object({
+/**
+ * Why a connection string cannot belong to the database's engine, or undefined when its shape fits. Caught here so
+ * that an SQL Server string on a `postgres` database fails at once instead of after the driver's retries. The
+ * message never quotes the string: it holds a password.
+ */
+export function connectionStringProblem(kind: 'postgres' | 'sqlserver', text: string): string | undefined {
+  const trimmed = text.trim();
+  const pgUrl = /^postgres(ql)?:\/\//i.test(trimmed) || /^socket:/i.test(trimmed) || trimmed.startsWith('/');
+  const mssqlUrl = /^(mssql|sqlserver):\/\//i.test(trimmed);
+  const keyValues = !/^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) && /^\s*[^=;]+=/.test(trimmed);
+  if (kind === 'postgres' && !pgUrl) {
+    const looksLike = mssqlUrl || keyValues ? 'looks like an SQL Server connection string' : 'is not a PostgreSQL URL';
+    return `${looksLike}, but the database's kind is postgres: use a URL such as postgres://user@host:5432/database (or set kind: sqlserver)`;
+  }
+  if (kind === 'sqlserver' && !mssqlUrl && !keyValues) {
+    const looksLike = pgUrl ? 'looks like a PostgreSQL URL' : 'is neither an ADO-style string nor an mssql:// URL';
+    return `${looksLike}, but the database's kind is sqlserver: use an ADO-style string such as Server=host,1433;Database=db;User Id=user (or set kind: postgres)`;
+  }
+  return undefined;
+}
+
+export const businessUnitSchema = z.strictObject({
   column: identifier.describe('Column of the metadata table holding the owning business unit.'),
   mapTable: tableRef.extend({
     idColumn: identifier.describe('Column of the BU table matched against the metadata column.'),
   }).optional().describe('BU table (the seeds\' LA_BU): when set, only rows whose BU is listed there are replicated.'),
 });
 
-export const tableSchema = z.object({
+export const tableSchema = z.strictObject({
   name: name.describe('Logical table name; used in topic names, the control store and the target.'),
   enabled: z.boolean().default(true).describe('Whether the poller reads this table.'),
   source: name.describe('Name of the source database (see databases).'),
@@ -88,7 +114,7 @@ export const tableSchema = z.object({
   }).describe('The metadata table that carries ModifiedOn and the business unit.'),
   keyColumn: identifier.default('stream_id').describe('Key column of the blob table (unique).'),
   modifiedOnColumn: identifier.default('ModifiedOn').describe('ModifiedOn column of the metadata table.'),
-  columns: defaulted(z.object({
+  columns: defaulted(z.strictObject({
     name: identifier.default('name').describe('File name column.'),
     content: identifier.default('file_stream').describe('Content column (varbinary(max) / bytea).'),
     isDirectory: identifier.default('is_directory').describe('Directory flag column.'),
@@ -107,7 +133,7 @@ export const tableSchema = z.object({
   maxdop: z.number().int().min(0).max(64).nullable().default(null).describe('SQL Server sources: OPTION (MAXDOP n) on window reads; null leaves the server default.'),
 });
 
-export const targetSchema = z.object({
+export const targetSchema = z.strictObject({
   name: name.describe('Name of this target.'),
   database: name.describe('Name of the target database (see databases).'),
   schema: identifier.default('highwater').describe('Schema of the target tables.'),
@@ -116,7 +142,7 @@ export const targetSchema = z.object({
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
     .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
-  retry: defaulted(z.object({
+  retry: defaulted(z.strictObject({
     maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
     backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),
     initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first retry; doubles each attempt.'),
@@ -125,8 +151,8 @@ export const targetSchema = z.object({
     .describe('Missing-parent retry policy.'),
 });
 
-export const configSchema = z.object({
-  controlStore: z.object({
+export const configSchema = z.strictObject({
+  controlStore: z.strictObject({
     database: name.describe('Name of the PostgreSQL database (see databases) that holds the control store.'),
     schema: identifier.default('highwater_control').describe('Schema of the control store tables.'),
   }).describe('Where runs, high-watermarks, leases and the published-state registry live.'),
@@ -136,7 +162,7 @@ export const configSchema = z.object({
   tables: z.array(tableSchema).default([]).describe('Tables the poller publishes.'),
   targets: z.array(targetSchema).default([]).describe('Targets the consumers apply to.'),
   excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated, in any table.'),
-  poll: defaulted(z.object({
+  poll: defaulted(z.strictObject({
     intervalSeconds: z.number().int().min(1).default(300).describe('Interval between polls with `poll --every`.'),
     leaseSeconds: z.number().int().min(10).default(600).describe('Lease duration; renewed while a poll runs.'),
     inlineContentMaxBytes: z.number().int().min(0).default(65_536).describe('Content up to this size is read inside the page query; larger content is read separately in slices.'),
@@ -147,10 +173,16 @@ export const configSchema = z.object({
     verifySweepBytes: z.number().int().min(0).default(256 * 1024 * 1024).describe('Content the late-arrival sweep has the source database hash per table per poll, at most (the first key of a range always is): how fast changes that kept their ModifiedOn are found on a large table.'),
   }))
     .describe('Poller behaviour.'),
-  metrics: defaulted(z.object({
-    port: z.number().int().min(0).max(65535).nullable().default(null).describe('HTTP port for /metrics, /healthz, /readyz; null turns it off.'),
+  metrics: defaulted(z.strictObject({
+    enabled: z.boolean().default(false).describe('Serve /metrics, /healthz and /readyz from `poll --every`, `consume` and `run`, each on the port of its role (metrics.ports), so several roles on one host do not collide. Setting port, HIGHWATER_METRICS_PORT or --metrics-port also turns it on.'),
+    port: z.number().int().min(0).max(65535).nullable().default(null).describe('One port for every role (for one highwater process per host or container); null: the per-role ports. Env: HIGHWATER_METRICS_PORT; flag: --metrics-port (both win).'),
+    ports: defaulted(z.strictObject({
+      poll: z.number().int().min(0).max(65535).default(9464).describe('Port of `poll --every`.'),
+      consume: z.number().int().min(0).max(65535).default(9465).describe('Port of `consume`.'),
+      run: z.number().int().min(0).max(65535).default(9466).describe('Port of `run`.'),
+    })).describe('Per-role ports, used when enabled and port is null.'),
   })).describe('Metrics and health endpoint.'),
-  log: defaulted(z.object({
+  log: defaulted(z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level. Env: HIGHWATER_LOG_LEVEL.'),
   })).describe('Logging.'),
 }).superRefine(checkReferences);

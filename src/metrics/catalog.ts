@@ -8,6 +8,9 @@ import { millisFromTicks } from '../time/ticks.js';
  * typed events, and the adapters below (`pollerListener`, `onApplied`) turn them into series.
  */
 
+// prom-client's default process and Node.js series, prefixed highwater_ by collectDefaultMetrics.
+const PROCESS_METRIC = /^highwater_(process_|nodejs_)/;
+
 export class Metrics {
   readonly registry = new Registry();
 
@@ -19,18 +22,24 @@ export class Metrics {
   readonly highWater = this.gauge('highwater_high_watermark_seconds', 'High-watermark of a table (seconds since the epoch).', ['table', 'scope']);
   readonly highWaterAdvancedAt = this.gauge('highwater_high_watermark_advanced_at_seconds', 'When the high-watermark last advanced (host clock; for age alerts).', ['table', 'scope']);
 
-  readonly rowsApplied = this.counter('highwater_rows_applied_total', 'Rows written to a target.', ['table']);
-  readonly rowsStale = this.counter('highwater_rows_skipped_stale_total', 'Rows not written because the target held a newer or equal version.', ['table']);
-  readonly rowsDeleted = this.counter('highwater_rows_deleted_total', 'Rows deleted from a target by tombstones.', ['table']);
-  readonly duplicates = this.counter('highwater_duplicates_total', 'Events that turned out to be duplicates or superseded (harmless, counted).', ['table']);
-  readonly retries = this.counter('highwater_retries_total', 'Records sent to the retry topic (missing parent or incomplete content).', ['table']);
-  readonly deadLetters = this.counter('highwater_dead_letters_total', 'Records sent to the dead-letter topic.', ['table']);
-  readonly backfillRequests = this.counter('highwater_backfill_requests_total', 'Back-fill requests sent to the poller side.', ['table']);
-  readonly applyBatches = this.histogram('highwater_apply_batch_seconds', 'Time to apply one batch to a target.', ['table']);
-  readonly lag = this.gauge('highwater_consumer_lag_records', 'Records between the consumer position and the end of the partition.', ['group', 'topic', 'partition']);
+  readonly pollRuns = this.histogram('highwater_poll_seconds', 'Duration of one poll run over every enabled table (poll, poll --every, run).', ['outcome'], [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600]);
+  readonly lastPollFinishedAt = this.gauge('highwater_last_poll_finished_at_seconds', 'When the last poll run finished (host clock; for "poller stopped" alerts).', []);
+
+  // Apply side: every series carries the target, so two targets fed by one table are told apart.
+  readonly rowsApplied = this.counter('highwater_rows_applied_total', 'Rows written to a target.', ['table', 'target']);
+  readonly rowsStale = this.counter('highwater_rows_skipped_stale_total', 'Rows not written because the target held a newer or equal version.', ['table', 'target']);
+  readonly rowsDeleted = this.counter('highwater_rows_deleted_total', 'Rows deleted from a target by tombstones.', ['table', 'target']);
+  readonly duplicates = this.counter('highwater_duplicates_total', 'Events that turned out to be duplicates or superseded (harmless, counted).', ['table', 'target']);
+  readonly retries = this.counter('highwater_retries_total', 'Records sent to the retry topic (missing parent or incomplete content).', ['table', 'target']);
+  readonly deadLetters = this.counter('highwater_dead_letters_total', 'Records sent to the dead-letter topic.', ['table', 'target']);
+  readonly backfillRequests = this.counter('highwater_backfill_requests_total', 'Back-fill requests sent to the poller side.', ['table', 'target']);
+  readonly applyBatches = this.histogram('highwater_apply_batch_seconds', 'Time to apply one batch to a target.', ['table', 'target']);
+  readonly lag = this.gauge('highwater_consumer_lag_records', 'Records between the consumer position and the end of the partition (table topics and their retry topics; the retry group is <groupId>.retry).', ['group', 'topic', 'partition']);
   readonly consistentAsOf = this.gauge('highwater_consistent_as_of_seconds', 'A target table is complete up to this time (from watermark markers).', ['target', 'table', 'scope']);
   readonly leaseHeld = this.gauge('highwater_lease_held', '1 while some poller holds the lease of a table and scope.', ['table', 'scope']);
   readonly runState = this.gauge('highwater_last_run_failed', '1 when the last run of a table failed.', ['table', 'scope']);
+  readonly buildInfo = this.gauge('highwater_build_info', 'Always 1; the labels say which highwater and Node.js run, and in which role.', ['version', 'node', 'role']);
+  readonly loopStale = this.gauge('highwater_loop_stale', '1 while a loop has not made progress within its limit (then /healthz answers 503).', ['loop']);
 
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'highwater_' });
@@ -58,8 +67,8 @@ export class Metrics {
   }
 
   /** Apply-loop outcomes → series. */
-  onApplied(info: { table: string; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds?: number }): void {
-    const table = { table: info.table };
+  onApplied(info: { table: string; target?: string; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds?: number }): void {
+    const table = { table: info.table, target: info.target ?? '' };
     this.rowsApplied.inc(table, info.result.applied);
     this.rowsStale.inc(table, info.result.skippedStale);
     this.rowsDeleted.inc(table, info.result.deleted);
@@ -77,7 +86,17 @@ export class Metrics {
     return new Gauge({ name, help, labelNames, registers: [this.registry] });
   }
 
-  private histogram<L extends string>(name: string, help: string, labelNames: L[]): Histogram<L> {
-    return new Histogram({ name, help, labelNames, registers: [this.registry], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
+  private histogram<L extends string>(name: string, help: string, labelNames: L[], buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]): Histogram<L> {
+    return new Histogram({ name, help, labelNames, registers: [this.registry], buckets });
+  }
+
+  /** Every series this catalogue declares (without prom-client's process metrics), for docs and dashboards. */
+  declared(): { name: string; type: string; help: string; labels: string[] }[] {
+    return this.registry.getMetricsAsArray()
+      .filter((m) => !PROCESS_METRIC.test(m.name))
+      .map((m) => {
+        const meta = m as unknown as { name: string; help: string; labelNames?: string[]; type?: string };
+        return { name: meta.name, type: String(meta.type ?? ''), help: meta.help, labels: [...(meta.labelNames ?? [])] };
+      });
   }
 }

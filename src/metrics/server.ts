@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { coerceError } from '../errors.js';
+import { coerceError, HighwaterError } from '../errors.js';
 import type { Metrics } from './catalog.js';
+import type { Liveness } from './liveness.js';
 
 /**
  * /metrics (Prometheus text), /healthz (the process is alive) and /readyz (every dependency answers: each check
@@ -15,26 +16,38 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-export async function startMetricsServer(metrics: Metrics, port: number, checks: Readonly<Record<string, ReadinessCheck>> = {}): Promise<MetricsServer> {
+export async function startMetricsServer(metrics: Metrics, port: number, checks: Readonly<Record<string, ReadinessCheck>> = {}, liveness?: Liveness): Promise<MetricsServer> {
   const server = createServer((req, res) => {
-    void route(req.url ?? '/', metrics, checks).then(({ status, type, body }) => {
+    void route(req.url ?? '/', metrics, checks, liveness).then(({ status, type, body }) => {
       res.writeHead(status, { 'content-type': type });
       res.end(body);
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? portInUse(port, err) : err));
     server.listen(port, '0.0.0.0', () => resolve());
   });
   return { port: (server.address() as AddressInfo).port, close: () => closeServer(server) };
 }
 
-async function route(url: string, metrics: Metrics, checks: Readonly<Record<string, ReadinessCheck>>): Promise<{ status: number; type: string; body: string }> {
+function portInUse(port: number, cause: Error): HighwaterError {
+  return new HighwaterError('METRICS_PORT_IN_USE', `metrics port ${port} is already in use (another highwater process on this host?)`, { cause });
+}
+
+async function route(url: string, metrics: Metrics, checks: Readonly<Record<string, ReadinessCheck>>, liveness?: Liveness): Promise<{ status: number; type: string; body: string }> {
   const path = url.split('?')[0];
   if (path === '/metrics') return { status: 200, type: metrics.registry.contentType, body: await metrics.registry.metrics() };
-  if (path === '/healthz') return { status: 200, type: 'text/plain', body: 'ok\n' };
+  if (path === '/healthz') return health(metrics, liveness);
   if (path === '/readyz') return readiness(checks);
   return { status: 404, type: 'text/plain', body: 'not found\n' };
+}
+
+function health(metrics: Metrics, liveness?: Liveness): { status: number; type: string; body: string } {
+  const stale = liveness?.stale() ?? [];
+  for (const loop of liveness?.names() ?? []) metrics.loopStale.set({ loop }, stale.some((s) => s.loop === loop) ? 1 : 0);
+  if (stale.length === 0) return { status: 200, type: 'text/plain', body: 'ok\n' };
+  const lines = stale.map((s) => `stale: ${s.loop} made no progress for ${s.silentSeconds} s (limit ${s.limitSeconds} s)`);
+  return { status: 503, type: 'text/plain', body: `${lines.join('\n')}\n` };
 }
 
 async function readiness(checks: Readonly<Record<string, ReadinessCheck>>): Promise<{ status: number; type: string; body: string }> {

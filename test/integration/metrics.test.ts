@@ -18,18 +18,37 @@ describe('metrics and health endpoint', () => {
     const listener = metrics.pollerListener();
     listener.batchPublished?.({ table: 'T', step: 'roots', batchNo: 1, rows: 10, bytes: 2048, skipped: 3 });
     listener.windowCompleted?.({ table: 'T', scope: '*', windowEnd: 17_637_000_000_000_000n });
-    metrics.onApplied({ table: 'T', result: { applied: 9, skippedStale: 1, deleted: 0, missingParent: [], incompleteContent: [] }, deadLettered: 2, retried: 1, duplicates: 1, seconds: 0.2 });
+    metrics.onApplied({ table: 'T', target: 'wh', result: { applied: 9, skippedStale: 1, deleted: 0, missingParent: [], incompleteContent: [] }, deadLettered: 2, retried: 1, duplicates: 1, seconds: 0.2 });
     metrics.lag.set({ group: 'g', topic: 't', partition: '0' }, 5);
     metrics.leaseHeld.set({ table: 'T', scope: '*' }, 1);
-    metrics.backfillRequests.inc({ table: 'T' });
+    metrics.backfillRequests.inc({ table: 'T', target: 'wh' });
     const server = await startMetricsServer(metrics, 0);
     try {
       const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
       for (const name of SERIES) expect(text, name).toContain(name);
       expect(text).toMatch(/highwater_rows_published_total\{table="T"\} 10/);
-      expect(text).toMatch(/highwater_dead_letters_total\{table="T"\} 2/);
+      expect(text).toMatch(/highwater_dead_letters_total\{table="T",target="wh"\} 2/);
       expect(text).toMatch(/highwater_high_watermark_seconds\{table="T",scope="\*"\} 1763700000/);
       expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('/healthz answers 503 naming a loop that made no progress within its limit', async () => {
+    const { Liveness } = await import('../../src/metrics/liveness.js');
+    let now = 0;
+    const liveness = new Liveness(() => now);
+    liveness.expect('poller', 60_000);
+    const metrics = new Metrics({ processMetrics: false });
+    const server = await startMetricsServer(metrics, 0, {}, liveness);
+    try {
+      expect((await fetch(`http://127.0.0.1:${server.port}/healthz`)).status).toBe(200);
+      now = 61_000;
+      const stuck = await fetch(`http://127.0.0.1:${server.port}/healthz`);
+      expect(stuck.status).toBe(503);
+      expect(await stuck.text()).toContain('stale: poller made no progress for 61 s (limit 60 s)');
+      expect(await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text()).toMatch(/highwater_loop_stale\{loop="poller"\} 1/);
     } finally {
       await server.close();
     }
@@ -74,13 +93,15 @@ describe('metrics of a running consumer', () => {
     await pool.query(SOURCE_DDL);
     await insertRows(pool, buildSample({ roots: 2, foldersPerRoot: 2, files: 200, largeFiles: 0 }, await createBusinessUnits(pool, 1)));
     const port = await freePort();
+    const topic = uniqueName('metrics consume', 'topic');
+    const groupId = uniqueName('metrics consume', 'group');
     const file = join(await mkdtemp(join(tmpdir(), 'hw-metrics-')), 'highwater.yaml');
     await writeFile(file, stringify({
       controlStore: { database: 'db' },
       kafka: { brokers: brokers(), partitions: 2 },
       databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
-      tables: [{ name: 'ReferralAttachment', source: 'db', topic: uniqueName('metrics consume', 'topic'), safetyBufferMinutes: 0, blob: { schema: 'demo', table: 'ReferralAttachment' }, metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' } }],
-      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('metrics consume', 'group') }],
+      tables: [{ name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0, blob: { schema: 'demo', table: 'ReferralAttachment' }, metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' } }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId }],
       metrics: { port },
       log: { level: 'warn' },
     }));
@@ -94,12 +115,25 @@ describe('metrics of a running consumer', () => {
       let text = '';
       while (Date.now() < deadline) {
         text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()).catch(() => '');
-        if (/highwater_rows_applied_total\{table="ReferralAttachment"\} 206\b/.test(text) && /highwater_consumer_lag_records\{[^}]*\} 0/.test(text)) break;
+        if (/highwater_rows_applied_total\{table="ReferralAttachment",target="wh"\} 206\b/.test(text) && /highwater_consumer_lag_records\{[^}]*\} 0/.test(text) && /highwater_consistent_as_of_seconds\{/.test(text)) break;
         await new Promise((r) => setTimeout(r, 250));
       }
-      expect(text).toMatch(/highwater_rows_applied_total\{table="ReferralAttachment"\} 206\b/);
-      expect(text).toMatch(/highwater_apply_batch_seconds_count\{table="ReferralAttachment"\} [1-9]/);
+      expect(text).toMatch(/highwater_rows_applied_total\{table="ReferralAttachment",target="wh"\} 206\b/);
+      expect(text).toMatch(/highwater_apply_batch_seconds_count\{table="ReferralAttachment",target="wh"\} [1-9]/);
+      // Issue 10: consistent_as_of is set from the markers the target applied; the retry group's lag is sampled;
+      // build_info names the role.
+      expect(text).toMatch(/highwater_consistent_as_of_seconds\{target="wh",table="ReferralAttachment",scope="\*"\} 1\d{9}/);
+      expect(text).toMatch(new RegExp(`highwater_consumer_lag_records\\{group="${groupId}\\.retry",topic="${topic}\\.retry",partition="0"\\} 0`));
+      expect(text).toMatch(/highwater_build_info\{version="\d+\.\d+\.\d+",node="v\d+[^"]*",role="consume"\} 1/);
       expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+      expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+      // A second role on the same host and port fails at once, naming the port and the ways to pick another.
+      const second = spawn(process.execPath, [bin, '--config', file, 'poll', '--every'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      second.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+      expect(await new Promise((r) => second.on('exit', r))).toBe(2);
+      expect(stderr).toContain(`metrics port ${port} is already in use`);
+      expect(stderr).toContain('--metrics-port');
     } finally {
       consume.kill('SIGTERM');
       expect(await new Promise((r) => consume.on('exit', r))).toBe(0);

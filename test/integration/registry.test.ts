@@ -48,7 +48,7 @@ describe('schema registry encoding', () => {
     const topic = uniqueName('registry', 'events');
     await createTopic(topic, 1);
     const logger = createLogger({ level: 'error' });
-    const publisher = new Publisher(createKafka({ brokers: brokers(), clientId: 'hw-registry-test', ssl: false, partitions: 1, replicationFactor: 1, maxMessageBytes: 1_048_576, connectionTimeoutMs: 10_000 }, logger), 1_000_000);
+    const publisher = new Publisher(createKafka({ brokers: brokers(), clientId: 'hw-registry-test', ssl: false, partitions: 1, replicationFactor: 1, maxMessageBytes: 1_048_576, connectionTimeoutMs: 10_000, startupTimeoutMs: 15_000 }, logger), 1_000_000);
     await publisher.connect();
     const sent = change('k-1', 17_637_000_000_000_001n);
     await publisher.send(topic, [await changeRecord(producerCodec, sent), await markerRecord(producerCodec, { table: 'ReferralAttachment', tenant: '', scope: '*', watermark: 42n, runId: 'r', partition: 0 })]);

@@ -2,6 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { databaseUrlEnvName, parseConfigObject, parseConfigText, topicFor } from '../../src/config/load.js';
 import { renderReference } from '../../src/config/reference.js';
+import { renderJsonSchema } from '../../src/config/json-schema.js';
+import { connectionStringProblem } from '../../src/config/schema.js';
+import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 
 const minimal = {
@@ -87,5 +90,65 @@ describe('configuration', () => {
   it('keeps docs/configuration.md in step with the schema', async () => {
     const current = await readFile(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
     expect(current, 'run `npm run docs:config`').toBe(renderReference());
+  });
+
+  it('keeps schema/highwater-config.schema.json in step with the schema', async () => {
+    const current = await readFile(new URL('../../schema/highwater-config.schema.json', import.meta.url), 'utf8');
+    expect(current, 'run `npm run docs:config`').toBe(renderJsonSchema());
+  });
+});
+
+describe('strict configuration', () => {
+  it('rejects a misspelled key by name, with the option it probably meant', () => {
+    const issues = issuesOf({ ...minimal, tables: [{ ...minimal.tables[0], safetyBuferMinutes: 5 }] });
+    expect(issues).toEqual([{ path: 'tables.0.safetyBuferMinutes', message: 'unknown option "safetyBuferMinutes"; did you mean "safetyBufferMinutes"?' }]);
+  });
+
+  it('rejects unknown keys at every depth: root, nested objects with defaults, array items, extended objects', () => {
+    const issues = issuesOf({
+      ...minimal,
+      polll: {},
+      kafka: { brokers: ['a:1'], connectionTimeout: 5 },
+      poll: { intervalSecond: 5 },
+      databases: [{ ...minimal.databases[0], pool: 3 }, minimal.databases[1]],
+      tables: [{ ...minimal.tables[0], metadata: { ...minimal.tables[0]!.metadata, joincolumn: 'x' } }],
+    });
+    const byPath = Object.fromEntries(issues.map((i) => [i.path, i.message]));
+    expect(byPath['polll']).toContain('did you mean "poll"?');
+    expect(byPath['kafka.connectionTimeout']).toContain('did you mean "connectionTimeoutMs"?');
+    expect(byPath['poll.intervalSecond']).toContain('did you mean "intervalSeconds"?');
+    expect(byPath['databases.0.pool']).toMatch(/unknown option "pool"/);
+    expect(byPath['tables.0.metadata.joincolumn']).toContain('did you mean "joinColumn"?');
+  });
+
+  it('lists the known options when nothing is close', () => {
+    const [issue] = issuesOf({ ...minimal, log: { verbosity: 'x' } });
+    expect(issue).toEqual({ path: 'log.verbosity', message: 'unknown option "verbosity"; known options here: level' });
+  });
+
+  it('catches a connection string of the wrong engine at validation, without quoting it', () => {
+    const issues = issuesOf({ ...minimal, databases: [{ name: 'ctl', kind: 'postgres', connectionString: 'Server=h,1433;Database=d;User Id=sa;Password=Secret1!' }, { ...minimal.databases[1], connectionString: 'postgres://u:pw@h/db' }] });
+    expect(issues.map((i) => i.path)).toEqual(['databases.0.connectionString', 'databases.1.connectionString']);
+    expect(issues[0]!.message).toMatch(/looks like an SQL Server connection string.*kind is postgres/);
+    expect(issues[1]!.message).toMatch(/looks like a PostgreSQL URL.*kind is sqlserver/);
+    expect(JSON.stringify(issues)).not.toMatch(/Secret1|pw@/);
+  });
+
+  it('accepts each connection-string form the drivers accept for their engine', () => {
+    for (const s of ['postgres://u:p@h:5432/db', 'postgresql://h/db?sslmode=require', 'socket:/var/run/postgresql?db=x', '/var/run/postgresql db']) expect(connectionStringProblem('postgres', s), s).toBeUndefined();
+    for (const s of ['Server=h,1433;Database=d;User Id=sa;Password=x;', 'server=h;user=u;password="a;b"', 'mssql://u:p@h:1433/db', 'sqlserver://h/db']) expect(connectionStringProblem('sqlserver', s), s).toBeUndefined();
+    expect(connectionStringProblem('postgres', 'mysql://h/db')).toMatch(/is not a PostgreSQL URL/);
+    expect(connectionStringProblem('sqlserver', 'just-a-host')).toMatch(/neither/);
+  });
+
+  it('validates the shipped example with the generated JSON Schema, and the schema rejects the same typo', async () => {
+    const Ajv2020 = (await import('ajv/dist/2020.js')).default.default;
+    const validate = new Ajv2020({ allErrors: true, strict: false }).compile(JSON.parse(renderJsonSchema()));
+    const example = parseYaml(await readFile(new URL('../../docs/examples/highwater.yaml', import.meta.url), 'utf8'));
+    expect(validate(example), JSON.stringify(validate.errors)).toBe(true);
+    // The JSON Schema cannot express the cross-field rules; the zod schema must accept the example too.
+    expect(() => parseConfigObject(example, 'docs/examples/highwater.yaml')).not.toThrow();
+    expect(validate({ ...minimal, tables: [{ ...minimal.tables[0], safetyBuferMinutes: 5 }] })).toBe(false);
+    expect(validate.errors).toEqual(expect.arrayContaining([expect.objectContaining({ keyword: 'additionalProperties', params: { additionalProperty: 'safetyBuferMinutes' } })]));
   });
 });

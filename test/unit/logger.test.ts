@@ -15,6 +15,27 @@ describe('logs never carry secrets', () => {
     expect(scrubSecrets('mssql://sa:p%40ss@host/db pwd=abc')).not.toMatch(/p%40ss|abc/);
   });
 
+  it.each([
+    ['an unencoded @', 'postgres://app:p@ss@db:5432/x', 'postgres://app:[redacted]@db:5432/x'],
+    ['two @ and a /', 'mssql://sa:a@b/c@d@host:1433/db', 'mssql://sa:[redacted]@host:1433/db'],
+    ['a /', 'postgresql://app:ab/cd@db/x?sslmode=require', 'postgresql://app:[redacted]@db/x?sslmode=require'],
+    ['a space in a URL', 'connecting to postgres://app:correct horse@db/x now', 'connecting to postgres://app:[redacted]@db/x now'],
+    ['a space in key=value', 'Server=db;User Id=sa;Password=correct horse;Encrypt=true', 'Server=db;User Id=sa;Password=[redacted];Encrypt=true'],
+    ['a double-quoted value with ;', 'Server=db;Password="a;b";Database=x', 'Server=db;Password=[redacted];Database=x'],
+    ['a doubled quote inside', 'Server=db;Password="a"";b";Database=x', 'Server=db;Password=[redacted];Database=x'],
+    ['a single-quoted value', "Server=db;Pwd='a;b c';Database=x", 'Server=db;Pwd=[redacted];Database=x'],
+    ['an ODBC braced value', 'Driver={ODBC};Server=db;PWD={a;b}};c};Database=x', 'Driver={ODBC};Server=db;PWD=[redacted];Database=x'],
+    ['spaces around =', 'Server=db; password = s3cret ;x=1', 'Server=db; password = [redacted];x=1'],
+    ['the end of the line', 'Server=db;Password=s3cret', 'Server=db;Password=[redacted]'],
+  ])('scrubs a password with %s', (_what, text, expected) => {
+    expect(scrubSecrets(text)).toBe(expected);
+  });
+
+  it('leaves URLs without a password alone', () => {
+    expect(scrubSecrets('postgres://app@db:5432/x')).toBe('postgres://app@db:5432/x');
+    expect(scrubSecrets('brokers 127.0.0.1:9092, registry http://registry:8081/subjects')).toBe('brokers 127.0.0.1:9092, registry http://registry:8081/subjects');
+  });
+
   it('redacts secret fields, messages and error messages in every log line', async () => {
     const { lines, stream } = capture();
     const log = createLogger({ level: 'info', destination: stream });
