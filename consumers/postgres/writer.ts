@@ -11,11 +11,14 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { Ticks } from '../../src/contract.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { assertIdentifier } from '../../src/sql/ident.js';
-import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import type { BlobChange } from '../../src/contract.js';
+import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import { changeFromHeldRow } from '../../src/target/held.js';
 import { CopyBinaryEncoder } from './copy-binary.js';
 import {
   MIGRATION_FILE, STAGE_COLUMNS, applyDeletes, assembleChunkedContent, blobTableDdl, bookkeepingDdl, copyIntoStage,
-  createMigrationsTable, createStageTable, deleteUsedChunks, markIncompleteContent, markMissingParents,
+  createMigrationsTable, createStageTable, deleteUsedChunks, dropResolvedHeld, holdMissingParents, markIncompleteContent, markMissingParents,
+  promoteHeld, selectHeldChildren, selectHeldParents,
   migrationLock, parkHeldBack, parkRows, recordMigration, reduceLatest, releaseParked, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageChunks, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks, type SqlQuery, type StageInput, type TargetTable,
@@ -51,9 +54,14 @@ export interface ConsistentAsOf {
 
 /** Bytes buffered in the COPY stream before `write()` asks to wait for 'drain'. */
 const COPY_HIGH_WATER_MARK = 4 << 20;
-const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] };
+const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 };
+const NO_ROWS = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
 
 type Client = pg.PoolClient;
+
+interface RowsOutcome extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  readonly promoted: readonly { tenant: string; key: string }[];
+}
 
 export class PostgresWriter implements TargetWriter {
   readonly kind = 'postgres' as const;
@@ -113,6 +121,26 @@ export class PostgresWriter implements TargetWriter {
       await batch.beforeCommit?.(result);
       return result;
     });
+  }
+
+  async promoteHeld(table: string): Promise<number> {
+    const t = this.tableFor(table);
+    return this.#transaction(`promote held children of ${table}`, classifyApplyError, async (client) => {
+      await run(client, tableWriteLock(t, false));
+      const promoted = (await run(client, promoteHeld(t, 'all'))).rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
+      if (promoted.length > 0) await run(client, releaseParked(t, promoted));
+      return promoted.length;
+    });
+  }
+
+  async heldParents(table: string): Promise<HeldParent[]> {
+    const result = await this.#query(`read held children of ${table}`, selectHeldParents(this.tableFor(table)));
+    return result.rows.map((r) => ({ tenant: String(r.tenant), parentPathLocator: String(r.parent_path_locator), children: Number(r.children) }));
+  }
+
+  async heldChildren(table: string, tenant: string, parentPathLocator: string): Promise<BlobChange[]> {
+    const result = await this.#query(`read held children of ${table}`, selectHeldChildren(this.tableFor(table), tenant, parentPathLocator));
+    return result.rows.map((r) => changeFromHeldRow(table, r));
   }
 
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
@@ -176,16 +204,24 @@ export class PostgresWriter implements TargetWriter {
     // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
     // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? (await run(client, applyDeletes(t, batch.deletes))).rowCount ?? 0 : 0;
-    const rows = batch.rows.length > 0 ? await this.#applyRows(client, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    const rows = batch.rows.length > 0 ? await this.#applyRows(client, t, batch.rows) : NO_ROWS;
     const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
-    if (touched.length > 0) await run(client, releaseParked(t, touched));
+    // A held child that the target now holds at its version or newer, or that a delete covers, waits no more.
+    if (touched.length > 0) await run(client, dropResolvedHeld(t, touched));
+    const resolved = [...touched, ...rows.promoted];
+    if (resolved.length > 0) await run(client, releaseParked(t, resolved));
     if (batch.watermarks.length > 0) await run(client, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(client, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
-    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
-    return { ...rows, skippedStale, deleted };
+    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
+    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
   }
 
-  async #applyRows(client: Client, t: TargetTable, rows: readonly StageInput[]): Promise<Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent'>> {
+  /**
+   * Stages, classifies and upserts the batch's rows. Children whose parent is missing are held in hw_held (and
+   * parked, so consistent_as_of stays below them); after the upsert, held children whose parent this batch wrote
+   * are promoted in one set-based step.
+   */
+  async #applyRows(client: Client, t: TargetTable, rows: readonly StageInput[]): Promise<RowsOutcome> {
     const { latest, superseded } = reduceLatest(rows);
     const chunked = rows.some((r) => r.change.content.kind === 'chunked');
     await run(client, createStageTable());
@@ -193,11 +229,13 @@ export class PostgresWriter implements TargetWriter {
     if (chunked) await run(client, assembleChunkedContent(t));
     const incompleteContent = chunked ? keysOf(await run(client, markIncompleteContent(t))) : [];
     const hierarchy = latest.some((r) => r.change.parentPathLocator !== null);
-    const missingParent = hierarchy ? keysOf(await run(client, markMissingParents(t))) : [];
-    if (incompleteContent.length + missingParent.length > 0) await run(client, parkHeldBack(t));
+    const held = hierarchy ? keysOf(await run(client, markMissingParents(t))) : [];
+    if (held.length > 0) await run(client, holdMissingParents(t));
+    if (incompleteContent.length + held.length > 0) await run(client, parkHeldBack(t));
     const applied = (await run(client, upsertFromStage(t))).rowCount ?? 0;
+    const promoted = (await run(client, promoteHeld(t, 'batch'))).rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
     if (chunked) await run(client, deleteUsedChunks(t, superseded));
-    return { applied, missingParent, incompleteContent };
+    return { applied, missingParent: [], incompleteContent, held, promoted };
   }
 
   async #consistent(query: SqlQuery): Promise<ConsistentAsOf[]> {

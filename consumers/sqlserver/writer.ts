@@ -9,11 +9,14 @@ import sql from 'mssql';
 import type { Ticks } from '../../src/contract.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
 import { assertIdentifier } from '../../src/sql/ident.js';
-import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import type { BlobChange } from '../../src/contract.js';
+import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from '../../src/target/writer.js';
+import { changeFromHeldRow } from '../../src/target/held.js';
 import {
   CHUNK_STAGE_COLUMNS, CHUNK_STAGE_TABLE, MIGRATION_FILE, STAGE_COLUMNS, STAGE_TABLE, applyDeletes, assembleChunkedContent,
   blobTableDdl, bookkeepingDdl, chunkStageValues, createChunkStageTable, createMigrationsTable, createStageTable,
-  deleteUsedChunks, dropStageTables, insertStagedChunks, markIncompleteContent, markMissingParents, markStale,
+  deleteUsedChunks, dropResolvedHeld, dropStageTables, holdMissingParents, insertStagedChunks, promoteHeld, selectHeldChildren,
+  selectHeldParents, markIncompleteContent, markMissingParents, markStale,
   migrationLock, parkHeldBack, parkRows, recordMigration, reduceLatest, releaseParked, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageMismatch, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks,
@@ -44,7 +47,12 @@ export interface ConsistentAsOf {
   readonly watermark: Ticks | null;
 }
 
-const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] };
+const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 };
+const NO_ROWS: RowsOutcome = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
+
+interface RowsOutcome extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  readonly promoted: readonly { tenant: string; key: string }[];
+}
 
 type On = sql.ConnectionPool | sql.Transaction;
 
@@ -106,6 +114,26 @@ export class SqlServerWriter implements TargetWriter {
     });
   }
 
+  async promoteHeld(table: string): Promise<number> {
+    const t = this.tableFor(table);
+    return this.#transaction(`promote held children of ${table}`, classifyApplyError, async (tx) => {
+      await run(tx, tableWriteLock(t, false));
+      const promoted = keyPairs(await run(tx, promoteHeld(t, 'all')));
+      if (promoted.length > 0) await run(tx, releaseParked(t, promoted));
+      return promoted.length;
+    });
+  }
+
+  async heldParents(table: string): Promise<HeldParent[]> {
+    const rows = await this.#query(`read held children of ${table}`, selectHeldParents(this.tableFor(table)));
+    return rows.map((r) => ({ tenant: String(r.tenant), parentPathLocator: String(r.parent_path_locator), children: Number(r.children) }));
+  }
+
+  async heldChildren(table: string, tenant: string, parentPathLocator: string): Promise<BlobChange[]> {
+    const rows = await this.#query(`read held children of ${table}`, selectHeldChildren(this.tableFor(table), tenant, parentPathLocator));
+    return rows.map((r) => changeFromHeldRow(table, r));
+  }
+
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
     if (pathLocators.length === 0) return new Set();
     const rows = await this.#query(`read paths of ${table}`, selectExistingPaths(this.tableFor(table), tenant, pathLocators));
@@ -163,14 +191,17 @@ export class SqlServerWriter implements TargetWriter {
     // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
     // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? Number((await run(tx, applyDeletes(t, batch.deletes)))[0]?.deleted ?? 0) : 0;
-    const rows = batch.rows.length > 0 ? await this.#applyRows(tx, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    const rows = batch.rows.length > 0 ? await this.#applyRows(tx, t, batch.rows) : NO_ROWS;
     await run(tx, dropStageTables());
     const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
-    if (touched.length > 0) await run(tx, releaseParked(t, touched));
+    // A held child that the target now holds at its version or newer, or that a delete covers, waits no more.
+    if (touched.length > 0) await run(tx, dropResolvedHeld(t, touched));
+    const resolved = [...touched, ...rows.promoted];
+    if (resolved.length > 0) await run(tx, releaseParked(t, resolved));
     if (batch.watermarks.length > 0) await run(tx, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(tx, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
-    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
-    return { ...rows, skippedStale, deleted };
+    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
+    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
   }
 
   async #stageChunks(tx: sql.Transaction, batch: ApplyBatch): Promise<void> {
@@ -179,7 +210,12 @@ export class SqlServerWriter implements TargetWriter {
     await run(tx, insertStagedChunks(this.#schema));
   }
 
-  async #applyRows(tx: sql.Transaction, t: TargetTable, rows: readonly StageInput[]): Promise<Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent'>> {
+  /**
+   * Stages, classifies and upserts the batch's rows. Children whose parent is missing are held in hw_held (and
+   * parked, so consistent_as_of stays below them); after the upsert, held children whose parent this batch wrote
+   * are promoted in one set-based step.
+   */
+  async #applyRows(tx: sql.Transaction, t: TargetTable, rows: readonly StageInput[]): Promise<RowsOutcome> {
     const { latest, superseded } = reduceLatest(rows);
     const chunked = rows.some((r) => r.change.content.kind === 'chunked');
     await run(tx, createStageTable());
@@ -187,11 +223,13 @@ export class SqlServerWriter implements TargetWriter {
     await run(tx, markStale(t));
     if (chunked) await run(tx, assembleChunkedContent(t));
     const incompleteContent = chunked ? keysOf(await run(tx, markIncompleteContent())) : [];
-    const missingParent = keysOf(await run(tx, markMissingParents(t)));
-    if (incompleteContent.length + missingParent.length > 0) await run(tx, parkHeldBack(t));
+    const held = keysOf(await run(tx, markMissingParents(t)));
+    if (held.length > 0) await run(tx, holdMissingParents(t));
+    if (incompleteContent.length + held.length > 0) await run(tx, parkHeldBack(t));
     const applied = Number((await run(tx, upsertFromStage(t)))[0]?.applied ?? 0);
+    const promoted = keyPairs(await run(tx, promoteHeld(t, 'batch')));
     if (chunked) await run(tx, deleteUsedChunks(t, superseded));
-    return { applied, missingParent, incompleteContent };
+    return { applied, missingParent: [], incompleteContent, held, promoted };
   }
 
   async #lockMigrations(tx: sql.Transaction): Promise<void> {
@@ -327,6 +365,10 @@ export function classifyApplyError(thrown: unknown, context: string): HighwaterE
 
 function keysOf(rows: readonly Row[]): string[] {
   return rows.map((r) => String(r.key));
+}
+
+function keyPairs(rows: readonly Row[]): { tenant: string; key: string }[] {
+  return rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
 }
 
 /** schema/target-sqlserver beside src when run from source, or two levels further up when run from dist/. */

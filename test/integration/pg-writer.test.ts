@@ -79,6 +79,14 @@ async function held(sql: pg.Pool, key: string, schema = 'tgt'): Promise<{ ticks:
   return rows[0] as { ticks: string; sha: string | null } | undefined;
 }
 
+async function heldKeys(sql: pg.Pool): Promise<string[]> {
+  return (await rowsOf(sql, 'SELECT key FROM tgt.hw_held ORDER BY key')).map((r) => String(r.key));
+}
+
+async function parkedKeys(sql: pg.Pool): Promise<string[]> {
+  return (await rowsOf(sql, 'SELECT key FROM tgt.hw_parked ORDER BY key')).map((r) => String(r.key));
+}
+
 async function rejection(promise: Promise<unknown>): Promise<HighwaterError> {
   const error = await promise.then(() => undefined, (e: unknown) => e);
   expect(error).toBeInstanceOf(HighwaterError);
@@ -112,7 +120,7 @@ describe('PostgresWriter', () => {
 
     const result = await writer.apply(batch({ rows }));
 
-    expect(result).toEqual({ applied: 8, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+    expect(result).toEqual({ applied: 8, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
     const stored = await rowsOf(sql, `SELECT key, encode(sha256(content), 'hex') AS sha, length(content) AS len, encode(content_sha256, 'hex') AS declared
       FROM tgt.referral_attachment WHERE key LIKE 'blob-%' ORDER BY key`);
     expect(stored).toEqual(blobs.map((b, i) => ({ key: `blob-${i}`, sha: sha256(b).toString('hex'), len: MiB, declared: sha256(b).toString('hex') })));
@@ -187,8 +195,8 @@ describe('PostgresWriter', () => {
     expect(await held(sql, 'doc')).toMatchObject({ ticks: '7' });
   });
 
-  it('holds back a child whose parent is missing, and writes one whose parent is in the batch or the target', async () => {
-    const { writer } = await freshTarget('missing parent');
+  it('holds a child whose parent is missing in the target, writes one whose parent is in the batch or the target, and promotes held chains when the parent comes', async () => {
+    const { sql, writer } = await freshTarget('missing parent');
     const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
     const first = await writer.apply(batch({
       rows: [
@@ -199,21 +207,80 @@ describe('PostgresWriter', () => {
         version('other-tenant', 5n, Buffer.from('t'), { ...under('p'), tenant: 'south' }),
       ],
     }));
-    expect(first.applied).toBe(2);
-    expect(first.skippedStale).toBe(0);
-    expect([...first.missingParent].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(first).toMatchObject({ applied: 2, skippedStale: 0, missingParent: [], promoted: 0 });
+    expect([...first.held].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
     expect(await writer.existingPaths(TABLE, '', ['/p/', '/c1/', '/orphan/', '/nowhere/'])).toEqual(new Set(['/p/', '/c1/']));
+    expect(await heldKeys(sql)).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await parkedKeys(sql)).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await writer.heldParents(TABLE)).toEqual([
+      { tenant: '', parentPathLocator: '/nowhere/', children: 1 },
+      { tenant: 'south', parentPathLocator: '/p/', children: 1 },
+    ]);
 
-    await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
-    const retried = await writer.apply(batch({ rows: [version('grandchild', 4n, Buffer.from('g'), under('orphan')), version('orphan', 3n, null, under('nowhere'))] }));
-    expect(retried).toMatchObject({ applied: 2, missingParent: [] });
+    // The parent of the chain comes: the chain is promoted in the same transaction, whole, and leaves hw_parked.
+    const arrived = await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
+    expect(arrived).toMatchObject({ applied: 1, promoted: 2, held: [] });
     expect(await writer.existingPaths(TABLE, '', ['/orphan/', '/grandchild/'])).toEqual(new Set(['/orphan/', '/grandchild/']));
+    expect(await held(sql, 'grandchild')).toMatchObject({ ticks: '4', sha: sha256(Buffer.from('g')).toString('hex') });
     expect(await writer.existingPaths(TABLE, 'south', ['/p/'])).toEqual(new Set());
+    expect(await heldKeys(sql)).toEqual(['other-tenant']);
+    expect(await parkedKeys(sql)).toEqual(['other-tenant']);
 
-    // A replay after the folder and its file were deleted: the file is stale (tombstone), not waiting for a parent.
+    // A replay after the folder and its file were deleted: the file is stale (tombstone), not held.
     await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n, observed: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n, observed: 10n }] }));
     expect(await writer.apply(batch({ rows: [version('c1', 2n, Buffer.from('c1'), under('p'))] })))
-      .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [] });
+      .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [], held: [] });
+    expect(await heldKeys(sql)).toEqual(['other-tenant']);
+  });
+
+  it('never lets a held child overwrite a newer version, and lets a delete win over it by observation', async () => {
+    const { sql, writer } = await freshTarget('held versions');
+    const audit = await installAudit(sql);
+    const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
+    // A newer version, held; an older one whose parent is there is written meanwhile; the held one wins later.
+    await writer.apply(batch({ rows: [version('a', 9n, Buffer.from('a9'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('a', 5n, Buffer.from('a5'))] }));
+    expect(await held(sql, 'a')).toMatchObject({ ticks: '5' });
+    expect(await heldKeys(sql)).toEqual(['a']);
+    // An older version, held; a newer one is written meanwhile: the held one is dropped, never written.
+    await writer.apply(batch({ rows: [version('b', 3n, Buffer.from('b3'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('b', 8n, Buffer.from('b8'))] }));
+    expect(await heldKeys(sql)).toEqual(['a']);
+    // A held version is replaced by a newer held one only.
+    await writer.apply(batch({ rows: [version('c', 7n, Buffer.from('c7'), under('x')), version('d', 4n, Buffer.from('d4'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('c', 6n, Buffer.from('c6'), under('x'))] }));
+    // A delete observed after the held version wins; one observed before it does not.
+    await writer.apply(batch({ rows: [version('e', 4n, Buffer.from('e4'), under('x'))] }));
+    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'd', modifiedOn: 4n, observed: 5n }, { table: TABLE, tenant: '', key: 'e', modifiedOn: 3n, observed: 3n }] }));
+    expect(await heldKeys(sql)).toEqual(['a', 'c', 'e']);
+    expect(await parkedKeys(sql)).toEqual(['a', 'c', 'e']);
+
+    expect(await writer.apply(batch({ rows: [version('x', 1n, null)] }))).toMatchObject({ promoted: 3 });
+    expect(await held(sql, 'a')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'b')).toMatchObject({ ticks: '8' });
+    expect(await held(sql, 'c')).toMatchObject({ ticks: '7' });
+    expect(await held(sql, 'd')).toBeUndefined();
+    expect(await held(sql, 'e')).toMatchObject({ ticks: '4' });
+    expect(await heldKeys(sql)).toEqual([]);
+    expect(await parkedKeys(sql)).toEqual([]);
+    expect(await audit.regressions()).toBe(0);
+  });
+
+  it('keeps consistent_as_of below a held child, and promotes held children whose parent another transaction wrote in a sweep', async () => {
+    const { sql, writer } = await freshTarget('held sweep');
+    await writer.apply(batch({
+      rows: [version('kid', 20n, Buffer.from('k'), { parentPathLocator: '/dad/' })],
+      watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
+      offsets: [{ topic: TOPIC, partition: 0, nextOffset: 1n }],
+    }));
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 1]]))).toEqual([{ table: TABLE, scope: '*', watermark: 19n }]);
+    // The parent written by someone else (another consumer instance's batch, not seen by the one that held the child).
+    await sql.query(`INSERT INTO tgt.referral_attachment (tenant, key, path_locator, modified_on_ticks, observed_ticks) VALUES ('', 'dad', '/dad/', 1, 1)`);
+    expect(await writer.heldParents(TABLE)).toEqual([]);
+    expect(await writer.promoteHeld(TABLE)).toBe(1);
+    expect(await held(sql, 'kid')).toMatchObject({ ticks: '20' });
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 1]]))).toEqual([{ table: TABLE, scope: '*', watermark: 100n }]);
+    expect(await writer.promoteHeld(TABLE)).toBe(0);
   });
 
   it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async () => {
@@ -227,7 +294,7 @@ describe('PostgresWriter', () => {
     expect(await chunkRows()).toBe(2);
 
     const done = await writer.apply(batch({ chunks: [chunks[2]!, chunks[0]!], rows: [chunkedVersion('big', 9n, blob, MiB)] }));
-    expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+    expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
     expect(await rowsOf(sql, `SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len, size FROM tgt.referral_attachment WHERE key = 'big'`))
       .toEqual([{ sha: sha256(blob).toString('hex'), len: 3 * MiB, size: String(3 * MiB) }]);
     expect(await chunkRows()).toBe(0);
@@ -346,7 +413,7 @@ describe('PostgresWriter', () => {
   it('migrates idempotently, recording each numbered migration once', async () => {
     const { sql, writer } = await freshTarget('migrate');
     await writer.migrate();
-    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }]);
+    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }, { name: '003_held_children.sql' }]);
     expect(await rowsOf(sql, `SELECT indexname FROM pg_indexes WHERE schemaname = 'tgt' AND tablename = 'referral_attachment' ORDER BY 1`))
       .toEqual([{ indexname: 'referral_attachment_path_idx' }, { indexname: 'referral_attachment_pkey' }]);
   });
