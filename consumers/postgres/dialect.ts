@@ -345,6 +345,28 @@ WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}`,
 }
 
 /**
+ * The upsert's fast path for a target that holds none of the batch's keys (a first load, a rebuild into a fresh
+ * schema): the same rows as upsertFromStage, inserted without conflict handling. Where the target holds a key after
+ * all, the insert fails with a unique violation (23505) and the writer rolls back to a savepoint and runs the
+ * guarded upsert instead, so the result is always the guarded upsert's.
+ */
+export function insertFromStage(t: TargetTable): SqlQuery {
+  return {
+    text: `INSERT INTO ${target(t)} (${TARGET_COLUMNS.join(', ')})
+SELECT DISTINCT ON (s.tenant, s.key) ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
+FROM ${STAGE_TABLE} s
+WHERE s.status IS NULL AND NOT ${TOMBSTONED(t.schema)}
+ORDER BY s.tenant, s.key, ${NEWEST_FIRST('s')}`,
+    values: [t.logical],
+  };
+}
+
+/** Whether the target table holds no row at all (the writer then tries the insert fast path). Column: empty. */
+export function selectTargetEmpty(t: TargetTable): SqlQuery {
+  return { text: `SELECT NOT EXISTS (SELECT 1 FROM ${target(t)}) AS empty`, values: [] };
+}
+
+/**
  * Releases staged chunks once used: those of rows written, held (hw_held keeps the assembled content) or found
  * stale, and of versions superseded inside the batch — but never a set still needed by a row whose content is
  * incomplete in this batch.

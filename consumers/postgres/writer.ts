@@ -18,7 +18,7 @@ import { CopyBinaryEncoder } from './copy-binary.js';
 import {
   MIGRATION_FILE, STAGE_COLUMNS, applyDeletes, assembleChunkedContent, blobTableDdl, bookkeepingDdl, copyIntoStage,
   createMigrationsTable, createStageTable, deleteUsedChunks, dropResolvedHeld, holdMissingParents, markIncompleteContent, markMissingParents,
-  promoteHeld, selectHeldChildren, selectHeldParents,
+  insertFromStage, promoteHeld, selectHeldChildren, selectHeldParents, selectTargetEmpty,
   migrationLock, parkHeldBack, parkRows, recordMigration, reduceLatest, releaseParked, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, stageChunks, stageValues, targetTable,
   upsertFromStage, upsertOffsets, upsertWatermarks, type SqlQuery, type StageInput, type TargetTable,
@@ -52,6 +52,8 @@ export interface ConsistentAsOf {
   readonly watermark: Ticks | null;
 }
 
+const UNIQUE_VIOLATION = '23505';
+
 /** Bytes buffered in the COPY stream before `write()` asks to wait for 'drain'. */
 const COPY_HIGH_WATER_MARK = 4 << 20;
 const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 };
@@ -70,6 +72,11 @@ export class PostgresWriter implements TargetWriter {
   readonly #schema: string;
   readonly #tables: ReadonlyMap<string, TargetTable>;
   readonly #migrationsDir: string | undefined;
+  /**
+   * Per target table, whether batches try the insert fast path: true while the table was empty when this writer
+   * first wrote to it and no insert has met an existing key since (then the guarded upsert, for good).
+   */
+  readonly #fastInsert = new Map<string, boolean>();
   #closed = false;
 
   /** The writer owns `pool` from now on: `close()` ends it. */
@@ -232,10 +239,32 @@ export class PostgresWriter implements TargetWriter {
     const held = hierarchy ? keysOf(await run(client, markMissingParents(t))) : [];
     if (held.length > 0) await run(client, holdMissingParents(t));
     if (incompleteContent.length + held.length > 0) await run(client, parkHeldBack(t));
-    const applied = (await run(client, upsertFromStage(t))).rowCount ?? 0;
+    const applied = await this.#upsert(client, t);
     const promoted = (await run(client, promoteHeld(t, 'batch'))).rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
     if (chunked) await run(client, deleteUsedChunks(t, superseded));
     return { applied, missingParent: [], incompleteContent, held, promoted };
+  }
+
+  /**
+   * The staged rows into the target: a plain insert while the table is known to hold none of their keys (a first
+   * load, a rebuild into a fresh schema), under a savepoint; the guarded upsert otherwise, or when the insert meets
+   * a key the target holds after all (another consumer, a replay). Returns the rows written.
+   */
+  async #upsert(client: Client, t: TargetTable): Promise<number> {
+    if (!this.#fastInsert.has(t.table)) this.#fastInsert.set(t.table, (await run(client, selectTargetEmpty(t))).rows[0]?.empty === true);
+    if (this.#fastInsert.get(t.table) === true) {
+      await client.query('SAVEPOINT hw_fast_insert');
+      try {
+        const inserted = (await run(client, insertFromStage(t))).rowCount ?? 0;
+        await client.query('RELEASE SAVEPOINT hw_fast_insert');
+        return inserted;
+      } catch (thrown) {
+        if ((thrown as { code?: unknown }).code !== UNIQUE_VIOLATION) throw thrown;
+        await client.query('ROLLBACK TO SAVEPOINT hw_fast_insert');
+        this.#fastInsert.set(t.table, false);
+      }
+    }
+    return (await run(client, upsertFromStage(t))).rowCount ?? 0;
   }
 
   async #consistent(query: SqlQuery): Promise<ConsistentAsOf[]> {

@@ -283,6 +283,29 @@ describe('PostgresWriter', () => {
     expect(await writer.promoteHeld(TABLE)).toBe(0);
   });
 
+  it('inserts without conflict handling into an empty target, and falls back to the guarded upsert when a key is there after all', async () => {
+    const { sql, url, writer } = await freshTarget('fast insert');
+    const other = await writerFor(url, 'tgt');
+    const audit = await installAudit(sql);
+    // Both writers find the table empty and take the fast path.
+    expect(await writer.apply(batch({ rows: [version('x', 1n, Buffer.from('x'))] }))).toMatchObject({ applied: 1 });
+    expect(await other.apply(batch({ rows: [version('y', 1n, Buffer.from('y'))] }))).toMatchObject({ applied: 1 });
+    // `k` is written by the other writer; this one's plain insert of `k` meets it, and the guarded upsert decides.
+    await other.apply(batch({ rows: [version('k', 5n, Buffer.from('k5'))] }));
+    expect(await writer.apply(batch({ rows: [version('k', 9n, Buffer.from('k9')), version('z', 1n, Buffer.from('z'))] }))).toMatchObject({ applied: 2, skippedStale: 0 });
+    expect(await held(sql, 'k')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'z')).toMatchObject({ ticks: '1' });
+    expect(await other.apply(batch({ rows: [version('k', 7n, Buffer.from('k7')), version('w', 1n, Buffer.from('w'))] }))).toMatchObject({ applied: 1, skippedStale: 1 });
+    expect(await held(sql, 'k')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'w')).toMatchObject({ ticks: '1' });
+    // A tombstone still stops the fast path's insert.
+    const fresh = await writerFor(url, 'tgt2');
+    await fresh.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'gone', modifiedOn: 5n, observed: 5n }] }));
+    expect(await fresh.apply(batch({ rows: [version('gone', 4n, Buffer.from('g')), version('new', 1n, Buffer.from('n'))] }))).toMatchObject({ applied: 1, skippedStale: 1 });
+    expect(await held(sql, 'gone', 'tgt2')).toBeUndefined();
+    expect(await audit.regressions()).toBe(0);
+  });
+
   it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async () => {
     const { sql, writer } = await freshTarget('chunks');
     const blob = randomBytes(3 * MiB);
