@@ -110,12 +110,12 @@ export const targetSchema = z.object({
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
   retry: z.object({
-    maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
-    backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),
-    initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first retry; doubles each attempt.'),
+    maxAttempts: z.number().int().min(1).max(100).default(8).describe('Attempts for a child held for its missing parent (counted once the consumer has caught up) or a row whose content is incomplete, before it is copied to the dead-letter topic.'),
+    backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt at which a back-fill of the missing parent (or of the row, for incomplete content) is requested from the poller.'),
+    initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first attempt; doubles each attempt.'),
     maxDelayMs: z.number().int().min(0).default(300_000).describe('Longest delay between retries.'),
   }).default({ maxAttempts: 8, backfillAfterAttempts: 2, initialDelayMs: 2000, maxDelayMs: 300_000 })
-    .describe('Missing-parent retry policy.'),
+    .describe('Policy for rows waiting for a missing parent or for their content.'),
 });
 
 export const configSchema = z.object({
