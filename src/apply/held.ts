@@ -128,9 +128,10 @@ export class HeldResolver {
       const id = `${parent.tenant}\u0000${parent.parentPathLocator}`;
       live.add(id);
       const { wait, action } = stepWait(state.waits.get(id), now, this.deps.policy);
-      state.waits.set(id, wait);
+      // The step counts only once its request or dead letter is sent: a failed send is tried again next round.
       if (action === 'backfill') await this.requestBackfill(binding, parent, wait.attempt);
       if (action === 'dead-letter') await this.deadLetter(binding, parent, wait.attempt);
+      state.waits.set(id, wait);
     }
     for (const id of [...state.waits.keys()]) if (!live.has(id)) state.waits.delete(id);
   }
