@@ -8,6 +8,8 @@ import { targetTableName as mssqlTargetTableName } from '../consumers/sqlserver/
 import { SqlServerWriter } from '../consumers/sqlserver/writer.js';
 import { ApplyLoop, type ApplyLoopDeps, type TopicBinding } from './apply/loop.js';
 import { RetryLoop } from './apply/retry-loop.js';
+import { HeldResolver } from './apply/held.js';
+import { lagOf, topicEnds } from './apply/offsets.js';
 import { connectionStringOf, databaseByName, dlqTopicFor, groupIdFor, retryTopicFor, tablesForTarget, topicFor, backfillTopic } from './config/load.js';
 import type { Config, DatabaseConfig, TableConfig, TargetConfig } from './config/schema.js';
 import { ControlStore } from './control/store.js';
@@ -199,14 +201,23 @@ export class Runtime {
       sessionTimeoutMs: target.sessionTimeoutMs,
     });
     retry.attach(retryConsumer);
+    const admin = this.kafka.admin();
+    await withKafkaErrors('connecting the admin client of the held-children resolver', () => admin.connect());
+    const held = new HeldResolver({
+      bindings, writer, codec: this.codec, publisher, logger: logger.child({ component: 'held' }), policy: target.retry, requestedBy: target.name,
+      partitions: async (topics) => lagOf(await writer.storedOffsets(groupId, topics), await topicEnds(admin, topics)),
+      ...(options.onBackfillRequested ? { onBackfillRequested: options.onBackfillRequested } : {}),
+    });
     await main.start((batch) => loop.handle(batch));
     await retryConsumer.start((batch) => retry.handle(batch));
+    held.start();
     return {
       writer,
       groupId,
       failed: Promise.race([main.failed, retryConsumer.failed]),
       stop: async () => {
-        await Promise.allSettled([main.stop(), retryConsumer.stop()]);
+        await held.stop();
+        await Promise.allSettled([main.stop(), retryConsumer.stop(), admin.disconnect()]);
         await writer.close();
       },
     };

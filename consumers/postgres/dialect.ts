@@ -15,6 +15,9 @@ import type { CopyColumn, CopyValue } from './copy-binary.js';
  * (src/target/sql-writer.ts) runs them, through `postgresDialect` at the end of this file, in one transaction per
  * batch, with the binary COPY of session.ts.
  *
+ * Children whose parent is not in the target yet are held in hw_held (whole, in the batch's transaction) and
+ * promoted set-based once the parent is written; only content that is incomplete goes to the retry topic.
+ *
  * A staged row ends with `status` 'incomplete' (chunked content not all staged), 'missing-parent', or NULL: then
  * the upsert writes it unless it is stale (the target holds a newer or equal version, or a tombstone covers it).
  * Staleness is only looked up for rows about to be held back, so a stale row is skipped rather than retried, at no
@@ -317,8 +320,31 @@ WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}`,
 }
 
 /**
- * Releases staged chunks once used: those of rows written or found stale, and of versions superseded inside the
- * batch — but never a set still needed by a row held back (missing parent, incomplete) in this batch.
+ * The upsert's fast path for a target that holds none of the batch's keys (a first load, a rebuild into a fresh
+ * schema): the same rows as upsertFromStage, inserted without conflict handling. Where the target holds a key after
+ * all, the insert fails with a unique violation (23505) and the writer rolls back to a savepoint and runs the
+ * guarded upsert instead, so the result is always the guarded upsert's.
+ */
+export function insertFromStage(t: TargetTable): SqlQuery {
+  return {
+    text: `INSERT INTO ${target(t)} (${TARGET_COLUMNS.join(', ')})
+SELECT DISTINCT ON (s.tenant, s.key) ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
+FROM ${STAGE_TABLE} s
+WHERE s.status IS NULL AND NOT ${TOMBSTONED(t.schema)}
+ORDER BY s.tenant, s.key, ${NEWEST_FIRST('s')}`,
+    values: [t.logical],
+  };
+}
+
+/** Whether the target table holds no row at all (the writer then tries the insert fast path). Column: empty. */
+export function selectTargetEmpty(t: TargetTable): SqlQuery {
+  return { text: `SELECT NOT EXISTS (SELECT 1 FROM ${target(t)}) AS empty`, values: [] };
+}
+
+/**
+ * Releases staged chunks once used: those of rows written, held (hw_held keeps the assembled content) or found
+ * stale, and of versions superseded inside the batch — but never a set still needed by a row whose content is
+ * incomplete in this batch.
  */
 export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply[]): SqlQuery {
   const chunked = superseded.filter((r) => r.change.content.kind === 'chunked' && r.change.contentSha256 !== null);
@@ -329,7 +355,7 @@ export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply
 USING (
   (${stage('status IS NULL')}
    UNION SELECT * FROM unnest($2::text[], $3::bytea[], $4::integer[]))
-  EXCEPT ${stage("status IN ('incomplete', 'missing-parent')")}
+  EXCEPT ${stage("status = 'incomplete'")}
 ) u
 WHERE c.table_name = $1 AND c.key = u.key AND c.content_sha256 = u.content_sha256 AND c.chunk_count = u.chunk_count`,
     values: [
@@ -366,6 +392,119 @@ WHERE t.tenant = d.tenant AND t.key = d.key AND ${OBSERVED_OF('t')} <= d.observe
       t.logical, deletes.map((d) => d.tenant), deletes.map((d) => d.key),
       deletes.map((d) => d.modifiedOn?.toString() ?? null), deletes.map((d) => d.observed.toString()),
     ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- held children
+
+const held = (schema: string): string => bookkeeping(schema, 'hw_held');
+
+/** A tombstone of this table ($1) observed at or after the row `alias` (hw_held or a target-shaped row). */
+const TOMBSTONED_AS = (schema: string, alias: string): string => `EXISTS (SELECT 1 FROM ${bookkeeping(schema, 'hw_tombstones')} d
+    WHERE d.table_name = $1 AND d.tenant = ${alias}.tenant AND d.key = ${alias}.key AND ${OBSERVED_OF('d')} >= ${alias}.observed_ticks)`;
+
+/** The target row columns other than the key, set from `excluded` on conflict. */
+const UPDATED_FROM_EXCLUDED = (stamp: string): string =>
+  [...TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key').map((c) => `${c} = excluded.${c}`), `${stamp} = clock_timestamp()`].join(', ');
+
+/**
+ * Staged rows whose parent is missing (markMissingParents) are held in hw_held, whole, instead of leaving the
+ * transaction: the greatest version per key; a held version is replaced only by a newer one.
+ */
+export function holdMissingParents(t: TargetTable): SqlQuery {
+  return {
+    text: `INSERT INTO ${held(t.schema)} AS h (table_name, ${TARGET_COLUMNS.join(', ')})
+SELECT DISTINCT ON (s.tenant, s.key) $1::text, ${TARGET_COLUMNS.map((c) => `s.${c}`).join(', ')}
+FROM ${STAGE_TABLE} s
+WHERE s.status = 'missing-parent'
+ORDER BY s.tenant, s.key, ${NEWEST_FIRST('s')}
+ON CONFLICT (table_name, tenant, key) DO UPDATE SET ${UPDATED_FROM_EXCLUDED('held_at')}
+WHERE ${VERSION_OF('h')} < ${VERSION_OF('excluded')}`,
+    values: [t.logical],
+  };
+}
+
+/**
+ * Promotes, in one statement, every held child whose parent is now in the target — and, recursively, the held
+ * children of those — with the guarded upsert: a held version never overwrites a newer one, and one a tombstone
+ * covers is not written. Promoted rows leave hw_held. `scope` 'batch' looks only at children of the rows staged by
+ * this batch (the parents that may just have arrived); 'all' looks at every held child of the table (a sweep, for
+ * parents written by another consumer's concurrent transaction). Columns: tenant, key of the rows taken out of
+ * hw_held, and `written`, how many of them were written.
+ */
+export function promoteHeld(t: TargetTable, scope: 'batch' | 'all'): SqlQuery {
+  const h = held(t.schema);
+  const parentWritten = `EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = h.tenant AND t.path_locator = h.parent_path_locator)`;
+  const base = scope === 'batch'
+    ? `SELECT h.tenant, h.key, h.path_locator
+  FROM (SELECT DISTINCT s.tenant, s.path_locator FROM ${STAGE_TABLE} s WHERE s.status IS NULL AND s.path_locator IS NOT NULL) p
+  JOIN ${h} h ON h.table_name = $1 AND h.tenant = p.tenant AND h.parent_path_locator = p.path_locator
+  WHERE ${parentWritten} AND NOT ${TOMBSTONED_AS(t.schema, 'h')}`
+    : `SELECT h.tenant, h.key, h.path_locator FROM ${h} h
+  WHERE h.table_name = $1 AND h.parent_path_locator IS NOT NULL AND ${parentWritten} AND NOT ${TOMBSTONED_AS(t.schema, 'h')}`;
+  return {
+    text: `WITH RECURSIVE ready (tenant, key, path_locator) AS (
+  ${base}
+  UNION
+  SELECT h.tenant, h.key, h.path_locator FROM ${h} h
+  JOIN ready r ON h.table_name = $1 AND h.tenant = r.tenant AND h.parent_path_locator = r.path_locator
+  WHERE r.path_locator IS NOT NULL AND NOT ${TOMBSTONED_AS(t.schema, 'h')}
+), moved AS (
+  DELETE FROM ${h} h USING (SELECT DISTINCT tenant, key FROM ready) r
+  WHERE h.table_name = $1 AND h.tenant = r.tenant AND h.key = r.key
+  RETURNING h.*
+), written AS (
+  INSERT INTO ${target(t)} AS t (${TARGET_COLUMNS.join(', ')})
+  SELECT ${TARGET_COLUMNS.map((c) => `m.${c}`).join(', ')} FROM moved m
+  ON CONFLICT (tenant, key) DO UPDATE SET ${UPDATED_FROM_EXCLUDED('applied_at')}
+  WHERE ${VERSION_OF('t')} < ${VERSION_OF('excluded')}
+  RETURNING 1
+)
+SELECT m.tenant, m.key, (SELECT count(*) FROM written)::int AS written FROM moved m`,
+    values: [t.logical],
+  };
+}
+
+/**
+ * Held children of these keys that are resolved otherwise: the target holds their version or a newer one, or a
+ * delete observed at or after them covers them (a delete wins). Run after a batch's deletes and upserts.
+ */
+export function dropResolvedHeld(t: TargetTable, keys: readonly { tenant: string; key: string }[]): SqlQuery {
+  return {
+    text: `DELETE FROM ${held(t.schema)} h
+USING unnest($2::text[], $3::text[]) AS k (tenant, key)
+WHERE h.table_name = $1 AND h.tenant = k.tenant AND h.key = k.key
+  AND (EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = h.tenant AND t.key = h.key AND ${VERSION_OF('t')} >= ${VERSION_OF('h')})
+    OR ${TOMBSTONED_AS(t.schema, 'h')})`,
+    values: [t.logical, keys.map((k) => k.tenant), keys.map((k) => k.key)],
+  };
+}
+
+/**
+ * The parents held children wait for that are neither in the target nor held themselves (the top of each waiting
+ * chain): what a back-fill request asks for. Columns: tenant, parent_path_locator, children (how many wait).
+ */
+export function selectHeldParents(t: TargetTable, limit = 1000): SqlQuery {
+  const h = held(t.schema);
+  return {
+    text: `SELECT h.tenant, h.parent_path_locator, count(*)::int AS children
+FROM ${h} h
+WHERE h.table_name = $1 AND h.parent_path_locator IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = h.tenant AND t.path_locator = h.parent_path_locator)
+  AND NOT EXISTS (SELECT 1 FROM ${h} p WHERE p.table_name = h.table_name AND p.tenant = h.tenant AND p.path_locator = h.parent_path_locator)
+GROUP BY h.tenant, h.parent_path_locator
+ORDER BY min(h.held_at)
+LIMIT $2`,
+    values: [t.logical, limit],
+  };
+}
+
+/** Held children of one parent, whole (target columns), for the dead-letter topic. */
+export function selectHeldChildren(t: TargetTable, tenant: string, parentPathLocator: string): SqlQuery {
+  return {
+    text: `SELECT ${TARGET_COLUMNS.map((c) => `h.${c}`).join(', ')} FROM ${held(t.schema)} h
+WHERE h.table_name = $1 AND h.tenant = $2 AND h.parent_path_locator = $3 ORDER BY h.key`,
+    values: [t.logical, tenant, parentPathLocator],
   };
 }
 
@@ -594,16 +733,27 @@ export function migrations(schema: string): MigrationBook<SqlQuery> {
 }
 
 /** The PostgreSQL side of the one apply sequence; the compiler checks it says everything the sequence needs. */
+/** SQLSTATE of a unique violation: the fast path's insert met a key the target holds after all. */
+const UNIQUE_VIOLATION = '23505';
+
 export const postgresDialect: TargetDialect<SqlQuery> = {
   maxContentBytes: MAX_CONTENT_BYTES.postgres,
   targetTable, migrations, blobTableDdl: (text, t) => [blobTableDdl(text, t)],
   tableWriteLock, parkRows, applyDeletes, createStageTable,
   // Staleness is looked up inline, only for the rows about to be held back (see STALE).
   markStale: null,
-  assembleChunkedContent, markIncompleteContent, markMissingParents, parkHeldBack, upsertFromStage, deleteUsedChunks,
+  assembleChunkedContent, markIncompleteContent, markMissingParents, holdMissingParents, parkHeldBack, upsertFromStage,
+  fastInsert: {
+    selectTargetEmpty, insertFromStage,
+    savepoint: { text: 'SAVEPOINT hw_fast_insert', values: [] },
+    rollbackToSavepoint: { text: 'ROLLBACK TO SAVEPOINT hw_fast_insert', values: [] },
+    releaseSavepoint: { text: 'RELEASE SAVEPOINT hw_fast_insert', values: [] },
+    isUniqueViolation: (thrown) => (thrown as { code?: unknown } | null)?.code === UNIQUE_VIOLATION,
+  },
+  promoteHeld, dropResolvedHeld, deleteUsedChunks,
   // The staging table is ON COMMIT DROP.
   dropStageTables: null,
   releaseParked, upsertWatermarks, upsertOffsets,
-  selectStoredOffsets, selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
+  selectStoredOffsets, selectHeldParents: (t) => selectHeldParents(t), selectHeldChildren, selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
   deleteStoredOffsets, deleteWatermarks, deleteGroupBookkeeping, relabelGroup, swapSchemas,
 };

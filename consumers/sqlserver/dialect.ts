@@ -13,6 +13,9 @@ import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRec
  * through `sqlServerDialect` at the end of this file, in one transaction per batch, with the bulk loads of
  * session.ts (chunks: createChunkStageTable → bulk → insertStagedChunks; rows: createStageTable → bulk).
  *
+ * Children whose parent is not in the target yet are held in hw_held (whole, in the batch's transaction) and
+ * promoted set-based once the parent is written; only content that is incomplete goes to the retry topic.
+ *
  * A staged row ends with `status` NULL (to write), 'stale', 'incomplete' or 'missing-parent'. Versions follow the
  * contract (src/events/version.ts): changes compare as `(ModifiedOn, observation, content hash)` with a NULL
  * ModifiedOn first; a tombstone covers every version observed at or before it. Rows and tombstones written before
@@ -438,8 +441,9 @@ SELECT @@ROWCOUNT AS applied;`,
 }
 
 /**
- * Releases staged chunks once used: those of rows written or found stale, and of versions superseded inside the
- * batch (given as JSON, hashes in hex) — but never a set still needed by a row held back in this batch.
+ * Releases staged chunks once used: those of rows written, held (hw_held keeps the assembled content) or found
+ * stale, and of versions superseded inside the batch (given as JSON, hashes in hex) — but never a set still needed
+ * by a row whose content is incomplete in this batch.
  */
 export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply[]): SqlQuery {
   const chunked = superseded.flatMap((r) => {
@@ -457,7 +461,7 @@ INNER JOIN (
     ${jsonRows('superseded', [['key', 'nvarchar(450)', '$.key', 'exact'], ['sha', 'varchar(64)', '$.sha'], ['count', 'int', '$.count']])}
   ) AS x
   EXCEPT
-  ${stage("s.[status] IN ('incomplete', 'missing-parent')")}
+  ${stage("s.[status] = 'incomplete'")}
 ) AS u ON h.[table_name] = @table AND h.[key] = u.[key] AND h.[content_sha256] = u.[content_sha256] AND h.[chunk_count] = u.[chunk_count];`,
     values: { table: nvarchar(t.logical), superseded: json(chunked) },
   };
@@ -504,6 +508,133 @@ SELECT @deleted AS deleted;`,
       table: nvarchar(t.logical),
       deletes: json(deletes.map((d) => ({ tenant: d.tenant, key: d.key, modifiedOn: d.modifiedOn?.toString() ?? null, observed: d.observed.toString() }))),
     },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------- held children
+
+const held = (schema: string): string => bookkeeping(schema, 'hw_held');
+
+/**
+ * Staged rows whose parent is missing (markMissingParents) are held in hw_held, whole, instead of leaving the
+ * transaction: the greatest version per key; a held version is replaced only by a newer one.
+ */
+export function holdMissingParents(t: TargetTable): SqlQuery {
+  const updatable = TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key');
+  const source = `SELECT ${TARGET_COLUMNS.map((c) => `r.${col(c)}`).join(', ')}
+  FROM (
+    SELECT x.*, ROW_NUMBER() OVER (PARTITION BY x.[tenant], x.[key] ORDER BY ${newestFirst('x')}) AS rn
+    FROM ${STAGE_TABLE} AS x WHERE x.[status] = 'missing-parent'
+  ) AS r
+  WHERE r.rn = 1`;
+  return {
+    text: `MERGE ${held(t.schema)} WITH (HOLDLOCK) AS h
+USING (
+  ${source}
+) AS s
+ON h.[table_name] = @table AND h.[tenant] = s.[tenant] AND h.[key] = s.[key]
+WHEN MATCHED AND ${olderThan('h', 's')} THEN
+  UPDATE SET ${[...updatable.map((c) => `${col(c)} = s.${col(c)}`), '[held_at] = SYSUTCDATETIME()'].join(', ')}
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT ([table_name], ${TARGET_COLUMNS.map(col).join(', ')})
+  VALUES (@table, ${TARGET_COLUMNS.map((c) => `s.${col(c)}`).join(', ')});`,
+    values: { table: nvarchar(t.logical) },
+  };
+}
+
+/**
+ * Promotes every held child whose parent is now in the target — and, to a fixpoint, the held children of those —
+ * with the guarded MERGE: a held version never overwrites a newer one, and one a tombstone covers is not written.
+ * Promoted rows leave hw_held. `scope` 'batch' looks only at children of the rows this batch staged (the parents
+ * that may just have arrived); 'all' at every held child of the table (a sweep, for parents written by another
+ * consumer's concurrent transaction). A loop over a table variable, as in markMissingParents (T-SQL recursion has
+ * no UNION). Returns tenant, key of the rows taken out of hw_held, and `written`.
+ */
+export function promoteHeld(t: TargetTable, scope: 'batch' | 'all'): SqlQuery {
+  const h = held(t.schema);
+  const ready = `DECLARE @ready TABLE ([tenant] nvarchar(100) COLLATE ${BIN2} NOT NULL, [key] nvarchar(450) COLLATE ${BIN2} NOT NULL, [path_locator] nvarchar(850) COLLATE ${BIN2} NULL, PRIMARY KEY ([tenant], [key]));`;
+  const fromBatch = scope === 'batch'
+    ? `\n  AND EXISTS (SELECT 1 FROM ${STAGE_TABLE} AS s WHERE s.[status] IS NULL AND s.[tenant] = h.[tenant] AND s.[path_locator] = h.[parent_path_locator])`
+    : '';
+  const updatable = TARGET_COLUMNS.filter((c) => c !== 'tenant' && c !== 'key');
+  const updates = [...updatable.map((c) => `${col(c)} = s.${col(c)}`), '[applied_at] = SYSUTCDATETIME()'];
+  const sameKey = `h.[table_name] = @table AND h.[tenant] = r.[tenant] AND h.[key] = r.[key]`;
+  return {
+    text: `${ready}
+DECLARE @written int;
+INSERT INTO @ready ([tenant], [key], [path_locator])
+SELECT h.[tenant], h.[key], h.[path_locator] FROM ${h} AS h
+WHERE h.[table_name] = @table AND h.[parent_path_locator] IS NOT NULL${fromBatch}
+  AND EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = h.[tenant] AND t.[path_locator] = h.[parent_path_locator])
+  AND NOT ${tombstoneBlocks(t.schema, 'h')};
+WHILE @@ROWCOUNT > 0
+BEGIN
+  INSERT INTO @ready ([tenant], [key], [path_locator])
+  SELECT h.[tenant], h.[key], h.[path_locator] FROM ${h} AS h
+  WHERE h.[table_name] = @table
+    AND EXISTS (SELECT 1 FROM @ready AS p WHERE p.[tenant] = h.[tenant] AND p.[path_locator] = h.[parent_path_locator])
+    AND NOT EXISTS (SELECT 1 FROM @ready AS r WHERE r.[tenant] = h.[tenant] AND r.[key] = h.[key])
+    AND NOT ${tombstoneBlocks(t.schema, 'h')};
+END;
+MERGE ${target(t)} WITH (HOLDLOCK) AS t
+USING (
+  SELECT ${TARGET_COLUMNS.map((c) => `h.${col(c)}`).join(', ')}
+  FROM ${h} AS h INNER JOIN @ready AS r ON ${sameKey}
+) AS s
+ON t.[tenant] = s.[tenant] AND t.[key] = s.[key]
+WHEN MATCHED AND ${olderThan('t', 's')} THEN
+  UPDATE SET ${updates.join(', ')}
+WHEN NOT MATCHED BY TARGET THEN
+  INSERT (${TARGET_COLUMNS.map(col).join(', ')})
+  VALUES (${TARGET_COLUMNS.map((c) => `s.${col(c)}`).join(', ')});
+SET @written = @@ROWCOUNT;
+DELETE h FROM ${h} AS h INNER JOIN @ready AS r ON ${sameKey};
+SELECT r.[tenant], r.[key], @written AS written FROM @ready AS r;`,
+    values: { table: nvarchar(t.logical) },
+  };
+}
+
+/**
+ * Held children of these keys that are resolved otherwise: the target holds their version or a newer one, or a
+ * delete observed at or after them covers them (a delete wins). Run after a batch's deletes and upserts.
+ */
+export function dropResolvedHeld(t: TargetTable, keys: readonly { tenant: string; key: string }[]): SqlQuery {
+  return {
+    text: `DELETE h FROM ${held(t.schema)} AS h
+INNER JOIN (
+  ${jsonRows('keys', [['tenant', 'nvarchar(100)', '$.tenant', 'exact'], ['key', 'nvarchar(450)', '$.key', 'exact']])}
+) AS k ON h.[table_name] = @table AND h.[tenant] = k.[tenant] AND h.[key] = k.[key]
+WHERE EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = h.[tenant] AND t.[key] = h.[key] AND NOT ${olderThan('t', 'h')})
+   OR ${tombstoneBlocks(t.schema, 'h')};`,
+    values: { table: nvarchar(t.logical), keys: json(keys.map((k) => ({ tenant: k.tenant, key: k.key }))) },
+  };
+}
+
+/**
+ * The parents held children wait for that are neither in the target nor held themselves (the top of each waiting
+ * chain): what a back-fill request asks for. Columns: tenant, parent_path_locator, children (how many wait).
+ */
+export function selectHeldParents(t: TargetTable, limit = 1000): SqlQuery {
+  const h = held(t.schema);
+  return {
+    text: `SELECT TOP (@limit) h.[tenant], h.[parent_path_locator], COUNT(*) AS children
+FROM ${h} AS h
+WHERE h.[table_name] = @table AND h.[parent_path_locator] IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM ${target(t)} AS t WHERE t.[tenant] = h.[tenant] AND t.[path_locator] = h.[parent_path_locator])
+  AND NOT EXISTS (SELECT 1 FROM ${h} AS p WHERE p.[table_name] = h.[table_name] AND p.[tenant] = h.[tenant] AND p.[path_locator] = h.[parent_path_locator])
+GROUP BY h.[tenant], h.[parent_path_locator]
+ORDER BY MIN(h.[held_at]);`,
+    values: { table: nvarchar(t.logical), limit: { type: 'Int', value: limit } },
+  };
+}
+
+/** Held children of one parent, whole (target columns), for the dead-letter topic. */
+export function selectHeldChildren(t: TargetTable, tenant: string, parentPathLocator: string): SqlQuery {
+  return {
+    text: `SELECT ${TARGET_COLUMNS.map((c) => `h.${col(c)}`).join(', ')} FROM ${held(t.schema)} AS h
+WHERE h.[table_name] = @table AND h.[tenant] = @tenant AND h.[parent_path_locator] = @parent
+ORDER BY h.[key];`,
+    values: { table: nvarchar(t.logical), tenant: nvarchar(tenant), parent: nvarchar(parentPathLocator) },
   };
 }
 
@@ -795,11 +926,15 @@ export const sqlServerDialect: TargetDialect<SqlQuery> = {
   targetTable, migrations, blobTableDdl,
   tableWriteLock, parkRows, applyDeletes, createStageTable, markStale, assembleChunkedContent,
   markIncompleteContent: () => markIncompleteContent(),
-  markMissingParents, parkHeldBack, upsertFromStage, deleteUsedChunks,
+  markMissingParents, holdMissingParents, parkHeldBack, upsertFromStage,
+  // No insert fast path: a failed INSERT under XACT_ABORT dooms the whole transaction, savepoint or not.
+  fastInsert: null,
+  promoteHeld, dropResolvedHeld, deleteUsedChunks,
   // #hw_stage would otherwise outlive the transaction in the pooled session, holding a batch of blobs in tempdb.
   dropStageTables,
   releaseParked, upsertWatermarks, upsertOffsets,
-  selectStoredOffsets, selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
+  selectStoredOffsets, selectHeldParents: (t) => selectHeldParents(t), selectHeldChildren,
+  selectExistingPaths, selectConsistentAsOf, selectConsistentAsOfWithPartitions, selectSchemaExists,
   deleteStoredOffsets, deleteWatermarks, deleteGroupBookkeeping, relabelGroup,
   // One statement that checks for the live schema itself (SQL Server cannot rename a schema; see swapSchemas).
   swapSchemas: (live, rebuilt, retired) => [swapSchemas(live, rebuilt, retired)],

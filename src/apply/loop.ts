@@ -9,13 +9,15 @@ import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
 import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from '../target/writer.js';
 import { TargetPositions } from './positions.js';
-import { childrenNeedingParents, reduceBatch, type BatchEvent } from './reduce.js';
+import { reduceBatch, type BatchEvent } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
 /**
  * The apply loop, shared by every target: per partition batch — decode (poison to the dead-letter topic first),
- * reduce to the latest version per key, route children whose parent is in neither the batch nor the target to the
- * retry topic, then hand the rest to the writer, which stores rows and offsets in one transaction. Kafka's own
+ * reduce to the latest version per key, then hand it to the writer, which stores rows and offsets in one
+ * transaction. Children whose parent is in neither the batch nor the target are held by the writer in the target
+ * itself (hw_held, same transaction) and promoted set-based when the parent arrives; no Kafka round trip per child
+ * (HeldResolver asks for back-fills of parents that never come). Kafka's own
  * offsets are committed only after that, for lag monitoring. Everything published to a side topic is
  * acknowledged before the offsets that cover its source record are stored, so a crash can duplicate, never lose.
  */
@@ -77,23 +79,22 @@ export class ApplyLoop {
     await this.deadLetter(binding, poison);
     const reduced = reduceBatch(events);
     const fitting = await this.refuseTooLarge(binding, reduced.changes, recordOf);
-    const routed = await this.routeMissingParents(binding, fitting.keep, recordOf);
-    const parked = [...fitting.parked, ...routed.parked];
+    const parked = fitting.parked;
     const nextOffset = records.at(-1)!.offset + 1n;
     const started = performance.now();
-    // Rows the writer could not write (a parent or chunks missing after all) go to the retry topic inside the
+    // Rows the writer could not write or hold (their chunks not all staged yet) go to the retry topic inside the
     // transaction, before COMMIT: the offsets that cover them never become durable before they are safe.
     let retriedLate = 0;
     const routeLate = async (r: ApplyResult) => {
       const late = new Set([...r.missingParent, ...r.incompleteContent]);
       retriedLate = late.size;
-      if (late.size > 0) await this.sendToRetry(binding, routed.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
+      if (late.size > 0) await this.sendToRetry(binding, fitting.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     };
-    const result = await this.write(binding, batch, reduced, { rows: routed.keep, parked }, nextOffset, records, routeLate);
+    const result = await this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate);
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
     this.positions.advance(batch.topic, batch.partition, nextOffset);
-    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: routed.parked.length + retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
+    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
   }
 
   /** Decoded events, the poison among the records, and the record each change came from (for the retry topic). */
@@ -131,25 +132,6 @@ export class ApplyLoop {
     const reason = (c: BlobChange) => `content of ${c.size} bytes is larger than a ${this.deps.writer.kind} target stores in one value (${limit} bytes); lower poll.maxBlobBytes to refuse such rows at the source`;
     await this.deadLetter(binding, tooLarge.map((c) => ({ record: recordOf.get(c)!, error: new HighwaterError('DB_CONSTRAINT', reason(c)) })));
     return { keep: changes.filter((c) => !tooLarge.includes(c)), parked: tooLarge.map((c) => parkedRow(c, 'too-large')) };
-  }
-
-  /**
-   * Children whose parent is in neither this batch nor the target go to the retry topic and out of the batch —
-   * the record of the version the reduction kept, not the key's last record (an older version may come later).
-   * They are parked in the target with the batch, so consistent_as_of stays below them until they arrive.
-   */
-  private async routeMissingParents(binding: TopicBinding, changes: BlobChange[], recordOf: ReadonlyMap<BlobChange, InRecord>): Promise<{ keep: BlobChange[]; parked: ParkedRow[] }> {
-    const orphans = childrenNeedingParents(changes);
-    if (orphans.length === 0) return { keep: changes, parked: [] };
-    const byTenant = groupBy(orphans, (c) => c.tenant);
-    const missing = new Set<BlobChange>();
-    for (const [tenant, children] of byTenant) {
-      const present = await this.deps.writer.existingPaths(binding.table, tenant, children.map((c) => c.parentPathLocator!));
-      for (const c of children) if (!present.has(c.parentPathLocator!)) missing.add(c);
-    }
-    if (missing.size === 0) return { keep: changes, parked: [] };
-    await this.sendToRetry(binding, [...missing].map((c) => recordOf.get(c)!), 1);
-    return { keep: changes.filter((c) => !missing.has(c)), parked: [...missing].map((c) => parkedRow(c, 'missing-parent')) };
   }
 
   private async sendToRetry(binding: TopicBinding, records: readonly InRecord[], attempt: number): Promise<void> {
@@ -207,11 +189,6 @@ function parkedRow(c: BlobChange, reason: string): ParkedRow {
   return { tenant: c.tenant, key: c.key, modifiedOn: c.modifiedOn, observed: c.observed, reason };
 }
 
-function groupBy<T>(items: readonly T[], keyOf: (t: T) => string): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const item of items) out.set(keyOf(item), [...(out.get(keyOf(item)) ?? []), item]);
-  return out;
-}
 
 export type { Deletion, OutRecord };
 export { HEADERS };

@@ -15,11 +15,12 @@ import { TargetPositions } from './positions.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
 /**
- * Children waiting for their parent. A record on `<topic>.retry` is tried when its not-before time has come: if
- * the parent is now in the target the child is applied; if not, it goes back to the retry topic with the next
- * attempt number and a longer delay, asks the poller side for a back-fill of the parent after
- * `backfillAfterAttempts`, and goes to the dead-letter topic after `maxAttempts`. Nothing is dropped, and the
- * retry topic's offsets are stored in the target with each outcome, like the main topic's.
+ * Rows waiting for their content (chunks not all staged when the row came) and, from before children were held in
+ * the target, children waiting for their parent. A record on `<topic>.retry` is tried when its not-before time has
+ * come: the writer applies it, or holds it in the target when its parent is still missing (HeldResolver takes over
+ * from there); if its content is still incomplete it goes back to the retry topic with the next attempt number and
+ * a longer delay, and goes to the dead-letter topic after `maxAttempts`. Nothing is dropped, and the retry topic's
+ * offsets are stored in the target with each outcome, like the main topic's.
  */
 
 export interface RetryLoopDeps {
@@ -102,17 +103,14 @@ export class RetryLoop {
       return this.deadLetter(binding, record, coerceError(err).message, offsets, 'poison');
     }
     const attempt = Number(record.headers[HEADERS.attempt] ?? '1');
-    // A root is here only for its content (chunks not all staged yet): it has no parent to wait for.
-    const parent = change.parentPathLocator;
-    const parentPresent = parent === null || (await this.deps.writer.existingPaths(binding.table, change.tenant, [parent])).has(parent);
-    if (parentPresent) {
-      // Offsets are stored only after the outcome is known: a row that is still not applicable is requeued first.
-      const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets: [] });
-      if (result.missingParent.length === 0 && result.incompleteContent.length === 0) {
-        await this.storeOffsets(binding, offsets);
-        this.deps.onApplied?.({ table: binding.table, partition: record.partition, result, deadLettered: 0, retried: 0, duplicates: result.skippedStale, seconds: 0 });
-        return 'applied';
-      }
+    // A child whose parent is still missing is held by the writer in the target (hw_held) and promoted when the
+    // parent comes: it is done here. Only content that is still incomplete is requeued. Offsets are stored only
+    // after the outcome is known: a row that is still not applicable is requeued first.
+    const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets: [] });
+    if (result.missingParent.length === 0 && result.incompleteContent.length === 0) {
+      await this.storeOffsets(binding, offsets);
+      this.deps.onApplied?.({ table: binding.table, partition: record.partition, result, deadLettered: 0, retried: 0, duplicates: result.skippedStale, seconds: 0 });
+      return 'applied';
     }
     return this.requeue(binding, record, change, attempt, offsets);
   }
@@ -120,7 +118,7 @@ export class RetryLoop {
   private async requeue(binding: TopicBinding, record: InRecord, change: BlobChange, attempt: number, offsets: { topic: string; partition: number; nextOffset: bigint }[]): Promise<Outcome> {
     const { maxAttempts, backfillAfterAttempts } = this.deps.policy;
     if (attempt >= maxAttempts) {
-      return this.deadLetter(binding, record, `parent ${change.parentPathLocator} did not arrive after ${attempt} attempts`, offsets, 'missing-parent');
+      return this.deadLetter(binding, record, `the content (chunks) of ${change.key} did not arrive after ${attempt} attempts`, offsets, 'missing-parent');
     }
     if (attempt === backfillAfterAttempts) await this.requestBackfill(change, attempt);
     const delay = backoffDelay({ attempts: maxAttempts, initialDelayMs: this.deps.policy.initialDelayMs, maxDelayMs: this.deps.policy.maxDelayMs, jitter: 0.1 }, attempt + 1);
@@ -131,12 +129,12 @@ export class RetryLoop {
 
   private async requestBackfill(change: BlobChange, attempt: number): Promise<void> {
     const value = await this.deps.codec.encode('BackfillRequest', backfillToAvro({
-      table: change.table, tenant: change.tenant, parentPathLocator: change.parentPathLocator, keys: [],
-      requestedBy: this.deps.requestedBy, reason: `child ${change.key} still waits for its parent after ${attempt} attempts`,
+      table: change.table, tenant: change.tenant, parentPathLocator: null, keys: [change.key],
+      requestedBy: this.deps.requestedBy, reason: `row ${change.key} still waits for its content after ${attempt} attempts`,
     }));
     await this.deps.publisher.send(backfillTopic(), [{ key: change.table, value, headers: { [HEADERS.table]: change.table, [HEADERS.tenant]: change.tenant } }]);
     this.deps.onBackfillRequested?.(change.table);
-    this.deps.logger.info({ table: change.table, parent: change.parentPathLocator, child: change.key }, 'asked the poller side to back-fill a missing parent');
+    this.deps.logger.info({ table: change.table, key: change.key }, 'asked the poller side to back-fill a row whose content is incomplete');
   }
 
   private async deadLetter(binding: TopicBinding, record: InRecord, reason: string, offsets: { topic: string; partition: number; nextOffset: bigint }[], kind: 'poison' | 'missing-parent'): Promise<Outcome> {

@@ -143,12 +143,12 @@ export const targetSchema = z.strictObject({
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
     .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
   retry: defaulted(z.strictObject({
-    maxAttempts: z.number().int().min(1).max(100).default(8).describe('Missing-parent retries before the record goes to the dead-letter topic.'),
-    backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt after which a back-fill of the parent is requested from the poller.'),
-    initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first retry; doubles each attempt.'),
+    maxAttempts: z.number().int().min(1).max(100).default(8).describe('Attempts for a child held for its missing parent (counted once the consumer has caught up) or a row whose content is incomplete, before it is copied to the dead-letter topic.'),
+    backfillAfterAttempts: z.number().int().min(1).max(100).default(2).describe('Attempt at which a back-fill of the missing parent (or of the row, for incomplete content) is requested from the poller.'),
+    initialDelayMs: z.number().int().min(0).default(2000).describe('Delay before the first attempt; doubles each attempt.'),
     maxDelayMs: z.number().int().min(0).default(300_000).describe('Longest delay between retries.'),
   }))
-    .describe('Missing-parent retry policy.'),
+    .describe('Policy for rows waiting for a missing parent or for their content.'),
 });
 
 export const configSchema = z.strictObject({

@@ -3,3 +3,15 @@ export function hierarchyDepth(pathLocator: string | null): number {
   if (!pathLocator) return 0;
   return pathLocator.split('/').filter(Boolean).length;
 }
+
+/**
+ * The proper ancestors a hierarchyid path names by its form (`/1/2/3/` → `/1/2/`, `/1/`), nearest first. Only a
+ * guess for lookups (the parent column is what counts): a path of another shape yields nothing. Pure.
+ */
+export function ancestorPaths(pathLocator: string | null): string[] {
+  if (!pathLocator || !/^\/(?:[^/]+\/)+$/.test(pathLocator)) return [];
+  const parts = pathLocator.split('/').filter(Boolean);
+  const out: string[] = [];
+  for (let n = parts.length - 1; n >= 1; n--) out.push(`/${parts.slice(0, n).join('/')}/`);
+  return out;
+}

@@ -11,7 +11,7 @@ import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishSettings } from './publish-rows.js';
-import { hierarchyDepth, planWindow } from './window.js';
+import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
 
 /**
  * One table and scope inside a run: plan (or, on resume, reload) the window, run the steps page by page with a
@@ -281,7 +281,11 @@ export class TablePoll {
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
     const known = new Set(rows.map((r) => r.pathLocator));
     const found: ObservedRow[] = [];
-    let wanted = parentsNotIn(rows, known);
+    // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
+    // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
+    // follows the parent columns for whatever that guess missed.
+    const direct = parentsNotIn(rows, known);
+    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known.has(p));
     for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
       const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
       const missing = wanted.filter((p) => !published.has(p));

@@ -43,4 +43,4 @@ export function nextHighWater(current: Ticks | null, windowEnd: Ticks): Ticks {
   return current === null || windowEnd > current ? windowEnd : current;
 }
 
-export { hierarchyDepth } from '../events/hierarchy.js';
+export { ancestorPaths, hierarchyDepth } from '../events/hierarchy.js';

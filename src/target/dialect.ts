@@ -48,9 +48,23 @@ export interface TargetDialect<S> {
   markIncompleteContent(t: TargetTable): S;
   /** Returns the keys (column `key`) of rows whose parent is neither in the target nor placed by the batch. */
   markMissingParents(t: TargetTable): S;
+  /** Copies the staged rows marked missing-parent into hw_held (a newer held version replaces an older one only). */
+  holdMissingParents(t: TargetTable): S;
   parkHeldBack(t: TargetTable): S;
   /** Reports the rows written (column `applied`, or the row count). */
   upsertFromStage(t: TargetTable): S;
+  /**
+   * A plain insert of the staged rows for a table known to hold none of their keys (first load, rebuild into a
+   * fresh schema), tried under a savepoint; null where the engine always takes the guarded upsert.
+   */
+  readonly fastInsert: FastInsert<S> | null;
+  /**
+   * Moves held children whose parent is now in the target into it (recursively, down a held chain), guarded like
+   * the upsert; 'batch' looks only below the parents this batch staged, 'all' at every held child. Columns: tenant, key.
+   */
+  promoteHeld(t: TargetTable, scope: 'batch' | 'all'): S;
+  /** Drops held children that the target now holds at their version or newer, or that a delete covers. */
+  dropResolvedHeld(t: TargetTable, keys: readonly { tenant: string; key: string }[]): S;
   deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply[]): S;
   /** Drops the session's staging tables before COMMIT; null where they go at COMMIT by themselves. */
   readonly dropStageTables: (() => S) | null;
@@ -61,6 +75,10 @@ export interface TargetDialect<S> {
   // reads
   /** Columns: topic, partition, next_offset. */
   selectStoredOffsets(schema: string, groupId: string, topics: readonly string[]): S;
+  /** The parents held children wait for that are not held themselves. Columns: tenant, parent_path_locator, children. */
+  selectHeldParents(t: TargetTable): S;
+  /** The held children of one parent, as hw_held rows (target column names). */
+  selectHeldChildren(t: TargetTable, tenant: string, parentPathLocator: string): S;
   /** Column: path_locator. */
   selectExistingPaths(t: TargetTable, tenant: string, pathLocators: readonly string[]): S;
   /** Columns: table_name, scope, watermark. */
@@ -76,6 +94,18 @@ export interface TargetDialect<S> {
   relabelGroup(schema: string, from: string, to: string): S[];
   /** Puts `rebuilt` in the place of `live` (which moves to `retired` when it exists), inside the caller's transaction. */
   swapSchemas(live: string, rebuilt: string, retired: string, liveExists: boolean): S[];
+}
+
+/** The statements of the insert fast path, and how the engine reports that an insert met an existing key. */
+export interface FastInsert<S> {
+  /** Column: empty (true or 1 when the target table holds no row). */
+  selectTargetEmpty(t: TargetTable): S;
+  /** Inserts the latest staged version per key that is neither held back nor covered by a tombstone. */
+  insertFromStage(t: TargetTable): S;
+  readonly savepoint: S;
+  readonly rollbackToSavepoint: S;
+  readonly releaseSavepoint: S;
+  isUniqueViolation(thrown: unknown): boolean;
 }
 
 /** A statement's outcome as the writer reads it: the rows of its last result set, and the driver's row count. */

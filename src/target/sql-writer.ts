@@ -6,16 +6,20 @@ import { readMigrations, runMigrations } from '../db/migrate.js';
 import { HighwaterError } from '../errors.js';
 import { assertIdentifier } from '../sql/ident.js';
 import { assertOneTable, configured, isEmptyBatch, mapTargetTables, reduceLatest } from './batch.js';
+import type { BlobChange } from '../contract.js';
 import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
-import type { ApplyBatch, ApplyResult, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
+import { changeFromHeldRow } from './held.js';
+import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
 
 /**
  * The apply sequence, written once for every target engine. Each batch is one transaction:
  *
  *   write lock → stage chunks → park rows routed to the retry topic → deletes and tombstones (first: a change that
  *   follows a delete must meet its tombstone) → stage the latest versions (bulk) → classify (stale, incomplete
- *   content, missing parent) → park what is held back → one guarded set-based upsert → release used chunks →
- *   release resolved parked rows → watermarks → offsets → the loop's beforeCommit → COMMIT.
+ *   content, missing parent) → hold children whose parent is missing (hw_held) and park what is held back → one
+ *   guarded set-based upsert (a plain insert into a table known empty) → promote held children whose parent the
+ *   batch wrote → release used chunks → drop resolved held rows and release resolved parked rows → watermarks →
+ *   offsets → the loop's beforeCommit → COMMIT.
  *
  * What is said differs per engine (TargetDialect, pure builders); how it is run differs too (TargetEngine: pool,
  * transaction, bulk load, error classification). Neither knows the sequence.
@@ -30,8 +34,20 @@ export interface SqlTargetOptions {
   readonly migrationsDir?: string;
 }
 
-const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] };
-type RowsResult = Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent'>;
+const NOTHING_APPLIED: ApplyResult = {
+  applied: 0,
+  skippedStale: 0,
+  deleted: 0,
+  missingParent: [],
+  incompleteContent: [],
+  held: [],
+  promoted: 0,
+};
+type KeyPair = { tenant: string; key: string };
+interface RowsResult extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  readonly promoted: readonly KeyPair[];
+}
+const NO_ROWS: RowsResult = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
 
 export class SqlTargetWriter<S> implements TargetWriter {
   readonly kind: 'postgres' | 'sqlserver';
@@ -41,6 +57,11 @@ export class SqlTargetWriter<S> implements TargetWriter {
   readonly #schema: string;
   readonly #tables: ReadonlyMap<string, TargetTable>;
   readonly #migrationsDir: string | undefined;
+  /**
+   * Per target table, whether batches try the insert fast path: true while the table was empty when this writer
+   * first wrote to it and no insert has met an existing key since (then the guarded upsert, for good).
+   */
+  readonly #fastInsert = new Map<string, boolean>();
   #closed = false;
 
   /** The writer owns the engine (and its pool) from now on: `close()` closes it. */
@@ -88,6 +109,28 @@ export class SqlTargetWriter<S> implements TargetWriter {
       await batch.beforeCommit?.(result);
       return result;
     });
+  }
+
+  async promoteHeld(table: string): Promise<number> {
+    const t = this.tableFor(table);
+    const d = this.#dialect;
+    return this.#transaction(`promote held children of ${table}`, 'apply', async (session) => {
+      await session.run(d.tableWriteLock(t, false));
+      const promoted = keyPairsOf(await session.run(d.promoteHeld(t, 'all')));
+      if (promoted.length > 0) await session.run(d.releaseParked(t, promoted));
+      return promoted.length;
+    });
+  }
+
+  async heldParents(table: string): Promise<HeldParent[]> {
+    const { rows } = await this.#query(`read held children of ${table}`, this.#dialect.selectHeldParents(this.tableFor(table)));
+    return rows.map((r) => ({ tenant: String(r.tenant), parentPathLocator: String(r.parent_path_locator), children: Number(r.children) }));
+  }
+
+  async heldChildren(table: string, tenant: string, parentPathLocator: string): Promise<BlobChange[]> {
+    const stmt = this.#dialect.selectHeldChildren(this.tableFor(table), tenant, parentPathLocator);
+    const { rows } = await this.#query(`read held children of ${table}`, stmt);
+    return rows.map((r) => changeFromHeldRow(table, r));
   }
 
   async existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>> {
@@ -160,15 +203,17 @@ export class SqlTargetWriter<S> implements TargetWriter {
     // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
     // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? countOf(await session.run(d.applyDeletes(t, batch.deletes)), 'deleted') : 0;
-    const rows =
-      batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : { applied: 0, missingParent: [], incompleteContent: [] };
+    const rows = batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : NO_ROWS;
     if (d.dropStageTables) await session.run(d.dropStageTables());
     const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
-    if (touched.length > 0) await session.run(d.releaseParked(t, touched));
+    // A held child that the target now holds at its version or newer, or that a delete covers, waits no more.
+    if (touched.length > 0) await session.run(d.dropResolvedHeld(t, touched));
+    const resolved = [...touched, ...rows.promoted];
+    if (resolved.length > 0) await session.run(d.releaseParked(t, resolved));
     if (batch.watermarks.length > 0) await session.run(d.upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await session.run(d.upsertOffsets(this.#schema, batch.groupId, batch.offsets));
-    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length;
-    return { ...rows, skippedStale, deleted };
+    const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
+    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
   }
 
   async #applyRows(session: TargetSession<S>, t: TargetTable, rows: readonly StageInput[]): Promise<RowsResult> {
@@ -182,11 +227,41 @@ export class SqlTargetWriter<S> implements TargetWriter {
     const incompleteContent = chunked ? keysOf(await session.run(d.markIncompleteContent(t))) : [];
     // Only a row with a parent can miss it: without one in the batch the statement would mark nothing.
     const hierarchy = latest.some((r) => r.change.parentPathLocator !== null);
-    const missingParent = hierarchy ? keysOf(await session.run(d.markMissingParents(t))) : [];
-    if (incompleteContent.length + missingParent.length > 0) await session.run(d.parkHeldBack(t));
-    const applied = countOf(await session.run(d.upsertFromStage(t)), 'applied');
+    // Children whose parent is missing are held in the target (hw_held) and parked, so consistent_as_of stays below
+    // them; after the upsert, held children whose parent this batch wrote are promoted in one set-based step.
+    const held = hierarchy ? keysOf(await session.run(d.markMissingParents(t))) : [];
+    if (held.length > 0) await session.run(d.holdMissingParents(t));
+    if (incompleteContent.length + held.length > 0) await session.run(d.parkHeldBack(t));
+    const applied = await this.#upsert(session, t);
+    const promoted = keyPairsOf(await session.run(d.promoteHeld(t, 'batch')));
     if (chunked) await session.run(d.deleteUsedChunks(t, superseded));
-    return { applied, missingParent, incompleteContent };
+    return { applied, missingParent: [], incompleteContent, held, promoted };
+  }
+
+  /**
+   * The staged rows into the target: a plain insert while the table is known to hold none of their keys (a first
+   * load, a rebuild into a fresh schema), under a savepoint; the guarded upsert otherwise, or when the insert meets
+   * a key the target holds after all (another consumer, a replay). Returns the rows written.
+   */
+  async #upsert(session: TargetSession<S>, t: TargetTable): Promise<number> {
+    const d = this.#dialect;
+    const fast = d.fastInsert;
+    if (fast !== null) {
+      if (!this.#fastInsert.has(t.table)) this.#fastInsert.set(t.table, present(await session.run(fast.selectTargetEmpty(t)), 'empty'));
+      if (this.#fastInsert.get(t.table) === true) {
+        await session.run(fast.savepoint);
+        try {
+          const inserted = countOf(await session.run(fast.insertFromStage(t)), 'applied');
+          await session.run(fast.releaseSavepoint);
+          return inserted;
+        } catch (thrown) {
+          if (!fast.isUniqueViolation(thrown)) throw thrown;
+          await session.run(fast.rollbackToSavepoint);
+          this.#fastInsert.set(t.table, false);
+        }
+      }
+    }
+    return countOf(await session.run(d.upsertFromStage(t)), 'applied');
   }
 
   async #consistent(stmt: S): Promise<ConsistentAsOf[]> {
@@ -227,9 +302,13 @@ function keysOf(result: StatementResult): string[] {
   return result.rows.map((r) => String(r.key));
 }
 
-/** A `present` column: PostgreSQL answers a boolean, SQL Server 1 or 0. */
-function present(result: StatementResult): boolean {
-  return Number(result.rows[0]?.present ?? 0) === 1;
+function keyPairsOf(result: StatementResult): KeyPair[] {
+  return result.rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
+}
+
+/** A boolean column (`present` by default): PostgreSQL answers a boolean, SQL Server 1 or 0. */
+function present(result: StatementResult, column = 'present'): boolean {
+  return Number(result.rows[0]?.[column] ?? 0) === 1;
 }
 
 /** schema/target-<engine> beside src when run from source, or two levels further up when run from dist/. */

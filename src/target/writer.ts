@@ -80,8 +80,15 @@ export interface ApplyResult {
   /** Rows not written because the target already held a newer or equal version (or a newer delete). */
   readonly skippedStale: number;
   readonly deleted: number;
-  /** Keys of rows whose parent is neither in the target nor in this batch; they were not written. */
+  /**
+   * Keys of rows whose parent is neither in the target nor in this batch and that the writer did not keep: the loop
+   * routes them to the retry topic. Writers that hold such rows in the target (hw_held) report them in `held`.
+   */
   readonly missingParent: readonly string[];
+  /** Keys of rows whose parent is missing, held in the target (same transaction) until it arrives. */
+  readonly held: readonly string[];
+  /** Held rows taken out of holding by this batch because their parent is now in the target (written or stale). */
+  readonly promoted: number;
   /** Keys of chunked rows whose chunks are not all staged; they were not written (treated like missing parents). */
   readonly incompleteContent: readonly string[];
 }
@@ -100,6 +107,15 @@ export interface TargetWriter {
    * Rows whose parent is missing are left out and reported, so the loop can route them to the retry topic.
    */
   apply(batch: ApplyBatch): Promise<ApplyResult>;
+  /**
+   * Promotes every held child of `table` whose parent is now in the target (a sweep: a parent written by another
+   * consumer's concurrent transaction is not seen by the batch that holds its child). Returns how many left holding.
+   */
+  promoteHeld(table: string): Promise<number>;
+  /** The parents that held children of `table` wait for and that are not held themselves (the tops of the chains). */
+  heldParents(table: string): Promise<HeldParent[]>;
+  /** The held children of one parent, as changes (for the dead-letter topic). */
+  heldChildren(table: string, tenant: string, parentPathLocator: string): Promise<BlobChange[]>;
   /** Whether rows with these parent path locators exist in the target (for retried children). */
   existingPaths(table: string, tenant: string, pathLocators: readonly string[]): Promise<Set<string>>;
   /** consistent_as_of per table: the minimum watermark over the partitions of its topic. */
@@ -121,6 +137,14 @@ export interface TargetWriter {
    */
   swapInRebuild(swap: SchemaSwap): Promise<void>;
   close(): Promise<void>;
+}
+
+/** A parent that held children wait for. */
+export interface HeldParent {
+  readonly tenant: string;
+  readonly parentPathLocator: string;
+  /** How many held children wait for it directly. */
+  readonly children: number;
 }
 
 /** Where resetStoredOffsets puts a group: at the log start, or at the given next offset per topic and partition. */

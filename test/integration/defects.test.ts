@@ -218,7 +218,7 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     await expectTargetEqualsSource(p);
   });
 
-  it('10: consistent_as_of stays below a child parked in the retry topic until it is applied', async ({ task }) => {
+  it('10: consistent_as_of stays below a child held in the target until it is applied', async ({ task }) => {
     const p = await pipeline(task.name, { partitions: 1, retry: { initialDelayMs: 300, maxDelayMs: 600, maxAttempts: 50, backfillAfterAttempts: 40 } });
     const running = await p.consume();
     const publisher = await p.rt.publisher();

@@ -18,7 +18,7 @@ describe('metrics and health endpoint', () => {
     const listener = metrics.pollerListener();
     listener.batchPublished?.({ table: 'T', step: 'roots', batchNo: 1, rows: 10, bytes: 2048, skipped: 3 });
     listener.windowCompleted?.({ table: 'T', scope: '*', windowEnd: 17_637_000_000_000_000n });
-    metrics.onApplied({ table: 'T', target: 'wh', result: { applied: 9, skippedStale: 1, deleted: 0, missingParent: [], incompleteContent: [] }, deadLettered: 2, retried: 1, duplicates: 1, seconds: 0.2 });
+    metrics.onApplied({ table: 'T', target: 'wh', result: { applied: 9, skippedStale: 1, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 }, deadLettered: 2, retried: 1, duplicates: 1, seconds: 0.2 });
     metrics.lag.set({ group: 'g', topic: 't', partition: '0' }, 5);
     metrics.leaseHeld.set({ table: 'T', scope: '*' }, 1);
     metrics.backfillRequests.inc({ table: 'T', target: 'wh' });

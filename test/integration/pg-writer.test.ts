@@ -81,6 +81,27 @@ async function held(sql: pg.Pool, key: string, schema = 'tgt'): Promise<{ ticks:
   return rows[0] as { ticks: string; sha: string | null } | undefined;
 }
 
+async function heldKeys(sql: pg.Pool): Promise<string[]> {
+  return (await rowsOf(sql, 'SELECT key FROM tgt.hw_held ORDER BY key')).map((r) => String(r.key));
+}
+
+async function parkedKeys(sql: pg.Pool): Promise<string[]> {
+  return (await rowsOf(sql, 'SELECT key FROM tgt.hw_parked ORDER BY key')).map((r) => String(r.key));
+}
+
+async function installAudit(sql: pg.Pool): Promise<{ updates(): Promise<number>; regressions(): Promise<number> }> {
+  await sql.query(`
+    CREATE TABLE tgt.audit (key text, old_ticks bigint, new_ticks bigint);
+    CREATE FUNCTION tgt.audit_update() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO tgt.audit VALUES (NEW.key, OLD.modified_on_ticks, NEW.modified_on_ticks);
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER audit_update AFTER UPDATE ON tgt.referral_attachment FOR EACH ROW EXECUTE FUNCTION tgt.audit_update();`);
+  const count = async (where: string) => Number((await rowsOf(sql, `SELECT count(*) AS n FROM tgt.audit WHERE ${where}`))[0]!.n);
+  return { updates: () => count('true'), regressions: () => count('new_ticks < old_ticks') };
+}
+
 async function rejection(promise: Promise<unknown>): Promise<HighwaterError> {
   const error = await promise.then(() => undefined, (e: unknown) => e);
   expect(error).toBeInstanceOf(HighwaterError);
@@ -100,7 +121,7 @@ describe('PostgresWriter', () => {
 
     const result = await writer.apply(batch({ rows }));
 
-    expect(result).toEqual({ applied: 8, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+    expect(result).toEqual({ applied: 8, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
     const stored = await rowsOf(sql, `SELECT key, encode(sha256(content), 'hex') AS sha, length(content) AS len, encode(content_sha256, 'hex') AS declared
       FROM tgt.referral_attachment WHERE key LIKE 'blob-%' ORDER BY key`);
     expect(stored).toEqual(blobs.map((b, i) => ({ key: `blob-${i}`, sha: sha256(b).toString('hex'), len: MiB, declared: sha256(b).toString('hex') })));
@@ -131,6 +152,158 @@ describe('PostgresWriter', () => {
     const expected = { ticks: tie.toString(), sha: sha256(later).toString('hex') };
     expect(await held(sql, 'k', 'tgt')).toEqual(expected);
     expect(await held(sql, 'k', 'tgt2')).toEqual(expected);
+  });
+
+  it('deletes only versions not newer than the deleted one, and a tombstone stops older replays', async () => {
+    const { sql, writer } = await freshTarget('delete');
+    const del = (ticks: bigint) => ({ table: TABLE, tenant: '', key: 'doc', modifiedOn: ticks, observed: ticks });
+    const tombstone = async () => (await rowsOf(sql, `SELECT modified_on_ticks::text AS t FROM tgt.hw_tombstones WHERE table_name = $1 AND key = 'doc'`, [TABLE]))[0]?.t;
+    await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }));
+
+    expect(await writer.apply(batch({ deletes: [del(3n)] }))).toMatchObject({ deleted: 0 });
+    expect(await held(sql, 'doc')).toMatchObject({ ticks: '5' });
+    expect(await writer.apply(batch({ deletes: [del(6n)] }))).toMatchObject({ deleted: 1 });
+    expect(await held(sql, 'doc')).toBeUndefined();
+
+    expect(await writer.apply(batch({ rows: [version('doc', 5n, Buffer.from('v5'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await writer.apply(batch({ rows: [version('doc', 6n, Buffer.from('v6'))] }))).toMatchObject({ applied: 0, skippedStale: 1 });
+    expect(await held(sql, 'doc')).toBeUndefined();
+    await writer.apply(batch({ deletes: [del(4n)] }));
+    expect(await tombstone()).toBe('6');
+
+    expect(await writer.apply(batch({ rows: [version('doc', 7n, Buffer.from('v7'))] }))).toMatchObject({ applied: 1 });
+    expect(await held(sql, 'doc')).toMatchObject({ ticks: '7' });
+  });
+
+  it('holds a child whose parent is missing in the target, writes one whose parent is in the batch or the target, and promotes held chains when the parent comes', async () => {
+    const { sql, writer } = await freshTarget('missing parent');
+    const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
+    const first = await writer.apply(batch({
+      rows: [
+        version('p', 1n, null),
+        version('c1', 2n, Buffer.from('c1'), under('p')),
+        version('orphan', 3n, null, under('nowhere')),
+        version('grandchild', 4n, Buffer.from('g'), under('orphan')),
+        version('other-tenant', 5n, Buffer.from('t'), { ...under('p'), tenant: 'south' }),
+      ],
+    }));
+    expect(first).toMatchObject({ applied: 2, skippedStale: 0, missingParent: [], promoted: 0 });
+    expect([...first.held].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await writer.existingPaths(TABLE, '', ['/p/', '/c1/', '/orphan/', '/nowhere/'])).toEqual(new Set(['/p/', '/c1/']));
+    expect(await heldKeys(sql)).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await parkedKeys(sql)).toEqual(['grandchild', 'orphan', 'other-tenant']);
+    expect(await writer.heldParents(TABLE)).toEqual([
+      { tenant: '', parentPathLocator: '/nowhere/', children: 1 },
+      { tenant: 'south', parentPathLocator: '/p/', children: 1 },
+    ]);
+
+    // The parent of the chain comes: the chain is promoted in the same transaction, whole, and leaves hw_parked.
+    const arrived = await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
+    expect(arrived).toMatchObject({ applied: 1, promoted: 2, held: [] });
+    expect(await writer.existingPaths(TABLE, '', ['/orphan/', '/grandchild/'])).toEqual(new Set(['/orphan/', '/grandchild/']));
+    expect(await held(sql, 'grandchild')).toMatchObject({ ticks: '4', sha: sha256(Buffer.from('g')).toString('hex') });
+    expect(await writer.existingPaths(TABLE, 'south', ['/p/'])).toEqual(new Set());
+    expect(await heldKeys(sql)).toEqual(['other-tenant']);
+    expect(await parkedKeys(sql)).toEqual(['other-tenant']);
+
+    // A replay after the folder and its file were deleted: the file is stale (tombstone), not held.
+    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'p', modifiedOn: 10n, observed: 10n }, { table: TABLE, tenant: '', key: 'c1', modifiedOn: 10n, observed: 10n }] }));
+    expect(await writer.apply(batch({ rows: [version('c1', 2n, Buffer.from('c1'), under('p'))] })))
+      .toMatchObject({ applied: 0, skippedStale: 1, missingParent: [], held: [] });
+    expect(await heldKeys(sql)).toEqual(['other-tenant']);
+  });
+
+  it('never lets a held child overwrite a newer version, and lets a delete win over it by observation', async () => {
+    const { sql, writer } = await freshTarget('held versions');
+    const audit = await installAudit(sql);
+    const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
+    // A newer version, held; an older one whose parent is there is written meanwhile; the held one wins later.
+    await writer.apply(batch({ rows: [version('a', 9n, Buffer.from('a9'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('a', 5n, Buffer.from('a5'))] }));
+    expect(await held(sql, 'a')).toMatchObject({ ticks: '5' });
+    expect(await heldKeys(sql)).toEqual(['a']);
+    // An older version, held; a newer one is written meanwhile: the held one is dropped, never written.
+    await writer.apply(batch({ rows: [version('b', 3n, Buffer.from('b3'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('b', 8n, Buffer.from('b8'))] }));
+    expect(await heldKeys(sql)).toEqual(['a']);
+    // A held version is replaced by a newer held one only.
+    await writer.apply(batch({ rows: [version('c', 7n, Buffer.from('c7'), under('x')), version('d', 4n, Buffer.from('d4'), under('x'))] }));
+    await writer.apply(batch({ rows: [version('c', 6n, Buffer.from('c6'), under('x'))] }));
+    // A delete observed after the held version wins; one observed before it does not.
+    await writer.apply(batch({ rows: [version('e', 4n, Buffer.from('e4'), under('x'))] }));
+    await writer.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'd', modifiedOn: 4n, observed: 5n }, { table: TABLE, tenant: '', key: 'e', modifiedOn: 3n, observed: 3n }] }));
+    expect(await heldKeys(sql)).toEqual(['a', 'c', 'e']);
+    expect(await parkedKeys(sql)).toEqual(['a', 'c', 'e']);
+
+    expect(await writer.apply(batch({ rows: [version('x', 1n, null)] }))).toMatchObject({ promoted: 3 });
+    expect(await held(sql, 'a')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'b')).toMatchObject({ ticks: '8' });
+    expect(await held(sql, 'c')).toMatchObject({ ticks: '7' });
+    expect(await held(sql, 'd')).toBeUndefined();
+    expect(await held(sql, 'e')).toMatchObject({ ticks: '4' });
+    expect(await heldKeys(sql)).toEqual([]);
+    expect(await parkedKeys(sql)).toEqual([]);
+    expect(await audit.regressions()).toBe(0);
+  });
+
+  it('keeps consistent_as_of below a held child, and promotes held children whose parent another transaction wrote in a sweep', async () => {
+    const { sql, writer } = await freshTarget('held sweep');
+    await writer.apply(batch({
+      rows: [version('kid', 20n, Buffer.from('k'), { parentPathLocator: '/dad/' })],
+      watermarks: [{ table: TABLE, tenant: '', scope: '*', topic: TOPIC, partition: 0, watermark: 100n }],
+      offsets: [{ topic: TOPIC, partition: 0, nextOffset: 1n }],
+    }));
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 1]]))).toEqual([{ table: TABLE, scope: '*', watermark: 19n }]);
+    // The parent written by someone else (another consumer instance's batch, not seen by the one that held the child).
+    await sql.query(`INSERT INTO tgt.referral_attachment (tenant, key, path_locator, modified_on_ticks, observed_ticks) VALUES ('', 'dad', '/dad/', 1, 1)`);
+    expect(await writer.heldParents(TABLE)).toEqual([]);
+    expect(await writer.promoteHeld(TABLE)).toBe(1);
+    expect(await held(sql, 'kid')).toMatchObject({ ticks: '20' });
+    expect(await writer.consistentAsOfForPartitions(GROUP, new Map([[TOPIC, 1]]))).toEqual([{ table: TABLE, scope: '*', watermark: 100n }]);
+    expect(await writer.promoteHeld(TABLE)).toBe(0);
+  });
+
+  it('inserts without conflict handling into an empty target, and falls back to the guarded upsert when a key is there after all', async () => {
+    const { sql, url, writer } = await freshTarget('fast insert');
+    const other = await writerFor(url, 'tgt');
+    const audit = await installAudit(sql);
+    // Both writers find the table empty and take the fast path.
+    expect(await writer.apply(batch({ rows: [version('x', 1n, Buffer.from('x'))] }))).toMatchObject({ applied: 1 });
+    expect(await other.apply(batch({ rows: [version('y', 1n, Buffer.from('y'))] }))).toMatchObject({ applied: 1 });
+    // `k` is written by the other writer; this one's plain insert of `k` meets it, and the guarded upsert decides.
+    await other.apply(batch({ rows: [version('k', 5n, Buffer.from('k5'))] }));
+    expect(await writer.apply(batch({ rows: [version('k', 9n, Buffer.from('k9')), version('z', 1n, Buffer.from('z'))] }))).toMatchObject({ applied: 2, skippedStale: 0 });
+    expect(await held(sql, 'k')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'z')).toMatchObject({ ticks: '1' });
+    expect(await other.apply(batch({ rows: [version('k', 7n, Buffer.from('k7')), version('w', 1n, Buffer.from('w'))] }))).toMatchObject({ applied: 1, skippedStale: 1 });
+    expect(await held(sql, 'k')).toMatchObject({ ticks: '9' });
+    expect(await held(sql, 'w')).toMatchObject({ ticks: '1' });
+    // A tombstone still stops the fast path's insert.
+    const fresh = await writerFor(url, 'tgt2');
+    await fresh.apply(batch({ deletes: [{ table: TABLE, tenant: '', key: 'gone', modifiedOn: 5n, observed: 5n }] }));
+    expect(await fresh.apply(batch({ rows: [version('gone', 4n, Buffer.from('g')), version('new', 1n, Buffer.from('n'))] }))).toMatchObject({ applied: 1, skippedStale: 1 });
+    expect(await held(sql, 'gone', 'tgt2')).toBeUndefined();
+    expect(await audit.regressions()).toBe(0);
+  });
+
+  it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async () => {
+    const { sql, writer } = await freshTarget('chunks');
+    const blob = randomBytes(3 * MiB);
+    const chunks = chunksOf('big', blob, MiB);
+    const chunkRows = async () => Number((await rowsOf(sql, 'SELECT count(*) AS n FROM tgt.hw_chunks'))[0]!.n);
+
+    await writer.apply(batch({ chunks: chunks.slice(0, 2) }));
+    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, incompleteContent: ['big'], missingParent: [] });
+    expect(await chunkRows()).toBe(2);
+
+    const done = await writer.apply(batch({ chunks: [chunks[2]!, chunks[0]!], rows: [chunkedVersion('big', 9n, blob, MiB)] }));
+    expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
+    expect(await rowsOf(sql, `SELECT encode(sha256(content), 'hex') AS sha, length(content) AS len, size FROM tgt.referral_attachment WHERE key = 'big'`))
+      .toEqual([{ sha: sha256(blob).toString('hex'), len: 3 * MiB, size: String(3 * MiB) }]);
+    expect(await chunkRows()).toBe(0);
+
+    // Replayed after it was applied, without its chunks: stale, not incomplete.
+    expect(await writer.apply(batch({ rows: [chunkedVersion('big', 9n, blob, MiB)] }))).toMatchObject({ applied: 0, skippedStale: 1, incompleteContent: [] });
   });
 
   it('keeps the chunks of two rows with the same content apart', async () => {
@@ -207,7 +380,7 @@ describe('PostgresWriter', () => {
   it('migrates idempotently, recording each numbered migration once', async () => {
     const { sql, writer } = await freshTarget('migrate');
     await writer.migrate();
-    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }]);
+    expect(await rowsOf(sql, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }, { name: '003_held_children.sql' }]);
     expect(await rowsOf(sql, `SELECT indexname FROM pg_indexes WHERE schemaname = 'tgt' AND tablename = 'referral_attachment' ORDER BY 1`))
       .toEqual([{ indexname: 'referral_attachment_path_idx' }, { indexname: 'referral_attachment_pkey' }]);
   });

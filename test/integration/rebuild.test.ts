@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { describe, expect, it, vi } from 'vitest';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { main } from '../../src/cli/main.js';
-import { parseConfigObject, tenantOf } from '../../src/config/load.js';
+import { backfillTopic, parseConfigObject, tenantOf } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { applyDelta, buildSample, createBusinessUnits, insertRows, SOURCE_DDL, type SampleShape } from '../../src/demo/sample.js';
 import { createLogger } from '../../src/logger.js';
@@ -143,6 +143,18 @@ async function topicEnds(topic: string): Promise<{ partition: number; low: strin
   return (await withAdmin((admin) => admin.fetchTopicOffsets(topic))).sort((a, b) => a.partition - b.partition);
 }
 
+/** Records ever published to the back-fill request topic (integration test files run one at a time). */
+async function backfillRequests(): Promise<bigint> {
+  const offsets = await withAdmin((admin) => admin.fetchTopicOffsets(backfillTopic()));
+  return offsets.reduce((sum, o) => sum + BigInt(o.high), 0n);
+}
+
+/** Rows ever inserted into a schema's hw_held (statistics, flushed within a second or so). */
+async function heldInserts(pool: pg.Pool, schema: string): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(`SELECT coalesce(sum(n_tup_ins), 0)::text AS n FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = 'hw_held'`, [schema]);
+  return Number(rows[0]!.n);
+}
+
 /** New content and ModifiedOn for some files (applyDelta adds a fixed folder, so it runs once per source). */
 async function touchFiles(pool: pg.Pool, count: number): Promise<void> {
   const picked = `SELECT stream_id FROM demo."ReferralAttachment" WHERE NOT is_directory ORDER BY stream_id DESC LIMIT ${Number(count)}`;
@@ -239,8 +251,14 @@ describe('rebuild', () => {
       const expected = (await digests(p, SCHEMA)).source;
 
       // While the live consumers run: a copy, compared with the source; the live schema is left alone.
+      const requestsBefore = await backfillRequests();
       const copy = await cli(p, ['rebuild', '--target', TARGET, '--into', 'replica_copy', '--timeout', '120', '--json']);
       expect(copy.code).toBe(0);
+      // The replay reorders parents and children across partitions: children waited in the target (hw_held) for
+      // parents further along in the log, and not one back-fill request went out (every parent is in the topic).
+      await expect.poll(() => heldInserts(p.target.pool(), 'replica_copy'), { timeout: 10_000 }).toBeGreaterThan(0);
+      expect(await backfillRequests()).toBe(requestsBefore);
+      expect((await p.target.pool().query<{ n: number }>('SELECT count(*)::int AS n FROM replica_copy.hw_held')).rows[0]!.n).toBe(0);
       const copied = JSON.parse(copy.stdout) as { outcome: string; swapped: boolean; schema: string; groupId: string };
       expect(copied).toMatchObject({ outcome: 'caught-up', swapped: false, schema: 'replica_copy' });
       expect(copied.groupId).toMatch(new RegExp(`^${p.groupId}\\.rebuild\\.\\d{14}$`));

@@ -391,7 +391,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
         version('dir', 2n ** 53n + 1n, null),
         { ...version('attrs', ticks, Buffer.from('hello'), { attributes: { creationTime: 2n ** 55n + 3n, isReadonly: true } }), sourcePartition: 2, sourceOffset: 2n ** 40n },
       ];
-      expect(await writer.apply(batch({ rows }))).toEqual({ applied: 5, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+      expect(await writer.apply(batch({ rows }))).toEqual({ applied: 5, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
       const stored = await exec(pool, `SELECT [key], LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', content), 2)) AS sha, CONVERT(int, DATALENGTH(content)) AS len
         FROM tgt.referral_attachment WHERE [key] LIKE 'blob-%' ORDER BY [key]`);
       expect(stored).toEqual(blobs.map((b, i) => ({ key: `blob-${i}`, sha: sha256(b).toString('hex'), len: MiB })));
@@ -431,8 +431,8 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
       expect(await writer.apply(batch({ rows: [version('doc', 7n, Buffer.from('v7'))] }))).toMatchObject({ applied: 1 });
     });
 
-    it('holds back a child whose parent is missing, and writes one whose parent is in the batch or the target', async ({ task }) => {
-      const { writer } = await targetDb(task.name);
+    it('holds a child whose parent is missing in the target, writes one whose parent is in the batch or the target, and promotes held chains when the parent comes', async ({ task }) => {
+      const { pool, writer } = await targetDb(task.name);
       const under = (parent: string) => ({ parentPathLocator: `/${parent}/` });
       const first = await writer.apply(batch({
         rows: [
@@ -443,12 +443,20 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
           version('other-tenant', 5n, Buffer.from('t'), { ...under('p'), tenant: 'south' }),
         ],
       }));
-      expect(first).toMatchObject({ applied: 2, skippedStale: 0 });
-      expect([...first.missingParent].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
+      expect(first).toMatchObject({ applied: 2, skippedStale: 0, missingParent: [], promoted: 0 });
+      expect([...first.held].sort()).toEqual(['grandchild', 'orphan', 'other-tenant']);
       expect(await writer.existingPaths(TABLE, '', ['/p/', '/c1/', '/orphan/'])).toEqual(new Set(['/p/', '/c1/']));
-      await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }));
-      const retried = await writer.apply(batch({ rows: [version('grandchild', 4n, Buffer.from('g'), under('orphan')), version('orphan', 3n, null, under('nowhere'))] }));
-      expect(retried).toMatchObject({ applied: 2, missingParent: [] });
+      expect(await count(pool, 'hw_held')).toBe(3);
+      // The parent of the chain comes: the chain is promoted in the same transaction, whole.
+      expect(await writer.apply(batch({ rows: [version('nowhere', 1n, null)] }))).toMatchObject({ applied: 1, promoted: 2, held: [] });
+      expect(await writer.existingPaths(TABLE, '', ['/orphan/', '/grandchild/'])).toEqual(new Set(['/orphan/', '/grandchild/']));
+      expect(await count(pool, 'hw_held')).toBe(1);
+      expect(await writer.heldParents(TABLE)).toEqual([{ tenant: 'south', parentPathLocator: '/p/', children: 1 }]);
+      // A delete observed after the held version removes it; promotion never writes it.
+      await writer.apply(batch({ deletes: [{ table: TABLE, tenant: 'south', key: 'other-tenant', modifiedOn: 5n, observed: 6n }] }));
+      expect(await count(pool, 'hw_held')).toBe(0);
+      await writer.apply(batch({ rows: [version('p', 1n, null, { tenant: 'south' })] }));
+      expect(await writer.existingPaths(TABLE, 'south', ['/p/', '/other-tenant/'])).toEqual(new Set(['/p/']));
     });
 
     it('assembles chunked content in the database from staged chunks, and waits for missing chunks', async ({ task }) => {
@@ -460,7 +468,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
       expect(await count(pool, 'hw_chunks')).toBe(2);
 
       const done = await writer.apply(batch({ chunks: [chunks[3]!, chunks[2]!, chunks[0]!], rows: [chunkedVersion('big', 9n, blob, MiB)] }));
-      expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [] });
+      expect(done).toEqual({ applied: 1, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 });
       expect(await exec(pool, `SELECT LOWER(CONVERT(varchar(64), HASHBYTES('SHA2_256', content), 2)) AS sha FROM tgt.referral_attachment WHERE [key] = 'big'`))
         .toEqual([{ sha: sha256(blob).toString('hex') }]);
       expect(await count(pool, 'hw_chunks')).toBe(0);
@@ -516,7 +524,7 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
     it('migrates idempotently, recording each numbered migration once', async ({ task }) => {
       const { pool, writer } = await targetDb(task.name);
       await writer.migrate();
-      expect(await exec(pool, 'SELECT name FROM tgt.hw_migrations')).toEqual([{ name: '001_bookkeeping.sql' }]);
+      expect(await exec(pool, 'SELECT name FROM tgt.hw_migrations ORDER BY name')).toEqual([{ name: '001_bookkeeping.sql' }, { name: '002_observed_versions.sql' }, { name: '003_held_children.sql' }]);
       expect(await exec(pool, `SELECT name FROM sys.indexes WHERE object_id = OBJECT_ID(N'tgt.referral_attachment') AND name = N'ix_hw_path_locator'`))
         .toEqual([{ name: 'ix_hw_path_locator' }]);
     });

@@ -3,7 +3,7 @@
  * transaction and the stored high-watermark. Nothing here may depend on the poller host's clock.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { hierarchyDepth, nextHighWater, planWindow, type WindowInputs } from '../../src/poller/window.js';
+import { ancestorPaths, hierarchyDepth, nextHighWater, planWindow, type WindowInputs } from '../../src/poller/window.js';
 import { ticksFromIso, TICKS_PER_MINUTE } from '../../src/time/ticks.js';
 
 const NOW = ticksFromIso('2026-03-01T12:00:00.1234567Z');
@@ -150,5 +150,15 @@ describe('hierarchyDepth', () => {
   it('sorts parents before their children', () => {
     const paths = ['/1/2/3/', '/1/', '/1/2/', '/4/5/'];
     expect([...paths].sort((a, b) => hierarchyDepth(a) - hierarchyDepth(b))).toEqual(['/1/', '/1/2/', '/4/5/', '/1/2/3/']);
+  });
+});
+
+describe('ancestorPaths', () => {
+  it('names the prefixes of a hierarchyid path, nearest first, and nothing for other shapes', () => {
+    expect(ancestorPaths('/1/2/3/')).toEqual(['/1/2/', '/1/']);
+    expect(ancestorPaths('/7/')).toEqual([]);
+    expect(ancestorPaths('/1.5/2/')).toEqual(['/1.5/']);
+    expect(ancestorPaths(null)).toEqual([]);
+    expect(ancestorPaths('folder/file')).toEqual([]);
   });
 });

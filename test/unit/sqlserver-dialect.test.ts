@@ -9,7 +9,7 @@ import {
   recordMigration, renderMigration, selectAppliedMigrations, selectConsistentAsOf,
   selectConsistentAsOfWithPartitions, selectExistingPaths, selectStoredOffsets, splitBatches, stageMismatch, stageValues,
   targetTable, targetTableName, upsertFromStage, upsertOffsets, upsertWatermarks, type SqlServerStatement,
-  parkHeldBack, parkRows, releaseParked,
+  parkHeldBack, parkRows, releaseParked, holdMissingParents, promoteHeld, dropResolvedHeld, selectHeldParents, selectHeldChildren,
 } from '../../consumers/sqlserver/dialect.js';
 import { compareVersions } from '../../src/apply/reduce.js';
 import { reduceLatest } from '../../src/target/batch.js';
@@ -30,6 +30,7 @@ const ROOT = new URL('../../', import.meta.url);
 const BOOKKEEPING = readFileSync(new URL('schema/target-sqlserver/001_bookkeeping.sql', ROOT), 'utf8');
 const BLOB_TABLE = readFileSync(new URL('schema/target-sqlserver/blob-table.sql', ROOT), 'utf8');
 const OBSERVED_VERSIONS = readFileSync(new URL('schema/target-sqlserver/002_observed_versions.sql', ROOT), 'utf8');
+const HELD_CHILDREN = readFileSync(new URL('schema/target-sqlserver/003_held_children.sql', ROOT), 'utf8');
 
 const HOLDLOCK_ON_MERGE = /(MERGE \S+) WITH \(HOLDLOCK\)/g;
 const WRITE_APPEND = /SET (\[\w+\])\.WRITE\(([^,]+), NULL, 0\)/g;
@@ -110,6 +111,12 @@ describe('every statement parses as T-SQL', () => {
     ['parkRows', parkRows(t, [{ tenant: 'gwent', key: 'k', modifiedOn: null, observed: 6n, reason: 'missing-parent' }])],
     ['parkHeldBack', parkHeldBack(t)],
     ['releaseParked', releaseParked(t, [{ tenant: 'gwent', key: 'k' }])],
+    ['holdMissingParents', holdMissingParents(t)],
+    ['promoteHeld batch', promoteHeld(t, 'batch')],
+    ['promoteHeld all', promoteHeld(t, 'all')],
+    ['dropResolvedHeld', dropResolvedHeld(t, [{ tenant: 'gwent', key: 'k' }])],
+    ['selectHeldParents', selectHeldParents(t)],
+    ['selectHeldChildren', selectHeldChildren(t, 'gwent', '/1/')],
     ['upsertWatermarks', upsertWatermarks('hw', 'g', [{ table: 'T', tenant: '', scope: '*', topic: 'tp', partition: 0, watermark: 9n }])],
     ['upsertOffsets', upsertOffsets('hw', 'g', [{ topic: 'tp', partition: 0, nextOffset: 10n }])],
     ['selectStoredOffsets', selectStoredOffsets('hw', 'g', ['tp'])],
@@ -132,6 +139,9 @@ describe('every statement parses as T-SQL', () => {
     const observed = bookkeepingDdl(OBSERVED_VERSIONS, 'hw');
     expect(observed.length).toBe(3);
     for (const b of observed) checkStatement(b);
+    const held = bookkeepingDdl(HELD_CHILDREN, 'hw');
+    expect(held.length).toBe(2);
+    for (const b of held) checkStatement(b);
   });
 
   it('the blob table, batch by batch', () => {
@@ -306,10 +316,10 @@ describe('classification', () => {
     expect(text).toContain('WHERE c.rn = 1');
   });
 
-  it('releases used chunks but never those of rows held back', () => {
+  it('releases used chunks (held rows carry their assembled content) but never those of rows whose content is incomplete', () => {
     const superseded = [{ change: change({ key: SENTINEL, content: { kind: 'chunked', chunkCount: 2, chunkSize: 4, totalSize: 8 } }) }];
     const { text, values } = deleteUsedChunks(t, superseded);
-    expect(text).toContain("EXCEPT\n  SELECT s.[key], s.[content_sha256], s.[chunk_count] FROM #hw_stage AS s WHERE s.[content_kind] = 'chunked' AND s.[status] IN ('incomplete', 'missing-parent')");
+    expect(text).toContain("EXCEPT\n  SELECT s.[key], s.[content_sha256], s.[chunk_count] FROM #hw_stage AS s WHERE s.[content_kind] = 'chunked' AND s.[status] = 'incomplete'");
     expect(text).toContain('CONVERT(varbinary(32), x.[sha], 2)');
     expect(JSON.parse(String(values.superseded!.value))).toEqual([{ key: SENTINEL, sha: '01'.repeat(32), count: 2 }]);
   });
