@@ -57,12 +57,14 @@ const UNIQUE_VIOLATION = '23505';
 /** Bytes buffered in the COPY stream before `write()` asks to wait for 'drain'. */
 const COPY_HIGH_WATER_MARK = 4 << 20;
 const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 };
-const NO_ROWS = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
+const NO_ROWS: RowsOutcome = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [], promotedWritten: 0 };
 
 type Client = pg.PoolClient;
 
 interface RowsOutcome extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  /** Held rows taken out of holding (their parent is now in the target), and how many of them were written. */
   readonly promoted: readonly { tenant: string; key: string }[];
+  readonly promotedWritten: number;
 }
 
 export class PostgresWriter implements TargetWriter {
@@ -220,7 +222,7 @@ export class PostgresWriter implements TargetWriter {
     if (batch.watermarks.length > 0) await run(client, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(client, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
     const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
-    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
+    return { applied: rows.applied, missingParent: rows.missingParent, incompleteContent: rows.incompleteContent, held: rows.held, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promotedWritten };
   }
 
   /**
@@ -240,9 +242,10 @@ export class PostgresWriter implements TargetWriter {
     if (held.length > 0) await run(client, holdMissingParents(t));
     if (incompleteContent.length + held.length > 0) await run(client, parkHeldBack(t));
     const applied = await this.#upsert(client, t);
-    const promoted = (await run(client, promoteHeld(t, 'batch'))).rows.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
+    const moved = (await run(client, promoteHeld(t, 'batch'))).rows;
+    const promoted = moved.map((r) => ({ tenant: String(r.tenant), key: String(r.key) }));
     if (chunked) await run(client, deleteUsedChunks(t, superseded));
-    return { applied, missingParent: [], incompleteContent, held, promoted };
+    return { applied, missingParent: [], incompleteContent, held, promoted, promotedWritten: Number(moved[0]?.written ?? 0) };
   }
 
   /**

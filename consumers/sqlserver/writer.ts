@@ -48,10 +48,12 @@ export interface ConsistentAsOf {
 }
 
 const NOTHING_APPLIED: ApplyResult = { applied: 0, skippedStale: 0, deleted: 0, missingParent: [], incompleteContent: [], held: [], promoted: 0 };
-const NO_ROWS: RowsOutcome = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
+const NO_ROWS: RowsOutcome = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [], promotedWritten: 0 };
 
 interface RowsOutcome extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  /** Held rows taken out of holding (their parent is now in the target), and how many of them were written. */
   readonly promoted: readonly { tenant: string; key: string }[];
+  readonly promotedWritten: number;
 }
 
 type On = sql.ConnectionPool | sql.Transaction;
@@ -201,7 +203,7 @@ export class SqlServerWriter implements TargetWriter {
     if (batch.watermarks.length > 0) await run(tx, upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await run(tx, upsertOffsets(this.#schema, batch.groupId, batch.offsets));
     const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
-    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
+    return { applied: rows.applied, missingParent: rows.missingParent, incompleteContent: rows.incompleteContent, held: rows.held, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promotedWritten };
   }
 
   async #stageChunks(tx: sql.Transaction, batch: ApplyBatch): Promise<void> {
@@ -227,9 +229,10 @@ export class SqlServerWriter implements TargetWriter {
     if (held.length > 0) await run(tx, holdMissingParents(t));
     if (incompleteContent.length + held.length > 0) await run(tx, parkHeldBack(t));
     const applied = Number((await run(tx, upsertFromStage(t)))[0]?.applied ?? 0);
-    const promoted = keyPairs(await run(tx, promoteHeld(t, 'batch')));
+    const moved = await run(tx, promoteHeld(t, 'batch'));
+    const promoted = keyPairs(moved);
     if (chunked) await run(tx, deleteUsedChunks(t, superseded));
-    return { applied, missingParent: [], incompleteContent, held, promoted };
+    return { applied, missingParent: [], incompleteContent, held, promoted, promotedWritten: Number(moved[0]?.written ?? 0) };
   }
 
   async #lockMigrations(tx: sql.Transaction): Promise<void> {
