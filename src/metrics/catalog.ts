@@ -69,7 +69,8 @@ export class Metrics {
   /** Apply-loop outcomes → series. */
   onApplied(info: { table: string; target?: string; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds?: number }): void {
     const table = { table: info.table, target: info.target ?? '' };
-    this.rowsApplied.inc(table, info.result.applied);
+    // Rows promoted from holding (their parent came in this batch) are written by this batch too.
+    this.rowsApplied.inc(table, info.result.applied + info.result.promoted);
     this.rowsStale.inc(table, info.result.skippedStale);
     this.rowsDeleted.inc(table, info.result.deleted);
     this.deadLetters.inc(table, info.deadLettered);

@@ -45,9 +45,11 @@ const NOTHING_APPLIED: ApplyResult = {
 };
 type KeyPair = { tenant: string; key: string };
 interface RowsResult extends Pick<ApplyResult, 'applied' | 'missingParent' | 'incompleteContent' | 'held'> {
+  /** Held rows taken out of holding (their parent is now in the target), and how many of them were written. */
   readonly promoted: readonly KeyPair[];
+  readonly promotedWritten: number;
 }
-const NO_ROWS: RowsResult = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [] };
+const NO_ROWS: RowsResult = { applied: 0, missingParent: [], incompleteContent: [], held: [], promoted: [], promotedWritten: 0 };
 
 export class SqlTargetWriter<S> implements TargetWriter {
   readonly kind: 'postgres' | 'sqlserver';
@@ -213,7 +215,15 @@ export class SqlTargetWriter<S> implements TargetWriter {
     if (batch.watermarks.length > 0) await session.run(d.upsertWatermarks(this.#schema, batch.groupId, batch.watermarks));
     if (batch.offsets.length > 0) await session.run(d.upsertOffsets(this.#schema, batch.groupId, batch.offsets));
     const skippedStale = batch.rows.length - rows.applied - rows.missingParent.length - rows.incompleteContent.length - rows.held.length;
-    return { ...rows, skippedStale: Math.max(0, skippedStale), deleted, promoted: rows.promoted.length };
+    return {
+      applied: rows.applied,
+      missingParent: rows.missingParent,
+      incompleteContent: rows.incompleteContent,
+      held: rows.held,
+      skippedStale: Math.max(0, skippedStale),
+      deleted,
+      promoted: rows.promotedWritten,
+    };
   }
 
   async #applyRows(session: TargetSession<S>, t: TargetTable, rows: readonly StageInput[]): Promise<RowsResult> {
@@ -233,9 +243,10 @@ export class SqlTargetWriter<S> implements TargetWriter {
     if (held.length > 0) await session.run(d.holdMissingParents(t));
     if (incompleteContent.length + held.length > 0) await session.run(d.parkHeldBack(t));
     const applied = await this.#upsert(session, t);
-    const promoted = keyPairsOf(await session.run(d.promoteHeld(t, 'batch')));
+    const moved = await session.run(d.promoteHeld(t, 'batch'));
+    const promoted = keyPairsOf(moved);
     if (chunked) await session.run(d.deleteUsedChunks(t, superseded));
-    return { applied, missingParent: [], incompleteContent, held, promoted };
+    return { applied, missingParent: [], incompleteContent, held, promoted, promotedWritten: Number(moved.rows[0]?.written ?? 0) };
   }
 
   /**

@@ -87,7 +87,7 @@ export interface ApplyResult {
   readonly missingParent: readonly string[];
   /** Keys of rows whose parent is missing, held in the target (same transaction) until it arrives. */
   readonly held: readonly string[];
-  /** Held rows taken out of holding by this batch because their parent is now in the target (written or stale). */
+  /** Held rows written by this batch because their parent is now in the target (promoted from holding). */
   readonly promoted: number;
   /** Keys of chunked rows whose chunks are not all staged; they were not written (treated like missing parents). */
   readonly incompleteContent: readonly string[];
