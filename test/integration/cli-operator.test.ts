@@ -200,3 +200,14 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
     }
   });
 });
+
+describe('the demo (issue 10, item 9)', () => {
+  it('a PostgreSQL that is down is one line naming it and HIGHWATER_DEMO_PG_URL, before any broker starts', async () => {
+    const { code, stdout, stderr } = await highwater(['demo'], { env: { HIGHWATER_DEMO_PG_URL: 'postgres://postgres:pw@127.0.0.1:1/postgres', HIGHWATER_KAFKA_BROKERS: '' } });
+    expect(code).toBe(1);
+    expect(stdout).not.toContain('Kafka');
+    expectOneLineAndHint(stderr);
+    expect(stderr).toContain("the demo's PostgreSQL at postgres://postgres:[redacted]@127.0.0.1:1/postgres does not answer");
+    expect(stderr).toContain('HIGHWATER_DEMO_PG_URL');
+  });
+});
