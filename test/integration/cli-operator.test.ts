@@ -198,7 +198,7 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
       for (const t of times) expect(t, `${args[0]}`).toMatch(/^"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z"$/);
       if (args[0] === 'status') expect(JSON.parse(r.stdout).tables[0].highWater).toMatch(/\.\d{7}Z$/);
     }
-  });
+  }, 400_000); // nine child processes, each paying tsx start-up: on a loaded two-core machine that is minutes
 });
 
 describe('the demo (issue 10, item 9)', () => {
