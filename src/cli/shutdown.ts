@@ -13,7 +13,10 @@ export function installShutdown(logger: Logger): AbortController {
       logger.warn({ signal }, 'second signal: exiting now; uncommitted work will be read again on restart');
       process.exit(130);
     }
-    logger.info({ signal }, 'stopping: finishing the batch in flight (send the signal again to exit at once)');
+    // Said at once and at warn, so it shows at every usual log level: the batch in flight can take several seconds
+    // to finish, and silence after Ctrl-C reads as a hang. At a terminal it is a plain line, not a JSON record.
+    if (process.stderr.isTTY) process.stderr.write('\nhighwater: stopping after the current batch (Ctrl-C again to exit at once)\n');
+    else logger.warn({ signal }, 'stopping after the current batch (send the signal again to exit at once)');
     controller.abort();
   };
   process.on('SIGINT', onSignal);

@@ -1,10 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { parseConfigObject, tenantOf } from '../config/load.js';
 import type { Config } from '../config/schema.js';
-import { ensureKafkaRuntime, startKafka, type KafkaBroker } from '../devkafka/kafka.js';
+import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeAt, startKafka, type KafkaBroker } from '../devkafka/kafka.js';
+import { coerceError, HighwaterError } from '../errors.js';
+import { scrubSecrets } from '../logger.js';
 import type { Logger } from '../logger.js';
 import { sourceDigest, targetDigest, type Digest } from '../reconcile/digest.js';
 import { quotePg } from '../sql/ident.js';
@@ -36,10 +38,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const env = options.env ?? process.env;
   const out = options.out ?? ((line: string) => process.stdout.write(`${line}\n`));
   const adminUrl = env.HIGHWATER_DEMO_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const dbs = demoDatabases(env);
+  // PostgreSQL first: a server that is down is one line, before a broker is started for nothing.
+  await recreateDatabases(adminUrl, dbs);
+  out(`recreated the databases ${dbs.source} and ${dbs.target} (the demo drops them and starts afresh each run)`);
   const kafka = await kafkaForDemo(env, options.logger, out);
   try {
-    const dbs = demoDatabases(env);
-    await recreateDatabases(adminUrl, dbs);
     const config = demoConfig(adminUrl, kafka.brokers, dbs, env.HIGHWATER_DEMO_TOPIC_PREFIX);
     return await replicate(config, options.logger, out, options.timeoutMs ?? 180_000);
   } finally {
@@ -52,8 +56,12 @@ async function kafkaForDemo(env: NodeJS.ProcessEnv, logger: Logger, out: (l: str
     out(`using Kafka at ${env.HIGHWATER_KAFKA_BROKERS}`);
     return { brokers: env.HIGHWATER_KAFKA_BROKERS.split(','), stop: async () => undefined };
   }
-  out('starting a local Kafka (KRaft, from Maven Central; the first run downloads it)…');
-  const runtime = await ensureKafkaRuntime();
+  const cacheDir = defaultCacheDir(env);
+  const cached = await access(join(kafkaRuntimeAt(cacheDir).dir, '.complete')).then(() => true, () => false);
+  out(cached
+    ? 'starting a local Kafka (KRaft)…'
+    : `downloading Kafka's jars from Maven Central into ${cacheDir} (first run only; this can take a few minutes), then starting a local Kafka (KRaft)…`);
+  const runtime = await ensureKafkaRuntime(cacheDir);
   const dataDir = await mkdtemp(join(tmpdir(), 'highwater-demo-kafka-'));
   const broker: KafkaBroker = await startKafka({ runtime, dataDir, logFile: join(dataDir, 'kafka.log') });
   out(`Kafka ${broker.bootstrap} is up`);
@@ -74,8 +82,13 @@ function withDatabase(url: string, database: string): string {
 }
 
 async function recreateDatabases(adminUrl: string, dbs: { source: string; target: string }): Promise<void> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
+  const admin = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 10_000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    await admin.end().catch(() => undefined);
+    throw new HighwaterError('DB_UNAVAILABLE', `the demo's PostgreSQL at ${scrubSecrets(adminUrl)} does not answer (${coerceError(err).message}): start it, or set HIGHWATER_DEMO_PG_URL to one the demo may create databases on`, { cause: err });
+  }
   try {
     for (const db of [dbs.source, dbs.target]) {
       await admin.query(`DROP DATABASE IF EXISTS ${quotePg(db)} WITH (FORCE)`);
@@ -126,6 +139,7 @@ async function replicate(config: Config, logger: Logger, out: (l: string) => voi
     consumers = await rt.startConsumers(target);
     const poller = await rt.poller();
     const check = () => compare(sourcePool, targetPool, config, target.schema);
+    let last: Awaited<ReturnType<typeof check>> | undefined;
     for (const phase of ['initial load', 'delta'] as const) {
       if (phase === 'delta') {
         await applyDelta(sourcePool, { updates: 100, inserts: 50, deletes: 20 }, bus);
@@ -135,21 +149,36 @@ async function replicate(config: Config, logger: Logger, out: (l: string) => voi
       const t = summary.tables[0]!;
       if (summary.status !== 'completed' || !t.outcome) {
         out(`poll failed: ${t.error}`);
+        out(`verdict: FAILED — the ${phase} poll of ${table.name} failed (run ${summary.runId}); nothing was compared`);
         return 1;
       }
       out(`${phase}: run ${summary.runId} published ${t.outcome.published} rows (${t.outcome.skipped} unchanged skipped, ${t.outcome.tombstones} tombstones), window end ${isoFromTicks(t.outcome.window.end)}`);
       const result = await waitForParity(check, timeoutMs);
       out(`reconcile ${phase}: source ${result.source.rows} rows ${result.source.checksum.slice(0, 16)} | target ${result.target.rows} rows ${result.target.checksum.slice(0, 16)} -> ${result.equal ? 'EQUAL' : 'DIFFERENT'}`);
-      if (!result.equal) return 3;
+      if (!result.equal) {
+        out(verdictLine(table.name, result));
+        out(`next: \`highwater reconcile\` with a configuration for these databases lists the differing keys (docs/operations.md)`);
+        return 3;
+      }
+      last = result;
     }
     const consistent = await consumers.writer.consistentAsOf(consumers.groupId);
     for (const c of consistent) out(`target ${target.name}: ${c.table} consistent as of ${c.watermark === null ? 'unknown' : isoFromTicks(c.watermark)}`);
     void tenantOf;
+    if (last) out(verdictLine(table.name, last));
+    out('next: copy docs/examples/highwater.yaml to ./highwater.yaml, point it at your databases, then `highwater check` and `highwater init` (README: "Pointing it at your own services")');
     return 0;
   } finally {
     await consumers?.stop();
     await rt.close();
   }
+}
+
+/** The demo's last line: one verdict over every table, saying what differs when something does. */
+export function verdictLine(table: string, result: { source: Digest; target: Digest; equal: boolean }): string {
+  if (result.equal) return `verdict: all tables equal — ${table}: ${result.source.rows} rows, the same content checksum in source and target`;
+  const rows = result.source.rows === result.target.rows ? `both ${result.source.rows} rows` : `source ${result.source.rows} rows, target ${result.target.rows}`;
+  return `verdict: DIFFERENT — ${table}: ${rows}; content checksums ${result.source.checksum === result.target.checksum ? 'equal' : 'differ'}`;
 }
 
 async function compare(sourcePool: pg.Pool, targetPool: pg.Pool, config: Config, schema: string): Promise<{ source: Digest; target: Digest; equal: boolean }> {

@@ -198,5 +198,16 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
       for (const t of times) expect(t, `${args[0]}`).toMatch(/^"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z"$/);
       if (args[0] === 'status') expect(JSON.parse(r.stdout).tables[0].highWater).toMatch(/\.\d{7}Z$/);
     }
+  }, 400_000); // nine child processes, each paying tsx start-up: on a loaded two-core machine that is minutes
+});
+
+describe('the demo (issue 10, item 9)', () => {
+  it('a PostgreSQL that is down is one line naming it and HIGHWATER_DEMO_PG_URL, before any broker starts', async () => {
+    const { code, stdout, stderr } = await highwater(['demo'], { env: { HIGHWATER_DEMO_PG_URL: 'postgres://postgres:pw@127.0.0.1:1/postgres', HIGHWATER_KAFKA_BROKERS: '' } });
+    expect(code).toBe(1);
+    expect(stdout).not.toContain('Kafka');
+    expectOneLineAndHint(stderr);
+    expect(stderr).toContain("the demo's PostgreSQL at postgres://postgres:[redacted]@127.0.0.1:1/postgres does not answer");
+    expect(stderr).toContain('HIGHWATER_DEMO_PG_URL');
   });
 });

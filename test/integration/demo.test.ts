@@ -24,6 +24,9 @@ describe('highwater demo', () => {
       expect.stringMatching(/^reconcile initial load: source 2980 rows (\w+) \| target 2980 rows \1 -> EQUAL$/),
       expect.stringMatching(/^reconcile delta: source 3011 rows (\w+) \| target 3011 rows \1 -> EQUAL$/),
     ]);
+    // Issue 10, item 9: the demo ends with a verdict and the next command to try.
+    expect(lines.at(-2)).toBe('verdict: all tables equal — ReferralAttachment: 3011 rows, the same content checksum in source and target');
+    expect(lines.at(-1)).toMatch(/^next: .*highwater check/);
     expect(code).toBe(0);
     const admin = new pg.Client({ connectionString: inject('pgUrl') });
     await admin.connect();

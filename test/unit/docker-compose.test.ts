@@ -80,14 +80,36 @@ describe('docker-compose.yml structure', () => {
   it('has the four infrastructure services on the pinned images, each with a healthcheck', () => {
     expect(services.kafka?.image).toBe('apache/kafka:3.9.1');
     expect(services['schema-registry']?.image).toBe('apicurio/apicurio-registry:3.0.9');
-    expect(services.sqlserver?.image).toBe('mcr.microsoft.com/mssql/server:2022-latest');
-    expect(services.postgres?.image).toMatch(/^postgres:16(\b|$)/);
+    expect(services.sqlserver?.image).toBe('mcr.microsoft.com/mssql/server:2022-CU14-ubuntu-22.04');
+    expect(services.postgres?.image).toMatch(/^postgres:16\.\d+/);
     for (const name of INFRASTRUCTURE) {
       const hc = services[name]!.healthcheck;
       expect(hc, `${name} has a healthcheck`).toBeDefined();
       expect(hc!.disable ?? false).toBe(false);
       expect([hc!.test ?? []].flat().join(' ').trim(), `${name} healthcheck has a test`).not.toBe('');
       expect(services[name]!.profiles, `${name} starts without a profile`).toBeUndefined();
+    }
+  });
+
+  it('pins every image to a version, never latest or a bare major (issue 10, item 12)', () => {
+    for (const [name, service] of Object.entries(services)) {
+      const image = String((service as { image?: string }).image ?? '');
+      expect(image, name).toMatch(/:[^:]+$/);
+      expect(image, name).not.toMatch(/latest/);
+      expect(image, name).not.toMatch(/:\d+(-[a-z]+)?$/);
+    }
+  });
+
+  it('gives the long-running highwater services their own metrics port and a health check on /healthz', () => {
+    const seen = new Set<string>();
+    for (const name of ['highwater-poller', 'highwater-consumer']) {
+      const service = services[name] as unknown as { command: string[]; ports?: string[]; healthcheck?: { test?: string[] } };
+      const port = service.command[service.command.indexOf('--metrics-port') + 1]!;
+      expect(port, name).toMatch(/^\d+$/);
+      expect(seen.has(port), `${name} shares port ${port}`).toBe(false);
+      seen.add(port);
+      expect(service.ports, name).toContain(`${port}:${port}`);
+      expect(JSON.stringify(service.healthcheck?.test), name).toContain(`127.0.0.1:${port}/healthz`);
     }
   });
 
@@ -112,17 +134,17 @@ describe('docker-compose.yml structure', () => {
     expect(JSON.stringify(file.services.sqlserver!.healthcheck!.test)).toContain('$$MSSQL_SA_PASSWORD');
   });
 
-  it('puts the highwater services under the `highwater` profile, on node:20-bookworm with the repository at /app', () => {
+  it('puts the highwater services under the `highwater` profile, on node:20.19.0-bookworm (Node 20, pinned) with the repository at /app', () => {
     for (const name of HIGHWATER) {
       const s = services[name]!;
       expect(s.profiles, name).toEqual(['highwater']);
-      expect(s.image, name).toBe('node:20-bookworm');
+      expect(s.image, name).toBe('node:20.19.0-bookworm');
       expect(s.working_dir, name).toBe('/app');
       expect(s.volumes, name).toContain('.:/app');
     }
     expect(commandText(services['highwater-init']!)).toMatch(/npm ci\b.*&& node src\/cli\/bin\.js init/);
-    expect(services['highwater-poller']!.command).toEqual(['node', 'src/cli/bin.js', 'poll', '--every']);
-    expect(services['highwater-consumer']!.command).toEqual(['node', 'src/cli/bin.js', 'consume']);
+    expect(services['highwater-poller']!.command).toEqual(['node', 'src/cli/bin.js', 'poll', '--every', '--metrics-port', '9464']);
+    expect(services['highwater-consumer']!.command).toEqual(['node', 'src/cli/bin.js', 'consume', '--metrics-port', '9465']);
   });
 
   it('starts nothing before what it needs is healthy, and the long-running services only after init completed', () => {
