@@ -1,6 +1,6 @@
 import { isoFromTicks } from '../time/ticks.js';
 import { Runtime } from '../wiring.js';
-import { HighwaterError } from '../errors.js';
+import { HighwaterError, isRetriable } from '../errors.js';
 import type { Config, TargetConfig } from '../config/schema.js';
 import { groupIdFor } from '../config/load.js';
 import { loadContext, report, type GlobalOptions } from './context.js';
@@ -50,6 +50,21 @@ function summaryLine(s: RunSummary): string {
   return lines.join('\n');
 }
 
+/**
+ * One poll. With --every, a run that could not even start because a service is unavailable (the control store's
+ * database restarting, say) is logged and tried again at the next interval: a long-running poller must outlive a
+ * database restart. Errors that will not heal by waiting still end the command.
+ */
+async function pollOnce(poller: Awaited<ReturnType<Runtime['poller']>>, options: GlobalOptions & { table?: string[]; every?: boolean }, rt: Runtime): Promise<RunSummary | undefined> {
+  try {
+    return await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
+  } catch (err) {
+    if (!options.every || !isRetriable(err)) throw err;
+    rt.logger.error({ err }, 'the poll could not run; trying again at the next interval');
+    return undefined;
+  }
+}
+
 export async function pollCommand(options: GlobalOptions & { table?: string[]; every?: boolean }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
@@ -61,9 +76,9 @@ export async function pollCommand(options: GlobalOptions & { table?: string[]; e
     let code: number = EXIT.OK;
     try {
       do {
-        const summary = await poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' });
-        report(options, summary, () => summaryLine(summary));
-        code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
+        const summary = await pollOnce(poller, options, rt);
+        if (summary !== undefined) report(options, summary, () => summaryLine(summary));
+        code = summary?.status === 'failed' || summary === undefined ? EXIT.FAILURE : EXIT.OK;
         if (options.every) await pauseUnlessAborted(config.poll.intervalSeconds * 1000, stop.signal);
       } while (options.every && !stop.signal.aborted);
     } finally {
