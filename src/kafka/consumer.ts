@@ -1,6 +1,7 @@
 import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka } from 'kafkajs';
 import type { InRecord } from '../events/records.js';
 import { coerceError } from '../errors.js';
+import { withRetry } from '../retry.js';
 import { withKafkaErrors } from './client.js';
 
 /**
@@ -84,7 +85,10 @@ export class ManualConsumer {
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;
       this.options.onAssigned?.(assignment);
-      void this.positionPartitions(assignment);
+      // Positions come from the target database, which may be restarting right now (a rebalance often follows a
+      // database fault): retried, and if it stays down the consumer fails visibly (`failed`) rather than an
+      // unhandled rejection ending the process mid-rebalance.
+      withRetry(() => this.positionPartitions(assignment)).catch((err: unknown) => this.settleFailure(coerceError(err)));
     });
     await this.consumer.run({
       autoCommit: false,
