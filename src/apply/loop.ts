@@ -92,7 +92,7 @@ export class ApplyLoop {
     };
     const result = await this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate);
     batch.resolve(nextOffset - 1n);
-    if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset);
+    if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
     this.positions.advance(batch.topic, batch.partition, nextOffset);
     this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
   }

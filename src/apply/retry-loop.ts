@@ -75,7 +75,7 @@ export class RetryLoop {
       const outcome = await this.retryOne(binding, record);
       this.deps.logger.debug({ key: record.key?.toString(), outcome }, 'retried a child');
       batch.resolve(record.offset);
-      if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, record.offset + 1n);
+      if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, record.offset + 1n, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
       this.positions.advance(batch.topic, batch.partition, record.offset + 1n);
       await batch.heartbeat();
     }

@@ -1,6 +1,6 @@
 import { isoFromTicks } from '../time/ticks.js';
 import { Runtime } from '../wiring.js';
-import { HighwaterError } from '../errors.js';
+import { HighwaterError, isRetriable } from '../errors.js';
 import type { Config, TargetConfig } from '../config/schema.js';
 import { groupIdFor } from '../config/load.js';
 import { loadContext, report, type GlobalOptions } from './context.js';
@@ -95,6 +95,21 @@ async function timedRun(o: Observability | undefined, run: () => Promise<RunSumm
   return summary;
 }
 
+/**
+ * One poll. With --every, a run that could not even start because a service is unavailable (the control store's
+ * database restarting, say) is logged and tried again at the next interval: a long-running poller must outlive a
+ * database restart. Errors that will not heal by waiting still end the command.
+ */
+async function pollOnce(run: () => Promise<RunSummary>, options: { every?: boolean }, rt: Runtime): Promise<RunSummary | undefined> {
+  try {
+    return await run();
+  } catch (err) {
+    if (!options.every || !isRetriable(err)) throw err;
+    rt.logger.error({ err }, 'the poll could not run; trying again at the next interval');
+    return undefined;
+  }
+}
+
 export async function pollCommand(options: GlobalOptions & MetricsOptions & { table?: string[]; every?: boolean }): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
@@ -107,9 +122,9 @@ export async function pollCommand(options: GlobalOptions & MetricsOptions & { ta
     let code: number = EXIT.OK;
     try {
       do {
-        const summary = await timedRun(observed, () => poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' }));
-        report(options, summary, () => summaryLine(summary));
-        code = summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
+        const summary = await pollOnce(() => timedRun(observed, () => poller.run({ ...(options.table ? { tables: options.table } : {}), requestedBy: 'cli' })), options, rt);
+        if (summary !== undefined) report(options, summary, () => summaryLine(summary));
+        code = summary?.status === 'failed' || summary === undefined ? EXIT.FAILURE : EXIT.OK;
         if (options.every) await sleep(config.poll.intervalSeconds * 1000, stop.signal);
       } while (options.every && !stop.signal.aborted);
     } finally {

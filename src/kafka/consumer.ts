@@ -92,7 +92,14 @@ export class ManualConsumer {
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;
       this.options.onAssigned?.(assignment);
-      withRetry(() => this.positionPartitions(assignment)).catch((thrown: unknown) => this.positioningFailed(assignment, thrown));
+      // Positions come from the target database, which may be restarting right now (a rebalance often follows a
+      // database fault): retried; if it stays down, the partitions stay paused (consuming them unpositioned could
+      // skip records) and the consumer fails visibly (`failed`) rather than an unhandled rejection ending the
+      // process mid-rebalance.
+      withRetry(() => this.positionPartitions(assignment)).catch((thrown: unknown) => {
+        this.positioningFailed(assignment, thrown);
+        this.settleFailure(coerceError(thrown));
+      });
     });
     await this.consumer.run({
       autoCommit: false,
@@ -105,9 +112,20 @@ export class ManualConsumer {
     });
   }
 
-  /** Commits to Kafka (for lag monitoring) what the target already holds. */
-  async commit(topic: string, partition: number, nextOffset: bigint): Promise<void> {
-    await withKafkaErrors('committing offsets', () => this.consumer.commitOffsets([{ topic, partition, offset: nextOffset.toString() }]));
+  /**
+   * Commits to Kafka (for lag monitoring) what the target already holds. Best effort: the offsets that count are
+   * in the target, committed with the rows. A failure here (the member was removed from the group while its batch
+   * was being applied, the coordinator moved) must not stop the consumer; it is reported to `onFailure` and the
+   * partition's next owner commits again. Without `onFailure` (the back-fill service, whose positions are these
+   * commits) the error is thrown.
+   */
+  async commit(topic: string, partition: number, nextOffset: bigint, onFailure?: (err: Error) => void): Promise<void> {
+    try {
+      await withKafkaErrors('committing offsets', () => this.consumer.commitOffsets([{ topic, partition, offset: nextOffset.toString() }]));
+    } catch (err) {
+      if (onFailure === undefined) throw err;
+      onFailure(coerceError(err));
+    }
   }
 
   /** The earliest offset still in the log: where a partition with no stored offset starts. */

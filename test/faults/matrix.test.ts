@@ -19,12 +19,28 @@ const long = process.env.HIGHWATER_FAULTS_LONG === '1';
 const results: ScenarioResult[] = [];
 const startedAt = Date.now();
 
+/**
+ * Starts the broker again, trying up to three times: on a busy machine a restart can miss the setup's 60 s
+ * readiness wait, and a broker left down would fail every scenario after this one.
+ */
+async function startBrokerPatiently(): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await startBroker();
+      return;
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      console.log(`[faults] the broker did not come back (attempt ${attempt}): ${String(err)}; trying again`);
+    }
+  }
+}
+
 function env(): FaultEnv {
   return {
     pgServerUrl: serverUrl(),
     brokers: brokers(),
     broker: canControlBroker()
-      ? { kill: async () => void (await killBroker('SIGKILL')), stop: async () => void (await stopBroker()), start: async () => void (await startBroker()) }
+      ? { kill: async () => void (await killBroker('SIGKILL')), stop: async () => void (await stopBroker()), start: startBrokerPatiently }
       : null,
   };
 }

@@ -15,12 +15,28 @@ import { serverUrl } from '../support/pg.js';
 const seed = runSeed();
 const results: ScenarioResult[] = [];
 
+/**
+ * Starts the broker again, trying up to three times: on a busy machine a restart can miss the setup's 60 s
+ * readiness wait, and a broker left down would fail every scenario after this one.
+ */
+async function startBrokerPatiently(): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await startBroker();
+      return;
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      console.log(`[faults] the broker did not come back (attempt ${attempt}): ${String(err)}; trying again`);
+    }
+  }
+}
+
 function env(): FaultEnv {
   return {
     pgServerUrl: serverUrl(),
     brokers: brokers(),
     broker: canControlBroker()
-      ? { kill: async () => void (await killBroker('SIGKILL')), stop: async () => void (await stopBroker()), start: async () => void (await startBroker()) }
+      ? { kill: async () => void (await killBroker('SIGKILL')), stop: async () => void (await stopBroker()), start: startBrokerPatiently }
       : null,
   };
 }
