@@ -11,9 +11,10 @@ import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { formatReport } from '../convergence/invariants.js';
 import { runSeed, type SeedOptions } from '../convergence/scenario.js';
 
+// Seeds of `npm run test:convergence -- --seeds N` (same histories): one with the fresh target, one without.
 const FAST_SEEDS: readonly SeedOptions[] = [
-  { seed: 11, size: 'small', rebuild: true },
-  { seed: 12, size: 'small', rebuild: false },
+  { seed: 4, size: 'small', rebuild: true },
+  { seed: 2, size: 'small', rebuild: false },
 ];
 
 const replay = process.env.HIGHWATER_SEED;
