@@ -17,6 +17,9 @@
  */
 import { Prng } from './prng.js';
 
+/** Operations after which a row has most likely been published (300 ms apart, a 1 s buffer, polls every second). */
+const OLD_OPS = 8;
+
 /** A, B, C are in the BU map at the start (C leaves and may come back); D never is. */
 export type Bu = 'A' | 'B' | 'C' | 'D';
 
@@ -42,7 +45,7 @@ export type Op =
   | { readonly kind: 'insert'; readonly rows: readonly NewRow[]; readonly stamp: Stamp; readonly why: string }
   | { readonly kind: 'update'; readonly keys: readonly string[]; readonly content: Content | null; readonly stamp: Stamp; readonly why: string }
   /** Two committed versions of one key with the same ModifiedOn (or 1 µs apart), different content. */
-  | { readonly kind: 'same-microsecond'; readonly key: string; readonly first: Content; readonly second: Content; readonly apartMicros: 0 | 1 }
+  | { readonly kind: 'same-microsecond'; readonly key: string; readonly first: Content; readonly second: Content; readonly apartMicros: 0 | 1; readonly gapMs: number }
   | { readonly kind: 'delete-row'; readonly key: string }
   | { readonly kind: 'delete-meta'; readonly key: string }
   /** The metadata row back: with its original ModifiedOn (a restore) or a new stamp. */
@@ -99,6 +102,8 @@ interface ModelRow {
   /** blob and meta present; false/false when deleted (restorable), blob only when its metadata row is gone. */
   blob: boolean;
   meta: boolean;
+  /** Index of the last operation that wrote the row: older rows have most likely been published already. */
+  writtenAt: number;
 }
 
 /** Draws the history of one seed. */
@@ -108,6 +113,7 @@ export function generateHistory(seed: number, shape: HistoryShape): History {
 
 class Generator {
   private readonly rows = new Map<string, ModelRow>();
+  private now = 0;
   private readonly ops: Op[] = [];
   private readonly mapped = new Set<Bu>(['A', 'B', 'C']);
   /** Folders a child already references, with the op index by which they must exist. */
@@ -127,6 +133,7 @@ class Generator {
     this.insert([this.flatRow('A', this.excludedKey)], { kind: 'now' }, 'excluded key');
     this.insert([this.folderRow(null, 'A')], { kind: 'now' }, 'first folder');
     for (let i = 0; i < this.shape.ops; i++) {
+      this.now = i;
       this.duePending(i);
       this.step(i);
     }
@@ -218,15 +225,18 @@ class Generator {
   }
 
   private add(row: NewRow): void {
-    this.rows.set(row.key, { key: row.key, path: row.path, parent: row.parent, folder: row.content === null, bu: row.bu, blob: true, meta: true });
+    this.rows.set(row.key, { key: row.key, path: row.path, parent: row.parent, folder: row.content === null, bu: row.bu, blob: true, meta: true, writtenAt: this.now });
   }
 
   // ------------------------------------------------------------------------------------------------ changes
 
   private update(): boolean {
-    const row = this.pickLive((r) => !r.folder);
-    if (!row) return false;
     const stamp = this.r.weighted<Stamp>([[5, { kind: 'now' }], [3, { kind: 'keep' }], [1, { kind: 'null' }], [1, { kind: 'ago', ms: this.shape.bufferMs * 3 }]]);
+    // A change that keeps ModifiedOn matters once the previous state has been published: prefer rows written
+    // several operations ago (the pipeline has most likely read them since).
+    const row = (stamp.kind === 'keep' ? this.pickLive((r) => !r.folder && r.writtenAt <= this.now - OLD_OPS) : undefined) ?? this.pickLive((r) => !r.folder);
+    if (!row) return false;
+    row.writtenAt = this.now;
     this.ops.push({ kind: 'update', keys: [row.key], content: this.content(), stamp, why: stamp.kind === 'keep' ? 'content change, ModifiedOn kept' : 'content change' });
     return true;
   }
@@ -242,7 +252,10 @@ class Generator {
   private sameMicrosecond(): boolean {
     const row = this.pickLive((r) => !r.folder);
     if (!row) return false;
-    this.ops.push({ kind: 'same-microsecond', key: row.key, first: this.content(), second: this.content(), apartMicros: this.r.chance(0.5) ? 0 : 1 });
+    row.writtenAt = this.now;
+    // Back to back (the poller may read only the second) or far enough apart that the first is published first.
+    const gapMs = this.r.chance(0.5) ? 0 : this.r.int(this.shape.bufferMs * 2, this.shape.bufferMs * 4);
+    this.ops.push({ kind: 'same-microsecond', key: row.key, first: this.content(), second: this.content(), apartMicros: this.r.chance(0.5) ? 0 : 1, gapMs });
     return true;
   }
 
@@ -394,7 +407,7 @@ export function describeOp(op: Op): string {
   switch (op.kind) {
     case 'insert': return `insert ${op.rows.length} (${op.why}; ModifiedOn ${st(op.stamp)}): ${op.rows.map((r) => `${k(r.key)}@${r.path}${r.content ? ` ${r.content.size}B` : ' dir'} ${r.bu}`).join(', ')}`;
     case 'update': return `update ${op.keys.map(k).join(',')} (${op.why}; ModifiedOn ${st(op.stamp)}) ${op.content?.size ?? 'dir'}B`;
-    case 'same-microsecond': return `two versions of ${k(op.key)} ${op.apartMicros} µs apart (${op.first.size}B, ${op.second.size}B)`;
+    case 'same-microsecond': return `two versions of ${k(op.key)} ${op.apartMicros} µs apart, committed ${op.gapMs} ms apart (${op.first.size}B, ${op.second.size}B)`;
     case 'delete-row': return `delete ${k(op.key)} (blob and metadata rows)`;
     case 'delete-meta': return `delete the metadata row of ${k(op.key)}`;
     case 'restore-meta': return `restore the metadata row of ${k(op.key)} (${op.original ? 'original ModifiedOn' : 'new ModifiedOn'})`;

@@ -77,7 +77,7 @@ export class SourceWriter {
     switch (op.kind) {
       case 'insert': return this.tx((c) => this.insertRows(c, op.rows, op.stamp));
       case 'update': return this.update(op.keys, op.content, op.stamp);
-      case 'same-microsecond': return this.sameMicrosecond(op.key, op.first, op.second, op.apartMicros);
+      case 'same-microsecond': return this.sameMicrosecond(op.key, op.first, op.second, op.apartMicros, op.gapMs);
       case 'delete-row': return this.deleteRow(op.key);
       case 'delete-meta': return this.deleteMeta(op.key);
       case 'restore-meta': return this.restoreMeta(op.key, op.original);
@@ -128,10 +128,12 @@ export class SourceWriter {
   }
 
   /** Two commits of one key whose ModifiedOn is the same microsecond (or the next one), with different contents. */
-  private async sameMicrosecond(key: string, first: Content, second: Content, apartMicros: 0 | 1): Promise<void> {
+  private async sameMicrosecond(key: string, first: Content, second: Content, apartMicros: 0 | 1, gapMs: number): Promise<void> {
     const { rows } = await this.pool.query<{ t: string }>('SELECT clock_timestamp()::text AS t');
     const t = rows[0]!.t;
-    for (const [content, micros] of [[first, 0], [second, apartMicros]] as const) {
+    const versions = [[first, 0], [second, apartMicros]] as const;
+    for (const [i, [content, micros]] of versions.entries()) {
+      if (i > 0) await sleep(gapMs);
       await this.tx(async (c) => {
         await c.query('UPDATE src.blobs SET file_stream = $2 WHERE stream_id = $1', [key, contentBytes(content.size, content.fill)]);
         await c.query(`UPDATE src.meta SET "ModifiedOn" = $2::timestamptz + $3 * interval '1 microsecond' WHERE id = $1`, [key, t, micros]);

@@ -4,16 +4,17 @@
  * targets — checked with the test's own SQL (test/convergence/invariants.ts). The full set is
  * `npm run test:convergence -- --seeds 200`; a failing seed replays with HIGHWATER_SEED=<n>.
  */
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it, onTestFinished } from 'vitest';
 import { formatReport } from '../convergence/invariants.js';
 import { runSeed, type SeedOptions } from '../convergence/scenario.js';
 
+// Seeds of `npm run test:convergence -- --seeds N` (same histories): one with the fresh target, one without.
 const FAST_SEEDS: readonly SeedOptions[] = [
-  { seed: 11, size: 'small', rebuild: true },
-  { seed: 12, size: 'small', rebuild: false },
+  { seed: 4, size: 'small', rebuild: true },
+  { seed: 2, size: 'small', rebuild: false },
 ];
 
 const replay = process.env.HIGHWATER_SEED;
@@ -23,6 +24,10 @@ describe('convergence: generated source histories on the real pipeline, with cra
   for (const options of seeds) {
     it(`seed ${options.seed} (${options.size}${options.rebuild ? ', then a fresh target from the compacted topic' : ''}) converges: I1–I3 hold, duplicates counted`, async () => {
       const workDir = await mkdtemp(join(tmpdir(), 'highwater-convergence-it-'));
+      // Logs, configs and the history stay for inspection when the seed failed (its databases and topic do too).
+      onTestFinished(async ({ task }) => {
+        if (task.result?.state === 'pass') await rm(workDir, { recursive: true, force: true });
+      });
       const result = await runSeed({ pgUrl: inject('pgUrl'), brokers: inject('kafkaBrokers'), workDir, log: (line) => console.log(line) }, options);
       const reports = [result.live && formatReport(result.live, 'live target'), result.rebuild && formatReport(result.rebuild, 'fresh target')].filter(Boolean);
       console.log(`seed ${options.seed}: ${result.ok ? 'converged' : 'FAILED'} in ${result.seconds.toFixed(0)} s\n${reports.join('\n')}`);
