@@ -61,9 +61,20 @@ function scrubMessageArgs(this: Logger, args: unknown[], method: (...a: unknown[
   method.apply(this, args.map((a) => (typeof a === 'string' ? scrubSecrets(a) : a)));
 }
 
+/** Error properties that are objects and still worth a log line; any other object (a driver's client, say) is left out. */
+const ERROR_OBJECT_FIELDS = new Set(['cause', 'aggregateErrors']);
+
+/**
+ * An error as a log field: strings scrubbed, and object-valued properties other than its cause left out. Drivers hang
+ * their connection on errors (pg's idle-client errors carry the client, with its connection parameters and
+ * password), and pino's serializer would print every enumerable property.
+ */
 function serializeError(err: unknown): unknown {
   const serialized = pino.stdSerializers.err(err as Error) as unknown as Record<string, unknown>;
-  if (typeof serialized?.message === 'string') serialized.message = scrubSecrets(serialized.message);
-  if (typeof serialized?.stack === 'string') serialized.stack = scrubSecrets(serialized.stack);
+  if (serialized === null || typeof serialized !== 'object') return serialized;
+  for (const [key, value] of Object.entries(serialized)) {
+    if (typeof value === 'string') serialized[key] = scrubSecrets(value);
+    else if (value !== null && typeof value === 'object' && !ERROR_OBJECT_FIELDS.has(key)) serialized[key] = '[omitted]';
+  }
   return serialized;
 }

@@ -47,4 +47,22 @@ describe('logs never carry secrets', () => {
     expect(lines.length).toBe(4);
     for (const line of lines) expect(line).not.toContain('hunter2');
   });
+
+  // Seen in the fault matrix: pg's error for a failed idle client carries the client, whose connection parameters
+  // hold the password; pino's error serializer prints every enumerable property.
+  it('leaves out objects a driver hangs on an error, keeping its message, code and cause', async () => {
+    const { lines, stream } = capture();
+    const log = createLogger({ level: 'info', destination: stream });
+    const err = Object.assign(new Error('Connection terminated unexpectedly', { cause: new Error('socket hang up') }), {
+      code: 'ECONNRESET',
+      client: { connectionParameters: { user: 'u', password: 'hunter2', host: 'h' } },
+    });
+    log.warn({ err }, 'idle PostgreSQL connection failed');
+    await new Promise((r) => setImmediate(r));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain('hunter2');
+    const logged = JSON.parse(lines[0]!) as { err: Record<string, unknown> };
+    expect(logged.err).toMatchObject({ message: expect.stringContaining('Connection terminated unexpectedly') as unknown, code: 'ECONNRESET', client: '[omitted]' });
+    expect(JSON.stringify(logged.err)).toContain('socket hang up');
+  });
 });
