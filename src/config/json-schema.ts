@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { generatedFileCli } from '../generated-file.js';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { configSchema } from './schema.js';
@@ -24,23 +24,6 @@ export function renderJsonSchema(): string {
   return `${JSON.stringify(document, null, 2)}\n`;
 }
 
-async function cli(args: string[]): Promise<number> {
-  const [mode, file = JSON_SCHEMA_FILE] = args;
-  const text = renderJsonSchema();
-  if (mode === '--write') {
-    await writeFile(file, text);
-    return 0;
-  }
-  if (mode === '--check') {
-    const current = await readFile(file, 'utf8').catch(() => '');
-    if (current === text) return 0;
-    process.stderr.write(`${file} is stale: run npm run docs:config\n`);
-    return 1;
-  }
-  process.stdout.write(text);
-  return 0;
-}
-
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  process.exitCode = await cli(process.argv.slice(2));
+  process.exitCode = await generatedFileCli(process.argv.slice(2), { render: renderJsonSchema, file: JSON_SCHEMA_FILE, command: 'npm run docs:config' });
 }

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { generatedFileCli } from '../generated-file.js';
 import { pathToFileURL } from 'node:url';
 import { Metrics } from './catalog.js';
 
@@ -35,23 +35,6 @@ export function renderMetricsReference(): string {
   return `${HEADER}${rows.join('\n')}\n`;
 }
 
-async function cli(args: string[]): Promise<number> {
-  const [mode, file = 'docs/metrics.md'] = args;
-  const text = renderMetricsReference();
-  if (mode === '--write') {
-    await writeFile(file, text);
-    return 0;
-  }
-  if (mode === '--check') {
-    const current = await readFile(file, 'utf8').catch(() => '');
-    if (current === text) return 0;
-    process.stderr.write(`${file} is stale: run npm run docs:metrics\n`);
-    return 1;
-  }
-  process.stdout.write(text);
-  return 0;
-}
-
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  process.exitCode = await cli(process.argv.slice(2));
+  process.exitCode = await generatedFileCli(process.argv.slice(2), { render: renderMetricsReference, file: 'docs/metrics.md', command: 'npm run docs:metrics' });
 }
