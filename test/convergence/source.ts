@@ -9,28 +9,9 @@ import pg from 'pg';
 import type { ReplicatedTable } from './invariants.js';
 import { contentBytes } from './prng.js';
 import type { Bu, Content, NewRow, Op, Stamp } from './history.js';
+import { SOURCE_DDL } from '../support/source-ddl.js';
 
-export const SOURCE_DDL = `
-CREATE SCHEMA src;
-CREATE TABLE src.bu_map (id uuid PRIMARY KEY);
-CREATE TABLE src.blobs (
-  stream_id uuid PRIMARY KEY,
-  file_stream bytea,
-  name text NOT NULL,
-  path_locator text NOT NULL UNIQUE,
-  parent_path_locator text,
-  is_directory boolean NOT NULL DEFAULT false,
-  creation_time timestamptz,
-  last_write_time timestamptz
-);
-ALTER TABLE src.blobs ALTER COLUMN file_stream SET STORAGE EXTERNAL;
-CREATE TABLE src.meta (
-  id uuid PRIMARY KEY,
-  "ModifiedOn" timestamptz,
-  bu uuid
-);
-CREATE INDEX ON src.meta ("ModifiedOn", id);
-`;
+export { SOURCE_DDL };
 
 export const BU_IDS: Readonly<Record<Bu, string>> = {
   A: '00000000-0000-4000-8000-00000000000a',

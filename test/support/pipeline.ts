@@ -19,28 +19,9 @@ import { sqlTableName } from '../../src/target/batch.js';
 import { Runtime, type RunningConsumers } from '../../src/wiring.js';
 import { brokers, deleteTopics, uniqueName, withAdmin } from './kafka.js';
 import { createTestDatabase, type TestDatabase } from './pg.js';
+import { SOURCE_DDL } from './source-ddl.js';
 
-export const SOURCE_DDL = `
-CREATE SCHEMA src;
-CREATE TABLE src.bu_map (id uuid PRIMARY KEY);
-CREATE TABLE src.blobs (
-  stream_id uuid PRIMARY KEY,
-  file_stream bytea,
-  name text NOT NULL,
-  path_locator text NOT NULL UNIQUE,
-  parent_path_locator text,
-  is_directory boolean NOT NULL DEFAULT false,
-  creation_time timestamptz,
-  last_write_time timestamptz
-);
-ALTER TABLE src.blobs ALTER COLUMN file_stream SET STORAGE EXTERNAL;
-CREATE TABLE src.meta (
-  id uuid PRIMARY KEY,
-  "ModifiedOn" timestamptz,
-  bu uuid
-);
-CREATE INDEX ON src.meta ("ModifiedOn", id);
-`;
+export { SOURCE_DDL };
 
 export interface PipelineOptions {
   readonly partitions?: number;
