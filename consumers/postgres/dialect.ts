@@ -353,7 +353,7 @@ export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply
   return {
     text: `DELETE FROM ${bookkeeping(t.schema, 'hw_chunks')} c
 USING (
-  (${stage('status IS NULL')}
+  (${stage("(status IS NULL OR status = 'missing-parent')")}
    UNION SELECT * FROM unnest($2::text[], $3::bytea[], $4::integer[]))
   EXCEPT ${stage("status = 'incomplete'")}
 ) u

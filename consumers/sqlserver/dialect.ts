@@ -455,7 +455,7 @@ export function deleteUsedChunks(t: TargetTable, superseded: readonly RowToApply
   return {
     text: `DELETE h FROM ${bookkeeping(t.schema, 'hw_chunks')} AS h
 INNER JOIN (
-  ${stage("(s.[status] IS NULL OR s.[status] = 'stale')")}
+  ${stage("(s.[status] IS NULL OR s.[status] IN ('stale', 'missing-parent'))")}
   UNION
   SELECT x.[key], CONVERT(varbinary(32), x.[sha], 2), x.[count] FROM (
     ${jsonRows('superseded', [['key', 'nvarchar(450)', '$.key', 'exact'], ['sha', 'varchar(64)', '$.sha'], ['count', 'int', '$.count']])}

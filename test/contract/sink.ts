@@ -70,9 +70,10 @@ export function version(key: string, modifiedOn: Ticks, content: Buffer | null, 
   };
 }
 
-function chunkedVersion(key: string, modifiedOn: Ticks, content: Buffer, chunkSize: number): RowToApply {
+function chunkedVersion(key: string, modifiedOn: Ticks, content: Buffer, chunkSize: number, over: Partial<BlobChange> = {}): RowToApply {
   const chunkCount = Math.ceil(content.length / chunkSize);
   return version(key, modifiedOn, null, {
+    ...over,
     isDirectory: false,
     size: content.length,
     contentSha256: sha256(content),
@@ -243,6 +244,21 @@ export function sinkContract(harness: SinkHarness): void {
         skippedStale: 1,
         incompleteContent: [],
       });
+    });
+
+    // Regression (seen in CI: consumer.test.ts "puts a 3 MiB blob back together" when the file's batch came before
+    // its folder's): a held chunked child kept its chunks in hw_chunks for ever, though hw_held keeps the content.
+    it('holds a chunked child with its assembled content and releases its chunks; the parent brings it in whole', async () => {
+      const { writer, content, count } = await harness.fresh('held chunks');
+      const blob = randomBytes(3 * MiB);
+      const child = chunkedVersion('big', 9n, blob, MiB, { parentPathLocator: '/folder/' });
+      expect(await writer.apply(batch({ chunks: chunksOf('big', blob, MiB), rows: [child] }))).toMatchObject({ applied: 0, held: ['big'] });
+      expect(await count('hw_held')).toBe(1);
+      expect(await count('hw_chunks')).toBe(0);
+
+      expect(await writer.apply(batch({ rows: [version('folder', 1n, null)] }))).toMatchObject({ applied: 1, promoted: 1 });
+      expect(await content('big')).toEqual({ sha: sha256(blob).toString('hex'), len: 3 * MiB });
+      expect(await count('hw_held')).toBe(0);
     });
 
     it('stores offsets in the same transaction as the rows: a failing write moves nothing', async () => {
