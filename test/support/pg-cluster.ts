@@ -101,15 +101,17 @@ async function waitGone(pid: number): Promise<void> {
   throw new Error(`postmaster ${pid} did not exit after SIGKILL`);
 }
 
-async function postgresIds(): Promise<[number, number]> {
+/** uid and gid of the postgres user, which initdb and the postmaster run as when this process is root. */
+export async function postgresIds(): Promise<[number, number]> {
   const out = await exec('id', ['postgres']);
   const uid = /uid=(\d+)/.exec(out);
   const gid = /gid=(\d+)/.exec(out);
-  if (uid === null || gid === null) throw new Error(`no postgres user to run the private cluster as (id postgres: ${out})`);
+  if (uid === null || gid === null) throw new Error(`no postgres user to run a private PostgreSQL cluster as (id postgres: ${out})`);
   return [Number(uid[1]), Number(gid[1])];
 }
 
-function exec(command: string, args: readonly string[]): Promise<string> {
+/** Runs a command; resolves with its output, rejects with the command line and its output. */
+export function exec(command: string, args: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, [...args], { timeout: 120_000 }, (error, stdout, stderr) => {
       if (error === null) resolve(`${stdout}${stderr}`);

@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process';
 import { chmod, chown, mkdir } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { freePorts } from '../../../src/devkafka/ports.js';
+import { exec, postgresIds } from '../../support/pg-cluster.js';
 
 /**
  * A private PostgreSQL 15 cluster with wal_level=logical for B4's Debezium source, on a free port, in the run's
@@ -42,19 +42,3 @@ export async function startLogicalCluster(workDir: string): Promise<LogicalClust
   };
 }
 
-async function postgresIds(): Promise<[number, number]> {
-  const out = await exec('id', ['postgres']);
-  const uid = /uid=(\d+)/.exec(out);
-  const gid = /gid=(\d+)/.exec(out);
-  if (uid === null || gid === null) throw new Error(`no postgres user to run the logical cluster as (id postgres: ${out})`);
-  return [Number(uid[1]), Number(gid[1])];
-}
-
-function exec(command: string, args: readonly string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(command, [...args], { timeout: 120_000 }, (error, stdout, stderr) => {
-      if (error === null) resolve(`${stdout}${stderr}`);
-      else reject(new Error(`${command} ${args.join(' ')} failed: ${error.message}\n${stdout}${stderr}`));
-    });
-  });
-}
