@@ -1,8 +1,8 @@
 import type { PgParams } from '../../src/sql/statement.js';
 import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
-import type { ContentScope, RowsRequest, SourceSideQueries, SummaryRequest } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, orphansQuery, rowsQuery, sideQueries, summaryQuery, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import type { ContentScope, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL source: the rows the poller reads (joined to the metadata table, BU table and
@@ -42,18 +42,6 @@ function parentMissing(spec: SourceTableSpec): string[] {
     `${parent} IS NOT NULL`,
     `NOT EXISTS (SELECT 1 FROM ${qualified(quotePg, spec.blob.schema, spec.blob.table)} AS pb WHERE pb.${quotePg(spec.columns.pathLocator)} = ${parent})`,
   ];
-}
-
-export function sourceSummaryQuery(spec: SourceTableSpec, scope: ScopeFilter, req: SummaryRequest): Statement {
-  return summaryQuery(sourceRows(spec, scope), req);
-}
-
-export function sourceRowsQuery(spec: SourceTableSpec, scope: ScopeFilter, req: RowsRequest): Statement {
-  return rowsQuery(sourceRows(spec, scope), req);
-}
-
-export function sourceOrphansQuery(spec: SourceTableSpec, scope: ScopeFilter, examples: number): Statement {
-  return orphansQuery(sourceRows(spec, scope), parentMissing(spec), examples);
 }
 
 export const postgresSourceQueries: SourceSideQueries<Statement> = (spec, scope) =>

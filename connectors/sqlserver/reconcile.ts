@@ -2,8 +2,8 @@ import { maxdopHint } from '../../src/sql/fragments.js';
 import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { qualified, quoteMssql } from '../../src/sql/ident.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
-import type { ContentScope, RowsRequest, SourceSideQueries, SummaryRequest } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, orphansQuery, rowsQuery, sideQueries, summaryQuery, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
+import type { ContentScope, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, sideQueries, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
 
 /**
  * Reconciliation of a SQL Server source: the rows the poller reads as the derived table of row versions that
@@ -64,18 +64,6 @@ function parentMissing(spec: SourceTableSpec): string[] {
     `${parent} IS NOT NULL`,
     `NOT EXISTS (SELECT 1 FROM ${qualified(quoteMssql, spec.blob.schema, spec.blob.table)} AS pb WHERE pb.${quoteMssql(spec.columns.pathLocator)} = ${parent})`,
   ];
-}
-
-export function sourceSummaryQuery(spec: SourceTableSpec, scope: ScopeFilter, req: SummaryRequest): Statement {
-  return summaryQuery(sourceRows(spec, scope), req);
-}
-
-export function sourceRowsQuery(spec: SourceTableSpec, scope: ScopeFilter, req: RowsRequest): Statement {
-  return rowsQuery(sourceRows(spec, scope), req);
-}
-
-export function sourceOrphansQuery(spec: SourceTableSpec, scope: ScopeFilter, examples: number): Statement {
-  return orphansQuery(sourceRows(spec, scope), parentMissing(spec), examples);
 }
 
 export const sqlServerSourceQueries: SourceSideQueries<Statement> = (spec, scope) =>

@@ -1,7 +1,7 @@
 import type { PgParams } from '../../src/sql/statement.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
-import type { ContentScope, RowsRequest, SummaryRequest, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, orphansQuery, rowsQuery, sideQueries, summaryQuery, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import type { ContentScope, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL target: one tenant's rows of the target table as the derived table of row
@@ -24,18 +24,6 @@ function parentMissing(t: TargetTableRef): string[] {
     't.parent_path_locator IS NOT NULL',
     `NOT EXISTS (SELECT 1 FROM ${table} AS pt WHERE pt.tenant = t.tenant AND pt.path_locator = t.parent_path_locator)`,
   ];
-}
-
-export function targetSummaryQuery(t: TargetTableRef, tenant: string, req: SummaryRequest): Statement {
-  return summaryQuery(targetRows(t, tenant), req);
-}
-
-export function targetRowsQuery(t: TargetTableRef, tenant: string, req: RowsRequest): Statement {
-  return rowsQuery(targetRows(t, tenant), req);
-}
-
-export function targetOrphansQuery(t: TargetTableRef, tenant: string, examples: number): Statement {
-  return orphansQuery(targetRows(t, tenant), parentMissing(t), examples);
 }
 
 export const postgresTargetQueries: TargetSideQueries<Statement> = (t, tenant) =>

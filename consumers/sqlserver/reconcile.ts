@@ -1,6 +1,6 @@
 import { qualified, quoteMssql } from '../../src/sql/ident.js';
-import type { ContentScope, RowsRequest, SummaryRequest, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, orphansQuery, rowsQuery, sideQueries, summaryQuery, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
+import type { ContentScope, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, sideQueries, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
 
 /**
  * Reconciliation of a SQL Server target: one tenant's rows of the target table as the derived table of row
@@ -33,18 +33,6 @@ function parentMissing(t: TargetTableRef): string[] {
     't.[parent_path_locator] IS NOT NULL',
     `NOT EXISTS (SELECT 1 FROM ${table} AS pt WHERE pt.[tenant] = t.[tenant] AND pt.[path_locator] = t.[parent_path_locator])`,
   ];
-}
-
-export function targetSummaryQuery(t: TargetTableRef, tenant: string, req: SummaryRequest): Statement {
-  return summaryQuery(targetRows(t, tenant), req);
-}
-
-export function targetRowsQuery(t: TargetTableRef, tenant: string, req: RowsRequest): Statement {
-  return rowsQuery(targetRows(t, tenant), req);
-}
-
-export function targetOrphansQuery(t: TargetTableRef, tenant: string, examples: number): Statement {
-  return orphansQuery(targetRows(t, tenant), parentMissing(t), examples);
 }
 
 export const sqlServerTargetQueries: TargetSideQueries<Statement> = (t, tenant) =>

@@ -4,10 +4,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { contentScopeOf, examplesOf, pairsOf } from '../../src/cli/commands-reconcile.js';
 import { parseConfigObject } from '../../src/config/load.js';
 import { HighwaterError } from '../../src/errors.js';
-import * as pgSource from '../../connectors/postgres/reconcile.js';
-import * as msSource from '../../connectors/sqlserver/reconcile.js';
-import * as pgTarget from '../../consumers/postgres/reconcile.js';
-import * as msTarget from '../../consumers/sqlserver/reconcile.js';
+import { postgresSourceQueries } from '../../connectors/postgres/reconcile.js';
+import { sqlServerSourceQueries } from '../../connectors/sqlserver/reconcile.js';
+import { postgresTargetQueries } from '../../consumers/postgres/reconcile.js';
+import { sqlServerTargetQueries } from '../../consumers/sqlserver/reconcile.js';
+import type { RowsRequest, SourceSideQueries, SummaryRequest, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
 import type * as pgSide from '../../src/ops/reconcile/side/postgres.js';
 import type * as msSide from '../../src/ops/reconcile/side/sqlserver.js';
 import {
@@ -17,9 +18,19 @@ import {
 import { buildReport, renderReport, reportJson, type TableReport } from '../../src/ops/reconcile/report.js';
 import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 
-/** Each engine's reconciliation builders, both sides (they live in the engine folders). */
-const pgq = { ...pgSource, ...pgTarget };
-const msq = { ...msSource, ...msTarget };
+/** One engine's reconciliation statements, both sides, by what they read (the builders live in the engine folders). */
+function builders<S>(source: SourceSideQueries<S>, target: TargetSideQueries<S>) {
+  return {
+    sourceSummaryQuery: (spec: SourceTableSpec, scope: ScopeFilter, r: SummaryRequest) => source(spec, scope).summary(r),
+    sourceRowsQuery: (spec: SourceTableSpec, scope: ScopeFilter, r: RowsRequest) => source(spec, scope).rows(r),
+    sourceOrphansQuery: (spec: SourceTableSpec, scope: ScopeFilter, examples: number) => source(spec, scope).orphans(examples),
+    targetSummaryQuery: (t: TargetTableRef, tenant: string, r: SummaryRequest) => target(t, tenant).summary(r),
+    targetRowsQuery: (t: TargetTableRef, tenant: string, r: RowsRequest) => target(t, tenant).rows(r),
+    targetOrphansQuery: (t: TargetTableRef, tenant: string, examples: number) => target(t, tenant).orphans(examples),
+  };
+}
+const pgq = { ...builders(postgresSourceQueries, postgresTargetQueries), postgresSourceQueries, postgresTargetQueries };
+const msq = { ...builders(sqlServerSourceQueries, sqlServerTargetQueries), sqlServerSourceQueries, sqlServerTargetQueries };
 
 /** The pure parts of `highwater reconcile`: sampling, bucket planning, row diffs, the comparison, reports, SQL. */
 

@@ -103,20 +103,20 @@ WHERE o.[rn] <= ${p.add('examples', 'Int', Math.max(1, examples))}
 ORDER BY o.[business_unit], o.[key]${rows.hint}`;
 }
 
-export function summaryQuery(rowsOf: RowsOf, req: SummaryRequest): Statement {
+function summaryQuery(rowsOf: RowsOf, req: SummaryRequest): Statement {
   const p = new Params();
   const rows = rowsOf(req.content, p, (key) => bucketFilter(key, req.prefixLength - 1, req.within, p));
   return { text: summaryOver(rows, req.prefixLength, p), values: p.values };
 }
 
-export function rowsQuery(rowsOf: RowsOf, req: RowsRequest): Statement {
+function rowsQuery(rowsOf: RowsOf, req: RowsRequest): Statement {
   const p = new Params();
   const rows = rowsOf(req.content, p, (key) => bucketFilter(key, req.prefixLength, req.buckets, p));
   return { text: rowsOver(rows), values: p.values };
 }
 
 /** Rows of the side whose parent is missing: `parentMissing` are the side's conditions for that. */
-export function orphansQuery(rowsOf: RowsOf, parentMissing: readonly string[], examples: number): Statement {
+function orphansQuery(rowsOf: RowsOf, parentMissing: readonly string[], examples: number): Statement {
   const p = new Params();
   const rows = rowsOf(NO_CONTENT, p, () => [...parentMissing]);
   return { text: orphansOver(rows, examples, p), values: p.values };
