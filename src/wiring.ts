@@ -22,11 +22,11 @@ import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
 import { ensureTopics, sideTopicSpec, tableTopicSpec } from './kafka/topics.js';
 import type { Logger } from './logger.js';
-import { PollerObserver, type PollerListener } from './poller/observer.js';
-import { Poller } from './poller/poller.js';
-import { BackfillService } from './poller/backfill.js';
-import type { SourceConnector, SourceTableSpec } from './source/connector.js';
-import type { TargetWriter } from './target/writer.js';
+import { PollerObserver, type PollerListener } from './poll/observer.js';
+import { Poller } from './poll/poller.js';
+import { BackfillService } from './poll/backfill.js';
+import type { SourceConnector, SourceTableSpec } from './poll/source/connector.js';
+import type { TargetWriter } from './apply/sink/writer.js';
 import type { Admin, Kafka } from './kafka/client.js';
 import { startObservability, type Observability, type ObserveOptions } from './metrics/observe.js';
 

@@ -1,15 +1,15 @@
 import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
-import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
-import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
-import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
-import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/apply/sink/batch.js';
+import type { StageInput, TargetDialect, TargetTable } from '../../src/apply/sink/dialect.js';
+import { MAX_CONTENT_BYTES } from '../../src/apply/sink/limits.js';
+import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/apply/sink/writer.js';
 
 /**
  * SQL Server target dialect: pure builders returning `{ text, values }` with named `@parameters`. Values always
  * travel as parameters (small sets as one JSON parameter read with OPENJSON) or in the bulk-load stream;
- * identifiers are validated and quoted by quoteMssql. The one apply sequence (src/target/sql-writer.ts) runs them,
+ * identifiers are validated and quoted by quoteMssql. The one apply sequence (src/apply/sink/sql-writer.ts) runs them,
  * through `sqlServerDialect` at the end of this file, in one transaction per batch, with the bulk loads of
  * session.ts (chunks: createChunkStageTable → bulk → insertStagedChunks; rows: createStageTable → bulk).
  *

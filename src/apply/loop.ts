@@ -7,7 +7,7 @@ import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
-import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from '../target/writer.js';
+import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from './sink/writer.js';
 import { TargetPositions } from './positions.js';
 import { reduceBatch, type BatchEvent } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';

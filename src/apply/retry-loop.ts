@@ -9,7 +9,7 @@ import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { backoffDelay } from '../retry.js';
-import type { ApplyResult, TargetWriter } from '../target/writer.js';
+import type { ApplyResult, TargetWriter } from './sink/writer.js';
 import type { TopicBinding } from './loop.js';
 import { TargetPositions } from './positions.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';

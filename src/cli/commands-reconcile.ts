@@ -5,12 +5,12 @@ import { databaseByName, loadConfigFile, tablesForTarget, tenantOf } from '../co
 import type { Config, DatabaseConfig, TableConfig, TargetConfig } from '../config/schema.js';
 import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import type { ScopeFilter } from '../source/connector.js';
+import type { ScopeFilter } from '../poll/source/connector.js';
 import { Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
-import * as pgq from '../reconcile/queries-postgres.js';
-import * as msq from '../reconcile/queries-sqlserver.js';
-import { DEFAULT_MAX_BUCKET_ROWS, HEX_PREFIXES, reconcileTable, sampleScope, sideOf, type ContentScope, type ReconcileSide, type SideQueries } from '../reconcile/reconcile.js';
-import { buildReport, renderReport, reportJson, type TableReport } from '../reconcile/report.js';
+import * as pgq from '../ops/reconcile/queries-postgres.js';
+import * as msq from '../ops/reconcile/queries-sqlserver.js';
+import { DEFAULT_MAX_BUCKET_ROWS, HEX_PREFIXES, reconcileTable, sampleScope, sideOf, type ContentScope, type ReconcileSide, type SideQueries } from '../ops/reconcile/reconcile.js';
+import { buildReport, renderReport, reportJson, type TableReport } from '../ops/reconcile/report.js';
 import { configPath, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 

@@ -12,7 +12,7 @@ import { dlqTopicFor, tenantOf } from '../../src/config/load.js';
 import { HEADERS, type BlobChange, type Ticks } from '../../src/contract.js';
 import { changeRecord, markerRecord } from '../../src/events/records.js';
 import { createLogger } from '../../src/logger.js';
-import { BackfillService } from '../../src/poller/backfill.js';
+import { BackfillService } from '../../src/poll/backfill.js';
 import { TICKS_PER_MINUTE, TICKS_PER_SECOND } from '../../src/time/ticks.js';
 import { consumeMessages, readTopic, uniqueName } from '../support/kafka.js';
 import { pipeline, sha256Hex, type Pipeline } from '../support/pipeline.js';

@@ -19,9 +19,9 @@ import { mssqlConfig, SqlServerSource } from '../../connectors/sqlserver/source.
 import { SqlServerWriter } from '../../consumers/sqlserver/writer.js';
 import type { BlobChange, BlobChunk, SourceRow, Ticks } from '../../src/contract.js';
 import { HighwaterError, coerceError } from '../../src/errors.js';
-import type { ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
-import type { ApplyBatch, RowToApply } from '../../src/target/writer.js';
+import type { ApplyBatch, RowToApply } from '../../src/apply/sink/writer.js';
 import { isoFromTicks, ticksFromIso, ticksFromMillis, TICKS_PER_MINUTE } from '../../src/time/ticks.js';
 
 const IMAGE = 'mcr.microsoft.com/mssql/server:2022-latest';

@@ -1,10 +1,10 @@
 /**
- * Pure decisions of the poller about one row (src/poller/build.ts): how its content travels (planContent) and
+ * Pure decisions of the poller about one row (src/poll/build.ts): how its content travels (planContent) and
  * whether the registry already holds this exact version (isUnchanged), plus the change event built from it.
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
-import { changeFromRow, deleteToName, isUnchanged, movedBackwards, planContent, rowDigest, sha256, type Registered } from '../../src/poller/build.js';
+import { changeFromRow, deleteToName, isUnchanged, movedBackwards, planContent, rowDigest, sha256, type Registered } from '../../src/poll/build.js';
 
 const MiB = 1 << 20;
 

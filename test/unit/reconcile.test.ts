@@ -4,14 +4,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { contentScopeOf, examplesOf, pairsOf } from '../../src/cli/commands-reconcile.js';
 import { parseConfigObject } from '../../src/config/load.js';
 import { HighwaterError } from '../../src/errors.js';
-import * as pgq from '../../src/reconcile/queries-postgres.js';
-import * as msq from '../../src/reconcile/queries-sqlserver.js';
+import * as pgq from '../../src/ops/reconcile/queries-postgres.js';
+import * as msq from '../../src/ops/reconcile/queries-sqlserver.js';
 import {
   HEX_PREFIXES, MAX_PREFIX_LENGTH, cellsOf, contentChecked, diffRows, differingBuckets, digestOf, lineOf, planBuckets,
   reconcileTable, sampleScope, scopeChecksum, type Cell, type ContentScope, type OrphanRow, type ReconcileSide, type RowVersion,
-} from '../../src/reconcile/reconcile.js';
-import { buildReport, renderReport, reportJson, type TableReport } from '../../src/reconcile/report.js';
-import type { ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+} from '../../src/ops/reconcile/reconcile.js';
+import { buildReport, renderReport, reportJson, type TableReport } from '../../src/ops/reconcile/report.js';
+import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 
 /** The pure parts of `highwater reconcile`: sampling, bucket planning, row diffs, the comparison, reports, SQL. */
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import type { Ticks } from '../contract.js';
-import type { Logger } from '../logger.js';
-import { isoFromTicks } from '../time/ticks.js';
+import type { Ticks } from '../../contract.js';
+import type { Logger } from '../../logger.js';
+import { isoFromTicks } from '../../time/ticks.js';
 
 /**
  * Reconciliation of one target table with its source, set-based: no blob ever leaves a database.

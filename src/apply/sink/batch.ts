@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { HighwaterError, coerceError } from '../errors.js';
-import { candidatesToWin } from '../events/version.js';
-import { assertIdentifier } from '../sql/ident.js';
+import { HighwaterError, coerceError } from '../../errors.js';
+import { candidatesToWin } from '../../events/version.js';
+import { assertIdentifier } from '../../sql/ident.js';
 import type { ApplyBatch, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
 /** Checks and mappings every target writer makes the same way, whatever its engine. */

@@ -1,8 +1,8 @@
-import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../sql/statement.js';
-import { maxdopHint } from '../sql/fragments.js';
-import type { ScopeFilter, SourceTableSpec } from '../source/connector.js';
-import { qualified, quoteMssql } from '../sql/ident.js';
-import { ticksFromIso } from '../time/ticks.js';
+import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../sql/statement.js';
+import { maxdopHint } from '../../sql/fragments.js';
+import type { ScopeFilter, SourceTableSpec } from '../../poll/source/connector.js';
+import { qualified, quoteMssql } from '../../sql/ident.js';
+import { ticksFromIso } from '../../time/ticks.js';
 import type { Cell, ContentScope, OrphanRow, RowsRequest, RowVersion, SideQueries, SummaryRequest } from './reconcile.js';
 import { TOP_PREFIX_LENGTH } from './reconcile.js';
 

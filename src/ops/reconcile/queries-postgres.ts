@@ -1,6 +1,6 @@
-import { PgParams, type PgStatement } from '../sql/statement.js';
-import type { ScopeFilter, SourceTableSpec } from '../source/connector.js';
-import { qualified, quotePg } from '../sql/ident.js';
+import { PgParams, type PgStatement } from '../../sql/statement.js';
+import type { ScopeFilter, SourceTableSpec } from '../../poll/source/connector.js';
+import { qualified, quotePg } from '../../sql/ident.js';
 import type { ContentScope, OrphanRow, RowsRequest, RowVersion, SideQueries, SummaryRequest, Cell } from './reconcile.js';
 import { TOP_PREFIX_LENGTH } from './reconcile.js';
 

@@ -6,7 +6,7 @@ import { HighwaterError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
-import type { KeyState, ScopeFilter, SourceConnector } from '../source/connector.js';
+import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
 import { deleteToName, inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';

@@ -10,7 +10,7 @@ import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { SourceConnector } from './source/connector.js';
 import { scopeOf } from './poller.js';
 import type { ObservedRow } from './build.js';
 import { RowPublisher, type PublishOutcome, type PublishedRow } from './publish-rows.js';
