@@ -111,6 +111,12 @@ export function deleteToName(observed: ObservedRow, registered: Registered | und
   return undefined;
 }
 
+/** The row with the delete it must name, if any (see deleteToName). */
+export function withDeleteNamed(row: ObservedRow, registered: Registered | undefined): ObservedRow {
+  const deletedBefore = deleteToName(row, registered);
+  return deletedBefore === undefined ? row : { ...row, deletedBefore };
+}
+
 /**
  * Whether the row's ModifiedOn is older than one already sent for its key since the key's last delete (a restore
  * from backup, a ModifiedOn set back or to NULL): targets would keep the newer version, so the poller deletes the

@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
 import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { deleteToName, inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
+import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
@@ -439,9 +439,4 @@ export class TablePoll {
       ...(this.deps.signal ? { signal: this.deps.signal } : {}),
     });
   }
-}
-
-function withDeleteNamed(row: ObservedRow, registered: PublishedEntry | undefined): ObservedRow {
-  const deletedBefore = deleteToName(row, registered);
-  return deletedBefore === undefined ? row : { ...row, deletedBefore };
 }

@@ -321,6 +321,22 @@ describe('issue 8: the smaller ones', () => {
     expect(outcome.kind).toBe('not-found');
     expect(await registered(p)).not.toContain(id);
   });
+
+  it('a row back-filled after its ModifiedOn moved backwards replaces the newer version in the target, as a poll would', async ({ task }) => {
+    const p = await pipeline(task.name, { partitions: 1 });
+    const [id] = await p.insert([{ path: '/1/', content: randomBytes(16), modifiedOnSql: "timestamptz '2026-03-02 03:04:05.123456+00'" }]);
+    await converge(p);
+    await p.src.query(`UPDATE src.meta SET "ModifiedOn" = timestamptz '2026-01-02 03:04:05.123456+00' WHERE id = $1`, [id]);
+    await setContent(p, id!, randomBytes(16));
+    const service = new BackfillService({
+      config: p.config, store: p.rt.store(), publisher: await p.rt.publisher(), codec: p.rt.codec, logger: createLogger({ level: 'silent' }),
+      sourceFor: (t) => p.rt.source(t),
+    });
+    const outcome = await service.serve({ table: p.table.name, tenant: tenantOf(p.config, p.table), parentPathLocator: null, keys: [id!], requestedBy: 'test', reason: 'test' });
+    expect(outcome.kind).not.toBe('not-found');
+    await p.drain();
+    await expectTargetEqualsSource(p);
+  });
 });
 
 async function registered(p: Pipeline): Promise<string[]> {
