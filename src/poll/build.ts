@@ -107,7 +107,11 @@ export function isUnchanged(row: SourceRow, digest: Buffer | undefined, register
  */
 export function deleteToName(observed: ObservedRow, registered: Registered | undefined): Ticks | undefined {
   if (movedBackwards(observed.row, registered)) return observed.observed - 1n;
-  if (registered?.deleted && registered.observed !== null && registered.observed < observed.observed) return registered.observed;
+  // A deleted entry's observation is its delete's. So is a pending one's that still has an observation: a re-life of
+  // the key was registered before its send, and the poller stopped before the acknowledgement (the registry's
+  // pending registration clears `deleted` but keeps the delete's observation; a new key has none).
+  const afterDelete = registered !== undefined && (registered.deleted || !registered.acked);
+  if (afterDelete && registered.observed !== null && registered.observed < observed.observed) return registered.observed;
   return undefined;
 }
 

@@ -121,6 +121,11 @@ describe('deleteToName (contract v2.1: the delete a change names, because compac
     expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: true, observed: 700n }))).toBe(700n);
   });
 
+  it('names it too when the poller stopped between registering the re-life as pending and its acknowledgement', () => {
+    expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: false, acked: false, observed: 700n, maxSentModifiedOn: 200n }))).toBe(700n);
+    expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: false, acked: false, observed: null, maxSentModifiedOn: 200n }))).toBeUndefined();
+  });
+
   it('names nothing for a new key, a newer version, a v1 registry entry without an observation, or a delete not before the row', () => {
     expect(deleteToName({ row: row({ modifiedOn: 1n }), observed: 900n }, undefined)).toBeUndefined();
     expect(deleteToName({ row: row({ modifiedOn: 101n }), observed: 900n }, registered())).toBeUndefined();
