@@ -8,8 +8,17 @@ import tseslint from 'typescript-eslint';
  * commits offsets cannot do without (a floating promise is an error nobody sees).
  */
 
-/** Re-allows a contract folder inside a restricted role folder (gitignore rules: the folder itself and its files). */
-const except = (folder) => [`!${folder}/`, `!${folder}/**`];
+/**
+ * Re-allows a contract folder inside a restricted role folder. Patterns are gitignore rules, which cannot re-include a
+ * file whose parent folder is excluded: each folder on the way down is re-included and its other files excluded again.
+ */
+const except = (role, contract) => {
+  const steps = contract.split('/');
+  return steps.flatMap((_, i) => {
+    const folder = `${role}/${steps.slice(0, i + 1).join('/')}`;
+    return i < steps.length - 1 ? [`!${folder}/`, `${folder}/**`] : [`!${folder}/`, `!${folder}/**`];
+  });
+};
 
 const ENGINE_FOLDERS = {
   group: ['**/connectors/**', '**/consumers/**'],
@@ -35,12 +44,13 @@ const APPLY = {
 const UPWARD = {
   group: [
     '**/apply/**',
-    ...except('**/apply/sink'),
+    ...except('**/apply', 'sink'),
     '**/poll/**',
-    ...except('**/poll/source'),
+    ...except('**/poll', 'source'),
     '**/cli/**',
     '**/wiring.js',
     '**/ops/**',
+    ...except('**/ops', 'reconcile/side'),
     '**/dev/**',
   ],
   message: 'shared modules and contracts do not import the parts that use them',
@@ -48,12 +58,13 @@ const UPWARD = {
 const SRC_ROLES = {
   group: [
     '**/src/apply/**',
-    ...except('**/src/apply/sink'),
+    ...except('**/src/apply', 'sink'),
     '**/src/poll/**',
-    ...except('**/src/poll/source'),
+    ...except('**/src/poll', 'source'),
     '**/src/cli/**',
     '**/src/wiring.js',
     '**/src/ops/**',
+    ...except('**/src/ops', 'reconcile/side'),
     '**/src/dev/**',
   ],
   message: 'engine folders use the contracts and shared helpers of src/, not its roles',
@@ -95,6 +106,7 @@ export default tseslint.config(
       'src/time/**/*.ts',
       'src/apply/sink/**/*.ts',
       'src/poll/source/**/*.ts',
+      'src/ops/reconcile/side/**/*.ts',
     ],
     rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD),
   },
