@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { pgTransaction } from '../../db/postgres.js';
 
 /**
  * Sample data for the demo: a FileTable-like blob table and its metadata table, as the users have them, in a
@@ -99,18 +100,10 @@ export async function insertRows(pool: pg.Pool, rows: readonly SampleRow[]): Pro
       metaValues.push(r.id, r.bu);
       return `($${j * 2 + 1}::uuid, ${r.modifiedOnSql}, $${j * 2 + 2}::uuid)`;
     });
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
+    await pgTransaction(pool, { context: 'inserting demo rows' }, async (client) => {
       await client.query(`INSERT INTO demo."ReferralAttachment" (stream_id, file_stream, name, path_locator, parent_path_locator, is_directory) VALUES ${blobTuples.join(',')}`, blobValues);
       await client.query(`INSERT INTO demo."cw_referralattachmentBase" (cw_referralattachmentid, "ModifiedOn", "OwningBusinessUnit") VALUES ${metaTuples.join(',')}`, metaValues);
-      await client.query('COMMIT');
-    } catch (err) {
-      await client.query('ROLLBACK');
-      throw err;
-    } finally {
-      client.release();
-    }
+    });
   }
 }
 
