@@ -69,6 +69,14 @@ const SRC_ROLES = {
   ],
   message: 'engine folders use the contracts and shared helpers of src/, not its roles',
 };
+/**
+ * A contract folder inside a role folder reaches the role's own files by a short relative path (`../loop.js`), which
+ * the patterns above, written with folder names, do not see: `levels` is how deep the contract sits in its role.
+ */
+const ROLE_AROUND = (levels) => ({
+  group: Array.from({ length: levels }, (_, i) => `${'../'.repeat(i + 1)}*.js`),
+  message: 'a contract does not import the role folder around it',
+});
 const OTHER_TARGET = (other) => ({
   group: [`../${other}/**`, `**/consumers/${other}/**`],
   message: 'an engine folder does not import another engine',
@@ -98,18 +106,12 @@ export default tseslint.config(
   { files: ['src/apply/**/*.ts', 'src/ops/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, POLLER) },
   { files: ['src/poll/**/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, APPLY) },
   {
-    files: [
-      'src/contract.ts',
-      'src/errors.ts',
-      'src/events/**/*.ts',
-      'src/sql/**/*.ts',
-      'src/time/**/*.ts',
-      'src/apply/sink/**/*.ts',
-      'src/poll/source/**/*.ts',
-      'src/ops/reconcile/side/**/*.ts',
-    ],
+    files: ['src/contract.ts', 'src/errors.ts', 'src/events/**/*.ts', 'src/sql/**/*.ts', 'src/time/**/*.ts'],
     rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD),
   },
+  // The contracts engines implement, inside the roles that use them (src/apply/sink/*.ts, src/poll/source/*.ts).
+  { files: ['src/apply/sink/*.ts', 'src/poll/source/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD, ROLE_AROUND(1)) },
+  { files: ['src/ops/reconcile/side/*.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD, ROLE_AROUND(2)) },
   { files: ['src/db/postgres.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, UPWARD) },
   { files: ['src/db/sqlserver.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, PG, UPWARD) },
   { files: ['src/db/migrate.ts'], rules: restrict(ENGINE_FOLDERS, KAFKAJS, MSSQL, PG, UPWARD) },
