@@ -1,11 +1,11 @@
 import type pg from 'pg';
 import type mssql from 'mssql';
-import { postgresSourceQueries } from '../connectors/postgres/reconcile.js';
+import { postgresSourceQueries, sourceDigest } from '../connectors/postgres/reconcile.js';
 import { createPgPool, PostgresSource } from '../connectors/postgres/source.js';
 import { sqlServerSourceQueries } from '../connectors/sqlserver/reconcile.js';
 import { createMssqlPool, SqlServerSource } from '../connectors/sqlserver/source.js';
 import { targetTableName as pgTargetTableName } from '../consumers/postgres/dialect.js';
-import { postgresTargetQueries } from '../consumers/postgres/reconcile.js';
+import { postgresTargetQueries, targetDigest } from '../consumers/postgres/reconcile.js';
 import { PostgresWriter } from '../consumers/postgres/writer.js';
 import { targetTableName as mssqlTargetTableName } from '../consumers/sqlserver/dialect.js';
 import { sqlServerTargetQueries } from '../consumers/sqlserver/reconcile.js';
@@ -52,6 +52,9 @@ export const reconcileQueries = {
   postgres: { source: postgresSourceQueries, target: postgresTargetQueries },
   sqlserver: { source: sqlServerSourceQueries, target: sqlServerTargetQueries },
 } as const satisfies Record<DatabaseConfig['kind'], unknown>;
+
+/** Whole-table digests of a PostgreSQL source and target, for the demo's verdict (the demo runs on PostgreSQL). */
+export const postgresDigests = { source: sourceDigest, target: targetDigest } as const;
 
 export class Runtime {
   readonly kafka: Kafka;

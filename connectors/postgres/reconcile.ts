@@ -1,8 +1,10 @@
+import type pg from 'pg';
+import { pgTicksText } from '../../src/sql/fragments.js';
 import type { PgParams } from '../../src/sql/statement.js';
 import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
-import type { ContentScope, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import type { ContentScope, Digest, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, digestSelect, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL source: the rows the poller reads (joined to the metadata table, BU table and
@@ -46,3 +48,13 @@ function parentMissing(spec: SourceTableSpec): string[] {
 
 export const postgresSourceQueries: SourceSideQueries<Statement> = (spec, scope) =>
   sideQueries(`PostgreSQL source ${spec.blob.schema}.${spec.blob.table}`, sourceRows(spec, scope), parentMissing(spec));
+
+/** The Digest of every source row, joined to its metadata row (scope and exclusions not applied). */
+export async function sourceDigest(pool: pg.Pool, spec: SourceTableSpec): Promise<Digest> {
+  const key = `b.${quotePg(spec.keyColumn)}::text`;
+  const text = `${digestSelect(key, pgTicksText(`m.${quotePg(spec.modifiedOnColumn)}`), `b.${quotePg(spec.columns.content)}`)}
+     FROM ${quotePg(spec.blob.schema)}.${quotePg(spec.blob.table)} b
+     JOIN ${quotePg(spec.metadata.schema)}.${quotePg(spec.metadata.table)} m ON m.${quotePg(spec.metadata.joinColumn)} = b.${quotePg(spec.keyColumn)}`;
+  const { rows } = await pool.query<{ rows: number; checksum: string }>(text);
+  return rows[0]!;
+}

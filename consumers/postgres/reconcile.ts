@@ -1,7 +1,8 @@
+import type pg from 'pg';
 import type { PgParams } from '../../src/sql/statement.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
-import type { ContentScope, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import type { ContentScope, Digest, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
+import { contentHash, digestSelect, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL target: one tenant's rows of the target table as the derived table of row
@@ -28,3 +29,10 @@ function parentMissing(t: TargetTableRef): string[] {
 
 export const postgresTargetQueries: TargetSideQueries<Statement> = (t, tenant) =>
   sideQueries(`PostgreSQL target ${t.schema}.${t.table}`, targetRows(t, tenant), parentMissing(t));
+
+/** The Digest of one tenant's rows of a target table. */
+export async function targetDigest(pool: pg.Pool, schema: string, table: string, tenant: string): Promise<Digest> {
+  const text = `${digestSelect('key', 'modified_on_ticks::text', 'content')} FROM ${quotePg(schema)}.${quotePg(table)} WHERE tenant = $1`;
+  const { rows } = await pool.query<{ rows: number; checksum: string }>(text, [tenant]);
+  return rows[0]!;
+}

@@ -8,10 +8,10 @@ import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeAt, startKafka, type K
 import { coerceError, HighwaterError } from '../../errors.js';
 import { scrubSecrets } from '../../logger.js';
 import type { Logger } from '../../logger.js';
-import { sourceDigest, targetDigest, type Digest } from '../../ops/reconcile/digest.js';
+import type { Digest } from '../../ops/reconcile/side/contract.js';
 import { quotePg } from '../../sql/ident.js';
 import { isoFromTicks } from '../../time/ticks.js';
-import { Runtime, sourceSpec, targetTableNameFor } from '../../wiring.js';
+import { postgresDigests, Runtime, sourceSpec, targetTableNameFor } from '../../wiring.js';
 import { applyDelta, buildSample, createBusinessUnits, DEFAULT_SHAPE, insertRows, SOURCE_DDL } from './sample.js';
 
 /**
@@ -184,8 +184,8 @@ export function verdictLine(table: string, result: { source: Digest; target: Dig
 async function compare(sourcePool: pg.Pool, targetPool: pg.Pool, config: Config, schema: string): Promise<{ source: Digest; target: Digest; equal: boolean }> {
   const table = config.tables[0]!;
   const [source, target] = await Promise.all([
-    sourceDigest(sourcePool, sourceSpec(config, table)),
-    targetDigest(targetPool, schema, targetTableNameFor('postgres', table.name), tenantOf(config, table)),
+    postgresDigests.source(sourcePool, sourceSpec(config, table)),
+    postgresDigests.target(targetPool, schema, targetTableNameFor('postgres', table.name), tenantOf(config, table)),
   ]);
   return { source, target, equal: source.rows === target.rows && source.checksum === target.checksum };
 }

@@ -76,3 +76,13 @@ export type SourceSideQueries<S> = (spec: SourceTableSpec, scope: ScopeFilter) =
 
 /** A target engine's reconciliation queries over one tenant's rows of its table. */
 export type TargetSideQueries<S> = (table: TargetTableRef, tenant: string) => SideQueries<S>;
+
+/**
+ * Count and content checksum of a whole table side, computed inside the database (no blob leaves it): SHA-256 over
+ * the ordered list of `key:ModifiedOn ticks:sha256(content)`. Equal digests on both sides mean equal rows, versions
+ * and contents. The demo's verdict and the end-to-end tests use it; reconcile compares bucket by bucket instead.
+ */
+export interface Digest {
+  readonly rows: number;
+  readonly checksum: string;
+}

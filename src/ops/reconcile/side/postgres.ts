@@ -87,6 +87,12 @@ function orphansQuery(rowsOf: RowsOf, parentMissing: readonly string[], examples
   return { text: orphansOver(rows.body, examples, p), values: p.values };
 }
 
+/** The Digest (contract.ts) of a FROM clause that follows: count and checksum of `key:ticks:sha256(content)` lines. */
+export function digestSelect(key: string, ticks: string, content: string): string {
+  return `SELECT count(*)::int AS rows,
+          coalesce(encode(sha256(convert_to(string_agg(${key} || ':' || ${ticks} || ':' || coalesce(encode(sha256(${content}), 'hex'), '-'), ',' ORDER BY ${key} COLLATE "C"), 'UTF8')), 'hex'), '') AS checksum`;
+}
+
 // ---------------------------------------------------------------------------------------------------- parsing
 
 const text = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
