@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
-import type pg from 'pg';
+import { PgSnapshot } from '../db/postgres.js';
 import { mssqlRows } from '../db/sqlserver.js';
 import { databaseByName, loadConfigFile, tablesForTarget, tenantOf } from '../config/load.js';
 import type { Config, DatabaseConfig, TableConfig, TargetConfig } from '../config/schema.js';
-import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
+import { HighwaterError, classifyDbError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
 import type { ScopeFilter } from '../poll/source/connector.js';
 import type { PgStatement, SqlServerStatement } from '../sql/statement.js';
@@ -73,57 +73,6 @@ export function pairsOf(config: Config, tableNames?: readonly string[], targetNa
   return pairs;
 }
 
-/** One REPEATABLE READ, read-only transaction per database: every statement of a side sees the same snapshot. */
-class PgSnapshot {
-  #client: Promise<pg.PoolClient> | undefined;
-  #queue: Promise<void> = Promise.resolve();
-
-  constructor(private readonly pool: pg.Pool, private readonly database: string) {}
-
-  private client(): Promise<pg.PoolClient> {
-    this.#client ??= (async () => {
-      const client = await this.pool.connect();
-      try {
-        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      } catch (err) {
-        client.release(coerceError(err));
-        throw err;
-      }
-      return client;
-    })();
-    return this.#client;
-  }
-
-  /** Statements run one after another: a pg client takes one query at a time. */
-  readonly exec = (what: string, stmt: PgStatement): Promise<Record<string, unknown>[]> => {
-    const result = this.#queue.then(async () => {
-      try {
-        const client = await this.client();
-        return (await client.query<Record<string, unknown>>(stmt.text, stmt.values as unknown[])).rows;
-      } catch (err) {
-        throw classifyDbError(err, `reconcile, ${what} (database ${this.database})`);
-      }
-    });
-    this.#queue = result.then(() => undefined, () => undefined);
-    return result;
-  };
-
-  async close(): Promise<void> {
-    await this.#queue;
-    const pending = this.#client;
-    this.#client = undefined;
-    if (!pending) return;
-    const client = await pending.catch(() => undefined);
-    if (!client) return;
-    try {
-      await client.query('ROLLBACK');
-      client.release();
-    } catch (err) {
-      client.release(coerceError(err));
-    }
-  }
-}
-
 class Sides {
   private readonly snapshots = new Map<string, PgSnapshot>();
 
@@ -133,7 +82,7 @@ class Sides {
   private async side(db: DatabaseConfig, queries: { postgres: () => SideQueries<PgStatement>; sqlserver: () => SideQueries<SqlServerStatement> }): Promise<ReconcileSide> {
     if (db.kind === 'postgres') {
       let snapshot = this.snapshots.get(db.name);
-      if (!snapshot) this.snapshots.set(db.name, (snapshot = new PgSnapshot(this.rt.pgPool(db), db.name)));
+      if (!snapshot) this.snapshots.set(db.name, (snapshot = new PgSnapshot(this.rt.pgPool(db), (what) => `reconcile, ${what} (database ${db.name})`)));
       return sideOf(queries.postgres(), snapshot.exec);
     }
     const pool = await this.rt.mssqlPool(db);

@@ -3,7 +3,7 @@ import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
 import type { PgStatement } from '../sql/statement.js';
 
 /**
- * The one PostgreSQL executor: the pool, running a built statement, and the transaction helper. The control
+ * The one PostgreSQL executor: the pool, running a built statement, and the transaction helpers. The control
  * store, the PostgreSQL source and the PostgreSQL target all run their `{ text, values }` through these.
  */
 
@@ -90,6 +90,61 @@ async function rollback(client: pg.PoolClient): Promise<void> {
     client.release();
   } catch (thrown) {
     client.release(coerceError(thrown));
+  }
+}
+
+/**
+ * One REPEATABLE READ, read-only transaction held open across many statements: every statement sees the same
+ * snapshot. It opens at the first statement and ends at close() with a ROLLBACK (it wrote nothing). Statements run
+ * one after another, as a pg client takes one query at a time. pgTransaction is for work that fits one callback;
+ * this is for a reader that issues statements as it goes (reconcile's sides). `context` names a statement in errors.
+ */
+export class PgSnapshot {
+  #client: Promise<pg.PoolClient> | undefined;
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly context: (what: string) => string,
+  ) {}
+
+  private client(): Promise<pg.PoolClient> {
+    this.#client ??= (async () => {
+      const client = await this.pool.connect();
+      try {
+        await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      } catch (err) {
+        client.release(coerceError(err));
+        throw err;
+      }
+      return client;
+    })();
+    return this.#client;
+  }
+
+  readonly exec = (what: string, stmt: PgStatement): Promise<PgRow[]> => {
+    const result = this.#queue.then(async () => {
+      try {
+        const client = await this.client();
+        return (await client.query<PgRow>(stmt.text, stmt.values as unknown[])).rows;
+      } catch (err) {
+        throw classifyDbError(err, this.context(what));
+      }
+    });
+    this.#queue = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  };
+
+  async close(): Promise<void> {
+    await this.#queue;
+    const pending = this.#client;
+    this.#client = undefined;
+    if (!pending) return;
+    const client = await pending.catch(() => undefined);
+    if (client) await rollback(client);
   }
 }
 
