@@ -4,7 +4,15 @@ import type { PgParams } from '../../src/sql/statement.js';
 import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
 import type { ContentScope, Digest, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, digestSelect, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import {
+  contentHash,
+  digestSelect,
+  sideQueries,
+  where,
+  type Rows,
+  type RowsOf,
+  type Statement,
+} from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL source: the rows the poller reads (joined to the metadata table, BU table and
@@ -18,7 +26,9 @@ function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, key: string,
   if (bu && scope.businessUnit !== null) conditions.push(`m.${quotePg(bu.column)}::text = ${p.add(scope.businessUnit)}`);
   if (bu?.mapTable) {
     const map = bu.mapTable;
-    conditions.push(`EXISTS (SELECT 1 FROM ${qualified(quotePg, map.schema, map.table)} AS m_bu WHERE m_bu.${quotePg(map.idColumn)} = m.${quotePg(bu.column)})`);
+    conditions.push(
+      `EXISTS (SELECT 1 FROM ${qualified(quotePg, map.schema, map.table)} AS m_bu WHERE m_bu.${quotePg(map.idColumn)} = m.${quotePg(bu.column)})`,
+    );
   }
   if (scope.excludedKeys.length > 0) conditions.push(`${key} <> ALL(${p.add([...scope.excludedKeys])}::text[])`);
   return conditions;
@@ -33,7 +43,10 @@ function sourceRows(spec: SourceTableSpec, scope: ScopeFilter): RowsOf {
     const from = `${qualified(quotePg, spec.blob.schema, spec.blob.table)} AS b
   JOIN ${qualified(quotePg, spec.metadata.schema, spec.metadata.table)} AS m ON m.${quotePg(spec.metadata.joinColumn)} = b.${quotePg(spec.keyColumn)}`;
     const conditions = [...scopeConditions(spec, scope, key, p), ...extra(key)];
-    return { key, body: `SELECT ${key} AS key, ${bu} AS business_unit, ${ticks} AS ticks, ${sha} AS sha\n  FROM ${from}${where(conditions)}` };
+    return {
+      key,
+      body: `SELECT ${key} AS key, ${bu} AS business_unit, ${ticks} AS ticks, ${sha} AS sha\n  FROM ${from}${where(conditions)}`,
+    };
   };
 }
 

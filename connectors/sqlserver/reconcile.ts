@@ -3,7 +3,15 @@ import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connect
 import { qualified, quoteMssql } from '../../src/sql/ident.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import type { ContentScope, SourceSideQueries } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, sideQueries, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
+import {
+  contentHash,
+  sideQueries,
+  where,
+  type Params,
+  type Rows,
+  type RowsOf,
+  type Statement,
+} from '../../src/ops/reconcile/side/sqlserver.js';
 
 /**
  * Reconciliation of a SQL Server source: the rows the poller reads as the derived table of row versions that
@@ -21,14 +29,19 @@ import { contentHash, sideQueries, where, type Params, type Rows, type RowsOf, t
 function scopeConditions(spec: SourceTableSpec, scope: ScopeFilter, p: Params): string[] {
   const conditions: string[] = [];
   const bu = spec.businessUnit;
-  if (bu && scope.businessUnit !== null) conditions.push(`m.${quoteMssql(bu.column)} = ${p.add('scopeBusinessUnit', 'NVarChar', scope.businessUnit)}`);
+  if (bu && scope.businessUnit !== null)
+    conditions.push(`m.${quoteMssql(bu.column)} = ${p.add('scopeBusinessUnit', 'NVarChar', scope.businessUnit)}`);
   if (bu?.mapTable) {
     const map = bu.mapTable;
-    conditions.push(`EXISTS (SELECT 1 FROM ${qualified(quoteMssql, map.schema, map.table)} AS m_bu WHERE m_bu.${quoteMssql(map.idColumn)} = m.${quoteMssql(bu.column)})`);
+    conditions.push(
+      `EXISTS (SELECT 1 FROM ${qualified(quoteMssql, map.schema, map.table)} AS m_bu WHERE m_bu.${quoteMssql(map.idColumn)} = m.${quoteMssql(bu.column)})`,
+    );
   }
   if (scope.excludedKeys.length > 0) {
     const excluded = p.add('excluded', 'NVarChar', JSON.stringify(scope.excludedKeys));
-    conditions.push(`NOT EXISTS (SELECT 1 FROM OPENJSON(${excluded}) AS b_x WHERE TRY_CONVERT(uniqueidentifier, b_x.[value]) = b.${quoteMssql(spec.keyColumn)})`);
+    conditions.push(
+      `NOT EXISTS (SELECT 1 FROM OPENJSON(${excluded}) AS b_x WHERE TRY_CONVERT(uniqueidentifier, b_x.[value]) = b.${quoteMssql(spec.keyColumn)})`,
+    );
   }
   return conditions;
 }
@@ -40,7 +53,9 @@ const ISO_TEXT = (x: string): string => `CONVERT(varchar(27), ${x}, 126)`;
 function sourceRows(spec: SourceTableSpec, scope: ScopeFilter): RowsOf {
   return (content: ContentScope, p: Params, extra: (key: string) => string[]): Rows => {
     const key = `LOWER(CONVERT(varchar(36), b.${quoteMssql(spec.keyColumn)}))`;
-    const bu = spec.businessUnit ? `LOWER(CONVERT(nvarchar(100), m.${quoteMssql(spec.businessUnit.column)}))` : 'CAST(NULL AS nvarchar(100))';
+    const bu = spec.businessUnit
+      ? `LOWER(CONVERT(nvarchar(100), m.${quoteMssql(spec.businessUnit.column)}))`
+      : 'CAST(NULL AS nvarchar(100))';
     const sha = contentHash(`b.${quoteMssql(spec.columns.content)}`, key, content, p);
     const from = `${qualified(quoteMssql, spec.blob.schema, spec.blob.table)} AS b
   INNER JOIN ${qualified(quoteMssql, spec.metadata.schema, spec.metadata.table)} AS m ON m.${quoteMssql(spec.metadata.joinColumn)} = b.${quoteMssql(spec.keyColumn)}`;

@@ -2,7 +2,15 @@ import type pg from 'pg';
 import type { PgParams } from '../../src/sql/statement.js';
 import { qualified, quotePg } from '../../src/sql/ident.js';
 import type { ContentScope, Digest, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, digestSelect, sideQueries, where, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/postgres.js';
+import {
+  contentHash,
+  digestSelect,
+  sideQueries,
+  where,
+  type Rows,
+  type RowsOf,
+  type Statement,
+} from '../../src/ops/reconcile/side/postgres.js';
 
 /**
  * Reconciliation of a PostgreSQL target: one tenant's rows of the target table as the derived table of row
@@ -14,7 +22,10 @@ function targetRows(t: TargetTableRef, tenant: string): RowsOf {
     const key = 't.key';
     const sha = contentHash('t.content', key, content, p);
     const conditions = [`t.tenant = ${p.add(tenant)}`, ...extra(key)];
-    return { key, body: `SELECT t.key, t.business_unit, t.modified_on_ticks AS ticks, ${sha} AS sha\n  FROM ${qualified(quotePg, t.schema, t.table)} AS t${where(conditions)}` };
+    return {
+      key,
+      body: `SELECT t.key, t.business_unit, t.modified_on_ticks AS ticks, ${sha} AS sha\n  FROM ${qualified(quotePg, t.schema, t.table)} AS t${where(conditions)}`,
+    };
   };
 }
 

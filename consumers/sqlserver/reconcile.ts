@@ -1,6 +1,14 @@
 import { qualified, quoteMssql } from '../../src/sql/ident.js';
 import type { ContentScope, TargetSideQueries, TargetTableRef } from '../../src/ops/reconcile/side/contract.js';
-import { contentHash, sideQueries, where, type Params, type Rows, type RowsOf, type Statement } from '../../src/ops/reconcile/side/sqlserver.js';
+import {
+  contentHash,
+  sideQueries,
+  where,
+  type Params,
+  type Rows,
+  type RowsOf,
+  type Statement,
+} from '../../src/ops/reconcile/side/sqlserver.js';
 
 /**
  * Reconciliation of a SQL Server target: one tenant's rows of the target table as the derived table of row

@@ -12,8 +12,7 @@ import type { ScopeFilter, SourceTableSpec } from '../../../poll/source/connecto
 export const TOP_PREFIX_LENGTH = 2;
 
 export type ContentScope =
-  | { readonly kind: 'all' }
-  | { readonly kind: 'sample'; readonly fraction: number; readonly prefixes: readonly string[] };
+  { readonly kind: 'all' } | { readonly kind: 'sample'; readonly fraction: number; readonly prefixes: readonly string[] };
 
 /** One bucket of one business unit on one side. */
 export interface Cell {

@@ -98,11 +98,22 @@ export function digestSelect(key: string, ticks: string, content: string): strin
 const text = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
 
 export function toCell(raw: Record<string, unknown>): Cell {
-  return { businessUnit: text(raw.business_unit), bucket: String(raw.bucket), rows: Number(raw.rows), latest: raw.latest === null ? null : BigInt(String(raw.latest)), digest: String(raw.digest) };
+  return {
+    businessUnit: text(raw.business_unit),
+    bucket: String(raw.bucket),
+    rows: Number(raw.rows),
+    latest: raw.latest === null ? null : BigInt(String(raw.latest)),
+    digest: String(raw.digest),
+  };
 }
 
 export function toRow(raw: Record<string, unknown>): RowVersion {
-  return { key: String(raw.key), businessUnit: text(raw.business_unit), modifiedOn: BigInt(String(raw.ticks)), contentSha256: text(raw.sha) };
+  return {
+    key: String(raw.key),
+    businessUnit: text(raw.business_unit),
+    modifiedOn: BigInt(String(raw.ticks)),
+    contentSha256: text(raw.sha),
+  };
 }
 
 export function toOrphan(raw: Record<string, unknown>): OrphanRow {
@@ -116,6 +127,8 @@ export function sideQueries(describe: string, rowsOf: RowsOf, parentMissing: rea
     summary: (r) => summaryQuery(rowsOf, r),
     rows: (r) => rowsQuery(rowsOf, r),
     orphans: (n) => orphansQuery(rowsOf, parentMissing, n),
-    toCell, toRow, toOrphan,
+    toCell,
+    toRow,
+    toOrphan,
   };
 }

@@ -137,7 +137,12 @@ function cellParser(latest: (text: string) => bigint): (raw: Record<string, unkn
 }
 
 function rowParser(ticks: (text: string) => bigint): (raw: Record<string, unknown>) => RowVersion {
-  return (raw) => ({ key: String(raw.key), businessUnit: text(raw.business_unit), modifiedOn: ticks(String(raw.modified_on)), contentSha256: text(raw.sha) });
+  return (raw) => ({
+    key: String(raw.key),
+    businessUnit: text(raw.business_unit),
+    modifiedOn: ticks(String(raw.modified_on)),
+    contentSha256: text(raw.sha),
+  });
 }
 
 export function toOrphan(raw: Record<string, unknown>): OrphanRow {
@@ -145,7 +150,12 @@ export function toOrphan(raw: Record<string, unknown>): OrphanRow {
 }
 
 /** A side's queries over its derived table; `ticksOf` reads the side's ModifiedOn text (ISO or ticks). */
-export function sideQueries(describe: string, rowsOf: RowsOf, parentMissing: readonly string[], ticksOf: (text: string) => bigint): SideQueries<Statement> {
+export function sideQueries(
+  describe: string,
+  rowsOf: RowsOf,
+  parentMissing: readonly string[],
+  ticksOf: (text: string) => bigint,
+): SideQueries<Statement> {
   return {
     describe,
     summary: (r) => summaryQuery(rowsOf, r),
