@@ -9,6 +9,7 @@ import { withRetry, type RetryPolicy } from '../retry.js';
 import type { KeyState, ScopeFilter, SourceConnector } from '../source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
+import { RenewalTimer } from './elapsed.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
@@ -116,11 +117,12 @@ function unseenByWindows(state: KeyState, registered: PublishedEntry | undefined
 export class TablePoll {
   private readonly rows: RowPublisher;
   private readonly log: Logger;
-  private lastRenewal = Date.now();
+  private readonly renewal: RenewalTimer;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
     this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
+    this.renewal = new RenewalTimer((job.leaseSeconds * 1000) / 3);
     this.log = deps.logger.child({ table: job.table, scope: job.scope, runId: job.runId });
   }
 
@@ -415,10 +417,10 @@ export class TablePoll {
   }
 
   private async renewLeaseIfDue(): Promise<void> {
-    if (Date.now() - this.lastRenewal < (this.job.leaseSeconds * 1000) / 3) return;
+    if (!this.renewal.due()) return;
     const renewed = await this.deps.store.renewLease(this.job.table, this.job.scope, this.job.owner, this.job.leaseSeconds);
     if (!renewed) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} (scope ${this.job.scope}); stopping before publishing more`);
-    this.lastRenewal = Date.now();
+    this.renewal.renewed();
   }
 
   private throwIfStopping(): void {
