@@ -1,5 +1,6 @@
 import { isoFromTicks } from '../time/ticks.js';
-import { Runtime } from '../wiring.js';
+import { Runtime, type RunningConsumers } from '../wiring.js';
+import { scrubSecrets } from '../logger.js';
 import { HighwaterError, isRetriable } from '../errors.js';
 import type { Config, TargetConfig } from '../config/schema.js';
 import { groupIdFor } from '../config/load.js';
@@ -174,32 +175,61 @@ export async function consumeCommand(options: GlobalOptions & MetricsOptions & {
     const running = [];
     for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
-    const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), ...running.map((r) => r.failed)]);
+    const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), firstFailure(running)]);
     for (const r of running) await r.stop();
-    if (failure === undefined) return EXIT.OK;
-    // A consumer that stopped for good must not leave a process that looks alive: exit, so a supervisor restarts it.
-    rt.logger.error({ err: failure }, 'a consumer stopped on an error it cannot retry; exiting');
-    return EXIT.FAILURE;
+    return failure === undefined ? EXIT.OK : exitForStoppedConsumer(rt, failure);
   });
 }
 
+/** The first consumer that stops for good, with its group id. */
+function firstFailure(running: readonly RunningConsumers[]): Promise<{ groupId: string; err: Error }> {
+  return Promise.race(running.map((r) => r.failed.then((err) => ({ groupId: r.groupId, err }))));
+}
+
+/**
+ * A consumer that stopped for good must not leave a process that looks alive (lag would grow and no one be told):
+ * the log record, one plain line on stderr, and exit code 1, so a supervisor restarts the process.
+ */
+function exitForStoppedConsumer(rt: Runtime, failure: { groupId: string; err: Error }): number {
+  rt.logger.error({ err: failure.err, groupId: failure.groupId }, 'a consumer stopped on an error it cannot retry; exiting');
+  const reason = scrubSecrets(failure.err.message.split('\n')[0]!);
+  process.stderr.write(`highwater: the consumer of group ${failure.groupId} stopped on an error it cannot retry: ${reason}\n  hint: exiting with code 1 so a supervisor restarts the process; if it stops again, fix the cause named here\n`);
+  return EXIT.FAILURE;
+}
+
+/**
+ * `highwater run`: the poll loop and the consumers in one process. It ends on SIGINT/SIGTERM (exit 0) or when a
+ * consumer stopped for good (exit 1, as `consume` does): the poll loop alone must not keep a process alive whose
+ * targets no longer move. A poll that could not start because a service is unavailable is tried again at the next
+ * interval, as with `poll --every`.
+ */
 export async function runCommand(options: GlobalOptions & MetricsOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
     const observed = await observe(rt, config, 'run', options);
-    const running = [];
+    const running: RunningConsumers[] = [];
     for (const t of config.targets) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
+    const ended = new AbortController();
+    let failure: { groupId: string; err: Error } | undefined;
+    void firstFailure(running).then((f) => {
+      failure = f;
+      ended.abort();
+    });
+    void untilAborted(stop.signal).then(() => ended.abort());
     const backfill = await rt.startBackfill();
-    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: stop.signal });
-    while (!stop.signal.aborted) {
-      const summary = await timedRun(observed, () => poller.run({ requestedBy: 'run' }));
-      rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
-      await sleep(config.poll.intervalSeconds * 1000, stop.signal);
+    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: ended.signal });
+    try {
+      while (!ended.signal.aborted) {
+        const summary = await pollOnce(() => timedRun(observed, () => poller.run({ requestedBy: 'run' })), { every: true }, rt);
+        if (summary !== undefined) rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
+        await sleep(config.poll.intervalSeconds * 1000, ended.signal);
+      }
+    } finally {
+      await backfill.stop();
+      for (const r of running) await r.stop();
     }
-    await backfill.stop();
-    for (const r of running) await r.stop();
-    return EXIT.OK;
+    return failure === undefined ? EXIT.OK : exitForStoppedConsumer(rt, failure);
   });
 }
 
