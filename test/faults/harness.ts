@@ -25,7 +25,7 @@ import pg from 'pg';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { dlqTopicFor, retryTopicFor } from '../../src/config/load.js';
 import { HEADERS } from '../../src/contract.js';
-import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/demo/sample.js';
+import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/dev/demo/sample.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { checkInvariants, formatReport, installAuditTrigger, type InvariantReport, type ReplicatedTable } from '../convergence/invariants.js';
 

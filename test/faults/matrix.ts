@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { insertRows } from '../../src/demo/sample.js';
+import { insertRows } from '../../src/dev/demo/sample.js';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.js';
 import { SMALL_LOAD, type Pipeline, type PipelineOptions } from './harness.js';
 import {

@@ -8,7 +8,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { Liveness } from '../../src/metrics/liveness.js';
-import { RecentIds, RenewalTimer } from '../../src/poller/elapsed.js';
+import { RecentIds, RenewalTimer } from '../../src/poll/elapsed.js';
 
 const HOUR = 3_600_000;
 
