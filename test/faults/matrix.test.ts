@@ -50,7 +50,7 @@ console.log(`[faults] ${faketimeStatus()}`);
 describe(`fault matrix, one broker (seed ${seed}; HIGHWATER_TEST_SEED=${seed} replays it)`, () => {
   afterAll(() => {
     const minutes = ((Date.now() - startedAt) / 60_000).toFixed(1);
-    const elsewhere = COVERED_ELSEWHERE.map((c) => `  ${c.id}: ${c.by}`).join('\n');
+    const elsewhere = COVERED_ELSEWHERE.map((c) => `  ${c.id}:\n${c.by.map((b) => `    ${b}`).join('\n')}`).join('\n');
     console.log(`[faults] matrix, seed ${seed}, ${minutes} min\n${formatTable(results)}\nNot fault injections, checked by other tests:\n${elsewhere}`);
   });
 

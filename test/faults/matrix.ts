@@ -246,16 +246,33 @@ export interface MatrixEntry {
   readonly unavailable?: string;
 }
 
-/** RELIABILITY.md scenarios that are source-side shapes rather than faults, and the tests that check them. */
-export const COVERED_ELSEWHERE: readonly { id: string; by: string }[] = [
-  { id: 'R8 poison', by: 'test/integration/dlq.test.ts, consumer.test.ts (I6: dead letters with reasons, good rows flow)' },
-  { id: 'R9 replay', by: 'test/integration/consumer.test.ts "replays a topic from offset 0", rebuild.test.ts' },
-  { id: 'R10 older after newer', by: 'test/integration/consumer.test.ts, the convergence harness (wip/conv)' },
-  { id: 'R11 equal ModifiedOn, poller killed', by: 'test/integration/poller.test.ts, defects.test.ts' },
-  { id: 'R12 late commits', by: 'test/integration/poller.test.ts (within and beyond the buffer)' },
-  { id: 'R14 same-millisecond versions', by: 'test/integration/consumer.test.ts, unit version-convergence.test.ts' },
-  { id: 'R16 blob larger than a message', by: 'test/integration/consumer.test.ts (chunks), poller.test.ts (refusal)' },
-  { id: 'R17 deletes, compaction, rebuild', by: 'test/integration/rebuild.test.ts; deletes also run in every matrix load' },
+/**
+ * RELIABILITY.md scenarios that are source-side shapes rather than faults, and the tests that check them (file and
+ * test name, so `npx vitest run <file> -t '<name>'` runs exactly that). I6 also runs in every matrix scenario (a
+ * poison record published before the fault must be dead-lettered, and nothing else).
+ */
+export const COVERED_ELSEWHERE: readonly { id: string; by: readonly string[] }[] = [
+  { id: 'R8 poison', by: ['integration/consumer.test.ts "sends poison records to the dead-letter topic with the reason and keeps applying good ones" (undecodable value, key differing from the event key, bare tombstone, a value the target refuses)',
+    'integration/dlq.test.ts "lists poison with its reason, and a replayed dead letter is tried again once the cause is fixed"',
+    'integration/defects.test.ts "11: content larger than the target stores goes to the dead-letter topic, and the partition keeps flowing"'] },
+  { id: 'R9 replay', by: ['integration/consumer.test.ts "replays a topic from offset 0 into the same target without changing a byte"',
+    'contract/sink.ts "replays idempotently: the same batch again writes nothing and changes nothing" (run by integration/sink-postgres.test.ts)'] },
+  { id: 'R10 older after newer', by: ['integration/consumer.test.ts "never lets an older version or an older delete overwrite a newer one"',
+    'contract/sink.ts "lets a newer version overwrite and never an older or equal one (audited by a trigger)"',
+    'integration/defects.test.ts "5b: a row restored from an older backup in place …"'] },
+  { id: 'R11 equal ModifiedOn, poller killed', by: ['integration/poller.test.ts "publishes every one of 5,000 rows sharing one ModifiedOn after a kill -9 mid-run and a resume (duplicates only)"',
+    'contract/source.ts "pages through equal timestamps at page boundaries, neither skipping nor repeating" (run by integration/source-postgres.test.ts)'] },
+  { id: 'R12 late commits', by: ['integration/poller.test.ts "publishes a row committed late with a ModifiedOn inside the previous window overlap"',
+    'integration/poller.test.ts "detects a row committed later than the safety buffer covers, reports it and publishes it (R12, beyond)"',
+    'integration/poller.test.ts "holds the window end back before an open transaction, and publishes its row once committed"'] },
+  { id: 'R14 same-millisecond versions', by: ['integration/poller.test.ts "keeps ModifiedOn exact to the microsecond, before 1970 and beyond 2^53 ticks"',
+    'unit/apply-reduce.test.ts "breaks a ModifiedOn tie by the later observation, whatever the hashes and the arrival order"',
+    'unit/version-convergence.test.ts "every replica ends in the last observed state, whatever the arrival order"'] },
+  { id: 'R16 blob larger than a message', by: ['integration/poller.test.ts "sends a blob bigger than one Kafka message as chunks and a manifest, and refuses one above maxBlobBytes"',
+    'integration/consumer.test.ts "puts a 3 MiB blob back together from 1 MiB messages"'] },
+  { id: 'R17 deletes, compaction, rebuild', by: ['integration/rebuild.test.ts "reset-offsets …" and "rebuild …" (deletes not resurrected)',
+    'integration/defects.test.ts "9: a fresh target replays a topic compaction has cleaned, with no seek-back loop", "5c …", "5d …"',
+    'integration/poller.test.ts "turns deleted rows into tombstones carrying the last published version, and logs them"; deletes also run in every matrix load'] },
 ];
 
 export function matrix(full: { long: boolean }): MatrixEntry[] {
