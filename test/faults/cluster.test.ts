@@ -77,7 +77,10 @@ describe(`fault matrix, three-broker cluster (seed ${seed})`, () => {
   }, 300_000);
   afterAll(async () => {
     if (results.length > 0) console.log(`[faults] three-broker cluster, seed ${seed}\n${formatTable(results)}`);
-    await cluster?.stop();
+    // A failed scenario keeps the brokers' logs (the harness keeps the services' logs and databases too).
+    const failed = results.some((r) => r.passed < r.repetitions);
+    if (failed && cluster) console.log(`[faults] kept the cluster's data and logs in ${cluster.dir}`);
+    await cluster?.stop({ keep: failed });
   });
 
   const only = process.env.HIGHWATER_FAULTS_ONLY;
