@@ -51,7 +51,8 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .option('--metrics-port <n>', 'with --every: serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.poll', portNumber)
     .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean; metricsPort?: number })));
   program.command('resume <runId>').description('continue a failed or interrupted run from its last completed batch')
-    .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd), runId)));
+    .option('--no-wait', 'fail at once when a table of the run is still leased (by a poller that was killed, say) instead of waiting for the lease to expire')
+    .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd) as GlobalOptions & { wait?: boolean }, runId)));
   program.command('reset <runId>').description("restart a run's progress from its window start (targets keep their rows)")
     .action((runId: string, _o, cmd: Command) => run(resetCommand(globals(cmd), runId)));
   program.command('consume').description('apply the change topics to the targets until SIGINT/SIGTERM')
