@@ -13,6 +13,7 @@ import {
   type DlqListOptions, type DlqReplayOptions, type RebuildCommandOptions, type ResetOffsetsOptions,
 } from './commands-target.js';
 import { reconcileCommand, type ReconcileCliOptions } from './commands-reconcile.js';
+import { DEV_KAFKA_HELP, devKafkaCommand, type DevKafkaOptions } from './commands-dev.js';
 
 /** The `highwater` command line. Every subcommand resolves to an exit code; nothing calls process.exit but shutdown. */
 
@@ -103,6 +104,14 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .action((_o, cmd: Command) => run(backfillCommand(globals(cmd) as GlobalOptions & { table: string; keys: string[] })));
   program.command('demo').description('run the whole pipeline on sample data with a local Kafka and the local PostgreSQL')
     .action((_o, cmd: Command) => run(runDemo({ logger: loggerFor({ ...globals(cmd), logLevel: globals(cmd).logLevel ?? 'error' }) })));
+  const dev = program.command('dev').description('local services for trying highwater without Docker');
+  dev.command('kafka').description('run a single-node Kafka (KRaft) from Maven Central jars until Ctrl-C; prints its bootstrap address')
+    .option('--port <n>', 'broker port (0: any free port)', portNumber, 9092)
+    .option('--registry', 'also run a Confluent-compatible schema registry (Apicurio), storing its schemas in the broker')
+    .option('--registry-port <n>', 'schema registry port (default: any free port)', portNumber)
+    .option('--data-dir <dir>', 'keep the broker\'s data here across runs (default: a temporary directory removed on exit)')
+    .addHelpText('after', DEV_KAFKA_HELP)
+    .action((_o, cmd: Command) => run(devKafkaCommand(globals(cmd) as DevKafkaOptions)));
   return program;
 }
 
