@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeCached, startKafka, type KafkaBroker } from '../devkafka/kafka.js';
-import { ensureRegistryRuntime, startRegistry, type RunningRegistry } from '../devkafka/registry.js';
+import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeCached, startKafka, type KafkaBroker } from '../dev/kafka/kafka.js';
+import { ensureRegistryRuntime, startRegistry, type RunningRegistry } from '../dev/kafka/registry.js';
 import { HighwaterError } from '../errors.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';

@@ -1,4 +1,4 @@
-import type { HeldBack } from '../poller/window.js';
+import type { HeldBack } from '../poll/window.js';
 
 /**
  * How the poll summary and `status` word what operators must not miss (issue 10, item 6): rows found beyond the

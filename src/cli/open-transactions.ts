@@ -1,6 +1,6 @@
 import type { Config, TableConfig } from '../config/schema.js';
 import { coerceError } from '../errors.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { SourceConnector } from '../poll/source/connector.js';
 import { isoFromTicks, TICKS_PER_SECOND } from '../time/ticks.js';
 import { duration } from './findings.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { downloadReporter, mavenDownloadLine } from '../../src/devkafka/maven-progress.js';
+import { downloadReporter, mavenDownloadLine } from '../../src/dev/kafka/maven-progress.js';
 
 // Issue 10, item 9: the first run of the demo (and of `highwater dev kafka`) shows what Maven downloads.
 describe("Maven's download progress", () => {
