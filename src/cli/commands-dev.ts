@@ -31,7 +31,7 @@ directory removed on exit.`;
 
 export async function devKafkaCommand(options: DevKafkaOptions): Promise<number> {
   const logger = loggerFor(options);
-  const stop = installShutdown(logger);
+  const stop = installShutdown(logger, 'stopping Kafka');
   const say = (line: string) => process.stderr.write(`${line}\n`);
   const cacheDir = defaultCacheDir();
   if (!(await kafkaRuntimeCached(cacheDir))) say(`downloading Kafka's jars from Maven Central into ${cacheDir} (first run only)…`);
@@ -50,7 +50,6 @@ export async function devKafkaCommand(options: DevKafkaOptions): Promise<number>
     say(`Kafka ${broker.bootstrap} is up (log ${broker.logFile}); HIGHWATER_KAFKA_BROKERS=${broker.bootstrap}${registry ? ` HIGHWATER_SCHEMA_REGISTRY_URL=${registry.url}` : ''}; Ctrl-C stops it`);
     await untilStoppedOrDead(stop.signal, broker);
     if (!broker.running) throw new HighwaterError('KAFKA_UNAVAILABLE', `the broker exited by itself; see ${broker.logFile}`);
-    say('stopping Kafka…');
     return EXIT.OK;
   } finally {
     await registry?.stop();

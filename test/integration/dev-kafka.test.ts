@@ -43,7 +43,7 @@ describe('highwater dev kafka (issue 10, item 7)', () => {
       child.kill('SIGINT');
       expect(await exited).toBe(0);
       expect(stderr).toContain(`HIGHWATER_KAFKA_BROKERS=${bootstrap}`);
-      expect(stderr).toContain('stopping Kafka');
+      expect(stderr).toContain('stopping Kafka (send the signal again to exit at once)');
     } finally {
       // SIGINT first even on failure: the broker JVM runs in its own process group and is stopped by the command.
       if (child.exitCode === null) child.kill('SIGINT');
