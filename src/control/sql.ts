@@ -593,7 +593,7 @@ function selectStatus(schema: string): Query {
   return {
     text: `SELECT w.table_name, w.scope, w.tenant, w.high_water_ticks, w.last_advanced_at, w.last_run_id AS advanced_by_run_id,
         w.lease_owner, w.lease_expires_at, coalesce(w.lease_expires_at >= clock_timestamp(), false) AS lease_active,
-        greatest(0, extract(epoch FROM w.lease_expires_at - clock_timestamp()))::float8 AS lease_seconds_left,
+        greatest(0, date_part('epoch', w.lease_expires_at - clock_timestamp()))::float8 AS lease_seconds_left,
         lr.run_id AS last_run_id, lr.run_status, lr.table_status, lr.started_at AS last_run_started_at, lr.error AS last_run_error,
         lr.rows_failed, lr.rows_null_modified_on, lr.end_clamped_by, lr.window_end_ticks,
         (SELECT coalesce(sum(b.rows), 0) FROM ${t(schema, 'run_batches')} b
