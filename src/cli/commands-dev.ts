@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeCached, startKafka, type KafkaBroker } from '../dev/kafka/kafka.js';
 import { ensureRegistryRuntime, startRegistry, type RunningRegistry } from '../dev/kafka/registry.js';
 import { HighwaterError } from '../errors.js';
+import { portIsFree } from '../dev/kafka/ports.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
 import { loggerFor, report, type GlobalOptions } from './context.js';
@@ -30,6 +31,10 @@ section uses it. The first run downloads Kafka's jars (and the registry's) with 
 directory removed on exit.`;
 
 export async function devKafkaCommand(options: DevKafkaOptions): Promise<number> {
+  // A port in use would only show as a broker that dies at start-up, after the JVM's 10 s; say so at once.
+  if (options.port && !(await portIsFree(options.port))) {
+    throw new HighwaterError('USAGE', `port ${options.port} on 127.0.0.1 is in use (another Kafka?): stop that, or pick another with --port (0: any free port)`);
+  }
   const logger = loggerFor(options);
   const stop = installShutdown(logger, 'stopping Kafka');
   const say = (line: string) => process.stderr.write(`${line}\n`);

@@ -1,4 +1,6 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { kafkaSchema } from '../../src/config/schema.js';
 import { createIdempotentProducer, createKafka } from '../../src/kafka/client.js';
@@ -47,6 +49,20 @@ describe('highwater dev kafka (issue 10, item 7)', () => {
     } finally {
       // SIGINT first even on failure: the broker JVM runs in its own process group and is stopped by the command.
       if (child.exitCode === null) child.kill('SIGINT');
+    }
+  });
+
+  it('a port in use is one usage line at once (exit 2), before any JVM starts', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const failed = await promisify(execFile)(process.execPath, [BIN, 'dev', 'kafka', '--port', String(port)], { timeout: 60_000 }).then(() => null, (e: { code: number; stdout: string; stderr: string }) => e);
+      expect(failed?.code).toBe(2);
+      expect(failed?.stdout).toBe('');
+      expect(failed?.stderr).toContain(`port ${port} on 127.0.0.1 is in use (another Kafka?)`);
+    } finally {
+      busy.close();
     }
   });
 });
