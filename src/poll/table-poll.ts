@@ -145,7 +145,7 @@ export class TablePoll {
     const window = await this.windowFor(resume, highWater);
     const checkpoint = resume ? await this.deps.store.lastCompletedBatch(this.job.runId, this.job.table, this.job.scope) : null;
     this.log.info({ windowStart: isoFromTicks(window.start), windowEnd: isoFromTicks(window.end), resumeFrom: checkpoint?.step }, 'window planned');
-    const rowsInWindow = this.job.countWindow && window.end > window.start ? await this.source((s) => s.countWindow({ ...this.scopeFilter, window })) : null;
+    const rowsInWindow = this.job.countWindow && checkpoint === null && window.end > window.start ? await this.countRows(window) : null;
     this.deps.observer.safe('windowPlanned', { table: this.job.table, scope: this.job.scope, window, heldBack: this.heldBack, rowsInWindow });
     const done = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(step) < STEP_ORDER.indexOf(checkpoint.step as PollStep);
     const completed = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step as PollStep) >= STEP_ORDER.indexOf(step);
@@ -162,6 +162,19 @@ export class TablePoll {
     await this.publishMarkers(window.end);
     this.deps.observer.safe('windowCompleted', { table: this.job.table, scope: this.job.scope, windowEnd: window.end });
     return { window, ...this.counts, heldBack: this.heldBack, highWater: window.end };
+  }
+
+  /**
+   * The rows the window's steps will read, for a progress bar's total. Best effort: a count that fails costs the bar
+   * its total, never the poll. A resumed run is not counted (part of its window is done; the total would lie).
+   */
+  private async countRows(window: Window): Promise<number | null> {
+    try {
+      return await this.deps.source.countWindow({ ...this.scopeFilter, window });
+    } catch (err) {
+      this.log.warn({ err }, 'could not count the rows of the window; progress shows no total');
+      return null;
+    }
   }
 
   /** The window of this run: planned now from the source's clock, or the one a resumed run started with. */
