@@ -15,9 +15,11 @@ export interface ProgressReporter {
   stop(): void;
 }
 
-export function createProgress(label: string, options: GlobalOptions, logger: Logger, intervalMs = 10_000): ProgressReporter {
+export function createProgress(label: string, options: GlobalOptions, logger: Logger, intervalMs = 10_000, expected?: number): ProgressReporter {
   if (options.json) return silent();
-  return process.stderr.isTTY ? terminalBar(label) : periodicLog(label, logger, intervalMs);
+  const reporter = process.stderr.isTTY ? terminalBar(label, expected) : periodicLog(label, logger, intervalMs);
+  if (expected !== undefined) reporter.total(expected);
+  return reporter;
 }
 
 function silent(): ProgressReporter {
@@ -46,7 +48,7 @@ export function timeLeft(t: { total: number; known: boolean }, done: number, row
   return seconds >= 60 ? `ETA ${Math.floor(seconds / 60)}m ${String(seconds % 60).padStart(2, '0')}s` : `ETA ${seconds}s`;
 }
 
-function terminalBar(label: string): ProgressReporter {
+function terminalBar(label: string, counted?: number): ProgressReporter {
   const bar = new cliProgress.SingleBar({
     format: `${label} [{bar}] {value}/{totalText} rows | {bytes} | {rate} rows/s | {left}`,
     stream: process.stderr,
@@ -55,14 +57,15 @@ function terminalBar(label: string): ProgressReporter {
   const started = Date.now();
   let rows = 0;
   let bytes = 0;
-  let expected: number | undefined;
+  let expected: number | undefined = counted;
   const render = () => {
     const t = progressTotal(expected, rows);
     const rate = rows / Math.max(0.001, (Date.now() - started) / 1000);
     bar.setTotal(t.total);
     bar.update(rows, { totalText: t.text, bytes: formatBytes(bytes), rate: rate.toFixed(0), left: timeLeft(t, rows, rate) });
   };
-  bar.start(1, 0, { totalText: '?', bytes: formatBytes(0), rate: '0', left: 'total not counted' });
+  const first = progressTotal(expected, 0);
+  bar.start(first.total, 0, { totalText: first.text, bytes: formatBytes(0), rate: '0', left: timeLeft(first, 0, 0) });
   return {
     total: (n) => {
       expected = n;
@@ -112,10 +115,10 @@ export function pollerProgress(progress: ProgressReporter): PollerListener {
  */
 export function progressListener(options: GlobalOptions, logger: Logger): PollerListener {
   const current = new Map<string, ProgressReporter>();
-  const of = (table: string) => {
+  const of = (table: string, expected?: number) => {
     let p = current.get(table);
     if (!p) {
-      p = createProgress(`poll ${table}`, options, logger);
+      p = createProgress(`poll ${table}`, options, logger, 10_000, expected);
       current.set(table, p);
     }
     return p;
@@ -126,7 +129,7 @@ export function progressListener(options: GlobalOptions, logger: Logger): Poller
   };
   return {
     windowPlanned: (w) => {
-      if (w.rowsInWindow !== null && w.rowsInWindow > 0) of(w.table).total(w.rowsInWindow);
+      if (w.rowsInWindow !== null && w.rowsInWindow > 0) of(w.table, w.rowsInWindow);
     },
     batchPublished: (b) => of(b.table).add(b.rows + b.skipped, b.bytes),
     windowCompleted: (w) => finish(w.table),
