@@ -1,5 +1,6 @@
 import type { Config, TableConfig } from '../config/schema.js';
 import { coerceError } from '../errors.js';
+import { scrubSecrets } from '../logger.js';
 import type { SourceConnector } from '../poll/source/connector.js';
 import { isoFromTicks, TICKS_PER_SECOND } from '../time/ticks.js';
 import { duration } from './findings.js';
@@ -43,7 +44,7 @@ async function probe(database: string, tables: readonly TableConfig[], sourceOf:
     const ageSeconds = Number((now - oldest.start) / TICKS_PER_SECOND);
     return { database, visible: true, oldestOpenTransaction: { start: oldest.start, ageSeconds }, holdsBack: heldTables(tables, ageSeconds) };
   } catch (err) {
-    return { database, visible: false, oldestOpenTransaction: null, holdsBack: [], error: coerceError(err).message.split('\n')[0]! };
+    return { database, visible: false, oldestOpenTransaction: null, holdsBack: [], error: scrubSecrets(coerceError(err).message.split('\n')[0]!) };
   }
 }
 
