@@ -65,4 +65,31 @@ describe('highwater dev kafka (issue 10, item 7)', () => {
       busy.close();
     }
   });
+
+  it('with --registry also prints a schema registry URL that answers, and stops both on SIGINT', async () => {
+    const child = spawn(process.execPath, [BIN, 'dev', 'kafka', '--port', '0', '--registry'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      // The first run downloads the registry's distribution with Maven (its lines go to stderr).
+      const registry = await new Promise<string>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          const match = /^schema registry (http:\/\/127\.0\.0\.1:\d+\S*)$/m.exec(stdout);
+          if (match) resolve(match[1]!);
+        });
+        void exited.then((code) => reject(new Error(`exited ${code} before printing the registry URL:\n${stderr}`)));
+      });
+      expect(stdout).toMatch(/^bootstrap 127\.0\.0\.1:\d+$/m);
+      const answer = await fetch(`${registry}/subjects`);
+      expect(answer.status).toBe(200);
+      expect(await answer.json()).toEqual([]);
+      child.kill('SIGINT');
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGINT');
+    }
+  }, 600_000);
 });
