@@ -153,7 +153,7 @@ export class Runtime {
     }
   }
 
-  async poller(options: { listeners?: PollerListener[]; signal?: AbortSignal } = {}): Promise<Poller> {
+  async poller(options: { listeners?: PollerListener[]; signal?: AbortSignal; countWindows?: boolean } = {}): Promise<Poller> {
     const sources = new Map<string, SourceConnector>();
     for (const t of this.config.tables.filter((t) => t.enabled)) sources.set(t.name, await this.source(t));
     return new Poller({
@@ -166,6 +166,7 @@ export class Runtime {
       sourceFor: (t) => sources.get(t.name)!,
       ensureTopics: (t) => this.ensureTableTopics(t),
       ...(options.signal ? { signal: options.signal } : {}),
+      countWindows: options.countWindows === true,
     });
   }
 

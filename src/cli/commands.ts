@@ -8,8 +8,12 @@ import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
 import { sleep } from '../retry.js';
-import type { RunSummary } from '../poll/poller.js';
-import { progressListener } from './progress.js';
+import { scopeOf, type RunSummary } from '../poll/poller.js';
+import { waitForLeases } from './lease-wait.js';
+import { progressListener, showsProgress } from './progress.js';
+import { findingsText, heldBackText } from './findings.js';
+import { probeSources, renderSourceTransactions, type SourceTransactions } from './open-transactions.js';
+import type { TableStatusRecord } from '../control/sql.js';
 import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
 import { metricsPortFor, type MetricsRole } from '../metrics/port.js';
 import type { Observability } from '../metrics/observe.js';
@@ -66,7 +70,11 @@ function summaryLine(s: RunSummary): string {
   const lines = [`run ${s.runId}: ${s.status}`];
   for (const t of s.tables) {
     if (t.error) lines.push(`  ${t.table} [${t.scope}]: FAILED — ${t.error}`);
-    else if (t.outcome) lines.push(`  ${t.table} [${t.scope}]: window (${isoFromTicks(t.outcome.window.start)}, ${isoFromTicks(t.outcome.window.end)}] published ${t.outcome.published}, unchanged ${t.outcome.skipped}, refused ${t.outcome.failed}, tombstones ${t.outcome.tombstones}`);
+    else if (t.outcome) {
+      const o = t.outcome;
+      lines.push(`  ${t.table} [${t.scope}]: window (${isoFromTicks(o.window.start)}, ${isoFromTicks(o.window.end)}] published ${o.published}, unchanged ${o.skipped}, tombstones ${o.tombstones}; ${findingsText({ lateArrivals: o.lateArrivals, rowsRefused: o.failed, nullModifiedOn: o.nullModifiedOn })}`);
+      if (o.heldBack) lines.push(`    ${heldBackText(o.heldBack)}`);
+    }
     else lines.push(`  ${t.table} [${t.scope}]: already completed`);
   }
   return lines.join('\n');
@@ -117,7 +125,7 @@ export async function pollCommand(options: GlobalOptions & MetricsOptions & { ta
     const stop = installShutdown(rt.logger);
     const observed = options.every ? await observe(rt, config, 'poll', options) : undefined;
     const watch = observed ? [observed.metrics.pollerListener(), watchPollLoop(observed, config)] : [];
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal });
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal, countWindows: showsProgress(options) && !options.every });
     // A long-running poller also serves the consumers' back-fill requests (missing parents).
     const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
@@ -135,14 +143,37 @@ export async function pollCommand(options: GlobalOptions & MetricsOptions & { ta
   });
 }
 
-export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
+export async function resumeCommand(options: GlobalOptions & { wait?: boolean }, runId: string): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await requireInitialised(rt, config);
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)] });
+    const stop = installShutdown(rt.logger);
+    const run = await rt.store().getRun(runId);
+    await waitForLeases(runTables(config, run), { status: () => rt.store().status(), say: countdown(), signal: stop.signal }, options.wait === false);
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)], signal: stop.signal, countWindows: showsProgress(options) });
     const summary = await poller.resume(runId);
     report(options, summary, () => summaryLine(summary));
     return summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
   });
+}
+
+/** The tables (and scopes) a run works on: those it was started with, else every enabled table. */
+function runTables(config: Config, run: { options: Record<string, unknown> }): { table: string; scope: string }[] {
+  const names = (run.options as { tables?: string[] }).tables;
+  return config.tables.filter((t) => (names ? names.includes(t.name) : t.enabled)).map((t) => ({ table: t.name, scope: scopeOf(t) }));
+}
+
+/** The countdown on stderr: rewritten in place at a terminal, one line every 10 s otherwise (logs, CI). */
+function countdown(): (line: string, final: boolean) => void {
+  let lastPrinted = 0;
+  return (line, final) => {
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r\x1b[K${line}${final && line ? '\n' : ''}`);
+      return;
+    }
+    if (line === '' || (!final && Date.now() - lastPrinted < 10_000)) return;
+    lastPrinted = Date.now();
+    process.stderr.write(`highwater: ${line}\n`);
+  };
 }
 
 export async function resetCommand(options: GlobalOptions, runId: string): Promise<number> {
@@ -251,6 +282,7 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await requireInitialised(rt, config);
     const tables = await rt.store().status();
+    const sources = await probeSources(config, (t) => rt.source(t));
     const targets: { target: string; groupId: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[] = [];
     for (const t of config.targets) {
       const writer = await rt.writer(t);
@@ -260,17 +292,20 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
         await writer.close();
       }
     }
-    report(options, { tables, targets }, () => renderStatus(tables, targets));
+    report(options, { tables, sources, targets }, () => renderStatus(tables, sources, targets));
     return EXIT.OK;
   });
 }
 
-function renderStatus(tables: Awaited<ReturnType<ReturnType<Runtime['store']>['status']>>, targets: { target: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[]): string {
+function renderStatus(tables: readonly TableStatusRecord[], sources: readonly SourceTransactions[], targets: { target: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[]): string {
   const lines = ['tables:'];
   for (const t of tables) {
     const hw = t.highWater === null ? 'none yet' : isoFromTicks(t.highWater);
     lines.push(`  ${t.table} [${t.scope}] high-water ${hw}; lease ${t.leaseOwner ?? 'free'}${t.leaseExpiresAt ? ` until ${t.leaseExpiresAt.toISOString()}` : ''}; last run ${t.lastRunId ?? '-'} ${t.lastRunStatus ?? ''}`);
+    const f = t.lastRunFindings;
+    if (f) lines.push(`    last run: ${findingsText(f)}${f.endClampedBy ? `; window end ${isoFromTicks(f.windowEnd)} held back by an open transaction` : ''}`);
   }
+  if (sources.length > 0) lines.push('sources:', ...renderSourceTransactions(sources));
   lines.push('targets:');
   for (const t of targets) {
     for (const c of t.consistentAsOf) lines.push(`  ${t.target}: ${c.table} [${c.scope}] consistent as of ${c.watermark === null ? 'unknown' : isoFromTicks(c.watermark)}`);

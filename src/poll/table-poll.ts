@@ -12,7 +12,7 @@ import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDelete
 import { RenewalTimer } from './elapsed.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishSettings } from './publish-rows.js';
-import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
+import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
 
 /**
  * One table and scope inside a run: plan (or, on resume, reload) the window, run the steps page by page with a
@@ -43,6 +43,8 @@ export interface TableJob {
   readonly verifySweepBytes: number;
   readonly leaseSeconds: number;
   readonly owner: string;
+  /** Count the window's rows at the source before reading it (for a progress bar's total). */
+  readonly countWindow?: boolean;
 }
 
 export interface TablePollDeps {
@@ -67,6 +69,8 @@ export interface TableOutcome {
   readonly lateArrivals: number;
   /** In-scope rows whose ModifiedOn is NULL (replicated by the `nulls` step, reported here). */
   readonly nullModifiedOn: number;
+  /** An open transaction pulled the window end back (null when it did not, or on resume). */
+  readonly heldBack: HeldBack | null;
   readonly highWater: Ticks;
 }
 
@@ -118,6 +122,7 @@ export class TablePoll {
   private readonly rows: RowPublisher;
   private readonly log: Logger;
   private readonly renewal: RenewalTimer;
+  private heldBack: HeldBack | null = null;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
@@ -142,6 +147,8 @@ export class TablePoll {
     const window = await this.windowFor(resume, highWater);
     const checkpoint = resume ? await this.deps.store.lastCompletedBatch(this.job.runId, this.job.table, this.job.scope) : null;
     this.log.info({ windowStart: isoFromTicks(window.start), windowEnd: isoFromTicks(window.end), resumeFrom: checkpoint?.step }, 'window planned');
+    const rowsInWindow = this.job.countWindow && checkpoint === null && window.end > window.start ? await this.countRows(window) : null;
+    this.deps.observer.safe('windowPlanned', { table: this.job.table, scope: this.job.scope, window, heldBack: this.heldBack, rowsInWindow });
     const done = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(step) < STEP_ORDER.indexOf(checkpoint.step as PollStep);
     const completed = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step as PollStep) >= STEP_ORDER.indexOf(step);
     for (const step of PAGE_STEPS) {
@@ -156,7 +163,20 @@ export class TablePoll {
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
     this.deps.observer.safe('windowCompleted', { table: this.job.table, scope: this.job.scope, windowEnd: window.end });
-    return { window, ...this.counts, highWater: window.end };
+    return { window, ...this.counts, heldBack: this.heldBack, highWater: window.end };
+  }
+
+  /**
+   * The rows the window's steps will read, for a progress bar's total. Best effort: a count that fails costs the bar
+   * its total, never the poll. A resumed run is not counted (part of its window is done; the total would lie).
+   */
+  private async countRows(window: Window): Promise<number | null> {
+    try {
+      return await this.deps.source.countWindow({ ...this.scopeFilter, window });
+    } catch (err) {
+      this.log.warn({ err }, 'could not count the rows of the window; progress shows no total');
+      return null;
+    }
   }
 
   /** The window of this run: planned now from the source's clock, or the one a resumed run started with. */
@@ -176,6 +196,8 @@ export class TablePoll {
       baseline: this.job.baselineTicks,
       oldestOpenTransaction: oldest.visible ? oldest.start : null,
     });
+    this.heldBack = planned.heldBack;
+    if (planned.heldBack) this.log.warn({ ...planned.heldBack }, 'an open transaction at the source holds the window end back (an idle-in-transaction session freezes every high-watermark)');
     if (!oldest.visible) this.log.info({ reason: oldest.reason }, 'open transactions not visible: the safety buffer alone protects late commits');
     else if (oldest.caveat) this.log.warn({ caveat: oldest.caveat }, 'open transactions only partly visible');
     const window = planned.empty ? { start: planned.window.start, end: planned.window.start } : planned.window;
