@@ -1,16 +1,16 @@
-import sql from 'mssql';
+import type sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
-import type {
-  KeyStates, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
-  ScopeFilter, SourceConnector, SourceTableSpec, WindowCountRequest,
-} from '../../src/poll/source/connector.js';
-import { keyStates } from '../../src/poll/source/connector.js';
-import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
+import type { OldestOpenTransaction, SourceTableSpec } from '../../src/poll/source/connector.js';
+import { SqlSource, type SourceDialect, type SourceExecutor, type SourceRun } from '../../src/poll/source/sql-source.js';
+import { classifyDbError, coerceError } from '../../src/errors.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 import * as q from './queries.js';
 import { createMssqlPool, mssqlConfig, mssqlRows } from '../../src/db/sqlserver.js';
 
-/** A SQL Server source table. Executes the builders of queries.ts; classifies every driver error once, here. */
+/**
+ * A SQL Server source table: the builders of queries.ts and the mapping of their rows, run by the one SqlSource.
+ * What only SQL Server needs: open transactions' begin times are local, so the server's time zone is read once.
+ */
 
 interface RawRow {
   key: string;
@@ -26,6 +26,9 @@ interface RawRow {
   creation_time: string | null;
   last_write_time: string | null;
 }
+
+/** A key-states row: a page row without content, plus the hash and the page size before the byte cut. */
+type KeyStateRow = RawRow & { sha256?: Buffer | null; page_rows?: number | string };
 
 function ticksOrNull(text: string | null): Ticks | null {
   return text === null ? null : ticksFromIso(text);
@@ -59,107 +62,58 @@ function permissionDenied(err: unknown): boolean {
   return typeof n === 'number' && PERMISSION_DENIED.has(n);
 }
 
-export class SqlServerSource implements SourceConnector {
-  readonly kind = 'sqlserver' as const;
-  /** The server's time zone name, read once: null when the server cannot say it. */
-  #zone: Promise<string | null> | undefined;
+async function clock(run: SourceRun<q.Statement>): Promise<Ticks> {
+  const [row] = await run<{ now_utc: string }>('reading the clock', q.clockQuery());
+  return ticksFromIso(row!.now_utc);
+}
 
-  constructor(private readonly pool: sql.ConnectionPool, private readonly spec: SourceTableSpec, private readonly ownsPool = false) {}
-
-  private async run<R>(what: string, stmt: q.SqlServerStatement): Promise<R[]> {
+/** One per source: it remembers the server's time zone name once read (null when the server cannot say it). */
+export function sqlServerSourceDialect(): SourceDialect<q.Statement, KeyStateRow> {
+  let zone: Promise<string | null> | undefined;
+  const serverTimeZone = (run: SourceRun<q.Statement>): Promise<string | null> => {
+    zone ??= run<{ zone: string | null }>('reading the time zone', q.serverTimeZoneQuery()).then(([row]) => row?.zone ?? null);
+    zone.catch(() => (zone = undefined));
+    return zone;
+  };
+  const oldestOpenTransaction = async (
+    run: SourceRun<q.Statement>,
+    executor: SourceExecutor<q.Statement>,
+  ): Promise<OldestOpenTransaction> => {
     try {
-      return await mssqlRows<R>(this.pool, stmt);
-    } catch (err) {
-      throw classifyDbError(err, `SQL Server source: ${what} of ${this.spec.blob.schema}.${this.spec.blob.table}`);
-    }
-  }
-
-  async clock(): Promise<Ticks> {
-    const [row] = await this.run<{ now_utc: string }>('reading the clock', q.clockQuery());
-    return ticksFromIso(row!.now_utc);
-  }
-
-  async oldestOpenTransaction(): Promise<OldestOpenTransaction> {
-    try {
-      const zone = await this.serverTimeZone();
-      const [row] = await mssqlRows<{ oldest_utc: string | null }>(this.pool, q.oldestOpenTransactionQuery(zone));
+      const known = await serverTimeZone(run);
+      const [row] = await executor.rows<{ oldest_utc: string | null }>(q.oldestOpenTransactionQuery(known));
       const start = row?.oldest_utc ? ticksFromIso(row.oldest_utc) : null;
-      if (zone !== null || start === null) return { visible: true, start };
+      if (known !== null || start === null) return { visible: true, start };
       const caveat = `the server's time zone is unknown (CURRENT_TIMEZONE_ID() needs SQL Server 2022 or Azure SQL): open transactions are taken to have begun ${q.UNKNOWN_ZONE_MARGIN_MINUTES} minutes earlier than their local begin time says, in case a DST change lies between`;
       return { visible: true, start, caveat };
     } catch (err) {
-      if (permissionDenied(err)) return { visible: false, reason: 'the login lacks VIEW SERVER STATE, which sys.dm_tran_active_transactions requires' };
+      if (permissionDenied(err))
+        return { visible: false, reason: 'the login lacks VIEW SERVER STATE, which sys.dm_tran_active_transactions requires' };
       throw classifyDbError(err, 'SQL Server source: reading open transactions');
     }
-  }
+  };
+  return {
+    ...q,
+    kind: 'sqlserver',
+    engine: 'SQL Server',
+    toSourceRow,
+    keyState: (r) => ({ contentSha256: r.sha256 ?? null, pageRows: Number(r.page_rows ?? 0) }),
+    clock,
+    oldestOpenTransaction,
+  };
+}
 
-  async readPage(request: PageRequest): Promise<SourceRow[]> {
-    return (await this.run<RawRow>(`reading ${request.step}`, q.pageQuery(this.spec, request))).map(toSourceRow);
-  }
+function mssqlExecutor(pool: sql.ConnectionPool, ownsPool: boolean): SourceExecutor<q.Statement> {
+  return {
+    rows: <R>(stmt: q.Statement) => mssqlRows<R>(pool, stmt),
+    close: async () => {
+      if (ownsPool) await pool.close();
+    },
+  };
+}
 
-  async readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]> {
-    return (await this.run<RawRow>('reading missing parents', q.missingParentsQuery(this.spec, request))).map(toSourceRow);
-  }
-
-  async readByKeys(keys: readonly string[]): Promise<SourceRow[]> {
-    if (keys.length === 0) return [];
-    return (await this.run<RawRow>('reading rows by key', q.byKeysQuery(this.spec, keys))).map(toSourceRow);
-  }
-
-  async readByPathLocators(pathLocators: readonly string[]): Promise<SourceRow[]> {
-    if (pathLocators.length === 0) return [];
-    return (await this.run<RawRow>('reading rows by path', q.byPathLocatorsQuery(this.spec, pathLocators))).map(toSourceRow);
-  }
-
-  async readContentSlice(key: string, offset: number, length: number): Promise<Buffer | null> {
-    const [row] = await this.run<{ slice: Buffer | null }>('reading a content slice', q.contentSliceQuery(this.spec, key, offset, length));
-    return row ? row.slice : null;
-  }
-
-  private serverTimeZone(): Promise<string | null> {
-    this.#zone ??= this.run<{ zone: string | null }>('reading the time zone', q.serverTimeZoneQuery()).then(([row]) => row?.zone ?? null);
-    this.#zone.catch(() => (this.#zone = undefined));
-    return this.#zone;
-  }
-
-  async readKeyStates(request: KeyStatesRequest): Promise<KeyStates> {
-    const rows = await this.run<RawRow & { sha256: Buffer | null; page_rows: number }>('reading key states', q.keyStatesQuery(this.spec, request));
-    return keyStates(rows.map((r) => ({ row: toSourceRow(r), contentSha256: r.sha256 })), Number(rows[0]?.page_rows ?? 0), request.limit);
-  }
-
-  async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
-    return (await this.run<RawRow>('reading rows with a NULL ModifiedOn', q.nullModifiedOnPageQuery(this.spec, request))).map(toSourceRow);
-  }
-
-  async countWindow(request: WindowCountRequest): Promise<number> {
-    const [row] = await this.run<{ n: string | number }>('counting the rows of the window', q.countWindowQuery(this.spec, request));
-    return Number(row?.n ?? 0);
-  }
-
-  async countNullModifiedOn(scope: ScopeFilter): Promise<number> {
-    const [row] = await this.run<{ n: string | number }>('counting rows with a NULL ModifiedOn', q.countNullModifiedOnQuery(this.spec, scope));
-    return Number(row?.n ?? 0);
-  }
-
-  async memberKeys(request: MembershipRequest): Promise<Set<string>> {
-    if (request.keys.length === 0) return new Set();
-    const rows = await this.run<{ key: string }>('checking which keys are replicated', q.memberKeysQuery(this.spec, request));
-    return new Set(rows.map((r) => r.key));
-  }
-
-  async readContents(keys: readonly string[]): Promise<Map<string, Buffer | null>> {
-    if (keys.length === 0) return new Map();
-    const rows = await this.run<{ key: string; content: Buffer | null }>('reading contents', q.contentsQuery(this.spec, keys));
-    return new Map(rows.map((r) => [r.key, r.content]));
-  }
-
-  async contentHashes(keys: readonly string[]): Promise<Map<string, Buffer | null>> {
-    if (keys.length === 0) return new Map();
-    const rows = await this.run<{ key: string; sha256: Buffer | null }>('hashing contents', q.contentHashesQuery(this.spec, keys));
-    return new Map(rows.map((r) => [r.key, r.sha256]));
-  }
-
-  async close(): Promise<void> {
-    if (this.ownsPool) await this.pool.close();
+export class SqlServerSource extends SqlSource<q.Statement, KeyStateRow> {
+  constructor(pool: sql.ConnectionPool, spec: SourceTableSpec, ownsPool = false) {
+    super(sqlServerSourceDialect(), mssqlExecutor(pool, ownsPool), spec);
   }
 }
