@@ -1,8 +1,9 @@
 import type { Position, SourceRow, Ticks, Window } from '../../contract.js';
 
 /**
- * What the poller needs from a source database. One implementation per engine, in connectors/<engine>/, each
- * with the same file names: queries.ts (pure builders returning { text, values }) and source.ts (executes them).
+ * What the poller needs from a source database. Implemented once (SqlSource, sql-source.ts) over one dialect per
+ * engine in connectors/<engine>/, each with the same file names: queries.ts (pure builders returning
+ * { text, values }) and source.ts (the engine's dialect, executor and connector class).
  * Every comparison of keys and timestamps happens in the source database, in its own ordering.
  */
 
