@@ -10,7 +10,7 @@ import type { KeyState, ScopeFilter, SourceConnector } from '../source/connector
 import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
-import { RowPublisher, type PublishSettings } from './publish-rows.js';
+import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
 
 /**
@@ -79,6 +79,48 @@ const MAX_HIERARCHY_DEPTH = 64;
 interface Page {
   readonly value: SourceRow[];
   readonly observed: Ticks;
+}
+
+/** A page ready to send: its rows in send order, what the registry held for its keys, and the rows it skipped. */
+interface PreparedPage {
+  readonly ordered: ObservedRow[];
+  readonly registered: ReadonlyMap<string, PublishedEntry>;
+  readonly skipped: number;
+}
+
+/**
+ * The rows of the pages sent but not checkpointed yet (runStep's pipeline), by batch: the registry does not hold
+ * them as acknowledged yet, so the next page's preparation consults this set too.
+ */
+class InFlight {
+  private readonly batches = new Map<number, readonly ObservedRow[]>();
+  private readonly keys = new Set<string>();
+  private readonly paths = new Set<string>();
+
+  add(batchNo: number, rows: readonly ObservedRow[]): void {
+    this.batches.set(batchNo, rows);
+    for (const { row } of rows) {
+      this.keys.add(row.key);
+      if (row.pathLocator !== null) this.paths.add(row.pathLocator);
+    }
+  }
+
+  /** After a batch's checkpoint. A key is in one batch at most: runStep waits for a checkpoint rather than resend one. */
+  release(batchNo: number): void {
+    for (const { row } of this.batches.get(batchNo) ?? []) {
+      this.keys.delete(row.key);
+      if (row.pathLocator !== null) this.paths.delete(row.pathLocator);
+    }
+    this.batches.delete(batchNo);
+  }
+
+  holdsAnyKey(rows: readonly SourceRow[]): boolean {
+    return this.keys.size > 0 && rows.some((r) => this.keys.has(r.key));
+  }
+
+  get pathLocators(): ReadonlySet<string> {
+    return this.paths;
+  }
 }
 
 interface PageOutcome {
@@ -184,34 +226,75 @@ export class TablePoll {
   }
 
   /**
-   * The pages of one step, keyset after keyset. The next page is read while the current one is published: reads
-   * are serialised observations anyway, and a page's checkpoint is still written only after Kafka acknowledged it.
+   * The pages of one step, keyset after keyset, as a pipeline: page N is sent to Kafka while page N+1 is prepared
+   * (registry lookups, ancestors, pending registration) and page N+2 is read, and page N's checkpoint (registry
+   * versions, then the batch row) is written while page N+1 is sent. Sends stay one at a time in page order, and
+   * checkpoints are written in batch order, each only after Kafka acknowledged its page: a checkpoint never covers
+   * a record that was not acknowledged, and a crash resumes after the last one, republishing what follows it.
    */
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
-    let batchNo = from?.batchNo ?? 0;
     if (window.end <= window.start) return;
     this.throwIfStopping();
-    let startedAt = new Date();
-    let page: Page | null = await this.readPage(step, window, from?.position ?? null);
-    while (page !== null && page.value.length > 0) {
-      const last: SourceRow = page.value.at(-1)!;
-      // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
-      const position: Position = { modifiedOn: last.modifiedOn!, key: last.key };
-      const next: Promise<Page> | null = page.value.length < this.job.batchSize ? null : this.readPage(step, window, position);
-      next?.catch(() => undefined); // awaited below; a failure surfaces there, not as an unhandled rejection
-      batchNo++;
-      const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page!.observed })), window);
-      await this.recordBatch(step, batchNo, outcome, position, startedAt);
-      this.deps.observer.safe('batchPublished', { table: this.job.table, step, batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
-      await this.renewLeaseIfDue();
-      if (next === null) return;
-      if (this.deps.signal?.aborted) {
-        await next.catch(() => undefined);
-        this.throwIfStopping();
+    const inFlight = new InFlight();
+    let batchNo = from?.batchNo ?? 0;
+    let sent: Promise<unknown> = Promise.resolve();
+    let checkpointed: Promise<void> = Promise.resolve();
+    let older: Promise<void> = Promise.resolve();
+    let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null);
+    try {
+      while (next !== null) {
+        const startedAt = new Date();
+        const page: Page = await next;
+        if (page.value.length === 0) break;
+        const last: SourceRow = page.value.at(-1)!;
+        // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
+        const position: Position = { modifiedOn: last.modifiedOn!, key: last.key };
+        next = page.value.length < this.job.batchSize ? null : this.readPage(step, window, position);
+        next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
+        batchNo++;
+        // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once that
+        // page is checkpointed, as without the pipeline, instead of publishing it twice.
+        if (inFlight.holdsAnyKey(page.value)) await checkpointed;
+        const prepared = await this.preparePage(page.value.map((row) => ({ row, observed: page.observed })), inFlight);
+        await sent;
+        await this.stopIfAborted(checkpointed, next);
+        await this.renewLeaseIfDue();
+        await older; // at most one checkpoint outstanding besides this page's: memory stays near three pages
+        inFlight.add(batchNo, prepared.ordered);
+        const sending = this.sendPage(prepared, window);
+        const no = batchNo;
+        const previous = checkpointed;
+        checkpointed = sending.then(async (outcome) => {
+          await previous; // batch rows in batch order, and none after a failed one
+          await this.checkpointPage({ step, batchNo: no, position, startedAt }, prepared, outcome);
+          inFlight.release(no);
+        });
+        older = previous;
+        sent = sending;
+        sending.catch(() => undefined);
+        checkpointed.catch(() => undefined);
       }
-      startedAt = new Date();
-      page = await next;
+      await checkpointed;
+    } catch (err) {
+      // Let the acknowledged pages before the failure write their checkpoints, and the read in progress end.
+      await Promise.allSettled([checkpointed, next]);
+      throw err;
     }
+  }
+
+  /** Between pages: on a shutdown signal, the pages already sent are checkpointed and the step stops. */
+  private async stopIfAborted(checkpointed: Promise<void>, next: Promise<Page> | null): Promise<void> {
+    if (!this.deps.signal?.aborted) return;
+    await checkpointed;
+    await next?.catch(() => undefined);
+    this.throwIfStopping();
+  }
+
+  /** After Kafka acknowledged a page: the registry records its versions, then a batch row records the position. */
+  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome): Promise<void> {
+    const outcome = await this.registerSent(prepared, sent);
+    await this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt);
+    this.deps.observer.safe('batchPublished', { table: this.job.table, step: at.step, batchNo: at.batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
   }
 
   private get scopeFilter(): ScopeFilter {
@@ -224,31 +307,45 @@ export class TablePoll {
     return this.observe((s) => s.readPage({ ...request, step }));
   }
 
-  /**
-   * Publishes the observed rows whose state the registry does not hold yet, parents first, each after the
-   * unpublished ancestors it needs. A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
-   * targets take it as a new life of the key. Keys are registered as pending before the send and their versions
-   * after Kafka's acknowledgement.
-   */
+  /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
   private async publishPage(page: readonly ObservedRow[], window: Window): Promise<PageOutcome> {
+    const prepared = await this.preparePage(page, null);
+    return this.registerSent(prepared, await this.sendPage(prepared, window));
+  }
+
+  /**
+   * Picks the rows to publish, parents first, each after the unpublished ancestors it needs, and registers their
+   * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
+   * targets take it as a new life of the key. `inFlight`: the rows of earlier pages sent but not checkpointed yet,
+   * which count as published ancestors.
+   */
+  private async preparePage(page: readonly ObservedRow[], inFlight: InFlight | null): Promise<PreparedPage> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key)));
-    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row));
+    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlight);
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
     await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
+    return { ordered, registered, skipped: page.length - fresh.length };
+  }
+
+  /** Sends a prepared page; resolves when Kafka acknowledged every record of it. */
+  private sendPage(prepared: PreparedPage, window: Window): Promise<PublishOutcome> {
     const ctx = { table: this.job.table, tenant: this.job.tenant, runId: this.job.runId, window };
-    const outcome = await this.rows.publish({ topic: this.job.topic, rows: ordered, ctx });
+    return this.rows.publish({ topic: this.job.topic, rows: prepared.ordered, ctx });
+  }
+
+  /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
+  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome): Promise<PageOutcome> {
     await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
-    await this.retireSupersededChunks(outcome.published, registered);
+    await this.retireSupersededChunks(outcome.published, prepared.registered);
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(this.job.runId, this.job.table, f.key, f.modifiedOn, f.reason);
     if (outcome.failed.length > 0) this.log.warn({ failed: outcome.failed }, 'rows refused; recorded against the run');
-    const skipped = page.length - fresh.length;
     this.counts.published += outcome.published.length;
-    this.counts.skipped += skipped;
+    this.counts.skipped += prepared.skipped;
     this.counts.failed += outcome.failed.length;
-    return { published: outcome.published.length, skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
+    return { published: outcome.published.length, skipped: prepared.skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
   }
 
   /**
@@ -277,9 +374,9 @@ export class TablePoll {
    * nor published: read from the source and published first, whatever their ModifiedOn, so a child never reaches
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
-  private async unpublishedAncestors(rows: readonly SourceRow[]): Promise<ObservedRow[]> {
+  private async unpublishedAncestors(rows: readonly SourceRow[], inFlight: InFlight | null): Promise<ObservedRow[]> {
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
-    const known = new Set(rows.map((r) => r.pathLocator));
+    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...(inFlight?.pathLocators ?? [])]);
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
