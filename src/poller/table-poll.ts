@@ -88,24 +88,71 @@ interface PreparedPage {
   readonly skipped: number;
 }
 
+/** Pages merged into one send at most, and the content read with them (inline) that they may hold together. */
+const PAGES_PER_SEND = 8;
+const SEND_BYTES = 8 * 1024 * 1024;
+
+interface PageAt {
+  readonly step: Step;
+  readonly batchNo: number;
+  readonly position: Position;
+  readonly startedAt: Date;
+}
+
 /**
- * The rows of the pages sent but not checkpointed yet (runStep's pipeline), by batch: the registry does not hold
- * them as acknowledged yet, so the next page's preparation consults this set too.
+ * The state of runStep's pipeline: the pages prepared and not sent yet, the send in flight, the chain of
+ * checkpoints, and the rows of every page queued or sent but not checkpointed (the registry does not hold them as
+ * acknowledged yet, so the next page's preparation consults them too). A key is in one of those pages at most:
+ * runStep waits for a checkpoint rather than send a key again.
  */
-class InFlight {
+class SendPipeline {
+  queued: { at: PageAt; prepared: PreparedPage }[] = [];
+  /** The send in flight (or the last one), and the checkpoints up to it. */
+  sent: Promise<unknown> = Promise.resolve();
+  checkpointed: Promise<void> = Promise.resolve();
+  /** The checkpoints before the last send's. */
+  older: Promise<void> = Promise.resolve();
+  idle = true;
   private readonly batches = new Map<number, readonly ObservedRow[]>();
   private readonly keys = new Set<string>();
   private readonly paths = new Set<string>();
 
-  add(batchNo: number, rows: readonly ObservedRow[]): void {
-    this.batches.set(batchNo, rows);
-    for (const { row } of rows) {
+  queue(at: PageAt, prepared: PreparedPage): void {
+    this.queued.push({ at, prepared });
+    this.batches.set(at.batchNo, prepared.ordered);
+    for (const { row } of prepared.ordered) {
       this.keys.add(row.key);
       if (row.pathLocator !== null) this.paths.add(row.pathLocator);
     }
   }
 
-  /** After a batch's checkpoint. A key is in one batch at most: runStep waits for a checkpoint rather than resend one. */
+  /** Content bytes the queued pages hold (read with the page; what is fetched at send time is not held yet). */
+  get queuedBytes(): number {
+    return this.queued.reduce((n, q) => n + q.prepared.ordered.reduce((m, r) => m + (r.row.content?.length ?? 0), 0), 0);
+  }
+
+  take(): { at: PageAt; prepared: PreparedPage }[] {
+    const pages = this.queued;
+    this.queued = [];
+    return pages;
+  }
+
+  /** A send started: its checkpoints run after its acknowledgement and after every earlier checkpoint. */
+  started(sending: Promise<PublishOutcome>, checkpoint: (outcome: PublishOutcome) => Promise<void>): void {
+    this.idle = false;
+    const previous = this.checkpointed;
+    this.sent = sending.finally(() => {
+      this.idle = true;
+    });
+    this.checkpointed = this.sent.then(async () => {
+      await previous; // batch rows in batch order, and none after a failed one
+      await checkpoint(await sending);
+    });
+    this.older = previous;
+    this.sent.catch(() => undefined);
+    this.checkpointed.catch(() => undefined);
+  }
+
   release(batchNo: number): void {
     for (const { row } of this.batches.get(batchNo) ?? []) {
       this.keys.delete(row.key);
@@ -121,6 +168,12 @@ class InFlight {
   get pathLocators(): ReadonlySet<string> {
     return this.paths;
   }
+}
+
+/** The part of a send's outcome that concerns these rows (keys are distinct across the pages of one send). Pure. */
+export function outcomeOf(outcome: PublishOutcome, rows: readonly ObservedRow[]): PublishOutcome {
+  const keys = new Set(rows.map((r) => r.row.key));
+  return { published: outcome.published.filter((r) => keys.has(r.key)), failed: outcome.failed.filter((f) => keys.has(f.key)) };
 }
 
 interface PageOutcome {
@@ -226,23 +279,23 @@ export class TablePoll {
   }
 
   /**
-   * The pages of one step, keyset after keyset, as a pipeline: page N is sent to Kafka while page N+1 is prepared
-   * (registry lookups, ancestors, pending registration) and page N+2 is read, and page N's checkpoint (registry
-   * versions, then the batch row) is written while page N+1 is sent. Sends stay one at a time in page order, and
-   * checkpoints are written in batch order, each only after Kafka acknowledged its page: a checkpoint never covers
-   * a record that was not acknowledged, and a crash resumes after the last one, republishing what follows it.
+   * The pages of one step, keyset after keyset, as a pipeline: while one send is in flight to Kafka, the next pages
+   * are read and prepared (registry lookups, ancestors, pending registration), and the checkpoint of the last send
+   * is written. The pages prepared meanwhile go out together in the next send (at most PAGES_PER_SEND pages and
+   * SEND_BYTES of content read with them), so a slow broker gets fewer, larger requests. Sends stay one at a time
+   * in page order, and each page's checkpoint (registry versions, then its batch row) is written in batch order,
+   * only after Kafka acknowledged it: a checkpoint never covers a record that was not acknowledged, and a crash
+   * resumes after the last one, republishing what follows it.
    */
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
     if (window.end <= window.start) return;
     this.throwIfStopping();
-    const inFlight = new InFlight();
+    const pipe = new SendPipeline();
     let batchNo = from?.batchNo ?? 0;
-    let sent: Promise<unknown> = Promise.resolve();
-    let checkpointed: Promise<void> = Promise.resolve();
-    let older: Promise<void> = Promise.resolve();
     let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null);
     try {
       while (next !== null) {
+        if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
         const startedAt = new Date();
         const page: Page = await next;
         if (page.value.length === 0) break;
@@ -254,32 +307,41 @@ export class TablePoll {
         batchNo++;
         // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once that
         // page is checkpointed, as without the pipeline, instead of publishing it twice.
-        if (inFlight.holdsAnyKey(page.value)) await checkpointed;
-        const prepared = await this.preparePage(page.value.map((row) => ({ row, observed: page.observed })), inFlight);
-        await sent;
-        await this.stopIfAborted(checkpointed, next);
-        await this.renewLeaseIfDue();
-        await older; // at most one checkpoint outstanding besides this page's: memory stays near three pages
-        inFlight.add(batchNo, prepared.ordered);
-        const sending = this.sendPage(prepared, window);
-        const no = batchNo;
-        const previous = checkpointed;
-        checkpointed = sending.then(async (outcome) => {
-          await previous; // batch rows in batch order, and none after a failed one
-          await this.checkpointPage({ step, batchNo: no, position, startedAt }, prepared, outcome);
-          inFlight.release(no);
-        });
-        older = previous;
-        sent = sending;
-        sending.catch(() => undefined);
-        checkpointed.catch(() => undefined);
+        if (pipe.holdsAnyKey(page.value)) {
+          await this.flush(pipe, window, next);
+          await pipe.checkpointed;
+        }
+        const prepared = await this.preparePage(page.value.map((row) => ({ row, observed: page.observed })), pipe.pathLocators);
+        pipe.queue({ step, batchNo, position, startedAt }, prepared);
+        if (pipe.idle || next === null || pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES) await this.flush(pipe, window, next);
       }
-      await checkpointed;
+      await this.flush(pipe, window, next);
+      await pipe.checkpointed;
     } catch (err) {
       // Let the acknowledged pages before the failure write their checkpoints, and the read in progress end.
-      await Promise.allSettled([checkpointed, next]);
+      await Promise.allSettled([pipe.checkpointed, next]);
       throw err;
     }
+  }
+
+  /**
+   * Sends the queued pages together once the previous send is acknowledged, and chains their checkpoints, in
+   * batch order, after this send's acknowledgement and the previous checkpoints.
+   */
+  private async flush(pipe: SendPipeline, window: Window, next: Promise<Page> | null): Promise<void> {
+    if (pipe.queued.length === 0) return;
+    await pipe.sent;
+    await this.stopIfAborted(pipe.checkpointed, next);
+    await this.renewLeaseIfDue();
+    await pipe.older; // at most one checkpoint outstanding besides this send's: memory stays bounded
+    const pages = pipe.take();
+    const sending = this.sendPage(pages.flatMap((p) => p.prepared.ordered), window);
+    pipe.started(sending, async (outcome) => {
+      for (const p of pages) {
+        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered));
+        pipe.release(p.at.batchNo);
+      }
+    });
   }
 
   /** Between pages: on a shutdown signal, the pages already sent are checkpointed and the step stops. */
@@ -309,31 +371,31 @@ export class TablePoll {
 
   /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
   private async publishPage(page: readonly ObservedRow[], window: Window): Promise<PageOutcome> {
-    const prepared = await this.preparePage(page, null);
-    return this.registerSent(prepared, await this.sendPage(prepared, window));
+    const prepared = await this.preparePage(page, new Set());
+    return this.registerSent(prepared, await this.sendPage(prepared.ordered, window));
   }
 
   /**
    * Picks the rows to publish, parents first, each after the unpublished ancestors it needs, and registers their
    * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
-   * targets take it as a new life of the key. `inFlight`: the rows of earlier pages sent but not checkpointed yet,
-   * which count as published ancestors.
+   * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
+   * checkpointed yet, which count as published ancestors (they are sent before this page).
    */
-  private async preparePage(page: readonly ObservedRow[], inFlight: InFlight | null): Promise<PreparedPage> {
+  private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key)));
-    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlight);
+    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths);
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
     await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
     return { ordered, registered, skipped: page.length - fresh.length };
   }
 
-  /** Sends a prepared page; resolves when Kafka acknowledged every record of it. */
-  private sendPage(prepared: PreparedPage, window: Window): Promise<PublishOutcome> {
+  /** Sends the rows of prepared pages, in order; resolves when Kafka acknowledged every record of them. */
+  private sendPage(rows: readonly ObservedRow[], window: Window): Promise<PublishOutcome> {
     const ctx = { table: this.job.table, tenant: this.job.tenant, runId: this.job.runId, window };
-    return this.rows.publish({ topic: this.job.topic, rows: prepared.ordered, ctx });
+    return this.rows.publish({ topic: this.job.topic, rows, ctx });
   }
 
   /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
@@ -374,9 +436,9 @@ export class TablePoll {
    * nor published: read from the source and published first, whatever their ModifiedOn, so a child never reaches
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
-  private async unpublishedAncestors(rows: readonly SourceRow[], inFlight: InFlight | null): Promise<ObservedRow[]> {
+  private async unpublishedAncestors(rows: readonly SourceRow[], inFlightPaths: ReadonlySet<string>): Promise<ObservedRow[]> {
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
-    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...(inFlight?.pathLocators ?? [])]);
+    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...inFlightPaths]);
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
