@@ -88,6 +88,35 @@ interface PreparedPage {
   readonly skipped: number;
 }
 
+/**
+ * Rows read per source query, in pages of batchSize: as many pages as keep the content read with them near
+ * READ_BYTES (at most READ_PAGES pages, at least one), judged by the rows just read. Small rows are read several
+ * pages at a time, in one query and one observation; rows with large inline content one page at a time. Each page
+ * is still checkpointed on its own. Pure.
+ */
+export function readLimit(rows: readonly SourceRow[], batchSize: number): number {
+  const bytes = rows.reduce((n, r) => n + (r.content?.length ?? 0) + ROW_OVERHEAD_BYTES, 0);
+  const perPage = (bytes / Math.max(rows.length, 1)) * batchSize;
+  return batchSize * Math.max(1, Math.min(READ_PAGES, Math.floor(READ_BYTES / Math.max(perPage, 1))));
+}
+
+const READ_PAGES = 8;
+const READ_BYTES = 4 * 1024 * 1024;
+/** What a row holds besides its inline content (key, names, path locators, times), about. */
+const ROW_OVERHEAD_BYTES = 256;
+
+/** Consecutive pages of `size` rows (the last one shorter). Pure. */
+export function pagesOf<T>(rows: readonly T[], size: number): T[][] {
+  const pages: T[][] = [];
+  for (let i = 0; i < rows.length; i += size) pages.push(rows.slice(i, i + size));
+  return pages;
+}
+
+/** The keyset position after a row of a window step (such rows have a ModifiedOn, so it is never NULL). */
+function positionOf(row: SourceRow): Position {
+  return { modifiedOn: row.modifiedOn!, key: row.key };
+}
+
 /** Pages merged into one send at most, and the content read with them (inline) that they may hold together. */
 const PAGES_PER_SEND = 8;
 const SEND_BYTES = 8 * 1024 * 1024;
@@ -292,28 +321,32 @@ export class TablePoll {
     this.throwIfStopping();
     const pipe = new SendPipeline();
     let batchNo = from?.batchNo ?? 0;
-    let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null);
+    let limit = this.job.batchSize;
+    let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null, limit);
     try {
       while (next !== null) {
         if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
-        const startedAt = new Date();
-        const page: Page = await next;
-        if (page.value.length === 0) break;
-        const last: SourceRow = page.value.at(-1)!;
-        // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
-        const position: Position = { modifiedOn: last.modifiedOn!, key: last.key };
-        next = page.value.length < this.job.batchSize ? null : this.readPage(step, window, position);
+        const read: Page = await next;
+        if (read.value.length === 0) break;
+        const more = read.value.length >= limit;
+        limit = readLimit(read.value, this.job.batchSize);
+        next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
         next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
-        batchNo++;
-        // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once that
-        // page is checkpointed, as without the pipeline, instead of publishing it twice.
-        if (pipe.holdsAnyKey(page.value)) {
-          await this.flush(pipe, window, next);
-          await pipe.checkpointed;
+        for (const rows of pagesOf(read.value, this.job.batchSize)) {
+          if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
+          const startedAt = new Date();
+          batchNo++;
+          // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once
+          // that page is checkpointed, as without the pipeline, instead of publishing it twice.
+          if (pipe.holdsAnyKey(rows)) {
+            await this.flush(pipe, window, next);
+            await pipe.checkpointed;
+          }
+          const prepared = await this.preparePage(rows.map((row) => ({ row, observed: read.observed })), pipe.pathLocators);
+          pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
+          const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
+          if (pipe.idle || full) await this.flush(pipe, window, next);
         }
-        const prepared = await this.preparePage(page.value.map((row) => ({ row, observed: page.observed })), pipe.pathLocators);
-        pipe.queue({ step, batchNo, position, startedAt }, prepared);
-        if (pipe.idle || next === null || pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES) await this.flush(pipe, window, next);
       }
       await this.flush(pipe, window, next);
       await pipe.checkpointed;
@@ -363,8 +396,8 @@ export class TablePoll {
     return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  private readPage(step: Step, window: Window, after: Position | null): Promise<Page> {
-    const request = { ...this.scopeFilter, window, after, limit: this.job.batchSize };
+  private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
+    const request = { ...this.scopeFilter, window, after, limit };
     if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
     return this.observe((s) => s.readPage({ ...request, step }));
   }
