@@ -103,6 +103,12 @@ export interface BlobChange {
   readonly contentSha256: Buffer | null;
   readonly runId: string;
   readonly window: Window;
+  /**
+   * Contract v2.1 (header `hw-deleted-before-ticks`): the poller deleted the key, observed at these ticks, just before
+   * this state — a ModifiedOn that moved backwards (a restore, a value set to NULL). Apply that delete first: its own
+   * tombstone shares this record's key, so compaction may have removed it before a lagging reader got there.
+   */
+  readonly deletedBefore?: Ticks;
 }
 
 /** One slice of a large blob (schema `BlobChunk`), keyed `chunk/<row key>/<sha256>/<index>` in the row's partition. */
@@ -154,6 +160,7 @@ export const HEADERS = {
   modifiedOn: 'hw-modified-on',
   modifiedOnTicks: 'hw-modified-on-ticks',
   observedTicks: 'hw-observed-ticks',
+  deletedBeforeTicks: 'hw-deleted-before-ticks',
   runId: 'hw-run-id',
   encoding: 'hw-encoding',
   error: 'hw-error',

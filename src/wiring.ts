@@ -1,10 +1,14 @@
 import type pg from 'pg';
 import type mssql from 'mssql';
+import { postgresSourceQueries } from '../connectors/postgres/reconcile.js';
 import { createPgPool, PostgresSource } from '../connectors/postgres/source.js';
+import { sqlServerSourceQueries } from '../connectors/sqlserver/reconcile.js';
 import { createMssqlPool, SqlServerSource } from '../connectors/sqlserver/source.js';
 import { targetTableName as pgTargetTableName } from '../consumers/postgres/dialect.js';
+import { postgresTargetQueries } from '../consumers/postgres/reconcile.js';
 import { PostgresWriter } from '../consumers/postgres/writer.js';
 import { targetTableName as mssqlTargetTableName } from '../consumers/sqlserver/dialect.js';
+import { sqlServerTargetQueries } from '../consumers/sqlserver/reconcile.js';
 import { SqlServerWriter } from '../consumers/sqlserver/writer.js';
 import { ApplyLoop, type ApplyLoopDeps, type TopicBinding } from './apply/loop.js';
 import { RetryLoop } from './apply/retry-loop.js';
@@ -22,11 +26,11 @@ import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
 import { ensureTopics, sideTopicSpec, tableTopicSpec } from './kafka/topics.js';
 import type { Logger } from './logger.js';
-import { PollerObserver, type PollerListener } from './poller/observer.js';
-import { Poller } from './poller/poller.js';
-import { BackfillService } from './poller/backfill.js';
-import type { SourceConnector, SourceTableSpec } from './source/connector.js';
-import type { TargetWriter } from './target/writer.js';
+import { PollerObserver, type PollerListener } from './poll/observer.js';
+import { Poller } from './poll/poller.js';
+import { BackfillService } from './poll/backfill.js';
+import type { SourceConnector, SourceTableSpec } from './poll/source/connector.js';
+import type { TargetWriter } from './apply/sink/writer.js';
 import type { Admin, Kafka } from './kafka/client.js';
 import { startObservability, type Observability, type ObserveOptions } from './metrics/observe.js';
 
@@ -39,6 +43,15 @@ import { startObservability, type Observability, type ObserveOptions } from './m
 export function targetTableNameFor(kind: DatabaseConfig['kind'], name: string): string {
   return kind === 'postgres' ? pgTargetTableName(name) : mssqlTargetTableName(name);
 }
+
+/**
+ * Each engine's reconciliation queries, per side and database kind. The statement types differ by engine, so the
+ * caller pairs them with the executor of the same kind (src/db/).
+ */
+export const reconcileQueries = {
+  postgres: { source: postgresSourceQueries, target: postgresTargetQueries },
+  sqlserver: { source: sqlServerSourceQueries, target: sqlServerTargetQueries },
+} as const satisfies Record<DatabaseConfig['kind'], unknown>;
 
 export class Runtime {
   readonly kafka: Kafka;

@@ -1,7 +1,7 @@
 import { pgTicksText } from '../../src/sql/fragments.js';
 import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 

@@ -3,8 +3,8 @@ import type { SourceRow } from '../../src/contract.js';
 import type {
   KeyStates, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
   ScopeFilter, SourceConnector, SourceTableSpec,
-} from '../../src/source/connector.js';
-import { keyStates } from '../../src/source/connector.js';
+} from '../../src/poll/source/connector.js';
+import { keyStates } from '../../src/poll/source/connector.js';
 import { isoFromTicks, minTicks } from '../../src/time/ticks.js';
 import { classifyDbError } from '../../src/errors.js';
 import * as q from './queries.js';

@@ -3,16 +3,16 @@ import type { BlobChunk } from '../../src/contract.js';
 import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quotePg } from '../../src/sql/ident.js';
 import type { PgStatement } from '../../src/sql/statement.js';
-import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
-import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
-import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
-import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import { lastOffsets, latestWatermarks, sqlTableName, stageRowValues } from '../../src/apply/sink/batch.js';
+import type { StageInput, TargetDialect, TargetTable } from '../../src/apply/sink/dialect.js';
+import { MAX_CONTENT_BYTES } from '../../src/apply/sink/limits.js';
+import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/apply/sink/writer.js';
 import type { CopyColumn, CopyValue } from './copy-binary.js';
 
 /**
  * PostgreSQL target dialect: pure builders returning `{ text, values }`. Values always travel as parameters (or in
  * the binary COPY stream); identifiers are validated and quoted by quotePg. The one apply sequence
- * (src/target/sql-writer.ts) runs them, through `postgresDialect` at the end of this file, in one transaction per
+ * (src/apply/sink/sql-writer.ts) runs them, through `postgresDialect` at the end of this file, in one transaction per
  * batch, with the binary COPY of session.ts.
  *
  * Children whose parent is not in the target yet are held in hw_held (whole, in the batch's transaction) and
@@ -157,25 +157,9 @@ export function copyIntoStage(): SqlQuery {
   return { text: `COPY ${STAGE_TABLE} (${STAGE_COLUMNS.map((c) => c.name).join(', ')}) FROM STDIN (FORMAT binary)`, values: [] };
 }
 
-/** One row's COPY values, in STAGE_COLUMNS order. */
+/** One row's COPY values, in STAGE_COLUMNS order (the order both engines stage, src/apply/sink/batch.ts). */
 export function stageValues(row: StageInput): CopyValue[] {
-  const c = row.change;
-  const a = c.attributes;
-  const content = c.content;
-  return [
-    c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
-    c.size,
-    content.kind === 'inline' ? content.bytes : null,
-    content.kind,
-    c.contentSha256,
-    content.kind === 'chunked' ? content.chunkCount : null,
-    c.modifiedOn, c.observed, c.businessUnit,
-    a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
-    a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
-    c.runId,
-    row.sourcePartition ?? null,
-    row.sourceOffset ?? null,
-  ];
+  return stageRowValues(row);
 }
 
 // ---------------------------------------------------------------------------------------------------- chunks

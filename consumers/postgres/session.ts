@@ -4,7 +4,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { BlobChunk } from '../../src/contract.js';
 import { classifyPgRowError, pgQuery, pgRun, pgTransaction } from '../../src/db/postgres.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
-import type { ErrorRole, StageInput, StatementResult, TargetEngine, TargetSession } from '../../src/target/dialect.js';
+import type { ErrorRole, StageInput, StatementResult, TargetEngine, TargetSession } from '../../src/apply/sink/dialect.js';
 import { CopyBinaryEncoder } from './copy-binary.js';
 import { STAGE_COLUMNS, copyIntoStage, stageChunks, stageValues, type SqlQuery } from './dialect.js';
 

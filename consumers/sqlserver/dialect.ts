@@ -1,15 +1,15 @@
 import { renderPlaceholders, type MigrationBook } from '../../src/db/migrate.js';
 import { assertIdentifier, qualified, quoteMssql } from '../../src/sql/ident.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
-import { lastOffsets, latestWatermarks, sqlTableName } from '../../src/target/batch.js';
-import type { StageInput, TargetDialect, TargetTable } from '../../src/target/dialect.js';
-import { MAX_CONTENT_BYTES } from '../../src/target/limits.js';
-import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/target/writer.js';
+import { lastOffsets, latestWatermarks, sqlTableName, stageRowValues, type StageValue } from '../../src/apply/sink/batch.js';
+import type { StageInput, TargetDialect, TargetTable } from '../../src/apply/sink/dialect.js';
+import { MAX_CONTENT_BYTES } from '../../src/apply/sink/limits.js';
+import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from '../../src/apply/sink/writer.js';
 
 /**
  * SQL Server target dialect: pure builders returning `{ text, values }` with named `@parameters`. Values always
  * travel as parameters (small sets as one JSON parameter read with OPENJSON) or in the bulk-load stream;
- * identifiers are validated and quoted by quoteMssql. The one apply sequence (src/target/sql-writer.ts) runs them,
+ * identifiers are validated and quoted by quoteMssql. The one apply sequence (src/apply/sink/sql-writer.ts) runs them,
  * through `sqlServerDialect` at the end of this file, in one transaction per batch, with the bulk loads of
  * session.ts (chunks: createChunkStageTable → bulk → insertStagedChunks; rows: createStageTable → bulk).
  *
@@ -231,27 +231,11 @@ export function dropStageTables(): SqlQuery {
   return { text: `DROP TABLE IF EXISTS ${STAGE_TABLE};\nDROP TABLE IF EXISTS ${CHUNK_STAGE_TABLE};`, values: {} };
 }
 
-export type StageValue = string | number | bigint | boolean | Buffer | null;
+export type { StageValue };
 
-/** One row's bulk values, in STAGE_COLUMNS order. */
+/** One row's bulk values, in STAGE_COLUMNS order (the order both engines stage, src/apply/sink/batch.ts). */
 export function stageValues(row: StageInput): StageValue[] {
-  const c = row.change;
-  const a = c.attributes;
-  const content = c.content;
-  return [
-    c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
-    c.size === null ? null : BigInt(c.size),
-    content.kind === 'inline' ? content.bytes : null,
-    content.kind,
-    c.contentSha256,
-    content.kind === 'chunked' ? content.chunkCount : null,
-    c.modifiedOn, c.observed, c.businessUnit,
-    a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
-    a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
-    c.runId,
-    row.sourcePartition ?? null,
-    row.sourceOffset ?? null,
-  ];
+  return stageRowValues(row, (bytes) => BigInt(bytes));
 }
 
 /** One chunk's bulk values, in CHUNK_STAGE_COLUMNS order. */

@@ -2,7 +2,7 @@ import sql from 'mssql';
 import type { BlobChunk } from '../../src/contract.js';
 import { classifyMssqlRowError, mssqlRun, mssqlTransaction, type MssqlOn } from '../../src/db/sqlserver.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
-import type { ErrorRole, StageInput, StatementResult, TargetEngine, TargetSession } from '../../src/target/dialect.js';
+import type { ErrorRole, StageInput, StatementResult, TargetEngine, TargetSession } from '../../src/apply/sink/dialect.js';
 import {
   CHUNK_STAGE_COLUMNS,
   CHUNK_STAGE_TABLE,

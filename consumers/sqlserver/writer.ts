@@ -1,9 +1,9 @@
 import type sql from 'mssql';
-import { SqlTargetWriter, type SqlTargetOptions } from '../../src/target/sql-writer.js';
+import { SqlTargetWriter, type SqlTargetOptions } from '../../src/apply/sink/sql-writer.js';
 import { sqlServerDialect, type SqlQuery } from './dialect.js';
 import { SqlServerEngine } from './session.js';
 
-/** The SQL Server target: the one apply sequence (src/target/sql-writer.ts) over this folder's dialect and session. */
+/** The SQL Server target: the one apply sequence (src/apply/sink/sql-writer.ts) over this folder's dialect and session. */
 
 export type SqlServerWriterOptions = SqlTargetOptions;
 

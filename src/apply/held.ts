@@ -8,7 +8,7 @@ import { coerceError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { backoffDelay } from '../retry.js';
-import type { HeldParent, TargetWriter } from '../target/writer.js';
+import type { HeldParent, TargetWriter } from './sink/writer.js';
 import type { TopicBinding } from './loop.js';
 import type { PartitionLag } from './offsets.js';
 

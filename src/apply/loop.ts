@@ -1,13 +1,13 @@
 import type { BlobChange, Deletion } from '../contract.js';
 import { HEADERS } from '../contract.js';
 import type { EventCodec } from '../events/codec.js';
-import { decodeRecord, type InRecord, type OutRecord } from '../events/records.js';
+import { decodeRecord, expandDeletedBefore, type InRecord, type OutRecord } from '../events/records.js';
 import { coerceError, HighwaterError } from '../errors.js';
 import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
-import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from '../target/writer.js';
+import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from './sink/writer.js';
 import { TargetPositions } from './positions.js';
 import { reduceBatch, type BatchEvent } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
@@ -105,8 +105,10 @@ export class ApplyLoop {
     for (const record of records) {
       try {
         const e = await decodeRecord(this.deps.codec, record);
-        if (e.type === 'change') recordOf.set(e.change, record);
-        if (e.type !== 'chunk-tombstone') events.push(e);
+        if (e.type === 'change') {
+          recordOf.set(e.change, record);
+          events.push(...expandDeletedBefore(e.change));
+        } else if (e.type !== 'chunk-tombstone') events.push(e);
       } catch (err) {
         poison.push({ record, error: coerceError(err) });
       }

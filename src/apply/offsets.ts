@@ -2,7 +2,7 @@ import type { Admin } from '../kafka/client.js';
 import { topicEnds, type PartitionEnds } from '../kafka/read-topic.js';
 import { HighwaterError } from '../errors.js';
 import { withKafkaErrors } from '../kafka/client.js';
-import type { OffsetsTo, StoredOffset, TargetWriter } from '../target/writer.js';
+import type { OffsetsTo, StoredOffset, TargetWriter } from './sink/writer.js';
 
 /**
  * Moving a consumer group, as an operator does for a replay. The target holds the truth: its hw_offsets rows are

@@ -1,7 +1,7 @@
 import type { InRecord } from '../events/records.js';
 import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Logger } from '../logger.js';
-import type { TargetWriter } from '../target/writer.js';
+import type { TargetWriter } from './sink/writer.js';
 
 /**
  * Where each partition stands in the target: the next offset the target holds, loaded lazily from its stored

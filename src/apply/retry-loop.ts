@@ -3,13 +3,13 @@ import { backfillTopic } from '../config/load.js';
 import type { TargetConfig } from '../config/schema.js';
 import type { EventCodec } from '../events/codec.js';
 import { backfillToAvro } from '../events/mapping.js';
-import { decodeRecord, type InRecord } from '../events/records.js';
+import { decodeRecord, expandDeletedBefore, type InRecord } from '../events/records.js';
 import { coerceError } from '../errors.js';
 import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { backoffDelay } from '../retry.js';
-import type { ApplyResult, TargetWriter } from '../target/writer.js';
+import type { ApplyResult, TargetWriter } from './sink/writer.js';
 import type { TopicBinding } from './loop.js';
 import { TargetPositions } from './positions.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
@@ -106,7 +106,8 @@ export class RetryLoop {
     // A child whose parent is still missing is held by the writer in the target (hw_held) and promoted when the
     // parent comes: it is done here. Only content that is still incomplete is requeued. Offsets are stored only
     // after the outcome is known: a row that is still not applicable is requeued first.
-    const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes: [], chunks: [], watermarks: [], offsets: [] });
+    const deletes = expandDeletedBefore(change).flatMap((e) => (e.type === 'delete' ? [e.deletion] : []));
+    const result = await this.deps.writer.apply({ groupId: this.deps.groupId, table: binding.table, rows: [{ change }], deletes, chunks: [], watermarks: [], offsets: [] });
     if (result.missingParent.length === 0 && result.incompleteContent.length === 0) {
       await this.storeOffsets(binding, offsets);
       this.deps.onApplied?.({ table: binding.table, partition: record.partition, result, deadLettered: 0, retried: 0, duplicates: result.skippedStale, seconds: 0 });

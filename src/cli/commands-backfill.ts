@@ -1,6 +1,6 @@
 import { tenantOf } from '../config/load.js';
 import { HighwaterError } from '../errors.js';
-import { BackfillService } from '../poller/backfill.js';
+import { BackfillService } from '../poll/backfill.js';
 import { Runtime } from '../wiring.js';
 import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';

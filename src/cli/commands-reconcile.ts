@@ -5,12 +5,11 @@ import { databaseByName, loadConfigFile, tablesForTarget, tenantOf } from '../co
 import type { Config, DatabaseConfig, TableConfig, TargetConfig } from '../config/schema.js';
 import { HighwaterError, classifyDbError, coerceError } from '../errors.js';
 import { createLogger, type Logger } from '../logger.js';
-import type { ScopeFilter } from '../source/connector.js';
-import { Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
-import * as pgq from '../reconcile/queries-postgres.js';
-import * as msq from '../reconcile/queries-sqlserver.js';
-import { DEFAULT_MAX_BUCKET_ROWS, HEX_PREFIXES, reconcileTable, sampleScope, sideOf, type ContentScope, type ReconcileSide, type SideQueries } from '../reconcile/reconcile.js';
-import { buildReport, renderReport, reportJson, type TableReport } from '../reconcile/report.js';
+import type { ScopeFilter } from '../poll/source/connector.js';
+import type { PgStatement, SqlServerStatement } from '../sql/statement.js';
+import { reconcileQueries, Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
+import { DEFAULT_MAX_BUCKET_ROWS, HEX_PREFIXES, reconcileTable, sampleScope, sideOf, type ContentScope, type ReconcileSide, type SideQueries } from '../ops/reconcile/reconcile.js';
+import { buildReport, renderReport, reportJson, type TableReport } from '../ops/reconcile/report.js';
 import { configPath, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 
@@ -96,7 +95,7 @@ class PgSnapshot {
   }
 
   /** Statements run one after another: a pg client takes one query at a time. */
-  readonly exec = (what: string, stmt: pgq.Statement): Promise<Record<string, unknown>[]> => {
+  readonly exec = (what: string, stmt: PgStatement): Promise<Record<string, unknown>[]> => {
     const result = this.#queue.then(async () => {
       try {
         const client = await this.client();
@@ -131,7 +130,7 @@ class Sides {
   constructor(private readonly rt: Runtime) {}
 
   /** A side on `db`, with the statements of its engine. */
-  private async side(db: DatabaseConfig, queries: { postgres: () => SideQueries<pgq.Statement>; sqlserver: () => SideQueries<msq.Statement> }): Promise<ReconcileSide> {
+  private async side(db: DatabaseConfig, queries: { postgres: () => SideQueries<PgStatement>; sqlserver: () => SideQueries<SqlServerStatement> }): Promise<ReconcileSide> {
     if (db.kind === 'postgres') {
       let snapshot = this.snapshots.get(db.name);
       if (!snapshot) this.snapshots.set(db.name, (snapshot = new PgSnapshot(this.rt.pgPool(db), db.name)));
@@ -151,16 +150,16 @@ class Sides {
     const spec = sourceSpec(config, table);
     const scope: ScopeFilter = { businessUnit: table.scope, excludedKeys: [...new Set([...config.excludedKeys, ...table.excludedKeys])] };
     return this.side(databaseByName(config, table.source), {
-      postgres: () => pgq.postgresSourceQueries(spec, scope),
-      sqlserver: () => msq.sqlServerSourceQueries(spec, scope),
+      postgres: () => reconcileQueries.postgres.source(spec, scope),
+      sqlserver: () => reconcileQueries.sqlserver.source(spec, scope),
     });
   }
 
   target(config: Config, pair: Pair): Promise<ReconcileSide> {
     const tenant = tenantOf(config, pair.table);
     return this.side(databaseByName(config, pair.target.database), {
-      postgres: () => pgq.postgresTargetQueries({ schema: pair.target.schema, table: targetTableNameFor('postgres', pair.table.name) }, tenant),
-      sqlserver: () => msq.sqlServerTargetQueries({ schema: pair.target.schema, table: targetTableNameFor('sqlserver', pair.table.name) }, tenant),
+      postgres: () => reconcileQueries.postgres.target({ schema: pair.target.schema, table: targetTableNameFor('postgres', pair.table.name) }, tenant),
+      sqlserver: () => reconcileQueries.sqlserver.target({ schema: pair.target.schema, table: targetTableNameFor('sqlserver', pair.table.name) }, tenant),
     });
   }
 

@@ -1,8 +1,8 @@
 import { dlqTopicFor, groupIdFor, retryTopicFor, tablesForTarget, topicFor } from '../config/load.js';
 import type { Config, TableConfig, TargetConfig } from '../config/schema.js';
-import { listDeadLetters, parseOffsetSelector, replayRecord, selectDeadLetters, type DeadLetter } from '../apply/dlq.js';
+import { listDeadLetters, parseOffsetSelector, replayRecord, selectDeadLetters, type DeadLetter } from '../ops/dlq.js';
 import { parseResetTo, resetOffsets } from '../apply/offsets.js';
-import { rebuild, type RebuildNames, type RebuildProgress, type RebuildResult } from '../apply/rebuild.js';
+import { rebuild, type RebuildNames, type RebuildProgress, type RebuildResult } from '../ops/rebuild.js';
 import { coerceError, HighwaterError } from '../errors.js';
 import { withKafkaErrors } from '../kafka/client.js';
 import { isoFromTicks } from '../time/ticks.js';

@@ -7,12 +7,12 @@ import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
 import { sleep } from '../retry.js';
-import type { RunSummary } from '../poller/poller.js';
+import type { RunSummary } from '../poll/poller.js';
 import { progressListener } from './progress.js';
 import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
 import { metricsPortFor, type MetricsRole } from '../metrics/port.js';
 import type { Observability } from '../metrics/observe.js';
-import type { PollerListener } from '../poller/observer.js';
+import type { PollerListener } from '../poll/observer.js';
 import { packageVersion } from './version.js';
 
 /** The subcommands' bodies. Each returns an exit code; errors propagate to main, which maps them to codes. */

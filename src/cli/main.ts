@@ -6,7 +6,7 @@ import { scrubSecrets } from '../logger.js';
 import { checkCommand, consumeCommand, initCommand, pollCommand, resetCommand, resumeCommand, runCommand, runsCommand, statusCommand } from './commands.js';
 import { loggerFor, type GlobalOptions } from './context.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
-import { runDemo } from '../demo/demo.js';
+import { runDemo } from '../dev/demo/demo.js';
 import { backfillCommand } from './commands-backfill.js';
 import {
   DLQ_HELP, REBUILD_HELP, RESET_OFFSETS_HELP, dlqListCommand, dlqReplayCommand, rebuildCommand, resetOffsetsCommand,

@@ -1,6 +1,6 @@
 import cliProgress from 'cli-progress';
 import type { Logger } from '../logger.js';
-import type { PollerListener } from '../poller/observer.js';
+import type { PollerListener } from '../poll/observer.js';
 import type { GlobalOptions } from './context.js';
 
 /**

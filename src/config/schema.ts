@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { IDENTIFIER_PATTERN } from '../sql/ident.js';
-import { MAX_CONTENT_BYTES } from '../target/limits.js';
+import { MAX_CONTENT_BYTES } from '../apply/sink/limits.js';
 import { ticksFromIso } from '../time/ticks.js';
 
 /**

@@ -159,7 +159,7 @@ export interface PublishedEntry {
   /** The observation of the registered version, or of the delete once deleted; null before contract v2. */
   readonly observed: Ticks | null;
   readonly contentSha256: Buffer | null;
-  /** SHA-256 of the published columns (src/poller/build.ts rowDigest); null before contract v2. */
+  /** SHA-256 of the published columns (src/poll/build.ts rowDigest); null before contract v2. */
   readonly digest: Buffer | null;
   readonly pathLocator: string | null;
   readonly chunkCount: number | null;

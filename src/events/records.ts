@@ -44,6 +44,7 @@ export async function changeRecord(codec: EventCodec, change: BlobChange): Promi
       ...baseHeaders('change', change.table, change.tenant, codec),
       ...modifiedOnHeaders(change.modifiedOn),
       [HEADERS.observedTicks]: change.observed.toString(),
+      ...(change.deletedBefore !== undefined ? { [HEADERS.deletedBeforeTicks]: change.deletedBefore.toString() } : {}),
       [HEADERS.runId]: change.runId,
     },
   };
@@ -107,7 +108,7 @@ export async function decodeRecord(codec: EventCodec, rec: InRecord): Promise<To
       if (change.key !== keyText) throw new HighwaterError('DECODE_FAILED', `record key ${JSON.stringify(keyText)} differs from the event key ${JSON.stringify(change.key)}`);
       const reason = invalidChangeReason(change);
       if (reason) throw new HighwaterError('DECODE_FAILED', `invalid change event: ${reason}`);
-      return { type: 'change', change };
+      return { type: 'change', change: withDeletedBefore(change, rec) };
     }
     case 'BlobChunk':
       return { type: 'chunk', chunk: chunkFromAvro(decoded.record as AvroBlobChunk) };
@@ -119,6 +120,26 @@ export async function decodeRecord(codec: EventCodec, rec: InRecord): Promise<To
 }
 
 const TICKS_TEXT = /^-?\d{1,19}$/;
+
+/** The delete a change says came just before it (contract v2.1); it must be older than the change itself. */
+function withDeletedBefore(change: BlobChange, rec: InRecord): BlobChange {
+  const deletedBefore = ticksHeader(rec, HEADERS.deletedBeforeTicks);
+  if (deletedBefore === null) return change;
+  if (deletedBefore >= change.observed) {
+    throw new HighwaterError('DECODE_FAILED', `${HEADERS.deletedBeforeTicks} ${deletedBefore} is not before the change's observation ${change.observed} (key ${JSON.stringify(change.key)})`);
+  }
+  return { ...change, deletedBefore };
+}
+
+/**
+ * The events one decoded record stands for: a change that carries the delete observed just before it (contract v2.1)
+ * is that delete, then the change — exactly what the poller published, even after compaction removed the tombstone.
+ */
+export function expandDeletedBefore(change: BlobChange): TopicEvent[] {
+  if (change.deletedBefore === undefined) return [{ type: 'change', change }];
+  const deletion: Deletion = { table: change.table, tenant: change.tenant, key: change.key, modifiedOn: null, observed: change.deletedBefore, runId: change.runId };
+  return [{ type: 'delete', deletion }, { type: 'change', change }];
+}
 
 /**
  * A tombstone's version is in its headers: `hw-observed-ticks` (contract v2) or, in a v1 tombstone, only

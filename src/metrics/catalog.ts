@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { PollerListener } from '../poller/observer.js';
-import type { ApplyResult } from '../target/writer.js';
+import type { PollerListener } from '../poll/observer.js';
+import type { ApplyResult } from '../apply/sink/writer.js';
 import { millisFromTicks } from '../time/ticks.js';
 
 /**

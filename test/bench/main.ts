@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ensureKafkaRuntime, KAFKA_VERSION, startKafka, type KafkaBroker } from '../../src/devkafka/kafka.js';
+import { ensureKafkaRuntime, KAFKA_VERSION, startKafka, type KafkaBroker } from '../../src/dev/kafka/kafka.js';
 import { Collector } from './collector.js';
 import type { BenchContext } from './context.js';
 import { fingerprint, load } from './env/machine.js';

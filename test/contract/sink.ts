@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { BlobChange, BlobChunk, Ticks } from '../../src/contract.js';
 import { HighwaterError } from '../../src/errors.js';
-import type { ApplyBatch, RowToApply, TargetWriter } from '../../src/target/writer.js';
+import type { ApplyBatch, RowToApply, TargetWriter } from '../../src/apply/sink/writer.js';
 
 export const TABLE = 'Referral.Attachment';
 const GROUP = 'highwater.contract';

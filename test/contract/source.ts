@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow, Ticks } from '../../src/contract.js';
-import type { ScopeFilter, SourceConnector } from '../../src/source/connector.js';
+import type { ScopeFilter, SourceConnector } from '../../src/poll/source/connector.js';
 import { ticksFromIso, TICKS_PER_MINUTE } from '../../src/time/ticks.js';
 
 export interface SeedRow {

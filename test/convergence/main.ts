@@ -11,13 +11,13 @@
  *   --keep-going   do not stop at the first failing seed (the default with --seeds)
  *
  * PostgreSQL: HIGHWATER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres). Kafka: a broker started
- * here with the dev runtime (src/devkafka), or HIGHWATER_TEST_KAFKA_BROKERS.
+ * here with the dev runtime (src/dev/kafka), or HIGHWATER_TEST_KAFKA_BROKERS.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ensureKafkaRuntime, KAFKA_VERSION, startKafka, type KafkaBroker } from '../../src/devkafka/kafka.js';
+import { ensureKafkaRuntime, KAFKA_VERSION, startKafka, type KafkaBroker } from '../../src/dev/kafka/kafka.js';
 import { SHAPES, type SizeName } from './history.js';
 import { killAllChildren } from './processes.js';
 import { runSeed, type SeedResult } from './scenario.js';

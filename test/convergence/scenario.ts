@@ -16,7 +16,7 @@ import { Kafka, logLevel, type Admin } from 'kafkajs';
 import pg from 'pg';
 import { dlqTopicFor, retryTopicFor } from '../../src/config/load.js';
 import { quotePg } from '../../src/sql/ident.js';
-import { sqlTableName } from '../../src/target/batch.js';
+import { sqlTableName } from '../../src/apply/sink/batch.js';
 import { describeOp, generateHistory, SHAPES, type History, type Op, type SizeName } from './history.js';
 import { checkInvariants, formatReport, installAuditTrigger, type InvariantReport, type ReplicatedTable } from './invariants.js';
 import { CliProcess, CrashSchedule, runCli } from './processes.js';

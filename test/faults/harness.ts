@@ -24,7 +24,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { dlqTopicFor, retryTopicFor } from '../../src/config/load.js';
-import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/demo/sample.js';
+import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/dev/demo/sample.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { checkInvariants, formatReport, installAuditTrigger, type InvariantReport, type ReplicatedTable } from '../convergence/invariants.js';
 

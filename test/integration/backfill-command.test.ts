@@ -6,7 +6,7 @@ import { stringify } from 'yaml';
 import { main } from '../../src/cli/main.js';
 import { createCodec } from '../../src/events/codec.js';
 import { decodeRecord } from '../../src/events/records.js';
-import { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/demo/sample.js';
+import { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/dev/demo/sample.js';
 import { createTestDatabase, dropWhenPassed } from '../support/pg.js';
 import { brokers, consumeMessages, uniqueName } from '../support/kafka.js';
 

@@ -137,7 +137,7 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
     const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
     const { brokers, uniqueName } = await import('../support/kafka.js');
     const { Kafka, logLevel } = await import('kafkajs');
-    const { SOURCE_DDL } = await import('../../src/demo/sample.js');
+    const { SOURCE_DDL } = await import('../../src/dev/demo/sample.js');
     const db = await createTestDatabase('cli preflight');
     dropWhenPassed(db);
     const pool = db.pool();

@@ -110,7 +110,7 @@ describe('highwater run and reset', () => {
     const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
     const { brokers, uniqueName } = await import('../support/kafka.js');
     const { stringify } = await import('yaml');
-    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/demo/sample.js');
+    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/dev/demo/sample.js');
     const db = await createTestDatabase('cli run');
     dropWhenPassed(db);
     const pool = db.pool();

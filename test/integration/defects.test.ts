@@ -12,7 +12,7 @@ import { dlqTopicFor, tenantOf } from '../../src/config/load.js';
 import { HEADERS, type BlobChange, type Ticks } from '../../src/contract.js';
 import { changeRecord, markerRecord } from '../../src/events/records.js';
 import { createLogger } from '../../src/logger.js';
-import { BackfillService } from '../../src/poller/backfill.js';
+import { BackfillService } from '../../src/poll/backfill.js';
 import { TICKS_PER_MINUTE, TICKS_PER_SECOND } from '../../src/time/ticks.js';
 import { consumeMessages, readTopic, uniqueName } from '../support/kafka.js';
 import { pipeline, sha256Hex, type Pipeline } from '../support/pipeline.js';
@@ -151,6 +151,58 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     expect((await p.tgt.query('SELECT count(*)::int AS n FROM regressions')).rows).toEqual([{ n: 0 }]);
   });
 
+  // Convergence seed 25: a content change that set ModifiedOn to NULL is published as a tombstone and then the row.
+  // Both have the row's key, so compaction may keep only the row; a consumer that was down then never saw the delete,
+  // and the NULL version lost to the version it held. Contract v2.1: the row names the delete (hw-deleted-before-ticks).
+  it('5c: a ModifiedOn set to NULL reaches a consumer that was down while compaction removed the tombstone before it', async ({ task }) => {
+    const p = await pipeline(task.name, { partitions: 1, topicConfig: COMPACT_AT_ONCE });
+    const [id, other] = await p.insert([{ path: '/1/', content: randomBytes(64) }, { path: '/2/', content: randomBytes(64) }]);
+    await converge(p);
+    await (await p.consume()).stop();
+    await p.src.query('UPDATE src.meta SET "ModifiedOn" = NULL WHERE id = $1', [id]);
+    await setContent(p, id!, randomBytes(64));
+    await p.poll();
+    await rollSegments(p, other!);
+    await waitUntilCompacted(p.topic, (records) => {
+      const ofRow = records.filter((m) => m.key?.toString() === id);
+      return ofRow.length > 0 && ofRow.every((m) => m.value !== null);
+    }, 120_000);
+    const restarted = await p.rt.startConsumers(p.target);
+    try {
+      await p.drain(90_000);
+      await expectTargetEqualsSource(p);
+      expect((await p.targetRows()).get(id!)?.ticks).toBeNull();
+    } finally {
+      await restarted.stop();
+    }
+  });
+
+  it('5d: a row deleted and restored with an older ModifiedOn reaches a consumer that was down while compaction removed the tombstone', async ({ task }) => {
+    const p = await pipeline(task.name, { partitions: 1, topicConfig: COMPACT_AT_ONCE });
+    const restored = { path: '/1/', content: randomBytes(64), modifiedOnSql: "timestamptz '2026-01-02 03:04:05.123456+00'" };
+    const [id] = await p.insert([{ ...restored, modifiedOnSql: "timestamptz '2026-03-02 03:04:05.123456+00'" }]);
+    const [other] = await p.insert([{ path: '/2/', content: randomBytes(64) }]);
+    await converge(p);
+    await (await p.consume()).stop();
+    await p.src.query('DELETE FROM src.meta WHERE id = $1', [id]);
+    await p.src.query('DELETE FROM src.blobs WHERE stream_id = $1', [id]);
+    await p.poll();
+    await p.insert([{ ...restored, id: id! }]);
+    await p.poll();
+    await rollSegments(p, other!);
+    await waitUntilCompacted(p.topic, (records) => {
+      const ofRow = records.filter((m) => m.key?.toString() === id);
+      return ofRow.length > 0 && ofRow.every((m) => m.value !== null);
+    }, 120_000);
+    const restarted = await p.rt.startConsumers(p.target);
+    try {
+      await p.drain(90_000);
+      await expectTargetEqualsSource(p);
+    } finally {
+      await restarted.stop();
+    }
+  });
+
   it('6, 7: rows with a NULL ModifiedOn are replicated and reported, and polls keep going (no BigInt(null))', async ({ task }) => {
     const p = await pipeline(task.name);
     const [folder] = await p.insert([{ path: '/1/', modifiedOnSql: null }]);
@@ -199,13 +251,7 @@ describe('issue 8: no missed change, on the real pipeline', () => {
   });
 
   it('9: a fresh target replays a topic compaction has cleaned, with no seek-back loop', async ({ task }) => {
-    const p = await pipeline(task.name, {
-      partitions: 1,
-      topicConfig: {
-        'cleanup.policy': 'compact', 'segment.ms': '100', 'segment.bytes': '4096', 'min.cleanable.dirty.ratio': '0.01',
-        'min.compaction.lag.ms': '0', 'delete.retention.ms': '100', 'max.compaction.lag.ms': '1000',
-      },
-    });
+    const p = await pipeline(task.name, { partitions: 1, topicConfig: COMPACT_AT_ONCE });
     const ids = await p.insert([{ path: '/1/', content: randomBytes(200) }, { path: '/2/', content: randomBytes(200) }]);
     for (let version = 0; version < 12; version++) {
       await p.src.query(`UPDATE src.meta SET "ModifiedOn" = clock_timestamp() WHERE id = ANY($1::uuid[])`, [ids]);
@@ -275,6 +321,22 @@ describe('issue 8: the smaller ones', () => {
     expect(outcome.kind).toBe('not-found');
     expect(await registered(p)).not.toContain(id);
   });
+
+  it('a row back-filled after its ModifiedOn moved backwards replaces the newer version in the target, as a poll would', async ({ task }) => {
+    const p = await pipeline(task.name, { partitions: 1 });
+    const [id] = await p.insert([{ path: '/1/', content: randomBytes(16), modifiedOnSql: "timestamptz '2026-03-02 03:04:05.123456+00'" }]);
+    await converge(p);
+    await p.src.query(`UPDATE src.meta SET "ModifiedOn" = timestamptz '2026-01-02 03:04:05.123456+00' WHERE id = $1`, [id]);
+    await setContent(p, id!, randomBytes(16));
+    const service = new BackfillService({
+      config: p.config, store: p.rt.store(), publisher: await p.rt.publisher(), codec: p.rt.codec, logger: createLogger({ level: 'silent' }),
+      sourceFor: (t) => p.rt.source(t),
+    });
+    const outcome = await service.serve({ table: p.table.name, tenant: tenantOf(p.config, p.table), parentPathLocator: null, keys: [id!], requestedBy: 'test', reason: 'test' });
+    expect(outcome.kind).not.toBe('not-found');
+    await p.drain();
+    await expectTargetEqualsSource(p);
+  });
 });
 
 async function registered(p: Pipeline): Promise<string[]> {
@@ -306,15 +368,38 @@ async function eventually(check: () => Promise<void>, timeoutMs = 30_000): Promi
   }
 }
 
+/** A table topic that compaction cleans within seconds: tiny segments, no lag, tombstones kept for 100 ms. */
+const COMPACT_AT_ONCE = {
+  'cleanup.policy': 'compact', 'segment.ms': '100', 'segment.bytes': '4096', 'min.cleanable.dirty.ratio': '0.01',
+  'min.compaction.lag.ms': '0', 'delete.retention.ms': '100', 'max.compaction.lag.ms': '1000',
+};
+
 /** Waits until offsets are missing from the topic's log (compaction ran), by reading it whole. */
 async function waitForCompaction(topic: string, timeoutMs: number): Promise<void> {
+  await waitUntilCompacted(topic, () => true, timeoutMs);
+}
+
+type TopicRecords = Awaited<ReturnType<typeof readTopic>>;
+
+/** Waits until compaction removed offsets from the topic's log and the records left satisfy `done`. */
+async function waitUntilCompacted(topic: string, done: (records: TopicRecords) => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const offsets = (await readTopic(topic)).map((m) => BigInt(m.offset));
-    const expected = BigInt(offsets.length);
+    const records = await readTopic(topic);
+    const offsets = records.map((m) => BigInt(m.offset));
     const span = offsets.length === 0 ? 0n : offsets.at(-1)! + 1n;
-    if (span > expected) return;
+    if (span > BigInt(offsets.length) && done(records)) return;
     await sleep(2000);
   }
-  throw new Error(`compaction did not clean ${topic} within ${timeoutMs} ms: no offset is missing`);
+  throw new Error(`compaction did not clean ${topic} as expected within ${timeoutMs} ms`);
+}
+
+/** New versions of another row, polled one by one, so the segment holding the records under test is closed. */
+async function rollSegments(p: Pipeline, id: string): Promise<void> {
+  for (let version = 0; version < 6; version++) {
+    await p.src.query('UPDATE src.meta SET "ModifiedOn" = clock_timestamp() WHERE id = $1', [id]);
+    await setContent(p, id, randomBytes(1500));
+    await p.poll();
+    await sleep(150);
+  }
 }

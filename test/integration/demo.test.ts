@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
-import { runDemo } from '../../src/demo/demo.js';
+import { runDemo } from '../../src/dev/demo/demo.js';
 import { createLogger } from '../../src/logger.js';
 
 // The demo is the main job end to end: sample data → poller → Kafka → consumer → target, then a delta.

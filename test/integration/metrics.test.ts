@@ -84,8 +84,8 @@ describe('metrics of a running consumer', () => {
     const { stringify } = await import('yaml');
     const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
     const { brokers, uniqueName } = await import('../support/kafka.js');
-    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/demo/sample.js');
-    const { freePort } = await import('../../src/devkafka/ports.js');
+    const { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } = await import('../../src/dev/demo/sample.js');
+    const { freePort } = await import('../../src/dev/kafka/ports.js');
 
     const db = await createTestDatabase('metrics consume');
     dropWhenPassed(db);

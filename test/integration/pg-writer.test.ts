@@ -10,7 +10,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { PostgresWriter } from '../../consumers/postgres/writer.js';
 import type { BlobChange, BlobChunk, Ticks } from '../../src/contract.js';
 import { HighwaterError } from '../../src/errors.js';
-import type { ApplyBatch, RowToApply } from '../../src/target/writer.js';
+import type { ApplyBatch, RowToApply } from '../../src/apply/sink/writer.js';
 import { createTestDatabase, dropWhenPassed } from '../support/pg.js';
 
 const TABLE = 'Referral.Attachment';

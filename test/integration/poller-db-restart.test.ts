@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { SOURCE_DDL, createBusinessUnits } from '../../src/demo/sample.js';
+import { SOURCE_DDL, createBusinessUnits } from '../../src/dev/demo/sample.js';
 import { brokers, uniqueName } from '../support/kafka.js';
 import { startPgCluster } from '../support/pg-cluster.js';
 

@@ -1,6 +1,6 @@
 /**
  * The poller end to end against the real Kafka broker and the local PostgreSQL: a FileTable-like source (the demo's
- * schema, src/demo/sample.ts) in a database of its own, the control store in another, topics named after the test.
+ * schema, src/dev/demo/sample.ts) in a database of its own, the control store in another, topics named after the test.
  * Events are read back with a plain kafkajs consumer and decoded with the product's codec. Each test owns its
  * databases (kept when it fails), topics and consumer groups.
  */
@@ -18,13 +18,13 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { parseConfigObject } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { HEADERS, type BlobChange, type BlobChunk, type Deletion, type Ticks, type WatermarkMarker } from '../../src/contract.js';
-import { createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/demo/sample.js';
+import { createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/dev/demo/sample.js';
 import { createCodec } from '../../src/events/codec.js';
 import { decodeRecord } from '../../src/events/records.js';
 import { createLogger } from '../../src/logger.js';
-import { PollerObserver, type PollerListener } from '../../src/poller/observer.js';
-import { Poller, type RunSummary } from '../../src/poller/poller.js';
-import type { SourceConnector } from '../../src/source/connector.js';
+import { PollerObserver, type PollerListener } from '../../src/poll/observer.js';
+import { Poller, type RunSummary } from '../../src/poll/poller.js';
+import type { SourceConnector } from '../../src/poll/source/connector.js';
 import { floorToMicrosecond, isoFromTicks, ticksFromIso, TICKS_PER_MINUTE } from '../../src/time/ticks.js';
 import { Runtime } from '../../src/wiring.js';
 import { brokers, consumeMessages, uniqueName, withAdmin } from '../support/kafka.js';

@@ -1,5 +1,5 @@
 /**
- * Rebuilding a target, end to end: a PostgreSQL source with sample data (src/demo/sample.ts), the poller publishing
+ * Rebuilding a target, end to end: a PostgreSQL source with sample data (src/dev/demo/sample.ts), the poller publishing
  * to a real Kafka, consumers applying to a PostgreSQL target — then `reset-offsets` and `rebuild` run through the
  * CLI's main(). Every test owns its databases, topics and group ids; they are dropped only when it passed.
  */
@@ -12,10 +12,10 @@ import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { main } from '../../src/cli/main.js';
 import { backfillTopic, parseConfigObject, tenantOf } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
-import { applyDelta, buildSample, createBusinessUnits, insertRows, SOURCE_DDL, type SampleShape } from '../../src/demo/sample.js';
+import { applyDelta, buildSample, createBusinessUnits, insertRows, SOURCE_DDL, type SampleShape } from '../../src/dev/demo/sample.js';
 import { createLogger } from '../../src/logger.js';
-import type { Poller } from '../../src/poller/poller.js';
-import { sourceDigest, targetDigest, type Digest } from '../../src/reconcile/digest.js';
+import type { Poller } from '../../src/poll/poller.js';
+import { sourceDigest, targetDigest, type Digest } from '../../src/ops/reconcile/digest.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { Runtime, sourceSpec, type RunningConsumers } from '../../src/wiring.js';
 import { brokers, deleteTopicsWhenPassed, uniqueName, withAdmin } from '../support/kafka.js';

@@ -9,9 +9,11 @@ import { PostgresWriter } from '../../consumers/postgres/writer.js';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { main } from '../../src/cli/main.js';
 import { parseConfigObject } from '../../src/config/load.js';
-import { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/demo/sample.js';
-import { postgresSourceQueries, postgresTargetQueries, type Statement } from '../../src/reconcile/queries-postgres.js';
-import { cellsOf, HEX_PREFIXES, reconcileTable, sideOf, type Cell, type ContentScope, type ReconcileSide } from '../../src/reconcile/reconcile.js';
+import { buildSample, createBusinessUnits, insertRows, SOURCE_DDL } from '../../src/dev/demo/sample.js';
+import { postgresSourceQueries } from '../../connectors/postgres/reconcile.js';
+import { postgresTargetQueries } from '../../consumers/postgres/reconcile.js';
+import type { Statement } from '../../src/ops/reconcile/side/postgres.js';
+import { cellsOf, HEX_PREFIXES, reconcileTable, sideOf, type Cell, type ContentScope, type ReconcileSide } from '../../src/ops/reconcile/reconcile.js';
 import { sourceSpec } from '../../src/wiring.js';
 import { createTestDatabase, dropWhenPassed, type TestDatabase } from '../support/pg.js';
 

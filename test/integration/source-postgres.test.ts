@@ -4,8 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { PostgresSource } from '../../connectors/postgres/source.js';
-import { BLOB_TABLE, BU_TABLE, DEMO_SCHEMA, META_TABLE, SOURCE_DDL } from '../../src/demo/sample.js';
-import type { SourceTableSpec } from '../../src/source/connector.js';
+import { BLOB_TABLE, BU_TABLE, DEMO_SCHEMA, META_TABLE, SOURCE_DDL } from '../../src/dev/demo/sample.js';
+import type { SourceTableSpec } from '../../src/poll/source/connector.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 import { sourceContract, type SourceUnderTest } from '../contract/source.js';
 import { createTestDatabase, dropWhenPassed } from '../support/pg.js';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { ensureKafkaRuntime, startKafka, type KafkaBroker, KAFKA_VERSION } from '../../src/devkafka/kafka.js';
+import { ensureKafkaRuntime, startKafka, type KafkaBroker, KAFKA_VERSION } from '../../src/dev/kafka/kafka.js';
 import { coerceError } from '../../src/errors.js';
 
 export const DEFAULT_TEST_PG_URL = 'postgres://postgres@127.0.0.1:5432/postgres';

@@ -1,7 +1,7 @@
 /**
  * A three-node KRaft cluster on this machine for fault tests: every node is broker and controller (a quorum of
  * three voters), topics default to replication factor 3 with min.insync.replicas 2, as a production cluster
- * should be set up (docs/operations.md). Nodes are the single-node brokers of src/devkafka/kafka.ts, given one
+ * should be set up (docs/operations.md). Nodes are the single-node brokers of src/dev/kafka/kafka.ts, given one
  * cluster id (their storage is formatted here, before the first start) and each other as voters.
  */
 import { execFile } from 'node:child_process';
@@ -10,8 +10,8 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import { brokerProperties, ensureKafkaRuntime, startKafka, type KafkaBroker, type KafkaRuntime } from '../../src/devkafka/kafka.js';
-import { freePorts } from '../../src/devkafka/ports.js';
+import { brokerProperties, ensureKafkaRuntime, startKafka, type KafkaBroker, type KafkaRuntime } from '../../src/dev/kafka/kafka.js';
+import { freePorts } from '../../src/dev/kafka/ports.js';
 
 export interface KafkaCluster {
   readonly brokers: readonly string[];

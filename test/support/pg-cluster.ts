@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
-import { freePorts } from '../../src/devkafka/ports.js';
+import { freePorts } from '../../src/dev/kafka/ports.js';
 
 export const PG_BIN = process.env.HIGHWATER_TEST_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { BlobChange } from '../../src/contract.js';
+import { HEADERS, type BlobChange } from '../../src/contract.js';
+import { reduceBatch } from '../../src/apply/reduce.js';
 import { createCodec, encodeSingleObject } from '../../src/events/codec.js';
-import { changeRecord, decodeRecord, markerRecord, tombstoneRecord, type InRecord, type OutRecord } from '../../src/events/records.js';
+import { changeRecord, decodeRecord, expandDeletedBefore, markerRecord, tombstoneRecord, type InRecord, type OutRecord } from '../../src/events/records.js';
 import { rabinFingerprint, schemaOf } from '../../src/events/schemas.js';
 import { HighwaterError } from '../../src/errors.js';
 
@@ -79,5 +80,34 @@ describe('Avro single-object encoding', () => {
   it('rejects inline content whose length contradicts the size field', async () => {
     const bad = await changeRecord(codec, change({ size: 99 }));
     await expect(decodeRecord(codec, incoming(bad))).rejects.toThrow(/size says 99/);
+  });
+});
+
+describe('contract v2.1: a change that names the delete just before it (hw-deleted-before-ticks)', () => {
+  it('carries the delete in a header, and decodes it back', async () => {
+    const out = await changeRecord(codec, change({ deletedBefore: 17_637_000_000_000_002n }));
+    expect(out.headers[HEADERS.deletedBeforeTicks]).toBe('17637000000000002');
+    const decoded = await decodeRecord(codec, incoming(out));
+    expect(decoded).toMatchObject({ type: 'change', change: { deletedBefore: 17_637_000_000_000_002n } });
+    const plain = await decodeRecord(codec, incoming(await changeRecord(codec, change())));
+    expect(plain.type === 'change' && 'deletedBefore' in plain.change).toBe(false);
+  });
+
+  it('refuses a named delete that is not before the change (it would delete the change itself)', async () => {
+    const out = await changeRecord(codec, change());
+    const bad = { ...out, headers: { ...out.headers, [HEADERS.deletedBeforeTicks]: change().observed.toString() } };
+    await expect(decodeRecord(codec, incoming(bad))).rejects.toMatchObject({ code: 'DECODE_FAILED' });
+  });
+
+  // Seed 25 of the convergence test: the tombstone of a ModifiedOn set to NULL was compacted away (a later record has
+  // its key) before the killed consumer got there; the NULL version alone lost to the version the target held.
+  it('stands for its delete and then itself, so that a NULL ModifiedOn after a compacted-away tombstone still wins', () => {
+    const held = change({ modifiedOn: 17_637_000_000_000_001n, observed: 10n });
+    const restated = change({ modifiedOn: null, observed: 30n, deletedBefore: 29n, contentSha256: Buffer.alloc(32, 9) });
+    const events = expandDeletedBefore(restated);
+    expect(events.map((e) => e.type)).toEqual(['delete', 'change']);
+    const reduced = reduceBatch([{ type: 'change', change: held }, ...events]);
+    expect(reduced.deletes.map((d) => d.observed)).toEqual([29n]);
+    expect(reduced.changes).toEqual([restated]);
   });
 });

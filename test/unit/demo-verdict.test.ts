@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { verdictLine } from '../../src/demo/demo.js';
+import { verdictLine } from '../../src/dev/demo/demo.js';
 
 describe('the demo verdict', () => {
   it('says all tables are equal, or what differs', () => {

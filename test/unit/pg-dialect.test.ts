@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { BlobChange, BlobChunk } from '../../src/contract.js';
-import type { RowToApply } from '../../src/target/writer.js';
+import type { RowToApply } from '../../src/apply/sink/writer.js';
 import {
   STAGE_COLUMNS, applyDeletes, blobTableDdl, bookkeepingDdl, copyIntoStage, createStageTable,
   deleteUsedChunks, markIncompleteContent, markMissingParents, migrationLock, pathIndexName, renderMigration,
@@ -9,7 +9,7 @@ import {
   upsertFromStage, upsertOffsets, upsertWatermarks, VERSION_OF, parkRows, releaseParked,
 } from '../../consumers/postgres/dialect.js';
 import { compareVersions } from '../../src/apply/reduce.js';
-import { reduceLatest } from '../../src/target/batch.js';
+import { reduceLatest } from '../../src/apply/sink/batch.js';
 
 const T = targetTable('tgt', 'Referral.Attachment');
 const HOSTILE = `x'); DROP TABLE tgt.hw_offsets; --`;

@@ -11,8 +11,8 @@ import {
   oldestOpenTransactionQuery, pageQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
-import { keyStates } from '../../src/source/connector.js';
-import type { MissingParentsRequest, PageRequest, SourceTableSpec } from '../../src/source/connector.js';
+import { keyStates } from '../../src/poll/source/connector.js';
+import type { MissingParentsRequest, PageRequest, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 
 const SENTINEL = "x'); DROP TABLE demo; --";

@@ -1,10 +1,10 @@
 /**
- * Pure decisions of the poller about one row (src/poller/build.ts): how its content travels (planContent) and
+ * Pure decisions of the poller about one row (src/poll/build.ts): how its content travels (planContent) and
  * whether the registry already holds this exact version (isUnchanged), plus the change event built from it.
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
-import { changeFromRow, isUnchanged, movedBackwards, planContent, rowDigest, sha256, type Registered } from '../../src/poller/build.js';
+import { changeFromRow, deleteToName, isUnchanged, movedBackwards, planContent, rowDigest, sha256, type Registered } from '../../src/poll/build.js';
 
 const MiB = 1 << 20;
 
@@ -49,7 +49,7 @@ describe('planContent', () => {
 describe('isUnchanged', () => {
   const digest = rowDigest(row(), sha256(Buffer.from('abc')));
   const registered = (over: Partial<Registered> = {}): Registered => ({
-    modifiedOn: row().modifiedOn, digest, deleted: false, acked: true, maxSentModifiedOn: row().modifiedOn, ...over,
+    modifiedOn: row().modifiedOn, digest, deleted: false, acked: true, maxSentModifiedOn: row().modifiedOn, observed: null, ...over,
   });
 
   it('is false for a key never published, or whose first version is still in flight', () => {
@@ -88,7 +88,7 @@ describe('isUnchanged', () => {
 
 describe('movedBackwards', () => {
   const registered = (over: Partial<Registered> = {}): Registered => ({
-    modifiedOn: 100n, digest: null, deleted: false, acked: true, maxSentModifiedOn: 100n, ...over,
+    modifiedOn: 100n, digest: null, deleted: false, acked: true, maxSentModifiedOn: 100n, observed: null, ...over,
   });
 
   it('is true when the row is older than the newest ModifiedOn sent since the last delete, NULL counting as oldest', () => {
@@ -103,6 +103,39 @@ describe('movedBackwards', () => {
     expect(movedBackwards(row({ modifiedOn: 1n }), undefined)).toBe(false);
     expect(movedBackwards(row({ modifiedOn: 1n }), registered({ deleted: true }))).toBe(false);
     expect(movedBackwards(row({ modifiedOn: null }), registered({ modifiedOn: null, maxSentModifiedOn: null }))).toBe(false);
+  });
+});
+
+describe('deleteToName (contract v2.1: the delete a change names, because compaction may drop its tombstone)', () => {
+  const registered = (over: Partial<Registered> = {}): Registered => ({
+    modifiedOn: 100n, digest: null, deleted: false, acked: true, maxSentModifiedOn: 100n, observed: 500n, ...over,
+  });
+
+  it('names a tombstone observed just before the row when its ModifiedOn moved backwards, NULL included', () => {
+    expect(deleteToName({ row: row({ modifiedOn: 99n }), observed: 900n }, registered())).toBe(899n);
+    expect(deleteToName({ row: row({ modifiedOn: null }), observed: 900n }, registered())).toBe(899n);
+  });
+
+  it('names the registered delete when the row comes back after one, whatever its ModifiedOn', () => {
+    expect(deleteToName({ row: row({ modifiedOn: 1n }), observed: 900n }, registered({ deleted: true, observed: 700n }))).toBe(700n);
+    expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: true, observed: 700n }))).toBe(700n);
+  });
+
+  it('names it too when the poller stopped between registering the re-life as pending and its acknowledgement', () => {
+    expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: false, acked: false, observed: 700n, maxSentModifiedOn: 200n }))).toBe(700n);
+    expect(deleteToName({ row: row({ modifiedOn: 200n }), observed: 900n }, registered({ deleted: false, acked: false, observed: null, maxSentModifiedOn: 200n }))).toBeUndefined();
+  });
+
+  it('names nothing for a new key, a newer version, a v1 registry entry without an observation, or a delete not before the row', () => {
+    expect(deleteToName({ row: row({ modifiedOn: 1n }), observed: 900n }, undefined)).toBeUndefined();
+    expect(deleteToName({ row: row({ modifiedOn: 101n }), observed: 900n }, registered())).toBeUndefined();
+    expect(deleteToName({ row: row({ modifiedOn: 101n }), observed: 900n }, registered({ deleted: true, observed: null }))).toBeUndefined();
+    expect(deleteToName({ row: row({ modifiedOn: 101n }), observed: 900n }, registered({ deleted: true, observed: 900n }))).toBeUndefined();
+  });
+
+  it('is carried into the change event', () => {
+    const change = changeFromRow({ row: row(), observed: 900n, deletedBefore: 899n }, { table: 'T', tenant: '', runId: 'run', window: { start: 0n, end: 1n } }, { kind: 'none' }, null);
+    expect(change.deletedBefore).toBe(899n);
   });
 });
 

@@ -1,13 +1,13 @@
 /**
- * Pure parts of the poller's page pipeline (src/poller/table-poll.ts): how many rows one source query reads (by the
+ * Pure parts of the poller's page pipeline (src/poll/table-poll.ts): how many rows one source query reads (by the
  * bytes of the rows just read), how a read is cut into checkpointed pages, and which part of a merged send's outcome
  * belongs to each page.
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
-import type { ObservedRow } from '../../src/poller/build.js';
-import type { PublishedRow } from '../../src/poller/publish-rows.js';
-import { outcomeOf, pagesOf, readLimit } from '../../src/poller/table-poll.js';
+import type { ObservedRow } from '../../src/poll/build.js';
+import type { PublishedRow } from '../../src/poll/publish-rows.js';
+import { outcomeOf, pagesOf, readLimit } from '../../src/poll/table-poll.js';
 
 function row(key: string, contentBytes: number | null): SourceRow {
   return {

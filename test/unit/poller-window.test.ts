@@ -1,9 +1,9 @@
 /**
- * Window maths of the poller (src/poller/window.ts): pure functions of the source clock, the source's oldest open
+ * Window maths of the poller (src/poll/window.ts): pure functions of the source clock, the source's oldest open
  * transaction and the stored high-watermark. Nothing here may depend on the poller host's clock.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ancestorPaths, hierarchyDepth, nextHighWater, planWindow, type WindowInputs } from '../../src/poller/window.js';
+import { ancestorPaths, hierarchyDepth, nextHighWater, planWindow, type WindowInputs } from '../../src/poll/window.js';
 import { ticksFromIso, TICKS_PER_MINUTE } from '../../src/time/ticks.js';
 
 const NOW = ticksFromIso('2026-03-01T12:00:00.1234567Z');

@@ -4,14 +4,22 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { contentScopeOf, examplesOf, pairsOf } from '../../src/cli/commands-reconcile.js';
 import { parseConfigObject } from '../../src/config/load.js';
 import { HighwaterError } from '../../src/errors.js';
-import * as pgq from '../../src/reconcile/queries-postgres.js';
-import * as msq from '../../src/reconcile/queries-sqlserver.js';
+import * as pgSource from '../../connectors/postgres/reconcile.js';
+import * as msSource from '../../connectors/sqlserver/reconcile.js';
+import * as pgTarget from '../../consumers/postgres/reconcile.js';
+import * as msTarget from '../../consumers/sqlserver/reconcile.js';
+import type * as pgSide from '../../src/ops/reconcile/side/postgres.js';
+import type * as msSide from '../../src/ops/reconcile/side/sqlserver.js';
 import {
   HEX_PREFIXES, MAX_PREFIX_LENGTH, cellsOf, contentChecked, diffRows, differingBuckets, digestOf, lineOf, planBuckets,
   reconcileTable, sampleScope, scopeChecksum, type Cell, type ContentScope, type OrphanRow, type ReconcileSide, type RowVersion,
-} from '../../src/reconcile/reconcile.js';
-import { buildReport, renderReport, reportJson, type TableReport } from '../../src/reconcile/report.js';
-import type { ScopeFilter, SourceTableSpec } from '../../src/source/connector.js';
+} from '../../src/ops/reconcile/reconcile.js';
+import { buildReport, renderReport, reportJson, type TableReport } from '../../src/ops/reconcile/report.js';
+import type { ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
+
+/** Each engine's reconciliation builders, both sides (they live in the engine folders). */
+const pgq = { ...pgSource, ...pgTarget };
+const msq = { ...msSource, ...msTarget };
 
 /** The pure parts of `highwater reconcile`: sampling, bucket planning, row diffs, the comparison, reports, SQL. */
 
@@ -296,7 +304,7 @@ function stringLiterals(ast: unknown): string[] {
 }
 
 describe('PostgreSQL statements', () => {
-  const statements: [string, pgq.Statement][] = [
+  const statements: [string, pgSide.Statement][] = [
     ['source summary', pgq.sourceSummaryQuery(spec, scope, { prefixLength: 2, within: null, content: { kind: 'all' } })],
     ['source summary of sub-buckets, sampled', pgq.sourceSummaryQuery(spec, scope, { prefixLength: 3, within: [SENTINEL], content: sample })],
     ['source rows', pgq.sourceRowsQuery(spec, scope, { prefixLength: 2, buckets: [SENTINEL], content: sample })],
@@ -357,7 +365,7 @@ describe('PostgreSQL statements', () => {
 
 describe('SQL Server statements', () => {
   const MAXDOP = /\n?OPTION \(MAXDOP (\d+)\)\s*$/;
-  const statements: [string, msq.Statement][] = [
+  const statements: [string, msSide.Statement][] = [
     ['source summary', msq.sourceSummaryQuery(spec, scope, { prefixLength: 2, within: null, content: { kind: 'all' } })],
     ['source summary of sub-buckets, sampled', msq.sourceSummaryQuery(spec, scope, { prefixLength: 3, within: [SENTINEL], content: sample })],
     ['source rows', msq.sourceRowsQuery(spec, scope, { prefixLength: 2, buckets: [SENTINEL], content: sample })],

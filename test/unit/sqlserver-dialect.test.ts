@@ -12,7 +12,7 @@ import {
   parkHeldBack, parkRows, releaseParked, holdMissingParents, promoteHeld, dropResolvedHeld, selectHeldParents, selectHeldChildren,
 } from '../../consumers/sqlserver/dialect.js';
 import { compareVersions } from '../../src/apply/reduce.js';
-import { reduceLatest } from '../../src/target/batch.js';
+import { reduceLatest } from '../../src/apply/sink/batch.js';
 
 /**
  * The SQL Server target statements, checked without a server: every statement is parsed by sqlparser-rs (mssql

@@ -5,7 +5,7 @@ import {
   missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
-import type { PageRequest, SourceTableSpec } from '../../src/source/connector.js';
+import type { PageRequest, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 
 /**

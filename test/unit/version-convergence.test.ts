@@ -61,7 +61,7 @@ type Published = { readonly type: 'change'; readonly change: BlobChange } | { re
 /**
  * What the poller publishes while observing that history, observation by observation (stamps strictly increasing):
  * a change for a live state, a tombstone when the row is gone, and a tombstone just before a change whose ModifiedOn
- * is older than the newest sent since the last delete (src/poller/build.ts movedBackwards). Unchanged states are
+ * is older than the newest sent since the last delete (src/poll/build.ts movedBackwards). Unchanged states are
  * sometimes published again (a crash before the registry write), and some states are never observed at all.
  */
 function publishedLog(rng: Rng, history: readonly State[]): { log: Published[]; last: State | null } {

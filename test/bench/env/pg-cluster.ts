@@ -1,7 +1,7 @@
 import { chmod, chown, mkdir } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { freePorts } from '../../../src/devkafka/ports.js';
+import { freePorts } from '../../../src/dev/kafka/ports.js';
 import { exec, postgresIds } from '../../support/pg-cluster.js';
 
 /**

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { freePorts } from '../../../src/devkafka/ports.js';
+import { freePorts } from '../../../src/dev/kafka/ports.js';
 import { quotePg } from '../../../src/sql/ident.js';
 import type { BenchContext } from '../context.js';
 import { stageTimeoutMs } from '../context.js';

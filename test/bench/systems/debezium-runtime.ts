@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { access, mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { defaultCacheDir } from '../../../src/devkafka/kafka.js';
+import { defaultCacheDir } from '../../../src/dev/kafka/kafka.js';
 
 /**
  * The jars of B4, fetched once with Maven from Maven Central into the cache (~/.cache/highwater, like the Kafka of
- * src/devkafka): a Kafka Connect worker, and two plugin directories — Debezium's PostgreSQL source and Debezium's
+ * src/dev/kafka): a Kafka Connect worker, and two plugin directories — Debezium's PostgreSQL source and Debezium's
  * JDBC sink. Debezium's parent POMs name other repositories; a settings file mirrors every repository to Maven
  * Central, so nothing comes from anywhere else, at fetch time or run time.
  *

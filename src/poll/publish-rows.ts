@@ -3,7 +3,7 @@ import type { BlobChange, SourceRow, Ticks } from '../contract.js';
 import type { EventCodec } from '../events/codec.js';
 import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../events/records.js';
 import type { Publisher } from '../kafka/publisher.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { SourceConnector } from './source/connector.js';
 import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
 
 /**

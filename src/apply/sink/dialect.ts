@@ -1,5 +1,5 @@
-import type { BlobChunk, Ticks } from '../contract.js';
-import type { MigrationBook } from '../db/migrate.js';
+import type { BlobChunk, Ticks } from '../../contract.js';
+import type { MigrationBook } from '../../db/migrate.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
 /**
@@ -26,7 +26,7 @@ export interface StageInput extends RowToApply {
 export type HeldBack = 'incomplete' | 'missing-parent';
 
 export interface TargetDialect<S> {
-  /** The largest content this engine stores in one value (src/target/limits.ts). */
+  /** The largest content this engine stores in one value (src/apply/sink/limits.ts). */
   readonly maxContentBytes: number;
   targetTable(schema: string, logical: string): TargetTable;
 

@@ -1,7 +1,7 @@
 import type pg from 'pg';
-import { pgTicksText as ticksExpr } from '../sql/fragments.js';
-import { quotePg } from '../sql/ident.js';
-import type { SourceTableSpec } from '../source/connector.js';
+import { pgTicksText as ticksExpr } from '../../sql/fragments.js';
+import { quotePg } from '../../sql/ident.js';
+import type { SourceTableSpec } from '../../poll/source/connector.js';
 
 /**
  * Count and content checksum of a table, computed inside PostgreSQL (no blob leaves the database): SHA-256 over

@@ -1,4 +1,4 @@
-import type { BlobChange, Ticks } from '../contract.js';
+import type { BlobChange, Ticks } from '../../contract.js';
 
 /**
  * Held children (hw_held, the target's holding table for children whose parent has not arrived) as changes again,

@@ -2,16 +2,16 @@ import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import { parseConfigObject, tenantOf } from '../config/load.js';
-import type { Config } from '../config/schema.js';
-import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeAt, startKafka, type KafkaBroker } from '../devkafka/kafka.js';
-import { coerceError, HighwaterError } from '../errors.js';
-import { scrubSecrets } from '../logger.js';
-import type { Logger } from '../logger.js';
-import { sourceDigest, targetDigest, type Digest } from '../reconcile/digest.js';
-import { quotePg } from '../sql/ident.js';
-import { isoFromTicks } from '../time/ticks.js';
-import { Runtime, sourceSpec, targetTableNameFor } from '../wiring.js';
+import { parseConfigObject, tenantOf } from '../../config/load.js';
+import type { Config } from '../../config/schema.js';
+import { defaultCacheDir, ensureKafkaRuntime, kafkaRuntimeAt, startKafka, type KafkaBroker } from '../kafka/kafka.js';
+import { coerceError, HighwaterError } from '../../errors.js';
+import { scrubSecrets } from '../../logger.js';
+import type { Logger } from '../../logger.js';
+import { sourceDigest, targetDigest, type Digest } from '../../ops/reconcile/digest.js';
+import { quotePg } from '../../sql/ident.js';
+import { isoFromTicks } from '../../time/ticks.js';
+import { Runtime, sourceSpec, targetTableNameFor } from '../../wiring.js';
 import { applyDelta, buildSample, createBusinessUnits, DEFAULT_SHAPE, insertRows, SOURCE_DDL } from './sample.js';
 
 /**

@@ -2,11 +2,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readMigrations, runMigrations } from '../db/migrate.js';
-import { HighwaterError } from '../errors.js';
-import { assertIdentifier } from '../sql/ident.js';
+import { readMigrations, runMigrations } from '../../db/migrate.js';
+import { HighwaterError } from '../../errors.js';
+import { assertIdentifier } from '../../sql/ident.js';
 import { assertOneTable, configured, isEmptyBatch, mapTargetTables, reduceLatest } from './batch.js';
-import type { BlobChange } from '../contract.js';
+import type { BlobChange } from '../../contract.js';
 import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
 import { changeFromHeldRow } from './held.js';
 import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
@@ -324,7 +324,7 @@ function present(result: StatementResult, column = 'present'): boolean {
 
 /** schema/target-<engine> beside src when run from source, or two levels further up when run from dist/. */
 function defaultMigrationsDir(kind: 'postgres' | 'sqlserver'): string {
-  const candidates = [`../../schema/target-${kind}/`, `../../../schema/target-${kind}/`].map((p) =>
+  const candidates = [`../../../schema/target-${kind}/`, `../../../../schema/target-${kind}/`].map((p) =>
     fileURLToPath(new URL(p, import.meta.url)),
   );
   return candidates.find((dir) => existsSync(dir)) ?? candidates[0]!;

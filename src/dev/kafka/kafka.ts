@@ -11,9 +11,9 @@ import { randomBytes } from 'node:crypto';
 import { access, mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { probeCluster } from '../kafka/client.js';
-import { HighwaterError, coerceError } from '../errors.js';
-import { sleep } from '../retry.js';
+import { probeCluster } from '../../kafka/client.js';
+import { HighwaterError, coerceError } from '../../errors.js';
+import { sleep } from '../../retry.js';
 import { freePorts } from './ports.js';
 
 export const KAFKA_VERSION = '3.9.1';

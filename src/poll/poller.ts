@@ -9,7 +9,7 @@ import { coerceError, HighwaterError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { SourceConnector } from './source/connector.js';
 import { ticksFromIso, ticksFromMinutes } from '../time/ticks.js';
 import type { PollerObserver } from './observer.js';
 import { TablePoll, type TableJob, type TableOutcome } from './table-poll.js';

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { HighwaterError, coerceError } from '../errors.js';
-import { candidatesToWin } from '../events/version.js';
-import { assertIdentifier } from '../sql/ident.js';
+import { HighwaterError, coerceError } from '../../errors.js';
+import { candidatesToWin } from '../../events/version.js';
+import { assertIdentifier } from '../../sql/ident.js';
+import type { StageInput } from './dialect.js';
 import type { ApplyBatch, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
 /** Checks and mappings every target writer makes the same way, whatever its engine. */
@@ -97,4 +98,32 @@ export function lastOffsets(offsets: readonly StoredOffset[]): StoredOffset[] {
   const last = new Map<string, StoredOffset>();
   for (const o of offsets) last.set(JSON.stringify([o.topic, o.partition]), o);
   return [...last.values()];
+}
+
+/** A staged value as the engines' bulk loads take it (binary COPY, TDS bulk load). */
+export type StageValue = string | number | bigint | boolean | Buffer | null;
+
+/**
+ * One row's staging values, in the column order both dialects' STAGE_COLUMNS declare; content only when inline.
+ * `size` converts the byte size for the engine's bulk load: PostgreSQL's COPY encoder takes the number as it is
+ * (and refuses a fraction itself), SQL Server's bulk load wants a bigint.
+ */
+export function stageRowValues(row: StageInput, size: (bytes: number) => number | bigint = (n) => n): StageValue[] {
+  const c = row.change;
+  const a = c.attributes;
+  const content = c.content;
+  return [
+    c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
+    c.size === null ? null : size(c.size),
+    content.kind === 'inline' ? content.bytes : null,
+    content.kind,
+    c.contentSha256,
+    content.kind === 'chunked' ? content.chunkCount : null,
+    c.modifiedOn, c.observed, c.businessUnit,
+    a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
+    a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,
+    c.runId,
+    row.sourcePartition ?? null,
+    row.sourceOffset ?? null,
+  ];
 }

@@ -1,4 +1,4 @@
-import type { BlobChange, BlobChunk, Ticks } from '../contract.js';
+import type { BlobChange, BlobChunk, Ticks } from '../../contract.js';
 
 /**
  * What the apply loop needs from a target database. One implementation per engine in consumers/<engine>/, each

@@ -4,15 +4,15 @@ import type { Config, TableConfig } from '../config/schema.js';
 import type { ControlStore, PublishedEntry } from '../control/store.js';
 import type { EventCodec } from '../events/codec.js';
 import { backfillFromAvro, type BackfillRequest } from '../events/mapping.js';
-import { inlineLimit, type InRecord } from '../events/records.js';
+import { inlineLimit, tombstoneRecord, type InRecord } from '../events/records.js';
 import { coerceError, HighwaterError, isRetriable } from '../errors.js';
 import type { ManualConsumer, PartitionBatch } from '../kafka/consumer.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
-import type { SourceConnector } from '../source/connector.js';
+import type { SourceConnector } from './source/connector.js';
 import { scopeOf } from './poller.js';
-import type { ObservedRow } from './build.js';
+import { movedBackwards, withDeleteNamed, type ObservedRow } from './build.js';
 import { RowPublisher, type PublishOutcome, type PublishedRow } from './publish-rows.js';
 import { hierarchyDepth } from './window.js';
 
@@ -178,12 +178,15 @@ export class BackfillService {
   }
 
   /** Publishes the rows, registers them, and records the run's table and its one `backfill` batch. */
-  private async publish(table: TableConfig, runId: string, rows: readonly ObservedRow[]): Promise<PublishOutcome> {
+  private async publish(table: TableConfig, runId: string, observed: readonly ObservedRow[]): Promise<PublishOutcome> {
     const startedAt = new Date();
     const t = await this.targetOf(table);
-    const window = spanOf(rows);
+    const window = spanOf(observed);
     await this.transient('recording the back-fill table', () => this.deps.store.startTable(runId, { table: table.name, scope: t.scope, tenant: t.tenant, window, endClampedBy: null, oldestTxVisible: null }));
-    const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, rows.map((r) => r.row.key)));
+    const registered = await this.transient('reading the registry', () => this.deps.store.lookupPublished(table.name, observed.map((r) => r.row.key)));
+    // As a poll does: a row back after a delete names it, and a row whose ModifiedOn moved backwards is deleted first.
+    const rows = observed.map((r) => withDeleteNamed(r, registered.get(r.row.key)));
+    await this.deleteMovedBackwards(t, runId, rows.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
     await this.transient('registering keys before the send', () => this.deps.store.registerPending(table.name, runId, rows.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator }))));
     const outcome: PublishOutcome = { published: [], failed: [] };
     for (const row of rows) {
@@ -196,6 +199,15 @@ export class BackfillService {
     await this.retireSupersededChunks(t, outcome.published, registered);
     await this.record(table.name, t.scope, runId, rows.at(-1)!.row, outcome, startedAt);
     return outcome;
+  }
+
+  /** Tombstones observed just before the rows (their `deletedBefore`), recorded in the deletion log. */
+  private async deleteMovedBackwards(t: TableTarget, runId: string, rows: readonly ObservedRow[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
+    if (rows.length === 0) return;
+    this.log.warn({ table: t.table, keys: rows.map((r) => r.row.key).slice(0, 20) }, 'ModifiedOn moved backwards at the source (a restore?); the back-fill deletes the key in targets and publishes it again');
+    const deletions = rows.map((r) => ({ table: t.table, tenant: t.tenant, key: r.row.key, modifiedOn: registered.get(r.row.key)?.modifiedOn ?? null, observed: r.deletedBefore!, runId: `backfill-${runId}` }));
+    await this.transient('publishing tombstones', () => this.deps.publisher.send(t.topic, deletions.map(tombstoneRecord)));
+    await this.transient('recording deletions', () => this.deps.store.recordDeletions(t.table, runId, deletions.map((d) => ({ key: d.key, modifiedOn: d.modifiedOn, observed: d.observed }))));
   }
 
   private async targetOf(table: TableConfig): Promise<TableTarget> {

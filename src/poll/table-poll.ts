@@ -6,9 +6,9 @@ import { HighwaterError } from '../errors.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
-import type { KeyState, ScopeFilter, SourceConnector } from '../source/connector.js';
+import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, type ObservedRow } from './build.js';
+import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
@@ -417,7 +417,7 @@ export class TablePoll {
   private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
     const digests = await this.digestsToCompare(page, registered);
-    const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key)));
+    const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key))).map((r) => withDeleteNamed(r, registered.get(r.row.key)));
     const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths);
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
@@ -493,12 +493,14 @@ export class TablePoll {
 
   /**
    * Rows whose ModifiedOn moved backwards: a tombstone observed just before the row (so it covers every version sent
-   * so far, and the row, observed after it, outlives it), then the row is published as usual.
+   * so far, and the row, observed after it, outlives it), then the row is published as usual, naming that delete
+   * (`deletedBefore`). Compaction keeps only the row of the two, so a reader that gets there late learns of the
+   * delete from the row itself.
    */
   private async deleteBeforeRepublishing(rows: readonly ObservedRow[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
     if (rows.length === 0) return;
     this.log.warn({ keys: rows.map((r) => r.row.key).slice(0, 20), count: rows.length }, 'ModifiedOn moved backwards at the source (a restore?); the key is deleted in targets and published again');
-    await this.publishTombstones(rows.map((r) => ({ key: r.row.key, observed: r.observed - 1n })), registered);
+    await this.publishTombstones(rows.map((r) => ({ key: r.row.key, observed: r.deletedBefore! })), registered);
   }
 
   /** Tombstones (and tombstones for the chunks of the versions they delete), then the deletion log. */

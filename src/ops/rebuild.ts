@@ -7,8 +7,8 @@ import { coerceError, HighwaterError } from '../errors.js';
 import { withKafkaErrors } from '../kafka/client.js';
 import type { Logger } from '../logger.js';
 import { isValidIdentifier } from '../sql/ident.js';
-import type { StoredOffset, TargetWriter } from '../target/writer.js';
-import { assertGroupsIdle, commitGroupOffsets, lagOf, retryGroupIdFor, topicEnds, type PartitionLag } from './offsets.js';
+import type { StoredOffset, TargetWriter } from '../apply/sink/writer.js';
+import { assertGroupsIdle, commitGroupOffsets, lagOf, retryGroupIdFor, topicEnds, type PartitionLag } from '../apply/offsets.js';
 
 /**
  * Rebuild: replay the table topics (compacted, so they hold every row's latest version and every delete still in

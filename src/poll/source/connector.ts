@@ -1,4 +1,4 @@
-import type { Position, SourceRow, Ticks, Window } from '../contract.js';
+import type { Position, SourceRow, Ticks, Window } from '../../contract.js';
 
 /**
  * What the poller needs from a source database. One implementation per engine, in connectors/<engine>/, each

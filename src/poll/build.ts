@@ -15,6 +15,8 @@ export interface EventContext {
 export interface ObservedRow {
   readonly row: SourceRow;
   readonly observed: Ticks;
+  /** Set when the poller deletes the key just before publishing this state (its ModifiedOn moved backwards). */
+  readonly deletedBefore?: Ticks;
 }
 
 export function sha256(bytes: Buffer): Buffer {
@@ -40,6 +42,7 @@ export function changeFromRow(observed: ObservedRow, ctx: EventContext, content:
     contentSha256,
     runId: ctx.runId,
     window: ctx.window,
+    ...(observed.deletedBefore !== undefined ? { deletedBefore: observed.deletedBefore } : {}),
   };
 }
 
@@ -83,6 +86,8 @@ export interface Registered {
   readonly deleted: boolean;
   readonly acked: boolean;
   readonly maxSentModifiedOn: Ticks | null;
+  /** The observation of the registered version, or of the delete once deleted; null before contract v2. */
+  readonly observed: Ticks | null;
 }
 
 /**
@@ -92,6 +97,28 @@ export interface Registered {
 export function isUnchanged(row: SourceRow, digest: Buffer | undefined, registered: Registered | undefined): boolean {
   if (!registered || registered.deleted || !registered.acked || digest === undefined || registered.digest === null) return false;
   return compareModifiedOn(row.modifiedOn, registered.modifiedOn) === 0 && digest.equals(registered.digest);
+}
+
+/**
+ * The delete a change must name (contract v2.1, `deletedBefore`) because compaction may remove its tombstone, which
+ * shares the change's key, before a lagging reader gets there: a tombstone published now, just before the row, when
+ * its ModifiedOn moved backwards; or the key's registered delete when the row comes back after one (an undelete,
+ * which may also carry an older ModifiedOn than the version the reader still holds). Undefined otherwise.
+ */
+export function deleteToName(observed: ObservedRow, registered: Registered | undefined): Ticks | undefined {
+  if (movedBackwards(observed.row, registered)) return observed.observed - 1n;
+  // A deleted entry's observation is its delete's. So is a pending one's that still has an observation: a re-life of
+  // the key was registered before its send, and the poller stopped before the acknowledgement (the registry's
+  // pending registration clears `deleted` but keeps the delete's observation; a new key has none).
+  const afterDelete = registered !== undefined && (registered.deleted || !registered.acked);
+  if (afterDelete && registered.observed !== null && registered.observed < observed.observed) return registered.observed;
+  return undefined;
+}
+
+/** The row with the delete it must name, if any (see deleteToName). */
+export function withDeleteNamed(row: ObservedRow, registered: Registered | undefined): ObservedRow {
+  const deletedBefore = deleteToName(row, registered);
+  return deletedBefore === undefined ? row : { ...row, deletedBefore };
 }
 
 /**

@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
-import type { Ticks } from '../contract.js';
-import type { Logger } from '../logger.js';
-import { isoFromTicks } from '../time/ticks.js';
+import type { Ticks } from '../../contract.js';
+import type { Logger } from '../../logger.js';
+import { isoFromTicks } from '../../time/ticks.js';
+import { TOP_PREFIX_LENGTH, type Cell, type ContentScope, type OrphanRow, type RowVersion, type RowsRequest, type SideQueries, type SummaryRequest } from './side/contract.js';
+
+export { TOP_PREFIX_LENGTH, type Cell, type ContentScope, type OrphanRow, type RowVersion, type RowsRequest, type SideQueries, type SummaryRequest };
 
 /**
  * Reconciliation of one target table with its source, set-based: no blob ever leaves a database.
@@ -21,67 +24,11 @@ import { isoFromTicks } from '../time/ticks.js';
  * row's path) are found by one anti-join per side.
  */
 
-/** Prefix length of the first comparison (256 buckets for hex keys) and of content-sample ranges. */
-export const TOP_PREFIX_LENGTH = 2;
 /** The first group of a GUID's text: a bucket is never cut finer. */
 export const MAX_PREFIX_LENGTH = 8;
 const HEX = '0123456789abcdef';
 /** The 256 two-character prefixes of lower-case hex keys, in order. */
 export const HEX_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) => `${HEX[i >> 4]}${HEX[i & 15]}`);
-
-export type ContentScope =
-  | { readonly kind: 'all' }
-  | { readonly kind: 'sample'; readonly fraction: number; readonly prefixes: readonly string[] };
-
-/** One bucket of one business unit on one side. */
-export interface Cell {
-  readonly businessUnit: string | null;
-  readonly bucket: string;
-  readonly rows: number;
-  readonly latest: Ticks | null;
-  readonly digest: string;
-}
-
-/** One row's version: `contentSha256` is hex, `-` for no content, or null when its content is not checked. */
-export interface RowVersion {
-  readonly key: string;
-  readonly businessUnit: string | null;
-  readonly modifiedOn: Ticks;
-  readonly contentSha256: string | null;
-}
-
-/** One orphan row, with the number of orphans of its business unit. */
-export interface OrphanRow {
-  readonly businessUnit: string | null;
-  readonly key: string;
-  readonly total: number;
-}
-
-export interface SummaryRequest {
-  readonly prefixLength: number;
-  /** Only buckets of these prefixes (each `prefixLength - 1` long), or every row. */
-  readonly within: readonly string[] | null;
-  readonly content: ContentScope;
-}
-
-export interface RowsRequest {
-  readonly prefixLength: number;
-  /** Buckets of exactly `prefixLength` characters. */
-  readonly buckets: readonly string[];
-  readonly content: ContentScope;
-}
-
-/** What reconciliation reads from one side, as statements of that side's engine (pure builders and parsers). */
-export interface SideQueries<S> {
-  readonly describe: string;
-  summary(request: SummaryRequest): S;
-  rows(request: RowsRequest): S;
-  /** Up to `examples` orphans per business unit (at least one, so the total is always known). */
-  orphans(examples: number): S;
-  toCell(raw: Record<string, unknown>): Cell;
-  toRow(raw: Record<string, unknown>): RowVersion;
-  toOrphan(raw: Record<string, unknown>): OrphanRow;
-}
 
 /** One side, connected: the engine's queries run by an executor the caller picks (pool, snapshot transaction). */
 export interface ReconcileSide {
