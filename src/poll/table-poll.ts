@@ -325,8 +325,7 @@ export class TablePoll {
     let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null, limit);
     try {
       while (next !== null) {
-        if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
-        const read: Page = await next;
+        const read: Page = await this.awaitRead(pipe, window, next);
         if (read.value.length === 0) break;
         const more = read.value.length >= limit;
         limit = readLimit(read.value, this.job.batchSize);
@@ -354,6 +353,19 @@ export class TablePoll {
       // Let the acknowledged pages before the failure write their checkpoints, and the read in progress end.
       await Promise.allSettled([pipe.checkpointed, next]);
       throw err;
+    }
+  }
+
+  /**
+   * Waits for a read, sending the queued pages as soon as the send in flight is acknowledged rather than after the
+   * read: a read slowed by a busy source must not leave Kafka idle.
+   */
+  private async awaitRead(pipe: SendPipeline, window: Window, next: Promise<Page>): Promise<Page> {
+    for (;;) {
+      if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
+      if (pipe.queued.length === 0) return next;
+      const readFirst = await Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]);
+      if (readFirst) return next;
     }
   }
 
