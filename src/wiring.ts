@@ -153,7 +153,7 @@ export class Runtime {
     }
   }
 
-  async poller(options: { listeners?: PollerListener[]; signal?: AbortSignal } = {}): Promise<Poller> {
+  async poller(options: { listeners?: PollerListener[]; signal?: AbortSignal; countWindows?: boolean } = {}): Promise<Poller> {
     const sources = new Map<string, SourceConnector>();
     for (const t of this.config.tables.filter((t) => t.enabled)) sources.set(t.name, await this.source(t));
     return new Poller({
@@ -166,6 +166,7 @@ export class Runtime {
       sourceFor: (t) => sources.get(t.name)!,
       ensureTopics: (t) => this.ensureTableTopics(t),
       ...(options.signal ? { signal: options.signal } : {}),
+      countWindows: options.countWindows === true,
     });
   }
 
@@ -197,6 +198,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
       onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
+      onRestart: (err, delayMs) => logger.warn({ err, groupId, delayMs }, 'the Kafka cluster stayed unreachable longer than the client retries; the consumer starts again after a pause'),
       sessionTimeoutMs: target.sessionTimeoutMs,
     });
     loop.attach(main);
@@ -211,6 +213,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => retry.forgetPositions(),
       onPositionFailed: (err) => logger.error({ err, groupId: `${groupId}.retry` }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
+      onRestart: (err, delayMs) => logger.warn({ err, groupId: `${groupId}.retry`, delayMs }, 'the Kafka cluster stayed unreachable longer than the client retries; the consumer starts again after a pause'),
       sessionTimeoutMs: target.sessionTimeoutMs,
     });
     retry.attach(retryConsumer);

@@ -1,7 +1,7 @@
 import { pgTicksText } from '../../src/sql/fragments.js';
 import { PgParams, type PgStatement } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec, WindowCountRequest } from '../../src/poll/source/connector.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -198,6 +198,18 @@ export function nullModifiedOnPageQuery(spec: SourceTableSpec, req: NullModified
   const where = [`${n.mod} IS NULL`, ...(req.after === null ? [] : [`${n.key} > ${p.add(req.after)}`]), ...scopeConditions(spec, req, p)];
   const text = `SELECT ${select}\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}\nORDER BY ${n.key}\nLIMIT ${p.add(req.limit)}`;
   return { text, values: p.values };
+}
+
+/**
+ * How many rows the window's steps will read (roots and children; missing parents come on top): the progress
+ * bar's total. The same window and scope conditions as a page, without content or ORDER BY, so it is one range
+ * scan of the metadata index on (ModifiedOn, key) and no blob is read.
+ */
+export function countWindowQuery(spec: SourceTableSpec, req: WindowCountRequest): Statement {
+  const p = new PgParams();
+  const n = names(spec);
+  const where = [...windowConditions(n, req.window, p), ...scopeConditions(spec, req, p)];
+  return { text: `SELECT count(*)::bigint::text AS n\nFROM ${fromClause(spec, n)}\nWHERE ${where.join('\n  AND ')}`, values: p.values };
 }
 
 export function countNullModifiedOnQuery(spec: SourceTableSpec, scope: ScopeFilter): Statement {

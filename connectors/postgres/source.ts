@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { SourceRow } from '../../src/contract.js';
 import type {
   KeyStates, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
-  ScopeFilter, SourceConnector, SourceTableSpec,
+  ScopeFilter, SourceConnector, SourceTableSpec, WindowCountRequest,
 } from '../../src/poll/source/connector.js';
 import { keyStates } from '../../src/poll/source/connector.js';
 import { isoFromTicks, minTicks } from '../../src/time/ticks.js';
@@ -107,6 +107,11 @@ export class PostgresSource implements SourceConnector {
 
   async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
     return (await this.run<RawRow>('reading rows with a NULL ModifiedOn', q.nullModifiedOnPageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async countWindow(request: WindowCountRequest): Promise<number> {
+    const [row] = await this.run<{ n: string }>('counting the rows of the window', q.countWindowQuery(this.spec, request));
+    return Number(row?.n ?? 0);
   }
 
   async countNullModifiedOn(scope: ScopeFilter): Promise<number> {

@@ -1,7 +1,7 @@
 import { maxdopHint } from '../../src/sql/fragments.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec } from '../../src/poll/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec, WindowCountRequest } from '../../src/poll/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -278,6 +278,14 @@ export function nullModifiedOnPageQuery(spec: SourceTableSpec, req: NullModified
   const p = new Params();
   const n = names(spec);
   return { text: keyOrderedRead(spec, req, selectList(spec, p), [`${n.mod} IS NULL`], p), values: p.values };
+}
+
+/** The rows the window's steps will read, for the progress bar's total: a range of the (ModifiedOn, key) index, no content. */
+export function countWindowQuery(spec: SourceTableSpec, req: WindowCountRequest): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [...windowConditions(n, req.window, p), ...scopeConditions(spec, req, p, 'scope')];
+  return { text: `SELECT COUNT_BIG(*) AS [n]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}${maxdopHint(spec.maxdop)}`, values: p.values };
 }
 
 export function countNullModifiedOnQuery(spec: SourceTableSpec, scope: ScopeFilter): SqlServerStatement {

@@ -2,7 +2,7 @@ import sql from 'mssql';
 import type { SourceRow, Ticks } from '../../src/contract.js';
 import type {
   KeyStates, KeyStatesRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, OldestOpenTransaction, PageRequest,
-  ScopeFilter, SourceConnector, SourceTableSpec,
+  ScopeFilter, SourceConnector, SourceTableSpec, WindowCountRequest,
 } from '../../src/poll/source/connector.js';
 import { keyStates } from '../../src/poll/source/connector.js';
 import { HighwaterError, classifyDbError, coerceError } from '../../src/errors.js';
@@ -129,6 +129,11 @@ export class SqlServerSource implements SourceConnector {
 
   async readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]> {
     return (await this.run<RawRow>('reading rows with a NULL ModifiedOn', q.nullModifiedOnPageQuery(this.spec, request))).map(toSourceRow);
+  }
+
+  async countWindow(request: WindowCountRequest): Promise<number> {
+    const [row] = await this.run<{ n: string | number }>('counting the rows of the window', q.countWindowQuery(this.spec, request));
+    return Number(row?.n ?? 0);
   }
 
   async countNullModifiedOn(scope: ScopeFilter): Promise<number> {

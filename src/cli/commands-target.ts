@@ -34,7 +34,10 @@ partition of the table and .retry topics (stored next offsets against the broker
 control store has a high-watermark, consistent_as_of at or past it. The live schema is not touched meanwhile;
 \`consume\` may keep running until the swap.
 
-Without --swap both schemas stay; the rebuilt copy's schema and group id are printed (drop the schema when done).
+Without --swap both schemas stay; the rebuilt copy's schema and group id are printed. To put that copy in place
+later, stop the consumers and run \`rebuild --into <that schema> --swap\`: --into naming an earlier rebuild's schema
+continues it from its stored offsets (only what was published since is applied), then swaps. Drop a copy you do
+not keep.
 With --swap, once caught up and only while the target's consumers are stopped (refused with exit 1 otherwise,
 leaving the rebuilt copy in place), one transaction renames <schema> to <schema>_old_<stamp> and the rebuilt
 schema to <schema> (PostgreSQL; SQL Server moves the objects), so readers never see a half-built table. The
@@ -42,11 +45,12 @@ rebuild's offsets and watermarks are stored under the configured group id in the
 \`highwater consume\` again and it continues from where the rebuild stopped; no configuration change is needed.
 Drop <schema>_old_<stamp> when satisfied. The control store must not share the target's schema.
 Dead letters and retries of the replay go to the shared .dlq/.retry topics (duplicates there are harmless).
-A rebuild that is interrupted or times out (exit 1) leaves its partial schema; drop it and start again.
+A rebuild that is interrupted or times out (exit 1) leaves its partial schema; \`rebuild --into <it>\` continues it.
 
 Examples:
-  highwater rebuild --target warehouse
-  highwater rebuild --target warehouse --swap --timeout 7200`;
+  highwater rebuild --target warehouse                                   # prints the schema, e.g. replica_rebuild_20260131120000
+  highwater rebuild --target warehouse --into replica_rebuild_20260131120000 --swap   # consumers stopped: catch up, swap
+  highwater rebuild --target warehouse --swap --timeout 7200             # both in one go`;
 
 export const DLQ_HELP = `
 Dead letters are records a consumer could not apply (undecodable, schema mismatch, constraint error, parent that
@@ -193,6 +197,7 @@ function rebuildReport(r: RebuildResult): Record<string, unknown> {
   return {
     outcome: r.outcome,
     swapped: r.swapped,
+    continued: r.continued,
     schema: r.swapped ? r.liveSchema : r.names.schema,
     rebuiltSchema: r.names.schema,
     retiredSchema: r.swapped ? r.names.retiredSchema : null,
@@ -207,12 +212,12 @@ function rebuildReport(r: RebuildResult): Record<string, unknown> {
 
 function rebuildSummary(r: RebuildResult): string {
   if (r.outcome !== 'caught-up') {
-    return `rebuild ${r.outcome} with ${r.progress.lag} records still to apply; the partial copy is in schema ${r.names.schema} (drop it and start again)`;
+    return `rebuild ${r.outcome} with ${r.progress.lag} records still to apply; the partial copy is in schema ${r.names.schema}: \`highwater rebuild --target … --into ${r.names.schema}\` continues it (or drop it)`;
   }
   if (!r.swapped) {
     return [
-      `rebuilt copy caught up in schema ${r.names.schema} (group ${r.names.groupId}); the live schema ${r.liveSchema} is unchanged`,
-      `compare or inspect it, then drop it; \`highwater rebuild --target … --swap\` rebuilds and swaps in one go`,
+      `rebuilt copy ${r.continued ? 'continued and ' : ''}caught up in schema ${r.names.schema} (group ${r.names.groupId}); the live schema ${r.liveSchema} is unchanged`,
+      `to put it in place: stop the consumers, then \`highwater rebuild --target … --into ${r.names.schema} --swap\` (applies only what arrived since, then swaps); or drop it`,
     ].join('\n');
   }
   return [

@@ -1,5 +1,6 @@
 import { isoFromTicks } from '../time/ticks.js';
-import { Runtime } from '../wiring.js';
+import { Runtime, type RunningConsumers } from '../wiring.js';
+import { scrubSecrets } from '../logger.js';
 import { HighwaterError, isRetriable } from '../errors.js';
 import type { Config, TargetConfig } from '../config/schema.js';
 import { groupIdFor } from '../config/load.js';
@@ -7,8 +8,12 @@ import { loadContext, report, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { installShutdown, untilAborted } from './shutdown.js';
 import { sleep } from '../retry.js';
-import type { RunSummary } from '../poll/poller.js';
-import { progressListener } from './progress.js';
+import { scopeOf, type RunSummary } from '../poll/poller.js';
+import { waitForLeases } from './lease-wait.js';
+import { progressListener, showsProgress } from './progress.js';
+import { findingsText, heldBackText } from './findings.js';
+import { probeSources, renderSourceTransactions, type SourceTransactions } from './open-transactions.js';
+import type { TableStatusRecord } from '../control/sql.js';
 import { preflight, renderPreflight, requireInitialised } from '../preflight/check.js';
 import { metricsPortFor, type MetricsRole } from '../metrics/port.js';
 import type { Observability } from '../metrics/observe.js';
@@ -65,7 +70,11 @@ function summaryLine(s: RunSummary): string {
   const lines = [`run ${s.runId}: ${s.status}`];
   for (const t of s.tables) {
     if (t.error) lines.push(`  ${t.table} [${t.scope}]: FAILED — ${t.error}`);
-    else if (t.outcome) lines.push(`  ${t.table} [${t.scope}]: window (${isoFromTicks(t.outcome.window.start)}, ${isoFromTicks(t.outcome.window.end)}] published ${t.outcome.published}, unchanged ${t.outcome.skipped}, refused ${t.outcome.failed}, tombstones ${t.outcome.tombstones}`);
+    else if (t.outcome) {
+      const o = t.outcome;
+      lines.push(`  ${t.table} [${t.scope}]: window (${isoFromTicks(o.window.start)}, ${isoFromTicks(o.window.end)}] published ${o.published}, unchanged ${o.skipped}, tombstones ${o.tombstones}; ${findingsText({ lateArrivals: o.lateArrivals, rowsRefused: o.failed, nullModifiedOn: o.nullModifiedOn })}`);
+      if (o.heldBack) lines.push(`    ${heldBackText(o.heldBack)}`);
+    }
     else lines.push(`  ${t.table} [${t.scope}]: already completed`);
   }
   return lines.join('\n');
@@ -116,7 +125,7 @@ export async function pollCommand(options: GlobalOptions & MetricsOptions & { ta
     const stop = installShutdown(rt.logger);
     const observed = options.every ? await observe(rt, config, 'poll', options) : undefined;
     const watch = observed ? [observed.metrics.pollerListener(), watchPollLoop(observed, config)] : [];
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal });
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger), ...watch], signal: stop.signal, countWindows: showsProgress(options) && !options.every });
     // A long-running poller also serves the consumers' back-fill requests (missing parents).
     const backfill = options.every ? await rt.startBackfill() : undefined;
     let code: number = EXIT.OK;
@@ -134,14 +143,37 @@ export async function pollCommand(options: GlobalOptions & MetricsOptions & { ta
   });
 }
 
-export async function resumeCommand(options: GlobalOptions, runId: string): Promise<number> {
+export async function resumeCommand(options: GlobalOptions & { wait?: boolean }, runId: string): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await requireInitialised(rt, config);
-    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)] });
+    const stop = installShutdown(rt.logger);
+    const run = await rt.store().getRun(runId);
+    await waitForLeases(runTables(config, run), { status: () => rt.store().status(), say: countdown(), signal: stop.signal }, options.wait === false);
+    const poller = await rt.poller({ listeners: [progressListener(options, rt.logger)], signal: stop.signal, countWindows: showsProgress(options) });
     const summary = await poller.resume(runId);
     report(options, summary, () => summaryLine(summary));
     return summary.status === 'failed' ? EXIT.FAILURE : EXIT.OK;
   });
+}
+
+/** The tables (and scopes) a run works on: those it was started with, else every enabled table. */
+function runTables(config: Config, run: { options: Record<string, unknown> }): { table: string; scope: string }[] {
+  const names = (run.options as { tables?: string[] }).tables;
+  return config.tables.filter((t) => (names ? names.includes(t.name) : t.enabled)).map((t) => ({ table: t.name, scope: scopeOf(t) }));
+}
+
+/** The countdown on stderr: rewritten in place at a terminal, one line every 10 s otherwise (logs, CI). */
+function countdown(): (line: string, final: boolean) => void {
+  let lastPrinted = 0;
+  return (line, final) => {
+    if (process.stderr.isTTY) {
+      process.stderr.write(`\r\x1b[K${line}${final && line ? '\n' : ''}`);
+      return;
+    }
+    if (line === '' || (!final && Date.now() - lastPrinted < 10_000)) return;
+    lastPrinted = Date.now();
+    process.stderr.write(`highwater: ${line}\n`);
+  };
 }
 
 export async function resetCommand(options: GlobalOptions, runId: string): Promise<number> {
@@ -174,32 +206,61 @@ export async function consumeCommand(options: GlobalOptions & MetricsOptions & {
     const running = [];
     for (const t of selectTargets(config, options.target)) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
     rt.logger.info({ targets: running.map((r) => r.groupId) }, 'consuming; SIGINT or SIGTERM stops');
-    const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), ...running.map((r) => r.failed)]);
+    const failure = await Promise.race([untilAborted(stop.signal).then(() => undefined), firstFailure(running)]);
     for (const r of running) await r.stop();
-    if (failure === undefined) return EXIT.OK;
-    // A consumer that stopped for good must not leave a process that looks alive: exit, so a supervisor restarts it.
-    rt.logger.error({ err: failure }, 'a consumer stopped on an error it cannot retry; exiting');
-    return EXIT.FAILURE;
+    return failure === undefined ? EXIT.OK : exitForStoppedConsumer(rt, failure);
   });
 }
 
+/** The first consumer that stops for good, with its group id. */
+function firstFailure(running: readonly RunningConsumers[]): Promise<{ groupId: string; err: Error }> {
+  return Promise.race(running.map((r) => r.failed.then((err) => ({ groupId: r.groupId, err }))));
+}
+
+/**
+ * A consumer that stopped for good must not leave a process that looks alive (lag would grow and no one be told):
+ * the log record, one plain line on stderr, and exit code 1, so a supervisor restarts the process.
+ */
+function exitForStoppedConsumer(rt: Runtime, failure: { groupId: string; err: Error }): number {
+  rt.logger.error({ err: failure.err, groupId: failure.groupId }, 'a consumer stopped on an error it cannot retry; exiting');
+  const reason = scrubSecrets(failure.err.message.split('\n')[0]!);
+  process.stderr.write(`highwater: the consumer of group ${failure.groupId} stopped on an error it cannot retry: ${reason}\n  hint: exiting with code 1 so a supervisor restarts the process; if it stops again, fix the cause named here\n`);
+  return EXIT.FAILURE;
+}
+
+/**
+ * `highwater run`: the poll loop and the consumers in one process. It ends on SIGINT/SIGTERM (exit 0) or when a
+ * consumer stopped for good (exit 1, as `consume` does): the poll loop alone must not keep a process alive whose
+ * targets no longer move. A poll that could not start because a service is unavailable is tried again at the next
+ * interval, as with `poll --every`.
+ */
 export async function runCommand(options: GlobalOptions & MetricsOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await rt.store().migrate();
     const stop = installShutdown(rt.logger);
     const observed = await observe(rt, config, 'run', options);
-    const running = [];
+    const running: RunningConsumers[] = [];
     for (const t of config.targets) running.push(await rt.startConsumers(t, applyCallbacks(observed, t)));
+    const ended = new AbortController();
+    let failure: { groupId: string; err: Error } | undefined;
+    void firstFailure(running).then((f) => {
+      failure = f;
+      ended.abort();
+    });
+    void untilAborted(stop.signal).then(() => ended.abort());
     const backfill = await rt.startBackfill();
-    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: stop.signal });
-    while (!stop.signal.aborted) {
-      const summary = await timedRun(observed, () => poller.run({ requestedBy: 'run' }));
-      rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
-      await sleep(config.poll.intervalSeconds * 1000, stop.signal);
+    const poller = await rt.poller({ listeners: [observed.metrics.pollerListener(), watchPollLoop(observed, config)], signal: ended.signal });
+    try {
+      while (!ended.signal.aborted) {
+        const summary = await pollOnce(() => timedRun(observed, () => poller.run({ requestedBy: 'run' })), { every: true }, rt);
+        if (summary !== undefined) rt.logger.info({ runId: summary.runId, status: summary.status }, 'poll finished');
+        await sleep(config.poll.intervalSeconds * 1000, ended.signal);
+      }
+    } finally {
+      await backfill.stop();
+      for (const r of running) await r.stop();
     }
-    await backfill.stop();
-    for (const r of running) await r.stop();
-    return EXIT.OK;
+    return failure === undefined ? EXIT.OK : exitForStoppedConsumer(rt, failure);
   });
 }
 
@@ -221,6 +282,7 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
   return withRuntime(options, async (rt, config) => {
     await requireInitialised(rt, config);
     const tables = await rt.store().status();
+    const sources = await probeSources(config, (t) => rt.source(t));
     const targets: { target: string; groupId: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[] = [];
     for (const t of config.targets) {
       const writer = await rt.writer(t);
@@ -230,17 +292,20 @@ export async function statusCommand(options: GlobalOptions): Promise<number> {
         await writer.close();
       }
     }
-    report(options, { tables, targets }, () => renderStatus(tables, targets));
+    report(options, { tables, sources, targets }, () => renderStatus(tables, sources, targets));
     return EXIT.OK;
   });
 }
 
-function renderStatus(tables: Awaited<ReturnType<ReturnType<Runtime['store']>['status']>>, targets: { target: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[]): string {
+function renderStatus(tables: readonly TableStatusRecord[], sources: readonly SourceTransactions[], targets: { target: string; consistentAsOf: { table: string; scope: string; watermark: bigint | null }[] }[]): string {
   const lines = ['tables:'];
   for (const t of tables) {
     const hw = t.highWater === null ? 'none yet' : isoFromTicks(t.highWater);
     lines.push(`  ${t.table} [${t.scope}] high-water ${hw}; lease ${t.leaseOwner ?? 'free'}${t.leaseExpiresAt ? ` until ${t.leaseExpiresAt.toISOString()}` : ''}; last run ${t.lastRunId ?? '-'} ${t.lastRunStatus ?? ''}`);
+    const f = t.lastRunFindings;
+    if (f) lines.push(`    last run: ${findingsText(f)}${f.endClampedBy ? `; window end ${isoFromTicks(f.windowEnd)} held back by an open transaction` : ''}`);
   }
+  if (sources.length > 0) lines.push('sources:', ...renderSourceTransactions(sources));
   lines.push('targets:');
   for (const t of targets) {
     for (const c of t.consistentAsOf) lines.push(`  ${t.target}: ${c.table} [${c.scope}] consistent as of ${c.watermark === null ? 'unknown' : isoFromTicks(c.watermark)}`);

@@ -13,6 +13,7 @@ import {
   type DlqListOptions, type DlqReplayOptions, type RebuildCommandOptions, type ResetOffsetsOptions,
 } from './commands-target.js';
 import { reconcileCommand, type ReconcileCliOptions } from './commands-reconcile.js';
+import { DEV_KAFKA_HELP, devKafkaCommand, type DevKafkaOptions } from './commands-dev.js';
 
 /** The `highwater` command line. Every subcommand resolves to an exit code; nothing calls process.exit but shutdown. */
 
@@ -51,7 +52,8 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .option('--metrics-port <n>', 'with --every: serve /metrics, /healthz, /readyz on this port (0: any free port); default HIGHWATER_METRICS_PORT, metrics.port, metrics.ports.poll', portNumber)
     .action((_o, cmd: Command) => run(pollCommand(globals(cmd) as GlobalOptions & { table?: string[]; every?: boolean; metricsPort?: number })));
   program.command('resume <runId>').description('continue a failed or interrupted run from its last completed batch')
-    .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd), runId)));
+    .option('--no-wait', 'fail at once when a table of the run is still leased (by a poller that was killed, say) instead of waiting for the lease to expire')
+    .action((runId: string, _o, cmd: Command) => run(resumeCommand(globals(cmd) as GlobalOptions & { wait?: boolean }, runId)));
   program.command('reset <runId>').description("restart a run's progress from its window start (targets keep their rows)")
     .action((runId: string, _o, cmd: Command) => run(resetCommand(globals(cmd), runId)));
   program.command('consume').description('apply the change topics to the targets until SIGINT/SIGTERM')
@@ -102,6 +104,14 @@ export function buildProgram(run: (code: Promise<number>) => void): Command {
     .action((_o, cmd: Command) => run(backfillCommand(globals(cmd) as GlobalOptions & { table: string; keys: string[] })));
   program.command('demo').description('run the whole pipeline on sample data with a local Kafka and the local PostgreSQL')
     .action((_o, cmd: Command) => run(runDemo({ logger: loggerFor({ ...globals(cmd), logLevel: globals(cmd).logLevel ?? 'error' }) })));
+  const dev = program.command('dev').description('local services for trying highwater without Docker');
+  dev.command('kafka').description('run a single-node Kafka (KRaft) from Maven Central jars until Ctrl-C; prints its bootstrap address')
+    .option('--port <n>', 'broker port (0: any free port)', portNumber, 9092)
+    .option('--registry', 'also run a Confluent-compatible schema registry (Apicurio), storing its schemas in the broker')
+    .option('--registry-port <n>', 'schema registry port (default: any free port)', portNumber)
+    .option('--data-dir <dir>', 'keep the broker\'s data here across runs (default: a temporary directory removed on exit)')
+    .addHelpText('after', DEV_KAFKA_HELP)
+    .action((_o, cmd: Command) => run(devKafkaCommand(globals(cmd) as DevKafkaOptions)));
   return program;
 }
 

@@ -15,9 +15,11 @@ export interface ProgressReporter {
   stop(): void;
 }
 
-export function createProgress(label: string, options: GlobalOptions, logger: Logger, intervalMs = 10_000): ProgressReporter {
+export function createProgress(label: string, options: GlobalOptions, logger: Logger, intervalMs = 10_000, expected?: number): ProgressReporter {
   if (options.json) return silent();
-  return process.stderr.isTTY ? terminalBar(label) : periodicLog(label, logger, intervalMs);
+  const reporter = process.stderr.isTTY ? terminalBar(label, expected) : periodicLog(label, logger, intervalMs);
+  if (expected !== undefined) reporter.total(expected);
+  return reporter;
 }
 
 function silent(): ProgressReporter {
@@ -28,28 +30,51 @@ function formatBytes(bytes: number): string {
   return bytes >= 1 << 30 ? `${(bytes / (1 << 30)).toFixed(2)} GiB` : `${(bytes / (1 << 20)).toFixed(1)} MiB`;
 }
 
-function terminalBar(label: string): ProgressReporter {
+/**
+ * The bar's total: the rows counted in the window when known (rows read beyond it — missing parents, found while
+ * reading — raise it), else the rows so far, shown as "?" with no time left rather than a made-up N/N and 0 s. Pure.
+ */
+export function progressTotal(expected: number | undefined, done: number): { total: number; text: string; known: boolean } {
+  if (expected === undefined) return { total: Math.max(done, 1), text: '?', known: false };
+  const total = Math.max(expected, done, 1);
+  return { total, text: String(Math.max(expected, done)), known: true };
+}
+
+/** "ETA 1m 05s" once rows flow toward a counted total; says so when the total was not counted. Pure. */
+export function timeLeft(t: { total: number; known: boolean }, done: number, rowsPerSecond: number): string {
+  if (!t.known) return 'total not counted';
+  if (rowsPerSecond <= 0) return 'ETA …';
+  const seconds = Math.ceil(Math.max(0, t.total - done) / rowsPerSecond);
+  return seconds >= 60 ? `ETA ${Math.floor(seconds / 60)}m ${String(seconds % 60).padStart(2, '0')}s` : `ETA ${seconds}s`;
+}
+
+function terminalBar(label: string, counted?: number): ProgressReporter {
   const bar = new cliProgress.SingleBar({
-    format: `${label} [{bar}] {value}/{total} rows | {bytes} | {rate} rows/s | ETA {eta_formatted}`,
+    format: `${label} [{bar}] {value}/{totalText} rows | {bytes} | {rate} rows/s | {left}`,
     stream: process.stderr,
     hideCursor: true,
-    etaBuffer: 50,
   }, cliProgress.Presets.shades_classic);
   const started = Date.now();
   let rows = 0;
   let bytes = 0;
-  let known = false;
-  bar.start(1, 0, { bytes: formatBytes(0), rate: '0' });
+  let expected: number | undefined = counted;
+  const render = () => {
+    const t = progressTotal(expected, rows);
+    const rate = rows / Math.max(0.001, (Date.now() - started) / 1000);
+    bar.setTotal(t.total);
+    bar.update(rows, { totalText: t.text, bytes: formatBytes(bytes), rate: rate.toFixed(0), left: timeLeft(t, rows, rate) });
+  };
+  const first = progressTotal(expected, 0);
+  bar.start(first.total, 0, { totalText: first.text, bytes: formatBytes(0), rate: '0', left: timeLeft(first, 0, 0) });
   return {
     total: (n) => {
-      known = true;
-      bar.setTotal(Math.max(n, rows, 1));
+      expected = n;
+      render();
     },
     add: (r, b) => {
       rows += r;
       bytes += b;
-      if (!known) bar.setTotal(Math.max(rows, 1));
-      bar.update(rows, { bytes: formatBytes(bytes), rate: (rows / Math.max(0.001, (Date.now() - started) / 1000)).toFixed(0) });
+      render();
     },
     stop: () => bar.stop(),
   };
@@ -84,13 +109,16 @@ export function pollerProgress(progress: ProgressReporter): PollerListener {
   return { batchPublished: (b) => progress.add(b.rows + b.skipped, b.bytes) };
 }
 
-/** One progress reporter per table poll: created on its first batch, stopped when its window completes or fails. */
+/**
+ * One progress reporter per table poll: created when its window is planned (with the window's row count as its
+ * total, when the poller counted it) or on its first batch, stopped when its window completes or fails.
+ */
 export function progressListener(options: GlobalOptions, logger: Logger): PollerListener {
   const current = new Map<string, ProgressReporter>();
-  const of = (table: string) => {
+  const of = (table: string, expected?: number) => {
     let p = current.get(table);
     if (!p) {
-      p = createProgress(`poll ${table}`, options, logger);
+      p = createProgress(`poll ${table}`, options, logger, 10_000, expected);
       current.set(table, p);
     }
     return p;
@@ -100,8 +128,16 @@ export function progressListener(options: GlobalOptions, logger: Logger): Poller
     current.delete(table);
   };
   return {
+    windowPlanned: (w) => {
+      if (w.rowsInWindow !== null && w.rowsInWindow > 0) of(w.table, w.rowsInWindow);
+    },
     batchPublished: (b) => of(b.table).add(b.rows + b.skipped, b.bytes),
     windowCompleted: (w) => finish(w.table),
     tableFailed: (f) => finish(f.table),
   };
+}
+
+/** Whether a command shows progress, and so whether the poller should count each window's rows for its total. */
+export function showsProgress(options: GlobalOptions): boolean {
+  return options.json !== true;
 }

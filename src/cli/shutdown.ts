@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
  * or is abandoned before its commit), the second exits at once — safe, because nothing is committed before it is
  * durable, so an abrupt exit only means some records are read again.
  */
-export function installShutdown(logger: Logger): AbortController {
+export function installShutdown(logger: Logger, stopping = 'stopping after the current batch'): AbortController {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) {
@@ -15,8 +15,8 @@ export function installShutdown(logger: Logger): AbortController {
     }
     // Said at once and at warn, so it shows at every usual log level: the batch in flight can take several seconds
     // to finish, and silence after Ctrl-C reads as a hang. At a terminal it is a plain line, not a JSON record.
-    if (process.stderr.isTTY) process.stderr.write('\nhighwater: stopping after the current batch (Ctrl-C again to exit at once)\n');
-    else logger.warn({ signal }, 'stopping after the current batch (send the signal again to exit at once)');
+    if (process.stderr.isTTY) process.stderr.write(`\nhighwater: ${stopping} (Ctrl-C again to exit at once)\n`);
+    else logger.warn({ signal }, `${stopping} (send the signal again to exit at once)`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);

@@ -216,12 +216,29 @@ export interface TableStatusRecord {
   readonly leaseExpiresAt: Date | null;
   /** Whether the lease is unexpired by the database's clock. */
   readonly leaseActive: boolean;
+  /** Seconds until the lease expires, by the database's clock (0 when it has); null when nobody holds it. */
+  readonly leaseSecondsLeft: number | null;
   /** The latest run that worked on this table and scope, whatever its outcome. */
   readonly lastRunId: string | null;
   readonly lastRunStatus: RunStatus | null;
   readonly lastRunTableStatus: TableStatus | null;
   readonly lastRunStartedAt: Date | null;
   readonly lastRunError: string | null;
+  /** What the latest run found that a window alone would not show (null before any run). */
+  readonly lastRunFindings: RunFindings | null;
+}
+
+/** Per table and run: what operators must see beside the counts (issue 10, item 6). */
+export interface RunFindings {
+  /** Rows the late-arrival sweep found beyond the safety buffer and republished. */
+  readonly lateArrivals: number;
+  /** Rows the poller could not publish (too large, unreadable), recorded in row_failures. */
+  readonly rowsRefused: number;
+  /** In-scope rows whose ModifiedOn is NULL (null when the run did not count them). */
+  readonly nullModifiedOn: number | null;
+  /** Why the window ends earlier than sourceNow − buffer, when it does. */
+  readonly endClampedBy: EndClamp | null;
+  readonly windowEnd: Ticks;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -576,10 +593,15 @@ function selectStatus(schema: string): Query {
   return {
     text: `SELECT w.table_name, w.scope, w.tenant, w.high_water_ticks, w.last_advanced_at, w.last_run_id AS advanced_by_run_id,
         w.lease_owner, w.lease_expires_at, coalesce(w.lease_expires_at >= clock_timestamp(), false) AS lease_active,
-        lr.run_id AS last_run_id, lr.run_status, lr.table_status, lr.started_at AS last_run_started_at, lr.error AS last_run_error
+        greatest(0, date_part('epoch', w.lease_expires_at - clock_timestamp()))::float8 AS lease_seconds_left,
+        lr.run_id AS last_run_id, lr.run_status, lr.table_status, lr.started_at AS last_run_started_at, lr.error AS last_run_error,
+        lr.rows_failed, lr.rows_null_modified_on, lr.end_clamped_by, lr.window_end_ticks,
+        (SELECT coalesce(sum(b.rows), 0) FROM ${t(schema, 'run_batches')} b
+          WHERE b.run_id = lr.run_id AND b.table_name = w.table_name AND b.scope = w.scope AND b.step = 'late-arrivals') AS late_arrivals
       FROM ${t(schema, 'watermarks')} w
       LEFT JOIN LATERAL (
-        SELECT rt.run_id, r.status AS run_status, rt.status AS table_status, rt.started_at, coalesce(rt.error, r.error) AS error
+        SELECT rt.run_id, r.status AS run_status, rt.status AS table_status, rt.started_at, coalesce(rt.error, r.error) AS error,
+          rt.rows_failed, rt.rows_null_modified_on, rt.end_clamped_by, rt.window_end_ticks
         FROM ${t(schema, 'run_tables')} rt JOIN ${t(schema, 'runs')} r ON r.run_id = rt.run_id
         WHERE rt.table_name = w.table_name AND rt.scope = w.scope
         ORDER BY rt.started_at DESC LIMIT 1

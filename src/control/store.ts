@@ -85,9 +85,14 @@ function toStatus(r: Row): TableStatusRecord {
     table: str(r.table_name), scope: str(r.scope), tenant: str(r.tenant), highWater: bigOrNull(r.high_water_ticks),
     lastAdvancedAt: dateOrNull(r.last_advanced_at), advancedByRunId: strOrNull(r.advanced_by_run_id),
     leaseOwner: strOrNull(r.lease_owner), leaseExpiresAt: dateOrNull(r.lease_expires_at), leaseActive: r.lease_active === true,
+    leaseSecondsLeft: numOrNull(r.lease_seconds_left),
     lastRunId: strOrNull(r.last_run_id), lastRunStatus: (r.run_status ?? null) as RunStatus | null,
     lastRunTableStatus: (r.table_status ?? null) as TableStatus | null, lastRunStartedAt: dateOrNull(r.last_run_started_at),
     lastRunError: strOrNull(r.last_run_error),
+    lastRunFindings: r.last_run_id === null || r.last_run_id === undefined ? null : {
+      lateArrivals: num(r.late_arrivals), rowsRefused: num(r.rows_failed), nullModifiedOn: numOrNull(r.rows_null_modified_on),
+      endClampedBy: (r.end_clamped_by ?? null) as EndClamp | null, windowEnd: BigInt(r.window_end_ticks as string),
+    },
   };
 }
 

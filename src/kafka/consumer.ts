@@ -41,7 +41,30 @@ export interface ManualConsumerOptions {
    * then, rather than consumed from wherever Kafka's group offset is; the next assignment positions them again.
    */
   readonly onPositionFailed?: (error: Error) => void;
+  /** Told when kafkajs gave up on an unreachable cluster and the consumer is started again after a pause. */
+  readonly onRestart?: (error: Error, delayMs: number) => void;
 }
+
+/**
+ * kafkajs errors that mean "the cluster cannot be reached right now", found anywhere in the cause chain. kafkajs
+ * marks some of them non-retriable (a group coordinator not found after its retries, while a broker restarts) and
+ * then stops the consumer for good; for highwater they are an outage to wait out, as the poller does.
+ */
+const UNREACHABLE = new Set([
+  'KafkaJSGroupCoordinatorNotFound', 'KafkaJSConnectionError', 'KafkaJSConnectionClosedError', 'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound', 'KafkaJSMetadataNotLoaded', 'KafkaJSNumberOfRetriesExceeded',
+]);
+
+/** Whether a crash came from the cluster being unreachable rather than from the handler's own failure. Pure. */
+export function clusterUnreachable(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 10; e = (e as Error & { cause?: unknown }).cause, depth++) {
+    if (UNREACHABLE.has(e.name)) return true;
+  }
+  return false;
+}
+
+/** Pause before starting a consumer again after kafkajs gave up on an unreachable cluster. */
+const RESTART_DELAY_MS = 5000;
 
 export function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -59,6 +82,9 @@ export class ManualConsumer {
   /** Partitions paused because they could not be positioned from the target. */
   private readonly pausedUnpositioned: { topic: string; partitions: number[] }[] = [];
   private settleFailure: (err: Error) => void = () => undefined;
+  private runConfig: Parameters<Consumer['run']>[0];
+  private restartTimer: NodeJS.Timeout | undefined;
+  private stopping = false;
   /**
    * Resolves with the error when kafkajs has stopped this consumer for good (a crash it does not restart from: a
    * non-retriable error of the handler). Until then it stays pending. Without it a process would live on consuming
@@ -87,7 +113,10 @@ export class ManualConsumer {
       for (const topic of this.options.topics) await this.consumer.subscribe({ topic, fromBeginning: true });
     });
     this.consumer.on(this.consumer.events.CRASH, (event) => {
-      if (!event.payload.restart) this.settleFailure(coerceError(event.payload.error));
+      if (event.payload.restart || this.stopping) return;
+      const error = coerceError(event.payload.error);
+      if (clusterUnreachable(error)) this.restartLater(error);
+      else this.settleFailure(error);
     });
     this.consumer.on(this.consumer.events.GROUP_JOIN, (event) => {
       const assignment = event.payload.memberAssignment as Record<string, number[]>;
@@ -101,7 +130,7 @@ export class ManualConsumer {
         this.settleFailure(coerceError(thrown));
       });
     });
-    await this.consumer.run({
+    this.runConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: 1,
@@ -109,7 +138,30 @@ export class ManualConsumer {
         if (!payload.isRunning() || payload.isStale()) return;
         await handler(this.toPartitionBatch(payload));
       },
-    });
+    };
+    await this.consumer.run(this.runConfig);
+  }
+
+  /**
+   * kafkajs stopped this consumer (and disconnected it) because the cluster was unreachable for longer than its
+   * retries: start it again after a pause, and again while the cluster stays away. Offsets live in the target, so
+   * a restarted member simply rejoins and is positioned from there. Errors of the handler are not retried here.
+   */
+  private restartLater(error: Error): void {
+    this.options.onRestart?.(error, RESTART_DELAY_MS);
+    this.restartTimer = setTimeout(() => void this.rerun(), RESTART_DELAY_MS);
+  }
+
+  private async rerun(): Promise<void> {
+    if (this.stopping) return;
+    try {
+      await this.consumer.connect();
+      await this.consumer.run(this.runConfig);
+    } catch (thrown) {
+      const error = coerceError(thrown);
+      if (clusterUnreachable(error) || (thrown as { retriable?: boolean }).retriable === true) this.restartLater(error);
+      else this.settleFailure(error);
+    }
   }
 
   /**
@@ -139,6 +191,8 @@ export class ManualConsumer {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.restartTimer);
     await Promise.allSettled([this.consumer.disconnect(), this.admin.disconnect()]);
   }
 

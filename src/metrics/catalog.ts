@@ -22,6 +22,9 @@ export class Metrics {
   readonly highWater = this.gauge('highwater_high_watermark_seconds', 'High-watermark of a table (seconds since the epoch).', ['table', 'scope']);
   readonly highWaterAdvancedAt = this.gauge('highwater_high_watermark_advanced_at_seconds', 'When the high-watermark last advanced (host clock; for age alerts).', ['table', 'scope']);
 
+  readonly openTransactionAge = this.gauge('highwater_oldest_open_transaction_age_seconds', 'Age of the source\'s oldest open transaction when the table\'s last window was planned, when it held that window back (0 otherwise). An idle-in-transaction session shows here: it freezes every high-watermark on its database.', ['table', 'scope']);
+  readonly windowHeldBack = this.gauge('highwater_window_held_back_seconds', 'How far an open transaction pulled the end of the table\'s last window back from sourceNow − buffer (0 when it did not).', ['table', 'scope']);
+
   readonly pollRuns = this.histogram('highwater_poll_seconds', 'Duration of one poll run over every enabled table (poll, poll --every, run).', ['outcome'], [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600]);
   readonly lastPollFinishedAt = this.gauge('highwater_last_poll_finished_at_seconds', 'When the last poll run finished (host clock; for "poller stopped" alerts).', []);
 
@@ -48,6 +51,11 @@ export class Metrics {
   /** Poller events → series. */
   pollerListener(): PollerListener {
     return {
+      windowPlanned: (w) => {
+        const labels = { table: w.table, scope: w.scope };
+        this.openTransactionAge.set(labels, w.heldBack?.transactionAgeSeconds ?? 0);
+        this.windowHeldBack.set(labels, w.heldBack?.heldBackSeconds ?? 0);
+      },
       batchPublished: (b) => {
         this.rowsPublished.inc({ table: b.table }, b.rows);
         this.bytesPublished.inc({ table: b.table }, b.bytes);

@@ -7,7 +7,8 @@
 export class Liveness {
   private readonly loops = new Map<string, { limitMs: number; lastBeat: number }>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  /** `now` is a monotonic clock in milliseconds: a step of the wall clock must neither fake a hang nor hide one. */
+  constructor(private readonly now: () => number = () => performance.now()) {}
 
   expect(loop: string, limitMs: number): void {
     this.loops.set(loop, { limitMs, lastBeat: this.now() });

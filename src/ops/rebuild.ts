@@ -42,9 +42,14 @@ export function rebuildStamp(now: Date): string {
   return now.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
-/** The rebuild's schema, the name the live schema retires to, and the rebuild's group id. Pure. */
+/**
+ * The rebuild's schema, the name the live schema retires to, and the rebuild's group id. Pure. The group id follows
+ * from the schema's name (its stamp, or the --into name), so a later `rebuild --into <that schema>` finds the
+ * rebuild's stored offsets and continues it instead of replaying everything again into another schema.
+ */
 export function rebuildNames(live: { schema: string; groupId: string }, now: Date, into?: string): RebuildNames {
-  const stamp = rebuildStamp(now);
+  const stamped = into === undefined ? null : new RegExp(`^${escapeRegExp(live.schema)}_rebuild_(\\d{14})$`).exec(into);
+  const stamp = stamped ? stamped[1]! : rebuildStamp(now);
   const schema = into ?? `${live.schema}_rebuild_${stamp}`;
   const retiredSchema = `${live.schema}_old_${stamp}`;
   for (const [what, name] of [['--into schema', schema], ['retired schema', retiredSchema]] as const) {
@@ -53,7 +58,12 @@ export function rebuildNames(live: { schema: string; groupId: string }, now: Dat
     }
   }
   if (schema === live.schema) throw new HighwaterError('USAGE', `--into must name a schema other than the live one (${live.schema})`);
-  return { stamp, schema, retiredSchema, groupId: `${live.groupId}.rebuild.${stamp}` };
+  const groupSuffix = into === undefined || stamped ? stamp : into;
+  return { stamp, schema, retiredSchema, groupId: `${live.groupId}.rebuild.${groupSuffix}` };
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 export interface TableCompleteness {
@@ -129,6 +139,8 @@ export interface RebuildResult {
   readonly offsets: readonly StoredOffset[];
   /** Set when Kafka's committed offsets could not be aligned after the swap (monitoring only; the target is right). */
   readonly kafkaOffsetsWarning: string | null;
+  /** True when --into named an earlier rebuild's schema, which was caught up from its stored offsets. */
+  readonly continued: boolean;
 }
 
 interface Topics {
@@ -151,9 +163,9 @@ export async function rebuild(deps: RebuildDeps, options: RebuildOptions): Promi
   const admin = deps.kafka.admin();
   await withKafkaErrors('connecting the admin client', () => admin.connect());
   try {
-    await prepareSchema(deps, admin, rebuildTarget, names, topics);
+    const continued = (await prepareSchema(deps, admin, rebuildTarget, names, topics)) === 'continued';
     const { outcome, progress } = await replay(deps, admin, rebuildTarget, names, topics, options);
-    const done = { names, liveSchema: target.schema, liveGroupId, progress, outcome };
+    const done = { names, liveSchema: target.schema, liveGroupId, progress, outcome, continued };
     if (outcome !== 'caught-up' || !options.swap) return { ...done, swapped: false, offsets: [], kafkaOffsetsWarning: null };
     return { ...done, swapped: true, ...(await swapIn(deps, admin, target, names, topics)) };
   } finally {
@@ -162,18 +174,37 @@ export async function rebuild(deps: RebuildDeps, options: RebuildOptions): Promi
   }
 }
 
-/** Creates the fresh schema and starts its retry-topic positions at the topics' current end. */
-async function prepareSchema(deps: RebuildDeps, admin: Admin, rebuildTarget: TargetConfig, names: RebuildNames, topics: Topics): Promise<void> {
+/**
+ * Creates the fresh schema and starts its retry-topic positions at the topics' current end; or, when the schema is
+ * an earlier rebuild of this target (it holds offsets of this rebuild's group), keeps it: its consumers resume from
+ * those offsets, so only what was published since is applied.
+ */
+async function prepareSchema(deps: RebuildDeps, admin: Admin, rebuildTarget: TargetConfig, names: RebuildNames, topics: Topics): Promise<'fresh' | 'continued'> {
   const writer = await deps.writer(rebuildTarget);
   try {
     if (await writer.schemaExists()) {
-      throw new HighwaterError('USAGE', `schema ${names.schema} exists already; a rebuild goes into a fresh schema: drop it, or name another with --into`);
+      if (await isRebuildOf(writer, names.groupId, topics)) {
+        deps.logger.info({ schema: names.schema, groupId: names.groupId }, 'continuing an earlier rebuild from its stored offsets');
+        return 'continued';
+      }
+      throw new HighwaterError('USAGE', `schema ${names.schema} exists already and is not a rebuild of this target (no offsets of group ${names.groupId}); a rebuild goes into a fresh schema: drop it, or name another with --into`);
     }
     await writer.migrate();
     const ends = await topicEnds(admin, topics.retry);
     await writer.resetStoredOffsets(names.groupId, topics.retry, new Map([...ends].map(([topic, ps]) => [topic, new Map(ps.map((p) => [p.partition, p.high]))])));
+    return 'fresh';
   } finally {
     await writer.close();
+  }
+}
+
+async function isRebuildOf(writer: TargetWriter, groupId: string, topics: Topics): Promise<boolean> {
+  try {
+    return (await writer.storedOffsets(groupId, [...topics.table, ...topics.retry])).length > 0;
+  } catch (err) {
+    // A schema without highwater's bookkeeping tables is someone else's: not a rebuild to continue.
+    if (coerceError(err) instanceof HighwaterError) return false;
+    throw err;
   }
 }
 

@@ -13,6 +13,7 @@ import { DEFAULT_RETRY, withRetry, type RetryPolicy } from '../retry.js';
 import type { SourceConnector } from './source/connector.js';
 import { scopeOf } from './poller.js';
 import { movedBackwards, withDeleteNamed, type ObservedRow } from './build.js';
+import { monotonicMs, RecentIds } from './elapsed.js';
 import { RowPublisher, type PublishOutcome, type PublishedRow } from './publish-rows.js';
 import { hierarchyDepth } from './window.js';
 
@@ -42,6 +43,7 @@ export interface BackfillDeps {
   readonly pauseAfterFailureMs?: number;
   /** Identical requests within this time are served once (children of one parent ask together). Default 10 s. */
   readonly dedupeWindowMs?: number;
+  /** A monotonic clock in milliseconds (default performance.now): the dedupe window is elapsed time. */
   readonly now?: () => number;
 }
 
@@ -66,12 +68,13 @@ export class ServeLater extends Error {
 
 export class BackfillService {
   private readonly log: Logger;
-  private readonly recent = new Map<string, number>();
+  private readonly recent: RecentIds;
   private readonly pausedPartitions = new Set<number>();
   private consumer: ManualConsumer | undefined;
 
   constructor(private readonly deps: BackfillDeps) {
     this.log = deps.logger;
+    this.recent = new RecentIds(deps.dedupeWindowMs ?? 10_000, deps.now ?? monotonicMs);
   }
 
   attach(consumer: ManualConsumer): void {
@@ -110,10 +113,10 @@ export class BackfillService {
     if (!table.enabled) return this.skip(`table ${table.name} is disabled`, {}, 'info');
     if (request.parentPathLocator === null && request.keys.length === 0) return this.skip('the request names neither a path locator nor keys', { table: table.name });
     const id = requestId(request);
-    if (this.servedRecently(id)) return this.skip('the same request was served moments ago', { table: table.name, parent: request.parentPathLocator }, 'debug');
+    if (this.recent.has(id)) return this.skip('the same request was served moments ago', { table: table.name, parent: request.parentPathLocator }, 'debug');
     try {
       const outcome = await this.serveTable(table, request);
-      this.recent.set(id, this.now());
+      this.recent.add(id);
       return outcome;
     } catch (err) {
       if (err instanceof ServeLater) throw err;
@@ -262,17 +265,6 @@ export class BackfillService {
       this.pausedPartitions.delete(batch.partition);
       resume();
     }, pauseMs).unref();
-  }
-
-  private servedRecently(id: string): boolean {
-    const now = this.now();
-    const windowMs = this.deps.dedupeWindowMs ?? 10_000;
-    for (const [key, at] of this.recent) if (now - at >= windowMs) this.recent.delete(key);
-    return this.recent.has(id);
-  }
-
-  private now(): number {
-    return (this.deps.now ?? Date.now)();
   }
 }
 

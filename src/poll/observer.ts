@@ -1,4 +1,5 @@
-import type { Step, Ticks } from '../contract.js';
+import type { Step, Ticks, Window } from '../contract.js';
+import type { HeldBack } from './window.js';
 
 /**
  * What the poller reports as it goes, for metrics and progress bars. Observers are called through `safe`, so a
@@ -6,6 +7,11 @@ import type { Step, Ticks } from '../contract.js';
  */
 
 export interface PollerEvents {
+  /**
+   * A table's window was planned (or reloaded on resume). `heldBack`: an open transaction pulled its end back.
+   * `rowsInWindow`: the rows the window's steps will read, counted at the source (null when not counted).
+   */
+  windowPlanned: { table: string; scope: string; window: Window; heldBack: HeldBack | null; rowsInWindow: number | null };
   batchPublished: { table: string; step: Step; batchNo: number; rows: number; bytes: number; skipped: number };
   windowCompleted: { table: string; scope: string; windowEnd: Ticks };
   tableFailed: { table: string; scope: string; error: Error };

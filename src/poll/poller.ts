@@ -32,6 +32,8 @@ export interface PollerDeps {
   readonly ensureTopics: (table: TableConfig) => Promise<void>;
   readonly retry?: RetryPolicy;
   readonly signal?: AbortSignal;
+  /** Count each window's rows before reading it, for a progress bar's total (one more source query per table). */
+  readonly countWindows?: boolean;
 }
 
 export interface RunSummary {
@@ -145,6 +147,7 @@ export class Poller {
       verifySweepBytes: cfg.poll.verifySweepBytes,
       leaseSeconds: cfg.poll.leaseSeconds,
       owner: this.owner,
+      countWindow: this.deps.countWindows === true,
     };
   }
 }

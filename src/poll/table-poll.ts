@@ -9,9 +9,10 @@ import { withRetry, type RetryPolicy } from '../retry.js';
 import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
+import { RenewalTimer } from './elapsed.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
-import { ancestorPaths, hierarchyDepth, planWindow } from './window.js';
+import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
 
 /**
  * One table and scope inside a run: plan (or, on resume, reload) the window, run the steps page by page with a
@@ -42,6 +43,8 @@ export interface TableJob {
   readonly verifySweepBytes: number;
   readonly leaseSeconds: number;
   readonly owner: string;
+  /** Count the window's rows at the source before reading it (for a progress bar's total). */
+  readonly countWindow?: boolean;
 }
 
 export interface TablePollDeps {
@@ -66,6 +69,8 @@ export interface TableOutcome {
   readonly lateArrivals: number;
   /** In-scope rows whose ModifiedOn is NULL (replicated by the `nulls` step, reported here). */
   readonly nullModifiedOn: number;
+  /** An open transaction pulled the window end back (null when it did not, or on resume). */
+  readonly heldBack: HeldBack | null;
   readonly highWater: Ticks;
 }
 
@@ -240,11 +245,13 @@ function unseenByWindows(state: KeyState, registered: PublishedEntry | undefined
 export class TablePoll {
   private readonly rows: RowPublisher;
   private readonly log: Logger;
-  private lastRenewal = Date.now();
+  private readonly renewal: RenewalTimer;
+  private heldBack: HeldBack | null = null;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
     this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
+    this.renewal = new RenewalTimer((job.leaseSeconds * 1000) / 3);
     this.log = deps.logger.child({ table: job.table, scope: job.scope, runId: job.runId });
   }
 
@@ -264,6 +271,8 @@ export class TablePoll {
     const window = await this.windowFor(resume, highWater);
     const checkpoint = resume ? await this.deps.store.lastCompletedBatch(this.job.runId, this.job.table, this.job.scope) : null;
     this.log.info({ windowStart: isoFromTicks(window.start), windowEnd: isoFromTicks(window.end), resumeFrom: checkpoint?.step }, 'window planned');
+    const rowsInWindow = this.job.countWindow && checkpoint === null && window.end > window.start ? await this.countRows(window) : null;
+    this.deps.observer.safe('windowPlanned', { table: this.job.table, scope: this.job.scope, window, heldBack: this.heldBack, rowsInWindow });
     const done = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(step) < STEP_ORDER.indexOf(checkpoint.step as PollStep);
     const completed = (step: PollStep): boolean => checkpoint !== null && STEP_ORDER.indexOf(checkpoint.step as PollStep) >= STEP_ORDER.indexOf(step);
     for (const step of PAGE_STEPS) {
@@ -278,7 +287,20 @@ export class TablePoll {
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
     this.deps.observer.safe('windowCompleted', { table: this.job.table, scope: this.job.scope, windowEnd: window.end });
-    return { window, ...this.counts, highWater: window.end };
+    return { window, ...this.counts, heldBack: this.heldBack, highWater: window.end };
+  }
+
+  /**
+   * The rows the window's steps will read, for a progress bar's total. Best effort: a count that fails costs the bar
+   * its total, never the poll. A resumed run is not counted (part of its window is done; the total would lie).
+   */
+  private async countRows(window: Window): Promise<number | null> {
+    try {
+      return await this.deps.source.countWindow({ ...this.scopeFilter, window });
+    } catch (err) {
+      this.log.warn({ err }, 'could not count the rows of the window; progress shows no total');
+      return null;
+    }
   }
 
   /** The window of this run: planned now from the source's clock, or the one a resumed run started with. */
@@ -298,6 +320,8 @@ export class TablePoll {
       baseline: this.job.baselineTicks,
       oldestOpenTransaction: oldest.visible ? oldest.start : null,
     });
+    this.heldBack = planned.heldBack;
+    if (planned.heldBack) this.log.warn({ ...planned.heldBack }, 'an open transaction at the source holds the window end back (an idle-in-transaction session freezes every high-watermark)');
     if (!oldest.visible) this.log.info({ reason: oldest.reason }, 'open transactions not visible: the safety buffer alone protects late commits');
     else if (oldest.caveat) this.log.warn({ caveat: oldest.caveat }, 'open transactions only partly visible');
     const window = planned.empty ? { start: planned.window.start, end: planned.window.start } : planned.window;
@@ -621,10 +645,10 @@ export class TablePoll {
   }
 
   private async renewLeaseIfDue(): Promise<void> {
-    if (Date.now() - this.lastRenewal < (this.job.leaseSeconds * 1000) / 3) return;
+    if (!this.renewal.due()) return;
     const renewed = await this.deps.store.renewLease(this.job.table, this.job.scope, this.job.owner, this.job.leaseSeconds);
     if (!renewed) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} (scope ${this.job.scope}); stopping before publishing more`);
-    this.lastRenewal = Date.now();
+    this.renewal.renewed();
   }
 
   private throwIfStopping(): void {

@@ -1,4 +1,5 @@
 import type { Ticks, Window } from '../contract.js';
+import { TICKS_PER_SECOND } from '../time/ticks.js';
 
 /**
  * Window maths, pure. All inputs come from the source database (its clock, its oldest open transaction) and the
@@ -20,9 +21,19 @@ export interface WindowInputs {
   readonly oldestOpenTransaction: Ticks | null;
 }
 
+/** How far an open transaction pulled the window end back, for status, the poll summary and a metric. */
+export interface HeldBack {
+  /** Age of the oldest open transaction by the source's clock, in seconds. */
+  readonly transactionAgeSeconds: number;
+  /** How much earlier the window ends than sourceNow − buffer, in seconds. */
+  readonly heldBackSeconds: number;
+}
+
 export interface PlannedWindow {
   readonly window: Window;
   readonly clampedBy: 'oldest-open-transaction' | null;
+  /** Set when clampedBy is: the transaction's age and what it cost. */
+  readonly heldBack: HeldBack | null;
   /** True when the window holds nothing new: its end is not after its start. */
   readonly empty: boolean;
 }
@@ -31,11 +42,17 @@ export function planWindow(inputs: WindowInputs): PlannedWindow {
   const start = inputs.highWater === null ? inputs.baseline : inputs.highWater - inputs.buffer;
   let end = inputs.sourceNow - inputs.buffer;
   let clampedBy: PlannedWindow['clampedBy'] = null;
+  let heldBack: HeldBack | null = null;
   if (inputs.oldestOpenTransaction !== null && inputs.oldestOpenTransaction - 1n < end) {
+    heldBack = { transactionAgeSeconds: seconds(inputs.sourceNow - inputs.oldestOpenTransaction), heldBackSeconds: seconds(end - (inputs.oldestOpenTransaction - 1n)) };
     end = inputs.oldestOpenTransaction - 1n;
     clampedBy = 'oldest-open-transaction';
   }
-  return { window: { start, end }, clampedBy, empty: end <= start };
+  return { window: { start, end }, clampedBy, heldBack, empty: end <= start };
+}
+
+function seconds(ticks: Ticks): number {
+  return Number(ticks / TICKS_PER_SECOND) + Number(ticks % TICKS_PER_SECOND) / Number(TICKS_PER_SECOND);
 }
 
 /** The high-watermark after a completed window: never backwards. */

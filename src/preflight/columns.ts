@@ -31,7 +31,8 @@ interface Requirement {
 
 const PG_TIME = ['timestamp with time zone', 'timestamp without time zone'];
 const MSSQL_TIME = ['datetime2', 'datetime', 'datetimeoffset', 'smalldatetime'];
-const TYPES: Record<Engine, Record<'key' | 'content' | 'text' | 'flag' | 'hierarchy' | 'time', readonly string[]>> = {
+/** The data types the source connectors read, per engine and column role (docs/tables.md lists them). */
+export const ACCEPTED_TYPES: Record<Engine, Record<'key' | 'content' | 'text' | 'flag' | 'hierarchy' | 'time', readonly string[]>> = {
   postgres: {
     key: ['uuid', 'text', 'character varying'],
     content: ['bytea'],
@@ -65,7 +66,7 @@ export function tablesOf(table: TableConfig): TableRef[] {
 }
 
 export function requirements(table: TableConfig, engine: Engine): Requirement[] {
-  const t = TYPES[engine];
+  const t = ACCEPTED_TYPES[engine];
   const c = table.columns;
   const blob = (column: string, role: string, types: readonly string[]): Requirement => ({ where: 'blob', ref: table.blob, column, role, types });
   const meta = (column: string, role: string, types: readonly string[]): Requirement => ({ where: 'metadata', ref: table.metadata, column, role, types });

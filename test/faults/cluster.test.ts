@@ -77,13 +77,19 @@ describe(`fault matrix, three-broker cluster (seed ${seed})`, () => {
   }, 300_000);
   afterAll(async () => {
     if (results.length > 0) console.log(`[faults] three-broker cluster, seed ${seed}\n${formatTable(results)}`);
-    await cluster?.stop();
+    // A failed scenario keeps the brokers' logs (the harness keeps the services' logs and databases too).
+    const failed = results.some((r) => r.passed < r.repetitions);
+    if (failed && cluster) console.log(`[faults] kept the cluster's data and logs in ${cluster.dir}`);
+    await cluster?.stop({ keep: failed });
   });
 
   const only = process.env.HIGHWATER_FAULTS_ONLY;
-  for (const def of [leaderKill, threeConsumers, twoPollers].filter((d) => !only || new RegExp(only).test(d.id))) {
+  // The leader kill three times: it failed once, cause unknown, before issue 9's last session; each repetition
+  // kills whichever node leads partition 0 then (the coordinator or the controller may be on it, or not).
+  const scenarios = [{ def: leaderKill, repetitions: 3 }, { def: threeConsumers, repetitions: 1 }, { def: twoPollers, repetitions: 1 }];
+  for (const { def, repetitions } of scenarios.filter((s) => !only || new RegExp(only).test(s.def.id))) {
     it(`${def.id}: ${def.title}`, async () => {
-      const result = await runScenario(env(), def, seed, 1);
+      const result = await runScenario(env(), def, seed, repetitions);
       results.push(result);
       expect(result.failures, result.failures.join('\n')).toEqual([]);
     });

@@ -12,7 +12,7 @@
  * Each pipeline owns its databases, topics, group ids and log directory; they are removed when the scenario passed
  * and kept (and named) when it failed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +24,7 @@ import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { dlqTopicFor, retryTopicFor } from '../../src/config/load.js';
+import { HEADERS } from '../../src/contract.js';
 import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/dev/demo/sample.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { checkInvariants, formatReport, installAuditTrigger, type InvariantReport, type ReplicatedTable } from '../convergence/invariants.js';
@@ -198,8 +199,19 @@ export interface Pipeline {
   lag(): Promise<number>;
   /** Members of the consumer group once it is stable (0 while it rebalances). */
   members(): Promise<number>;
+  /** Publishes one undecodable change record with `key` to the table topic (I6: it must be dead-lettered). */
+  publishPoison(key: string): Promise<void>;
+  /** The dead letters of the table topic, as `highwater dlq list --json` reports them. */
+  deadLetters(): Promise<DeadLetterSeen[]>;
   /** Stops the processes; drops the databases and the log directory when `passed`, keeps them otherwise. */
   close(passed: boolean): Promise<void>;
+}
+
+/** A dead letter as `highwater dlq list --json` shows it (the fields I6 looks at). */
+export interface DeadLetterSeen {
+  readonly key: string;
+  readonly errorKind: string | null;
+  readonly reason: string | null;
 }
 
 const APP_POLLER = 'hw-fault-poller';
@@ -317,6 +329,19 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
       const { groups } = await admin.describeGroups([groupId]);
       return groups[0]?.state === 'Stable' ? groups[0].members.length : 0;
     },
+    publishPoison: async (key) => {
+      const producer = new Kafka({ clientId: `${topic}-poison`, brokers: [...options.brokers], logLevel: logLevel.NOTHING }).producer();
+      await producer.connect();
+      try {
+        await producer.send({ topic, acks: -1, messages: [{ key, value: Buffer.from('not an avro value'), headers: { [HEADERS.kind]: 'change', [HEADERS.table]: tableName } }] });
+      } finally {
+        await producer.disconnect();
+      }
+    },
+    deadLetters: async () => {
+      const out = await runCapture(['--config', pollConfig, 'dlq', 'list', '--table', tableName, '--limit', '1000', '--json'], env);
+      return (JSON.parse(out) as { deadLetters: DeadLetterSeen[] }).deadLetters;
+    },
   };
   await warmUp(pipeline, options.consumers ?? 1);
   return pipeline;
@@ -343,6 +368,14 @@ function childEnv(): NodeJS.ProcessEnv {
   // The configuration file names the brokers and databases; variables of the surrounding shell must not override them.
   for (const k of Object.keys(env)) if (k.startsWith('HIGHWATER_') && k !== 'HIGHWATER_LOG_LEVEL' && k !== 'HIGHWATER_CACHE_DIR') delete env[k];
   return env;
+}
+
+/** Runs a highwater command and resolves with its standard output. */
+function runCapture(args: string[], env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [BIN, ...args], { cwd: REPO, env, maxBuffer: 64 << 20 }, (error, stdout, stderr) =>
+      (error ? reject(new Error(`highwater ${args.join(' ')} failed: ${error.message}\n${stderr.slice(-3000)}`)) : resolve(stdout)));
+  });
 }
 
 function runOnce(args: string[], env: NodeJS.ProcessEnv, logFile: string): Promise<void> {
@@ -494,7 +527,7 @@ export interface ScenarioResult {
 
 export function formatTable(results: readonly ScenarioResult[]): string {
   const header = ['scenario', 'reps', 'result', 'duplicates', 'recovery (max)', 'bound', 'seed', 'notes'];
-  const rows = results.map((r) => [r.scenario, String(r.repetitions), r.passed === r.repetitions ? 'pass' : `FAIL ${r.repetitions - r.passed}/${r.repetitions}`,
+  const rows = results.map((r) => [r.scenario, String(r.repetitions), r.repetitions === 0 ? 'skipped' : r.passed === r.repetitions ? 'pass' : `FAIL ${r.repetitions - r.passed}/${r.repetitions}`,
     String(r.duplicates), `${(r.recoveryMs / 1000).toFixed(1)} s`, `${(r.boundMs / 1000).toFixed(0)} s`, String(r.seed), r.notes]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;

@@ -45,6 +45,11 @@ export interface ScenarioDef {
   /** Resources set up before the pipeline (proxies), given the chance to shape its options. */
   prepare?(env: FaultEnv): Promise<{ options: Partial<PipelineOptions>; close(): Promise<void>; proxy?: FaultProxy }>;
   inject(env: FaultEnv, rand: () => number, prepared: { proxy?: FaultProxy }): Injection;
+  /**
+   * Checks, once the pipeline converged, that the fault really happened as the scenario says (e.g. the poller's
+   * clock was skewed): a scenario whose fault did not take effect tested nothing. Returns a problem, or null.
+   */
+  verify?(p: Pipeline): Promise<{ problem: string | null; notes: string }>;
 }
 
 export interface RepetitionResult {
@@ -68,20 +73,41 @@ export async function runRepetition(env: FaultEnv, def: ScenarioDef, seed: numbe
   try {
     const injection = def.inject(env, rand, prepared);
     const faultStep = 2 + Math.floor(rand() * Math.max(1, (def.load ?? SMALL_LOAD).steps - 5));
+    // I6: a poison record sits in the topic through the fault; it must be dead-lettered and must not stall the rest.
+    const poisonKey = `poison-${seed}`;
+    await p.publishPoison(poisonKey);
     await runLoad(p, rand, def.load ?? SMALL_LOAD, async (step) => {
       if (step >= faultStep) await injection.atStep(step - faultStep, p);
     });
     await injection.healed();
     const outcome = await awaitConvergence(p, def.boundMs);
     const judged = verdict(outcome);
+    const verified = def.verify ? await def.verify(p) : { problem: null, notes: '' };
+    const poison = await checkPoison(p, poisonKey);
     const exits = unexpectedExits(p);
-    passed = judged.pass;
-    const notes = [`fault at step ${faultStep}`, injection.notes(), ...exits].filter((n) => n !== '').join('; ');
-    return { pass: judged.pass, why: judged.pass ? 'ok' : `${judged.why}\n  logs and databases kept: ${p.logDir}, ${p.sourceDatabase}, ${p.targetDatabase}`, duplicates: outcome.report.i4?.duplicates ?? 0, recoveryMs: outcome.recoveryMs, notes };
+    passed = judged.pass && verified.problem === null && poison === null;
+    const why = [judged.pass ? '' : judged.why, verified.problem ?? '', poison ?? ''].filter((w) => w !== '').join('\n');
+    const notes = [`fault at step ${faultStep}`, injection.notes(), verified.notes, ...exits].filter((n) => n !== '').join('; ');
+    return { pass: passed, why: passed ? 'ok' : `${why}\n  logs and databases kept: ${p.logDir}, ${p.sourceDatabase}, ${p.targetDatabase}`, duplicates: outcome.report.i4?.duplicates ?? 0, recoveryMs: outcome.recoveryMs, notes };
   } finally {
     await p.close(passed);
     await prepared.close();
   }
+}
+
+/**
+ * I6: the poison record published before the fault is on the dead-letter topic with a reason, and no other record
+ * is (a good record dead-lettered by a transient fault would be a loss the target's diff alone cannot explain).
+ */
+async function checkPoison(p: Pipeline, poisonKey: string): Promise<string | null> {
+  const letters = await p.deadLetters();
+  const poison = letters.filter((d) => d.key === poisonKey);
+  const others = letters.filter((d) => d.key !== poisonKey);
+  const problems: string[] = [];
+  if (poison.length === 0) problems.push(`I6: the poison record ${poisonKey} is not on the dead-letter topic`);
+  else if (poison.some((d) => (d.reason ?? '') === '')) problems.push(`I6: the poison record ${poisonKey} was dead-lettered without a reason`);
+  if (others.length > 0) problems.push(`I6: ${others.length} other records dead-lettered: ${others.slice(0, 5).map((d) => `${d.key} (${d.errorKind}: ${d.reason})`).join('; ')}`);
+  return problems.length === 0 ? null : problems.join('\n');
 }
 
 /** Runs `repetitions` of a scenario with seeds derived from `seed`, printing each, and sums them up. */

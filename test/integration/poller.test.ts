@@ -314,6 +314,7 @@ function gatedSource(real: SourceConnector, gate: Promise<void>): SourceConnecto
     readContents: (k) => real.readContents(k),
     readKeyStates: (r) => real.readKeyStates(r),
     readNullModifiedOnPage: (r) => real.readNullModifiedOnPage(r),
+    countWindow: (r) => real.countWindow(r),
     countNullModifiedOn: (s) => real.countNullModifiedOn(s),
     memberKeys: (r) => real.memberKeys(r),
     contentHashes: (k) => real.contentHashes(k),

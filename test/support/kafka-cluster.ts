@@ -19,7 +19,10 @@ export interface KafkaCluster {
   /** The node id (1-based) that leads `partition` of `topic` now. */
   leaderOf(topic: string, partition: number): Promise<number>;
   node(id: number): KafkaBroker;
-  stop(): Promise<void>;
+  /** Stops the nodes; removes their data and logs unless `keep` (a failed scenario's evidence). */
+  stop(options?: { keep?: boolean }): Promise<void>;
+  /** Where the nodes' data directories and logs are. */
+  readonly dir: string;
 }
 
 const NODES = 3;
@@ -72,9 +75,10 @@ export async function startKafkaCluster(options: { heapMb?: number } = {}): Prom
         await admin.disconnect();
       }
     },
-    stop: async () => {
+    dir,
+    stop: async (options = {}) => {
       await Promise.all(nodes.map((n) => n.stop()));
-      await rm(dir, { recursive: true, force: true });
+      if (!options.keep) await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -49,6 +49,8 @@ export interface SourceRowSpec {
 
 export interface Pipeline {
   readonly config: Config;
+  /** The configuration as written (JSON is YAML), for tests that start the CLI in a child process. */
+  readonly raw: Record<string, unknown>;
   readonly rt: Runtime;
   readonly table: TableConfig;
   readonly target: TargetConfig;
@@ -86,7 +88,8 @@ export async function pipeline(label: string, options: PipelineOptions = {}): Pr
   const groupId = uniqueName(label, 'group');
   scope.topics([topic, retryTopicFor(topic), dlqTopicFor(topic)]);
   if (options.topicConfig) await createTopic(topic, options.partitions ?? 3, options.topicConfig);
-  const config = parseConfigObject(rawConfig(options, { source: source.url, target: target.url, topic, groupId, clientId: uniqueName(label, 'client') }), `${label} configuration`);
+  const raw = rawConfig(options, { source: source.url, target: target.url, topic, groupId, clientId: uniqueName(label, 'client') });
+  const config = parseConfigObject(raw, `${label} configuration`);
   const rt = new Runtime(config, createLogger({ level: process.env.HIGHWATER_TEST_LOG_LEVEL ?? 'silent' }));
   scope.defer(() => rt.close());
   const table = config.tables[0]!;
@@ -97,7 +100,7 @@ export async function pipeline(label: string, options: PipelineOptions = {}): Pr
       encode(sha256(b.file_stream), 'hex') AS sha
     FROM src.blobs b JOIN src.meta m ON m.id = b.stream_id JOIN src.bu_map u ON u.id = m.bu ${where}`;
   return {
-    config, rt, table, target: config.targets[0]!, topic, src, tgt, bus, targetTable,
+    config, raw, rt, table, target: config.targets[0]!, topic, src, tgt, bus, targetTable,
     insert: (rows) => insertRows(src, rows, bus),
     poll: async () => {
       await rt.store().migrate();

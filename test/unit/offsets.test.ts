@@ -72,6 +72,13 @@ describe('rebuild names', () => {
     expect(rebuildNames({ schema: 'replica', groupId: 'g' }, now, 'copy').schema).toBe('copy');
   });
 
+  it('names the same group for an earlier rebuild\'s schema, so `--into <it>` continues that rebuild (issue 10, item 10)', () => {
+    const later = new Date('2026-03-05T00:00:00Z');
+    const first = rebuildNames({ schema: 'replica', groupId: 'g' }, now);
+    expect(rebuildNames({ schema: 'replica', groupId: 'g' }, later, first.schema)).toEqual(first);
+    expect(rebuildNames({ schema: 'replica', groupId: 'g' }, later, 'copy').groupId).toBe('g.rebuild.copy');
+  });
+
   it('refuses a schema that is not a plain identifier, too long for PostgreSQL, or the live one', () => {
     usageError(() => rebuildNames({ schema: 'replica', groupId: 'g' }, now, HOSTILE));
     usageError(() => rebuildNames({ schema: 'replica', groupId: 'g' }, now, 'a'.repeat(64)));

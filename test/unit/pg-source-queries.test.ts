@@ -7,7 +7,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, keyStatesQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, countWindowQuery, keyStatesQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
   oldestOpenTransactionQuery, pageQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
@@ -84,6 +84,7 @@ describe('PostgreSQL source statements parse as PostgreSQL and carry every value
     ['key states (late-arrival sweep)', keyStatesQuery(spec, { after: SENTINEL, limit: 10, maxBytes: 1 << 20, businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
     ['key states, first range', keyStatesQuery(spec, { after: null, limit: 10, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
     ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
+    ['window count (progress total)', countWindowQuery(spec, { window: page().window, businessUnit: SENTINEL, excludedKeys: [SENTINEL] })],
     ['clock', clockQuery()],
     ['oldest open transaction', oldestOpenTransactionQuery()],
   ];
@@ -300,5 +301,15 @@ describe('keyStates', () => {
     expect(keyStates([state('a')], 2, 10).endOfKeys).toBe(false);
     expect(keyStates([state('a'), state('b')], 10, 10).endOfKeys).toBe(false);
     expect(keyStates([], 0, 10).endOfKeys).toBe(true);
+  });
+});
+
+describe('the window count behind the progress total (issue 10, item 8)', () => {
+  it('is one range on (ModifiedOn) with the bounds as parameters: no OFFSET, no ORDER BY, no content read', () => {
+    const stmt = countWindowQuery(spec, { window: page().window, businessUnit: null, excludedKeys: [] });
+    expect(stmt.text).toMatch(/^SELECT count\(\*\)/);
+    expect(stmt.text).not.toMatch(/OFFSET|ORDER BY|file_stream|content/i);
+    expect(stmt.text).toMatch(/> \$1::timestamptz\s+AND .* <= \$2::timestamptz/);
+    expect(stmt.values).toHaveLength(2);
   });
 });

@@ -20,7 +20,7 @@ afterEach(() => {
 
 describe('planWindow', () => {
   it('starts the first run at the baseline and ends a buffer before the source clock', () => {
-    expect(planWindow(inputs())).toEqual({ window: { start: BASELINE, end: NOW - BUFFER }, clampedBy: null, empty: false });
+    expect(planWindow(inputs())).toEqual({ window: { start: BASELINE, end: NOW - BUFFER }, clampedBy: null, heldBack: null, empty: false });
   });
 
   it('starts a later run one buffer before the high-watermark, so consecutive windows overlap by the buffer', () => {
@@ -47,12 +47,16 @@ describe('planWindow', () => {
     expect(planned.window.end).toBe(oldest - 1n);
     expect(planned.clampedBy).toBe('oldest-open-transaction');
     expect(planned.empty).toBe(false);
+    // The transaction is 4 h 7 min old; the window ends 7 min (and one tick) before sourceNow − buffer would.
+    expect(planned.heldBack!.transactionAgeSeconds).toBeCloseTo(247 * 60, 6);
+    expect(planned.heldBack!.heldBackSeconds).toBeCloseTo(7 * 60 + 1e-7, 6);
   });
 
   it('does not clamp when the oldest open transaction started after the buffered end', () => {
     const planned = planWindow(inputs({ oldestOpenTransaction: NOW - 1n }));
     expect(planned.window.end).toBe(NOW - BUFFER);
     expect(planned.clampedBy).toBeNull();
+    expect(planned.heldBack).toBeNull();
   });
 
   it('does not clamp when the open transaction started exactly one tick after the buffered end (end is inclusive)', () => {

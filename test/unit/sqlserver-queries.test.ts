@@ -1,7 +1,7 @@
 import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
-  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, serverTimeZoneQuery, keyStatesQuery, maxdopHint,
+  byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, countWindowQuery, serverTimeZoneQuery, keyStatesQuery, maxdopHint,
   missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
@@ -105,6 +105,7 @@ describe('SQL Server source statements parse as T-SQL', () => {
     ['content hashes', contentHashesQuery(spec, ['a'])],
     ['NULL ModifiedOn page', nullModifiedOnPageQuery(spec, { after: after.key, limit: 10, businessUnit: 'bu-1', excludedKeys: ['k'] })],
     ['NULL ModifiedOn count', countNullModifiedOnQuery(spec, { businessUnit: null, excludedKeys: [] })],
+    ['window count (progress total)', countWindowQuery({ ...spec, maxdop: 2 }, { window, businessUnit: 'bu-1', excludedKeys: ['k'] })],
     ['key states (late-arrival sweep)', keyStatesQuery(spec, { after: after.key, limit: 1000, maxBytes: 1 << 28, businessUnit: 'bu-1', excludedKeys: ['k'] })],
     ['key states, first range', keyStatesQuery(spec, { after: null, limit: 1000, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
     ['key states with MAXDOP', keyStatesQuery({ ...spec, maxdop: 2 }, { after: null, limit: 10, maxBytes: 0, businessUnit: null, excludedKeys: [] })],
@@ -398,5 +399,15 @@ describe('connection strings', () => {
     } catch (err) {
       expect(String(err)).not.toContain('secret');
     }
+  });
+});
+
+describe('the window count behind the progress total (issue 10, item 8)', () => {
+  it('bounds the window on the keyset column, values as parameters, no OFFSET, no ORDER BY', () => {
+    const stmt = countWindowQuery(spec, { window, businessUnit: null, excludedKeys: [] });
+    expect(stmt.text).toMatch(/^SELECT COUNT_BIG\(\*\)/);
+    expect(stmt.text).not.toMatch(/OFFSET|ORDER BY/);
+    expect(stmt.text).toContain('> CONVERT(datetime2(7), @windowStart, 126)');
+    expect(stmt.text).toContain('<= CONVERT(datetime2(7), @windowEnd, 126)');
   });
 });

@@ -61,7 +61,8 @@ async function kafkaForDemo(env: NodeJS.ProcessEnv, logger: Logger, out: (l: str
   out(cached
     ? 'starting a local Kafka (KRaft)…'
     : `downloading Kafka's jars from Maven Central into ${cacheDir} (first run only; this can take a few minutes), then starting a local Kafka (KRaft)…`);
-  const runtime = await ensureKafkaRuntime(cacheDir);
+  // Maven's downloads go to stderr as they finish, so a first run that takes minutes is visibly doing something.
+  const runtime = await ensureKafkaRuntime(cacheDir, cached ? {} : { onDownload: (line) => process.stderr.write(`${line}\n`) });
   const dataDir = await mkdtemp(join(tmpdir(), 'highwater-demo-kafka-'));
   const broker: KafkaBroker = await startKafka({ runtime, dataDir, logFile: join(dataDir, 'kafka.log') });
   out(`Kafka ${broker.bootstrap} is up`);

@@ -15,6 +15,7 @@ import { probeCluster } from '../../kafka/client.js';
 import { HighwaterError, coerceError } from '../../errors.js';
 import { sleep } from '../../retry.js';
 import { freePorts } from './ports.js';
+import { downloadReporter } from './maven-progress.js';
 
 export const KAFKA_VERSION = '3.9.1';
 
@@ -73,11 +74,21 @@ export function kafkaRuntimeAt(cacheDir: string): KafkaRuntime {
  * Makes sure the Kafka jars are in the cache, fetching them with Maven the first time. Instant when cached.
  * The `.complete` marker is written last, so an interrupted fetch is simply done again.
  */
-export async function ensureKafkaRuntime(cacheDir: string = defaultCacheDir()): Promise<KafkaRuntime> {
+export async function ensureKafkaRuntime(cacheDir: string = defaultCacheDir(), options: FetchOptions = {}): Promise<KafkaRuntime> {
   await assertJavaAvailable();
   const runtime = kafkaRuntimeAt(cacheDir);
-  if (!(await exists(join(runtime.dir, COMPLETE_MARKER)))) await fetchRuntime(runtime);
+  if (!(await exists(join(runtime.dir, COMPLETE_MARKER)))) await fetchRuntime(runtime, options);
   return runtime;
+}
+
+export interface FetchOptions {
+  /** Receives one line per file Maven downloads (first run only); without it Maven runs quietly. */
+  readonly onDownload?: (line: string) => void;
+}
+
+/** Whether the Kafka jars are already in the cache (then nothing is downloaded). */
+export async function kafkaRuntimeCached(cacheDir: string = defaultCacheDir()): Promise<boolean> {
+  return exists(join(kafkaRuntimeAt(cacheDir).dir, COMPLETE_MARKER));
 }
 
 async function assertJavaAvailable(): Promise<void> {
@@ -102,7 +113,7 @@ export function javaMajorVersion(versionText: string): number | undefined {
   return first === 1 && match[2] !== undefined ? Number(match[2]) : first;
 }
 
-async function fetchRuntime(runtime: KafkaRuntime): Promise<void> {
+async function fetchRuntime(runtime: KafkaRuntime, options: FetchOptions): Promise<void> {
   await mkdir(runtime.dir, { recursive: true });
   await writeFile(join(runtime.dir, 'pom.xml'), runtimePom());
   await writeFile(runtime.log4jConfig, LOG4J_PROPERTIES);
@@ -110,7 +121,7 @@ async function fetchRuntime(runtime: KafkaRuntime): Promise<void> {
   const partialDir = `${runtime.libDir}.partial-${process.pid}`;
   await rm(partialDir, { recursive: true, force: true });
   try {
-    await runMaven(runtime.dir, partialDir);
+    await runMaven(runtime.dir, partialDir, options.onDownload);
     await assertServerJarPresent(partialDir);
     // A concurrent fetch (the demo and a test run at once) may have finished first; its jars are the same.
     if (await exists(join(runtime.dir, COMPLETE_MARKER))) return;
@@ -149,9 +160,11 @@ log4j.logger.kafka.server.KafkaRaftServer=INFO
 log4j.logger.kafka.server.BrokerServer=INFO
 `;
 
-async function runMaven(projectDir: string, outputDir: string): Promise<void> {
-  const args = ['-q', '-B', '-f', join(projectDir, 'pom.xml'), `${DEPENDENCY_PLUGIN}:copy-dependencies`, `-DoutputDirectory=${outputDir}`, '-DincludeScope=runtime'];
-  const result = await runCollecting('mvn', args, projectDir, MAVEN_TIMEOUT_MS);
+async function runMaven(projectDir: string, outputDir: string, onDownload?: (line: string) => void): Promise<void> {
+  // -q hides the transfer lines too; when someone watches, Maven speaks and only its downloads are passed on.
+  const args = [...(onDownload ? [] : ['-q']), '-B', '-f', join(projectDir, 'pom.xml'), `${DEPENDENCY_PLUGIN}:copy-dependencies`, `-DoutputDirectory=${outputDir}`, '-DincludeScope=runtime'];
+  const progress = onDownload ? downloadReporter(onDownload) : undefined;
+  const result = await runCollecting('mvn', args, projectDir, MAVEN_TIMEOUT_MS, progress);
   if (result.spawnError !== undefined) {
     throw new DevKafkaError(`cannot run Maven (\`mvn\`, ${result.spawnError.message}): it is needed once to fetch Kafka ${KAFKA_VERSION}`, 'install Maven 3.8 or later (Debian: apt-get install maven) and put `mvn` on PATH', { cause: result.spawnError });
   }
@@ -577,13 +590,14 @@ interface CollectedRun {
 const MAX_COLLECTED_OUTPUT = 256 * 1024;
 
 /** Runs a command to its end, keeping the tail of stdout and stderr together; never rejects. */
-function runCollecting(command: string, args: readonly string[], cwd: string | undefined, timeoutMs: number): Promise<CollectedRun> {
+function runCollecting(command: string, args: readonly string[], cwd: string | undefined, timeoutMs: number, watch?: { write(chunk: Buffer): void; end(): void }): Promise<CollectedRun> {
   return new Promise((resolve) => {
     let output = '';
     let timedOut = false;
     const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     const append = (chunk: Buffer): void => {
       output = (output + chunk.toString('utf8')).slice(-MAX_COLLECTED_OUTPUT);
+      watch?.write(chunk);
     };
     child.stdout.on('data', append);
     child.stderr.on('data', append);
@@ -597,6 +611,7 @@ function runCollecting(command: string, args: readonly string[], cwd: string | u
     });
     child.once('close', (exitCode) => {
       clearTimeout(timer);
+      watch?.end();
       resolve({ exitCode, output, timedOut });
     });
   });

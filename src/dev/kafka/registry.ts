@@ -14,6 +14,7 @@ import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { downloadReporter } from './maven-progress.js';
 
 /**
  * Pinned Apicurio Registry version. 3.0.9 is the newest release found on Maven Central
@@ -87,7 +88,7 @@ const LOG_TAIL_LINES = 40;
  * second cache dir costs no second download) and the unzip, because node has no
  * built-in zip reader and `unzip` is not guaranteed to be installed.
  */
-export async function ensureRegistryRuntime(cacheDir: string): Promise<RegistryRuntime> {
+export async function ensureRegistryRuntime(cacheDir: string, options: { onDownload?: (line: string) => void } = {}): Promise<RegistryRuntime> {
   const home = join(cacheDir, 'dist');
   const runtime: RegistryRuntime = {
     version: APICURIO_VERSION,
@@ -106,7 +107,7 @@ export async function ensureRegistryRuntime(cacheDir: string): Promise<RegistryR
   // workers) never see, or clobber, a half-extracted tree.
   const staging = join(cacheDir, `dist.tmp-${process.pid}-${Date.now()}`);
   try {
-    await runMaven(['-B', '-q', '-f', pom, 'dependency:unpack', `-Dhw.dist.dir=${staging}`]);
+    await runMaven(['-B', ...(options.onDownload ? [] : ['-q']), '-f', pom, 'dependency:unpack', `-Dhw.dist.dir=${staging}`], options.onDownload);
     if (!existsSync(join(staging, RUNNER_JAR))) {
       throw new Error(`Maven unpacked ${artifactString()} but ${RUNNER_JAR} is missing in ${staging}`);
     }
@@ -187,12 +188,14 @@ function javaBinary(): string {
 }
 
 /** Run mvn, keeping its output only to explain a failure. */
-function runMaven(args: string[]): Promise<void> {
+function runMaven(args: string[], onDownload?: (line: string) => void): Promise<void> {
+  const progress = onDownload ? downloadReporter(onDownload) : undefined;
   return new Promise((resolve, reject) => {
     const child = spawn('mvn', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     const keep = (chunk: Buffer): void => {
       output = (output + chunk.toString()).slice(-8_000);
+      progress?.write(chunk);
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
@@ -200,6 +203,7 @@ function runMaven(args: string[]): Promise<void> {
       reject(new Error(`cannot run mvn (is Maven installed and on PATH?): ${err.message}`)),
     );
     child.on('exit', (code, signal) => {
+      progress?.end();
       if (code === 0) resolve();
       else reject(new Error(`mvn ${args.join(' ')} failed (${signal ?? `exit ${code}`}):\n${output}`));
     });

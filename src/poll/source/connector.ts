@@ -25,6 +25,10 @@ export interface PageRequest extends ScopeFilter {
   readonly limit: number;
 }
 
+export interface WindowCountRequest extends ScopeFilter {
+  readonly window: Window;
+}
+
 export interface MissingParentsRequest extends ScopeFilter {
   /** Parents referenced by the children of this window. */
   readonly window: Window;
@@ -96,6 +100,8 @@ export interface SourceConnector {
   readKeyStates(request: KeyStatesRequest): Promise<KeyStates>;
   /** One page of the rows whose ModifiedOn is NULL, in scope, in key order (the `nulls` step). */
   readNullModifiedOnPage(request: NullModifiedOnRequest): Promise<SourceRow[]>;
+  /** How many rows in scope the window's roots and children steps read (the progress bar's total). */
+  countWindow(request: WindowCountRequest): Promise<number>;
   /** How many rows in scope have a NULL ModifiedOn (reported per run). */
   countNullModifiedOn(scope: ScopeFilter): Promise<number>;
   /**
