@@ -127,7 +127,7 @@ export const tableSchema = z.strictObject({
   scope: z.string().max(100).nullable().default(null).describe('Business unit to poll (its id); null for all BUs.'),
   excludedKeys: z.array(z.string()).default([]).describe('Keys never replicated for this table (added to the global list).'),
   safetyBufferMinutes: z.number().min(0).max(7 * 24 * 60).default(240).describe('Overlap between windows and distance of the window end from the source clock.'),
-  batchSize: z.number().int().min(1).max(50_000).default(500).describe('Rows per page (one keyset page = one published batch).'),
+  batchSize: z.number().int().min(1).max(50_000).default(500).describe('Rows per page: the unit the poller checkpoints (and resumes from) after Kafka acknowledged it. Small rows are read and sent several pages at a time, each page still checkpointed on its own.'),
   initialBaseline: timestamp.default('1900-01-01T00:00:00Z').describe('Window start of the first run, before any high-watermark exists.'),
   topic: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/).optional().describe('Topic name; default highwater.<source>.<name>.'),
   maxdop: z.number().int().min(0).max(64).nullable().default(null).describe('SQL Server sources: OPTION (MAXDOP n) on window reads; null leaves the server default.'),

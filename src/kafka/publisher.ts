@@ -41,6 +41,8 @@ export class Publisher {
   private readonly admin: Admin;
   private readonly partitions = new Map<string, number>();
   private connected = false;
+  /** The end of the last queued send (see send). */
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(kafka: Kafka, private readonly maxBatchBytes: number) {
     this.producer = createIdempotentProducer(kafka);
@@ -70,8 +72,19 @@ export class Publisher {
     return partitionForKey(topic, key, await this.partitionsOf(topic));
   }
 
-  /** Sends all records in order and waits for every acknowledgement. */
-  async send(topic: string, records: readonly OutRecord[]): Promise<void> {
+  /**
+   * Sends all records in order and waits for every acknowledgement. Calls are queued and run one at a time, in
+   * call order, whoever makes them (the poller's pipelined pages, the back-fill service): kafkajs' idempotent
+   * producer assigns sequence numbers per send, and concurrent sends can reach the broker out of sequence
+   * (OUT_OF_ORDER_SEQUENCE_NUMBER, tulios/kafkajs#598).
+   */
+  send(topic: string, records: readonly OutRecord[]): Promise<void> {
+    const turn = this.queue.then(() => this.sendNow(topic, records));
+    this.queue = turn.then(() => undefined, () => undefined);
+    return turn;
+  }
+
+  private async sendNow(topic: string, records: readonly OutRecord[]): Promise<void> {
     for (const group of groupBySize(records, this.maxBatchBytes)) {
       await withKafkaErrors(`publishing to ${topic}`, () =>
         this.producer.send({

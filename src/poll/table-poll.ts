@@ -11,7 +11,7 @@ import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
 import { RenewalTimer } from './elapsed.js';
 import type { PollerObserver } from './observer.js';
-import { RowPublisher, type PublishSettings } from './publish-rows.js';
+import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
 
 /**
@@ -84,6 +84,130 @@ const MAX_HIERARCHY_DEPTH = 64;
 interface Page {
   readonly value: SourceRow[];
   readonly observed: Ticks;
+}
+
+/** A page ready to send: its rows in send order, what the registry held for its keys, and the rows it skipped. */
+interface PreparedPage {
+  readonly ordered: ObservedRow[];
+  readonly registered: ReadonlyMap<string, PublishedEntry>;
+  readonly skipped: number;
+}
+
+/**
+ * Rows read per source query, in pages of batchSize: as many pages as keep the content read with them near
+ * READ_BYTES (at most READ_PAGES pages, at least one), judged by the rows just read. Small rows are read several
+ * pages at a time, in one query and one observation; rows with large inline content one page at a time. Each page
+ * is still checkpointed on its own. Pure.
+ */
+export function readLimit(rows: readonly SourceRow[], batchSize: number): number {
+  const bytes = rows.reduce((n, r) => n + (r.content?.length ?? 0) + ROW_OVERHEAD_BYTES, 0);
+  const perPage = (bytes / Math.max(rows.length, 1)) * batchSize;
+  return batchSize * Math.max(1, Math.min(READ_PAGES, Math.floor(READ_BYTES / Math.max(perPage, 1))));
+}
+
+const READ_PAGES = 8;
+const READ_BYTES = 4 * 1024 * 1024;
+/** What a row holds besides its inline content (key, names, path locators, times), about. */
+const ROW_OVERHEAD_BYTES = 256;
+
+/** Consecutive pages of `size` rows (the last one shorter). Pure. */
+export function pagesOf<T>(rows: readonly T[], size: number): T[][] {
+  const pages: T[][] = [];
+  for (let i = 0; i < rows.length; i += size) pages.push(rows.slice(i, i + size));
+  return pages;
+}
+
+/** The keyset position after a row of a window step (such rows have a ModifiedOn, so it is never NULL). */
+function positionOf(row: SourceRow): Position {
+  return { modifiedOn: row.modifiedOn!, key: row.key };
+}
+
+/** Pages merged into one send at most, and the content read with them (inline) that they may hold together. */
+const PAGES_PER_SEND = 8;
+const SEND_BYTES = 8 * 1024 * 1024;
+
+interface PageAt {
+  readonly step: Step;
+  readonly batchNo: number;
+  readonly position: Position;
+  readonly startedAt: Date;
+}
+
+/**
+ * The state of runStep's pipeline: the pages prepared and not sent yet, the send in flight, the chain of
+ * checkpoints, and the rows of every page queued or sent but not checkpointed (the registry does not hold them as
+ * acknowledged yet, so the next page's preparation consults them too). A key is in one of those pages at most:
+ * runStep waits for a checkpoint rather than send a key again.
+ */
+class SendPipeline {
+  queued: { at: PageAt; prepared: PreparedPage }[] = [];
+  /** The send in flight (or the last one), and the checkpoints up to it. */
+  sent: Promise<unknown> = Promise.resolve();
+  checkpointed: Promise<void> = Promise.resolve();
+  /** The checkpoints before the last send's. */
+  older: Promise<void> = Promise.resolve();
+  idle = true;
+  private readonly batches = new Map<number, readonly ObservedRow[]>();
+  private readonly keys = new Set<string>();
+  private readonly paths = new Set<string>();
+
+  queue(at: PageAt, prepared: PreparedPage): void {
+    this.queued.push({ at, prepared });
+    this.batches.set(at.batchNo, prepared.ordered);
+    for (const { row } of prepared.ordered) {
+      this.keys.add(row.key);
+      if (row.pathLocator !== null) this.paths.add(row.pathLocator);
+    }
+  }
+
+  /** Content bytes the queued pages hold (read with the page; what is fetched at send time is not held yet). */
+  get queuedBytes(): number {
+    return this.queued.reduce((n, q) => n + q.prepared.ordered.reduce((m, r) => m + (r.row.content?.length ?? 0), 0), 0);
+  }
+
+  take(): { at: PageAt; prepared: PreparedPage }[] {
+    const pages = this.queued;
+    this.queued = [];
+    return pages;
+  }
+
+  /** A send started: its checkpoints run after its acknowledgement and after every earlier checkpoint. */
+  started(sending: Promise<PublishOutcome>, checkpoint: (outcome: PublishOutcome) => Promise<void>): void {
+    this.idle = false;
+    const previous = this.checkpointed;
+    this.sent = sending.finally(() => {
+      this.idle = true;
+    });
+    this.checkpointed = this.sent.then(async () => {
+      await previous; // batch rows in batch order, and none after a failed one
+      await checkpoint(await sending);
+    });
+    this.older = previous;
+    this.sent.catch(() => undefined);
+    this.checkpointed.catch(() => undefined);
+  }
+
+  release(batchNo: number): void {
+    for (const { row } of this.batches.get(batchNo) ?? []) {
+      this.keys.delete(row.key);
+      if (row.pathLocator !== null) this.paths.delete(row.pathLocator);
+    }
+    this.batches.delete(batchNo);
+  }
+
+  holdsAnyKey(rows: readonly SourceRow[]): boolean {
+    return this.keys.size > 0 && rows.some((r) => this.keys.has(r.key));
+  }
+
+  get pathLocators(): ReadonlySet<string> {
+    return this.paths;
+  }
+}
+
+/** The part of a send's outcome that concerns these rows (keys are distinct across the pages of one send). Pure. */
+export function outcomeOf(outcome: PublishOutcome, rows: readonly ObservedRow[]): PublishOutcome {
+  const keys = new Set(rows.map((r) => r.row.key));
+  return { published: outcome.published.filter((r) => keys.has(r.key)), failed: outcome.failed.filter((f) => keys.has(f.key)) };
 }
 
 interface PageOutcome {
@@ -208,71 +332,151 @@ export class TablePoll {
   }
 
   /**
-   * The pages of one step, keyset after keyset. The next page is read while the current one is published: reads
-   * are serialised observations anyway, and a page's checkpoint is still written only after Kafka acknowledged it.
+   * The pages of one step, keyset after keyset, as a pipeline: while one send is in flight to Kafka, the next pages
+   * are read and prepared (registry lookups, ancestors, pending registration), and the checkpoint of the last send
+   * is written. The pages prepared meanwhile go out together in the next send (at most PAGES_PER_SEND pages and
+   * SEND_BYTES of content read with them), so a slow broker gets fewer, larger requests. Sends stay one at a time
+   * in page order, and each page's checkpoint (registry versions, then its batch row) is written in batch order,
+   * only after Kafka acknowledged it: a checkpoint never covers a record that was not acknowledged, and a crash
+   * resumes after the last one, republishing what follows it.
    */
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
-    let batchNo = from?.batchNo ?? 0;
     if (window.end <= window.start) return;
     this.throwIfStopping();
-    let startedAt = new Date();
-    let page: Page | null = await this.readPage(step, window, from?.position ?? null);
-    while (page !== null && page.value.length > 0) {
-      const last: SourceRow = page.value.at(-1)!;
-      // Window steps read rows with a ModifiedOn inside the window only, so the keyset position is never NULL.
-      const position: Position = { modifiedOn: last.modifiedOn!, key: last.key };
-      const next: Promise<Page> | null = page.value.length < this.job.batchSize ? null : this.readPage(step, window, position);
-      next?.catch(() => undefined); // awaited below; a failure surfaces there, not as an unhandled rejection
-      batchNo++;
-      const outcome = await this.publishPage(page.value.map((row) => ({ row, observed: page!.observed })), window);
-      await this.recordBatch(step, batchNo, outcome, position, startedAt);
-      this.deps.observer.safe('batchPublished', { table: this.job.table, step, batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
-      await this.renewLeaseIfDue();
-      if (next === null) return;
-      if (this.deps.signal?.aborted) {
-        await next.catch(() => undefined);
-        this.throwIfStopping();
+    const pipe = new SendPipeline();
+    let batchNo = from?.batchNo ?? 0;
+    let limit = this.job.batchSize;
+    let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null, limit);
+    try {
+      while (next !== null) {
+        const read: Page = await this.awaitRead(pipe, window, next);
+        if (read.value.length === 0) break;
+        const more = read.value.length >= limit;
+        limit = readLimit(read.value, this.job.batchSize);
+        next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
+        next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
+        for (const rows of pagesOf(read.value, this.job.batchSize)) {
+          if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
+          const startedAt = new Date();
+          batchNo++;
+          // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once
+          // that page is checkpointed, as without the pipeline, instead of publishing it twice.
+          if (pipe.holdsAnyKey(rows)) {
+            await this.flush(pipe, window, next);
+            await pipe.checkpointed;
+          }
+          const prepared = await this.preparePage(rows.map((row) => ({ row, observed: read.observed })), pipe.pathLocators);
+          pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
+          const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
+          if (pipe.idle || full) await this.flush(pipe, window, next);
+        }
       }
-      startedAt = new Date();
-      page = await next;
+      await this.flush(pipe, window, next);
+      await pipe.checkpointed;
+    } catch (err) {
+      // Let the acknowledged pages before the failure write their checkpoints, and the read in progress end.
+      await Promise.allSettled([pipe.checkpointed, next]);
+      throw err;
     }
+  }
+
+  /**
+   * Waits for a read, sending the queued pages as soon as the send in flight is acknowledged rather than after the
+   * read: a read slowed by a busy source must not leave Kafka idle.
+   */
+  private async awaitRead(pipe: SendPipeline, window: Window, next: Promise<Page>): Promise<Page> {
+    for (;;) {
+      if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
+      if (pipe.queued.length === 0) return next;
+      const readFirst = await Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]);
+      if (readFirst) return next;
+    }
+  }
+
+  /**
+   * Sends the queued pages together once the previous send is acknowledged, and chains their checkpoints, in
+   * batch order, after this send's acknowledgement and the previous checkpoints.
+   */
+  private async flush(pipe: SendPipeline, window: Window, next: Promise<Page> | null): Promise<void> {
+    if (pipe.queued.length === 0) return;
+    await pipe.sent;
+    await this.stopIfAborted(pipe.checkpointed, next);
+    await this.renewLeaseIfDue();
+    await pipe.older; // at most one checkpoint outstanding besides this send's: memory stays bounded
+    const pages = pipe.take();
+    const sending = this.sendPage(pages.flatMap((p) => p.prepared.ordered), window);
+    pipe.started(sending, async (outcome) => {
+      for (const p of pages) {
+        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered));
+        pipe.release(p.at.batchNo);
+      }
+    });
+  }
+
+  /** Between pages: on a shutdown signal, the pages already sent are checkpointed and the step stops. */
+  private async stopIfAborted(checkpointed: Promise<void>, next: Promise<Page> | null): Promise<void> {
+    if (!this.deps.signal?.aborted) return;
+    await checkpointed;
+    await next?.catch(() => undefined);
+    this.throwIfStopping();
+  }
+
+  /** After Kafka acknowledged a page: the registry records its versions, then a batch row records the position. */
+  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome): Promise<void> {
+    const outcome = await this.registerSent(prepared, sent);
+    await this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt);
+    this.deps.observer.safe('batchPublished', { table: this.job.table, step: at.step, batchNo: at.batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
   }
 
   private get scopeFilter(): ScopeFilter {
     return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  private readPage(step: Step, window: Window, after: Position | null): Promise<Page> {
-    const request = { ...this.scopeFilter, window, after, limit: this.job.batchSize };
+  private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
+    const request = { ...this.scopeFilter, window, after, limit };
     if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
     return this.observe((s) => s.readPage({ ...request, step }));
   }
 
-  /**
-   * Publishes the observed rows whose state the registry does not hold yet, parents first, each after the
-   * unpublished ancestors it needs. A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
-   * targets take it as a new life of the key. Keys are registered as pending before the send and their versions
-   * after Kafka's acknowledgement.
-   */
+  /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
   private async publishPage(page: readonly ObservedRow[], window: Window): Promise<PageOutcome> {
+    const prepared = await this.preparePage(page, new Set());
+    return this.registerSent(prepared, await this.sendPage(prepared.ordered, window));
+  }
+
+  /**
+   * Picks the rows to publish, parents first, each after the unpublished ancestors it needs, and registers their
+   * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
+   * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
+   * checkpointed yet, which count as published ancestors (they are sent before this page).
+   */
+  private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
     const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key))).map((r) => withDeleteNamed(r, registered.get(r.row.key)));
-    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row));
+    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths);
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
     await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
+    return { ordered, registered, skipped: page.length - fresh.length };
+  }
+
+  /** Sends the rows of prepared pages, in order; resolves when Kafka acknowledged every record of them. */
+  private sendPage(rows: readonly ObservedRow[], window: Window): Promise<PublishOutcome> {
     const ctx = { table: this.job.table, tenant: this.job.tenant, runId: this.job.runId, window };
-    const outcome = await this.rows.publish({ topic: this.job.topic, rows: ordered, ctx });
+    return this.rows.publish({ topic: this.job.topic, rows, ctx });
+  }
+
+  /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
+  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome): Promise<PageOutcome> {
     await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
-    await this.retireSupersededChunks(outcome.published, registered);
+    await this.retireSupersededChunks(outcome.published, prepared.registered);
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(this.job.runId, this.job.table, f.key, f.modifiedOn, f.reason);
     if (outcome.failed.length > 0) this.log.warn({ failed: outcome.failed }, 'rows refused; recorded against the run');
-    const skipped = page.length - fresh.length;
     this.counts.published += outcome.published.length;
-    this.counts.skipped += skipped;
+    this.counts.skipped += prepared.skipped;
     this.counts.failed += outcome.failed.length;
-    return { published: outcome.published.length, skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
+    return { published: outcome.published.length, skipped: prepared.skipped, failed: outcome.failed.length, bytes: outcome.published.reduce((n, r) => n + r.bytes, 0) };
   }
 
   /**
@@ -301,9 +505,9 @@ export class TablePoll {
    * nor published: read from the source and published first, whatever their ModifiedOn, so a child never reaches
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
-  private async unpublishedAncestors(rows: readonly SourceRow[]): Promise<ObservedRow[]> {
+  private async unpublishedAncestors(rows: readonly SourceRow[], inFlightPaths: ReadonlySet<string>): Promise<ObservedRow[]> {
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
-    const known = new Set(rows.map((r) => r.pathLocator));
+    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...inFlightPaths]);
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still

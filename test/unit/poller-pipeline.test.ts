@@ -1,0 +1,63 @@
+/**
+ * Pure parts of the poller's page pipeline (src/poll/table-poll.ts): how many rows one source query reads (by the
+ * bytes of the rows just read), how a read is cut into checkpointed pages, and which part of a merged send's outcome
+ * belongs to each page.
+ */
+import { describe, expect, it } from 'vitest';
+import type { SourceRow } from '../../src/contract.js';
+import type { ObservedRow } from '../../src/poll/build.js';
+import type { PublishedRow } from '../../src/poll/publish-rows.js';
+import { outcomeOf, pagesOf, readLimit } from '../../src/poll/table-poll.js';
+
+function row(key: string, contentBytes: number | null): SourceRow {
+  return {
+    key, name: `${key}.bin`, pathLocator: null, parentPathLocator: null, isDirectory: false, contentLength: contentBytes,
+    content: contentBytes === null ? null : Buffer.alloc(contentBytes), modifiedOn: 1n, businessUnit: null, attributes: { creationTime: null, lastWriteTime: null },
+  };
+}
+
+const observed = (r: SourceRow): ObservedRow => ({ row: r, observed: 7n });
+const published = (key: string): PublishedRow => ({ key, modifiedOn: 1n, observed: 7n, digest: Buffer.alloc(32), contentSha256: null, pathLocator: null, chunkCount: null, bytes: 0 });
+
+describe('readLimit', () => {
+  it('reads several pages at once when the rows are small, never more than eight', () => {
+    const small = Array.from({ length: 500 }, (_, i) => row(`k${i}`, 200));
+    expect(readLimit(small, 500)).toBe(8 * 500);
+    expect(readLimit(Array.from({ length: 10 }, (_, i) => row(`k${i}`, null)), 500)).toBe(8 * 500);
+  });
+
+  it('reads one page at a time when a page of such rows holds megabytes of content', () => {
+    const large = Array.from({ length: 50 }, (_, i) => row(`k${i}`, 64 * 1024));
+    expect(readLimit(large, 500)).toBe(500);
+  });
+
+  it('reads as many pages as stay near 4 MiB of content in between', () => {
+    const medium = Array.from({ length: 100 }, (_, i) => row(`k${i}`, 4096 - 256));
+    // 500 rows × 4 KiB = 2 MiB per page: two pages per read.
+    expect(readLimit(medium, 500)).toBe(2 * 500);
+  });
+
+  it('reads at least one page when nothing was read', () => {
+    expect(readLimit([], 500)).toBe(8 * 500);
+  });
+});
+
+describe('pagesOf', () => {
+  it('cuts rows into pages of the batch size, in order, the last one shorter', () => {
+    expect(pagesOf([1, 2, 3, 4, 5], 2)).toEqual([[1, 2], [3, 4], [5]]);
+    expect(pagesOf([1, 2], 2)).toEqual([[1, 2]]);
+    expect(pagesOf([], 2)).toEqual([]);
+  });
+});
+
+describe('outcomeOf', () => {
+  it('gives each page of a merged send its own published and refused rows', () => {
+    const outcome = { published: [published('a'), published('c')], failed: [{ key: 'b', modifiedOn: 1n, reason: 'too large' }] };
+    const first = outcomeOf(outcome, [observed(row('a', 1)), observed(row('b', 1))]);
+    const second = outcomeOf(outcome, [observed(row('c', 1))]);
+    expect(first.published.map((r) => r.key)).toEqual(['a']);
+    expect(first.failed.map((f) => f.key)).toEqual(['b']);
+    expect(second.published.map((r) => r.key)).toEqual(['c']);
+    expect(second.failed).toEqual([]);
+  });
+});
