@@ -20,8 +20,8 @@ import type { PartitionLag } from './offsets.js';
  * It acts only once the consumer has caught up: a step is taken only after every record that was in the table
  * topic at the previous step has been applied (a barrier of topic ends), so a parent still in the log — a rebuild
  * replaying a compacted topic reorders every parent and child — is never requested. Before asking, it promotes
- * once across the whole table (a parent written by another consumer's concurrent transaction is not seen by the
- * batch that held its child). Per parent the attempts follow the retry policy: the back-fill request at attempt
+ * across the whole table, every round (a parent written by another consumer's concurrent transaction is not seen
+ * by the batch that held its child). Per parent the attempts follow the retry policy: the back-fill request at attempt
  * `backfillAfterAttempts`, the dead-letter topic at `maxAttempts`, delays doubling from `initialDelayMs`. A
  * dead-lettered child stays held (and parked, so consistent_as_of stays below it): if its parent comes after all,
  * it is still promoted.
@@ -111,7 +111,11 @@ export class HeldResolver {
 
   private async resolveTable(binding: TopicBinding): Promise<void> {
     const state = this.stateOf(binding.table);
-    let parents = await this.deps.writer.heldParents(binding.table);
+    // Every round first promotes across the whole table: a child held by one consumer's transaction while another's
+    // wrote its parent (neither saw the other's rows) has its parent in the target, so it is no longer among the held
+    // parents below and nothing else would ever promote it (fault matrix C2, consumers churning on three brokers).
+    await this.deps.writer.promoteHeld(binding.table);
+    const parents = await this.deps.writer.heldParents(binding.table);
     if (parents.length === 0) {
       state.barrier = null;
       state.waits.clear();
@@ -121,7 +125,6 @@ export class HeldResolver {
     const barrier = state.barrier;
     state.barrier = new Map(partitions.map((p) => [`${p.topic}\u0000${p.partition}`, p.high]));
     if (barrier === null || !passedBarrier(barrier, partitions)) return;
-    if ((await this.deps.writer.promoteHeld(binding.table)) > 0) parents = await this.deps.writer.heldParents(binding.table);
     const now = (this.deps.now ?? Date.now)();
     const live = new Set<string>();
     for (const parent of parents) {

@@ -279,6 +279,21 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     await eventually(async () => expect(await running.writer.consistentAsOf(running.groupId)).toEqual([{ table: p.table.name, scope: '*', watermark: t0 + TICKS_PER_MINUTE }]));
   });
 
+  // Fault matrix C2 (three consumers joining and leaving): one consumer held a child while another's concurrent
+  // transaction wrote its parent; neither saw the other's rows, and nothing promoted the child afterwards, since its
+  // parent was no longer missing. The parent is written here straight into the target, as that other commit did.
+  it('10b: a child held while another consumer\'s transaction wrote its parent is promoted, not held for ever', async ({ task }) => {
+    const p = await pipeline(task.name, { partitions: 1, retry: { initialDelayMs: 300, maxDelayMs: 600, maxAttempts: 50, backfillAfterAttempts: 40 } });
+    await p.consume();
+    const publisher = await p.rt.publisher();
+    const t0 = 17_000_000_000_000_000n;
+    await publisher.send(p.topic, [await changeRecord(p.rt.codec, crafted(p, 'child', t0, '/p/c/', '/p/'))]);
+    await p.drain();
+    expect((await p.targetRows()).has('child')).toBe(false);
+    await p.tgt.query(`INSERT INTO ${p.targetTable} (tenant, key, name, path_locator, is_directory, modified_on_ticks, observed_ticks) VALUES ($1, 'parent', 'parent', '/p/', true, $2, $2)`, [tenantOf(p.config, p.table), (t0 - TICKS_PER_SECOND).toString()]);
+    await eventually(async () => expect((await p.targetRows()).has('child')).toBe(true));
+  });
+
   it('11: content larger than the target stores goes to the dead-letter topic, and the partition keeps flowing', async ({ task }) => {
     const p = await pipeline(task.name, { partitions: 1 });
     await p.consume();
