@@ -70,7 +70,16 @@ const twoPollers: ScenarioDef = {
   }),
 };
 
-describe(`fault matrix, three-broker cluster (seed ${seed})`, () => {
+const only = process.env.HIGHWATER_FAULTS_ONLY;
+// The leader kill three times: it failed once, cause unknown, before issue 9's last session; each repetition
+// kills whichever node leads partition 0 then (the coordinator or the controller may be on it, or not).
+const scenarios = [{ def: leaderKill, repetitions: 3 }, { def: threeConsumers, repetitions: 1 }, { def: twoPollers, repetitions: 1 }];
+const selected = scenarios.filter((s) => !only || new RegExp(only).test(s.def.id));
+
+// HIGHWATER_FAULTS_ONLY may select no cluster scenario: then the cluster is not started, and an empty suite must not
+// fail the run (vitest fails a suite without tests).
+describe.skipIf(selected.length === 0)(`fault matrix, three-broker cluster (seed ${seed})`, () => {
+  if (selected.length === 0) it.skip('no cluster scenario matches HIGHWATER_FAULTS_ONLY', () => undefined);
   beforeAll(async () => {
     cluster = await startKafkaCluster();
     console.log(`[faults] three-node KRaft cluster on ${cluster.brokers.join(', ')}`);
@@ -83,11 +92,7 @@ describe(`fault matrix, three-broker cluster (seed ${seed})`, () => {
     await cluster?.stop({ keep: failed });
   });
 
-  const only = process.env.HIGHWATER_FAULTS_ONLY;
-  // The leader kill three times: it failed once, cause unknown, before issue 9's last session; each repetition
-  // kills whichever node leads partition 0 then (the coordinator or the controller may be on it, or not).
-  const scenarios = [{ def: leaderKill, repetitions: 3 }, { def: threeConsumers, repetitions: 1 }, { def: twoPollers, repetitions: 1 }];
-  for (const { def, repetitions } of scenarios.filter((s) => !only || new RegExp(only).test(s.def.id))) {
+  for (const { def, repetitions } of selected) {
     it(`${def.id}: ${def.title}`, async () => {
       const result = await runScenario(env(), def, seed, repetitions);
       results.push(result);

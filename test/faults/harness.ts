@@ -157,7 +157,9 @@ export interface PipelineOptions {
   readonly pgServerUrl: string;
   /** Brokers as the services and the harness reach them. */
   readonly brokers: readonly string[];
-  /** Brokers as the consumers reach them (a proxy), default `brokers`. */
+  /** Brokers as the poller and the consumers reach them (a broker advertised at a fault proxy), default `brokers`. */
+  readonly serviceBrokers?: readonly string[];
+  /** Brokers as the consumers reach them (a proxy), default `serviceBrokers`. */
   readonly consumerBrokers?: readonly string[];
   /** Maps the target database URL the consumers use (e.g. through a fault proxy). */
   readonly consumerTargetUrl?: (url: string) => string;
@@ -239,7 +241,7 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
     return {
       controlStore: { database: 'target', schema: 'hw_control' },
       kafka: {
-        brokers: [...(role === 'consume' ? options.consumerBrokers ?? options.brokers : options.brokers)],
+        brokers: [...serviceBrokers(options, role)],
         partitions: options.partitions ?? 3,
         replicationFactor: options.replicationFactor ?? 1,
         clientId: `${topic}-${role}`,
@@ -345,6 +347,12 @@ export async function startPipeline(options: PipelineOptions): Promise<Pipeline>
   };
   await warmUp(pipeline, options.consumers ?? 1);
   return pipeline;
+}
+
+/** The brokers a service's configuration names; the harness itself always uses `options.brokers`. */
+function serviceBrokers(options: PipelineOptions, role: 'poll' | 'consume'): readonly string[] {
+  const services = options.serviceBrokers ?? options.brokers;
+  return role === 'consume' ? options.consumerBrokers ?? services : services;
 }
 
 /**

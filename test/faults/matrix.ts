@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { insertRows } from '../../src/dev/demo/sample.js';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.js';
+import { startProxiedKafka, type ProxiedKafka } from '../support/proxied-kafka.js';
 import { SMALL_LOAD, type Pipeline, type PipelineOptions } from './harness.js';
 import {
   brokerKill, pgTerminate, proxyFault, sigstopRebalance, sourceProxy, targetDrop, targetProxy, timedFault,
@@ -62,6 +63,33 @@ function network(id: string, where: 'target' | 'source', kind: 'drop' | 'reset' 
     id, title: `${kind} ${link} for ${durationMs / 1000} s`, boundMs: 120_000 + durationMs,
     prepare: where === 'target' ? targetProxy() : sourceProxy(),
     inject: proxyFault(mode, durationMs, link),
+  };
+}
+
+/**
+ * A network fault on the link between the services (poller and consumers) and the broker. The scenario has its own
+ * broker whose services' listener is advertised at a fault proxy (test/support/proxied-kafka.ts), so every
+ * connection of the services to the broker, not only the bootstrap one, passes through the proxy; the harness
+ * watches over the broker's direct listener. `verify` checks that the services were indeed told the proxy's address.
+ */
+function brokerLink(kind: 'drop' | 'reset' | 'delay' | 'slow', durationMs: number): ScenarioDef {
+  const mode = kind === 'delay' ? { kind, latencyMs: 400 } as const : kind === 'slow' ? { kind, bytesPerSecond: 20_000 } as const : { kind } as const;
+  const link = 'poller and consumer ↔ broker';
+  let kafka: ProxiedKafka | undefined;
+  return {
+    id: `R7-broker-${kind}${durationMs === 5000 ? '' : `-${durationMs / 1000}s`}`, title: `${kind} ${link} for ${durationMs / 1000} s`, boundMs: 120_000 + durationMs,
+    prepare: async () => {
+      kafka = await startProxiedKafka();
+      const k = kafka;
+      return { options: { brokers: [k.direct], serviceBrokers: [k.proxied] }, proxy: k.proxy, close: (passed) => k.stop({ keep: passed === false }) };
+    },
+    inject: proxyFault(mode, durationMs, link),
+    verify: async () => {
+      const advertised = await kafka!.advertisedToServices();
+      const notes = `services told ${advertised.join(',')} (proxy ${kafka!.proxied}), ${kafka!.proxy.accepted} connections through the proxy`;
+      const ok = advertised.length === 1 && advertised[0] === kafka!.proxied;
+      return { notes, problem: ok ? null : `the services were not routed through the proxy (${notes}): the fault did not sit on their link` };
+    },
   };
 }
 
@@ -296,6 +324,8 @@ export function matrix(full: { long: boolean }): MatrixEntry[] {
     { def: network('R7-slow-db', 'target', 'slow', 10_000), repetitions: 1 },
     // The long faults (HIGHWATER_FAULTS_LONG=1): every kind for 30 s and 120 s between the consumers and the target.
     ...durations.filter((d) => d > 5000).flatMap((d) => (['drop', 'reset', 'delay', 'slow'] as const).map((kind) => ({ def: network(`R7-${kind}-db-${d / 1000}s`, 'target', kind, d), repetitions: 1 }))),
+    // Every kind between the services and the broker, 5 s (and 30 s, 120 s with the long faults).
+    ...durations.flatMap((d) => (['drop', 'reset', 'delay', 'slow'] as const).map((kind) => ({ def: brokerLink(kind, d), repetitions: 1 }))),
     ...[skew('R13-skew+5m', 300, '5 min ahead'), skew('R13-skew-5m', -300, '5 min behind'), skew('R13-skew+1h', 3600, '1 h ahead'),
       skew('R13-skew-1h', -3600, '1 h behind'), clockStep(3600), dstChange('spring'), dstChange('autumn')]
       .map((def) => ({ def, repetitions: 1, ...(faketime ? { unavailable: faketime } : {}) })),

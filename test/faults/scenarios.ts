@@ -43,7 +43,7 @@ export interface ScenarioDef {
   readonly load?: LoadShape;
   readonly pipeline?: Partial<Omit<PipelineOptions, 'label' | 'pgServerUrl' | 'brokers'>>;
   /** Resources set up before the pipeline (proxies), given the chance to shape its options. */
-  prepare?(env: FaultEnv): Promise<{ options: Partial<PipelineOptions>; close(): Promise<void>; proxy?: FaultProxy }>;
+  prepare?(env: FaultEnv): Promise<{ options: Partial<PipelineOptions>; close(passed?: boolean): Promise<void>; proxy?: FaultProxy }>;
   inject(env: FaultEnv, rand: () => number, prepared: { proxy?: FaultProxy }): Injection;
   /**
    * Checks, once the pipeline converged, that the fault really happened as the scenario says (e.g. the poller's
@@ -68,6 +68,10 @@ export async function runRepetition(env: FaultEnv, def: ScenarioDef, seed: numbe
     label: def.id, pgServerUrl: env.pgServerUrl, brokers: env.brokers,
     ...(env.replicationFactor ? { replicationFactor: env.replicationFactor } : {}),
     ...def.pipeline, ...prepared.options,
+  }).catch(async (err: unknown) => {
+    // A pipeline that did not start must not leave the prepared proxy or private broker running; keep its evidence.
+    await prepared.close(false);
+    throw err;
   });
   let passed = false;
   try {
@@ -91,7 +95,7 @@ export async function runRepetition(env: FaultEnv, def: ScenarioDef, seed: numbe
     return { pass: passed, why: passed ? 'ok' : `${why}\n  logs and databases kept: ${p.logDir}, ${p.sourceDatabase}, ${p.targetDatabase}`, duplicates: outcome.report.i4?.duplicates ?? 0, recoveryMs: outcome.recoveryMs, notes };
   } finally {
     await p.close(passed);
-    await prepared.close();
+    await prepared.close(passed);
   }
 }
 

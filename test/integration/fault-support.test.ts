@@ -1,10 +1,12 @@
 /**
- * The fault tools themselves: the TCP fault proxy in front of PostgreSQL and a private PostgreSQL cluster that can be
- * stopped and killed. A fault test that passes because its fault never happened would prove nothing.
+ * The fault tools themselves: the TCP fault proxy in front of PostgreSQL, a broker advertised at a fault proxy, and a
+ * private PostgreSQL cluster that can be stopped and killed. A fault test that passes because its fault never happened would prove nothing.
  */
+import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startFaultProxy } from '../support/fault-proxy.js';
+import { startProxiedKafka } from '../support/proxied-kafka.js';
 import { startPgCluster } from '../support/pg-cluster.js';
 import { serverUrl } from '../support/pg.js';
 
@@ -51,6 +53,33 @@ describe('fault proxy', () => {
     proxy.heal();
     const again = await client(viaProxy(serverUrl(), proxy.port));
     expect((await again.query('SELECT 5 AS five')).rows[0].five).toBe(5);
+  });
+});
+
+describe('broker advertised at a fault proxy', () => {
+  it("tells a client bootstrapped at the proxy the proxy's address, so a fault on the proxy cuts every connection of it while the direct listener answers", async () => {
+    const kafka = await startProxiedKafka();
+    onTestFinished(() => kafka.stop());
+    expect(await kafka.advertisedToServices()).toEqual([kafka.proxied]);
+    const topic = `hw-brokerproxy-${Date.now()}`;
+    const admin = new Kafka({ clientId: 'hw-brokerproxy-admin', brokers: [kafka.direct], logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    onTestFinished(() => admin.disconnect());
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    // No retries: a send the fault breaks must fail here, not be retried past the heal.
+    const producer = new Kafka({ clientId: 'hw-brokerproxy-producer', brokers: [kafka.proxied], logLevel: logLevel.NOTHING, retry: { retries: 0 } }).producer();
+    await producer.connect();
+    onTestFinished(() => producer.disconnect());
+    await producer.send({ topic, messages: [{ value: 'before' }] });
+
+    // The producer's connection to the partition leader is not the bootstrap one: it breaks only if it goes through the proxy.
+    await kafka.proxy.fault({ kind: 'reset' });
+    await expect(producer.send({ topic, messages: [{ value: 'during' }] })).rejects.toThrow();
+    expect((await admin.fetchTopicOffsets(topic))[0]!.high).toBe('1');
+
+    kafka.proxy.heal();
+    await producer.send({ topic, messages: [{ value: 'after' }] });
+    expect((await admin.fetchTopicOffsets(topic))[0]!.high).toBe('2');
   });
 });
 
