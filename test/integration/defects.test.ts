@@ -162,11 +162,7 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     await p.src.query('UPDATE src.meta SET "ModifiedOn" = NULL WHERE id = $1', [id]);
     await setContent(p, id!, randomBytes(64));
     await p.poll();
-    await rollSegments(p, other!);
-    await waitUntilCompacted(p.topic, (records) => {
-      const ofRow = records.filter((m) => m.key?.toString() === id);
-      return ofRow.length > 0 && ofRow.every((m) => m.value !== null);
-    }, 120_000);
+    await compactAwayTombstonesOf(p, id!, other!);
     const restarted = await p.rt.startConsumers(p.target);
     try {
       await p.drain(90_000);
@@ -189,11 +185,7 @@ describe('issue 8: no missed change, on the real pipeline', () => {
     await p.poll();
     await p.insert([{ ...restored, id: id! }]);
     await p.poll();
-    await rollSegments(p, other!);
-    await waitUntilCompacted(p.topic, (records) => {
-      const ofRow = records.filter((m) => m.key?.toString() === id);
-      return ofRow.length > 0 && ofRow.every((m) => m.value !== null);
-    }, 120_000);
+    await compactAwayTombstonesOf(p, id!, other!);
     const restarted = await p.rt.startConsumers(p.target);
     try {
       await p.drain(90_000);
@@ -407,6 +399,15 @@ async function waitUntilCompacted(topic: string, done: (records: TopicRecords) =
     await sleep(2000);
   }
   throw new Error(`compaction did not clean ${topic} as expected within ${timeoutMs} ms`);
+}
+
+/** Closes the segments (new versions of `other`) and waits until compaction left only values for `id`'s key. */
+async function compactAwayTombstonesOf(p: Pipeline, id: string, other: string): Promise<void> {
+  await rollSegments(p, other);
+  await waitUntilCompacted(p.topic, (records) => {
+    const ofRow = records.filter((m) => m.key?.toString() === id);
+    return ofRow.length > 0 && ofRow.every((m) => m.value !== null);
+  }, 120_000);
 }
 
 /** New versions of another row, polled one by one, so the segment holding the records under test is closed. */
