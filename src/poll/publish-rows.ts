@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BlobChange, SourceRow, Ticks } from '../contract.js';
 import type { EventCodec } from '../events/codec.js';
 import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../events/records.js';
+import type { PublishedRow as RegisteredRow } from '../control/sql.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { SourceConnector } from './source/connector.js';
 import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
@@ -23,15 +24,8 @@ export interface PublishSettings {
   readonly maxBlobBytes: number;
 }
 
-export interface PublishedRow {
-  readonly key: string;
-  readonly modifiedOn: Ticks | null;
-  readonly observed: Ticks;
-  /** rowDigest of the published state: what the registry compares the next observation with. */
-  readonly digest: Buffer;
-  readonly contentSha256: Buffer | null;
-  readonly pathLocator: string | null;
-  readonly chunkCount: number | null;
+/** What the registry records of a published row (digest: rowDigest, compared with the next observation), and its size. */
+export interface PublishedRow extends RegisteredRow {
   readonly bytes: number;
 }
 
