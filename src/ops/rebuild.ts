@@ -143,7 +143,7 @@ export interface RebuildResult {
   readonly continued: boolean;
 }
 
-interface Topics {
+export interface Topics {
   readonly tables: readonly string[];
   readonly table: readonly string[];
   readonly retry: readonly string[];
@@ -198,13 +198,16 @@ async function prepareSchema(deps: RebuildDeps, admin: Admin, rebuildTarget: Tar
   }
 }
 
-async function isRebuildOf(writer: TargetWriter, groupId: string, topics: Topics): Promise<boolean> {
+export async function isRebuildOf(writer: TargetWriter, groupId: string, topics: Topics): Promise<boolean> {
   try {
     return (await writer.storedOffsets(groupId, [...topics.table, ...topics.retry])).length > 0;
   } catch (err) {
-    // A schema without highwater's bookkeeping tables is someone else's: not a rebuild to continue.
-    if (coerceError(err) instanceof HighwaterError) return false;
-    throw err;
+    // A schema without highwater's bookkeeping tables is someone else's: not a rebuild to continue. Any other
+    // failure (the database restarting, a lost session) says nothing about the schema: it surfaces as itself,
+    // retriable, rather than as "not a rebuild of this target", which would tell the operator to drop the schema.
+    const error = coerceError(err);
+    if (error instanceof HighwaterError && error.code === 'DB_QUERY') return false;
+    throw error;
   }
 }
 
