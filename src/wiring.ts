@@ -24,7 +24,7 @@ import { probeKafka } from './kafka/probe.js';
 import { withRetry } from './retry.js';
 import { ManualConsumer } from './kafka/consumer.js';
 import { Publisher } from './kafka/publisher.js';
-import { ensureTopics, sideTopicSpec, tableTopicSpec } from './kafka/topics.js';
+import { describeTopicSettings, ensureTopics, sideTopicSpec, tableTopicSpec, topicSettingProblems, type TopicSpec } from './kafka/topics.js';
 import type { Logger } from './logger.js';
 import { PollerObserver, type PollerListener } from './poll/observer.js';
 import { Poller } from './poll/poller.js';
@@ -145,12 +145,31 @@ export class Runtime {
   /** The table topic plus its retry and dead-letter topics, and the shared back-fill request topic. */
   async ensureTableTopics(table: TableConfig): Promise<void> {
     await this.kafkaReady();
+    await this.withAdmin((admin) => ensureTopics(admin, this.topicSpecs(table), this.config.kafka.replicationFactor));
+  }
+
+  /** What is wrong with the settings of a table's topics that exist already (preflight); empty when nothing is. */
+  async topicProblems(table: TableConfig): Promise<string[]> {
+    await this.kafkaReady();
+    const specs = this.topicSpecs(table);
+    const settings = await this.withAdmin((admin) => describeTopicSettings(admin, specs.map((s) => s.topic)));
+    return specs.flatMap((spec) => {
+      const actual = settings.get(spec.topic);
+      return actual === undefined ? [] : topicSettingProblems(spec, actual, this.config.kafka.maxMessageBytes);
+    });
+  }
+
+  private topicSpecs(table: TableConfig): TopicSpec[] {
     const topic = topicFor(this.config, table);
     const k = this.config.kafka;
+    return [tableTopicSpec(topic, k), sideTopicSpec(retryTopicFor(topic), k), sideTopicSpec(dlqTopicFor(topic), k), sideTopicSpec(backfillTopic(), k, 1)];
+  }
+
+  private async withAdmin<T>(work: (admin: Admin) => Promise<T>): Promise<T> {
     const admin = this.kafka.admin();
-    await admin.connect();
+    await withKafkaErrors('connecting the admin client', () => admin.connect());
     try {
-      await ensureTopics(admin, [tableTopicSpec(topic, k), sideTopicSpec(retryTopicFor(topic), k), sideTopicSpec(dlqTopicFor(topic), k), sideTopicSpec(backfillTopic(), k, 1)], k.replicationFactor);
+      return await work(admin);
     } finally {
       await admin.disconnect();
     }

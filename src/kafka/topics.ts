@@ -1,4 +1,4 @@
-import type { Admin } from 'kafkajs';
+import type { Admin, ConfigResourceTypes } from 'kafkajs';
 import type { KafkaConfig } from '../config/schema.js';
 import { HighwaterError } from '../errors.js';
 import { withKafkaErrors } from './client.js';
@@ -107,5 +107,47 @@ export async function partitionCount(admin: Admin, topic: string): Promise<numbe
   return withKafkaErrors(`reading metadata of ${topic}`, async () => {
     const meta = await admin.fetchTopicMetadata({ topics: [topic] });
     return meta.topics[0]?.partitions.length ?? 0;
+  });
+}
+
+/**
+ * What is wrong with an existing topic's settings for highwater, one sentence each (empty when nothing is). Topics
+ * an operator created or tuned by hand are left as they are by `init`; these are the settings that would break the
+ * pipeline rather than tune it: a table topic that is not compacted loses rows a rebuild needs once retention
+ * passes, and a topic that refuses highwater's largest record batch fails every poll that produces one. Pure.
+ */
+export function topicSettingProblems(spec: TopicSpec, actual: Readonly<Record<string, string>>, maxMessageBytes: number): string[] {
+  const problems: string[] = [];
+  const policy = actual['cleanup.policy'];
+  if (spec.config['cleanup.policy'] === 'compact' && policy !== undefined && !policy.split(',').map((p) => p.trim()).includes('compact'))
+    problems.push(`${spec.topic}: cleanup.policy is ${policy}, not compact: rows older than its retention would be deleted, and a rebuild from the topic would miss them`);
+  const maxMessage = numberSetting(actual, 'max.message.bytes');
+  if (maxMessage !== null && maxMessage < maxMessageBytes)
+    problems.push(`${spec.topic}: max.message.bytes is ${maxMessage}, below kafka.maxMessageBytes (${maxMessageBytes}): the broker would refuse highwater's larger records`);
+  const segment = numberSetting(actual, 'segment.bytes');
+  if (segment !== null && segment < maxMessageBytes)
+    problems.push(`${spec.topic}: segment.bytes is ${segment}, below kafka.maxMessageBytes (${maxMessageBytes}): the broker refuses a record batch larger than a segment, so polls producing one would fail`);
+  return problems;
+}
+
+function numberSetting(actual: Readonly<Record<string, string>>, name: string): number | null {
+  const value = actual[name];
+  return value === undefined || !/^\d+$/.test(value) ? null : Number(value);
+}
+
+/** kafkajs' ConfigResourceTypes.TOPIC: its CommonJS enum is not an ESM named export (the import fails at run time). */
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
+
+/** The effective settings (explicit or the broker's defaults) of the topics that exist; absent topics are left out. */
+export async function describeTopicSettings(admin: Admin, topics: readonly string[]): Promise<Map<string, Record<string, string>>> {
+  return withKafkaErrors('reading topic settings', async () => {
+    const existing = new Set(await admin.listTopics());
+    const present = [...new Set(topics)].filter((t) => existing.has(t));
+    if (present.length === 0) return new Map();
+    const { resources } = await admin.describeConfigs({
+      includeSynonyms: false,
+      resources: present.map((name) => ({ type: TOPIC_RESOURCE, name })),
+    });
+    return new Map(resources.map((r) => [r.resourceName, Object.fromEntries(r.configEntries.map((e) => [e.configName, e.configValue]))]));
   });
 }

@@ -16,7 +16,7 @@ import { columnProblems, nameKey, tableKey, tablesOf, type Catalogue, type Engin
 export const DATABASE_TIMEOUT_MS = 15_000;
 
 export interface Finding {
-  /** What was checked: `database <name>`, `kafka`, `table <name>`, `target <name>`, `control store`. */
+  /** What was checked: `database <name>`, `kafka`, `table <name>`, `topics of <table>`, `target <name>`, `control store`. */
   readonly subject: string;
   readonly ok: boolean;
   readonly message: string;
@@ -31,8 +31,10 @@ export interface PreflightReport {
 export async function preflight(rt: Runtime, config: Config): Promise<PreflightReport> {
   const [databases, kafka] = await Promise.all([checkDatabases(rt, config), checkKafka(rt, config)]);
   const reachable = new Set(databases.filter((f) => f.ok).map((f) => f.subject.replace(/^database /, '')));
-  const tables = await Promise.all(config.tables.filter((t) => t.enabled).map((t) => checkTable(rt, config, t, reachable)));
-  const findings = [...databases, kafka, ...tables, ...checkTargets(config, reachable), await controlStoreFinding(rt, config, reachable)];
+  const enabled = config.tables.filter((t) => t.enabled);
+  const tables = await Promise.all(enabled.map((t) => checkTable(rt, config, t, reachable)));
+  const topics = kafka.ok ? await Promise.all(enabled.map((t) => checkTopics(rt, t))) : [];
+  const findings = [...databases, kafka, ...tables, ...topics, ...checkTargets(config, reachable), await controlStoreFinding(rt, config, reachable)];
   const problems = findings.filter((f) => !f.ok).length;
   return { ok: problems === 0, problems, findings };
 }
@@ -69,6 +71,18 @@ async function checkKafka(rt: Runtime, config: Config): Promise<Finding> {
   } catch (err) {
     const e = err instanceof HighwaterError ? err : new HighwaterError('KAFKA_UNAVAILABLE', coerceError(err).message);
     return { subject: 'kafka', ok: false, message: e.message };
+  }
+}
+
+/** The settings of a table's topics that exist already (init leaves existing topics as they are). */
+async function checkTopics(rt: Runtime, table: Config['tables'][number]): Promise<Finding> {
+  const subject = `topics of ${table.name}`;
+  try {
+    const problems = await rt.topicProblems(table);
+    if (problems.length === 0) return { subject, ok: true, message: 'absent (init creates them) or with usable settings' };
+    return { subject, ok: false, message: problems.join('; ') };
+  } catch (err) {
+    return { subject, ok: false, message: `could not read the topic settings: ${coerceError(err).message}` };
   }
 }
 

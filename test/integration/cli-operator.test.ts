@@ -201,6 +201,47 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
   }, 400_000); // nine child processes, each paying tsx start-up: on a loaded two-core machine that is minutes
 });
 
+describe('topics created by hand (init leaves existing topics as they are)', () => {
+  it('check names a table topic that is not compacted and whose segments are smaller than a record batch; init refuses it', async () => {
+    const { createTestDatabase, dropWhenPassed } = await import('../support/pg.js');
+    const { brokers, createTopic, uniqueName } = await import('../support/kafka.js');
+    const { SOURCE_DDL } = await import('../../src/dev/demo/sample.js');
+    const db = await createTestDatabase('cli topic settings');
+    dropWhenPassed(db);
+    await db.pool().query(SOURCE_DDL);
+    const topic = uniqueName('cli topic settings', 'topic');
+    // As an operator might have made it: delete policy, and 4 KiB segments (the broker refuses any larger batch).
+    await createTopic(topic, 1, { 'cleanup.policy': 'delete', 'segment.bytes': '4096' });
+    const file = await configFile('topic-settings', {
+      controlStore: { database: 'db' },
+      kafka: { brokers: brokers(), partitions: 1 },
+      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
+      tables: [{
+        name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0,
+        blob: { schema: 'demo', table: 'ReferralAttachment' },
+        metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
+        businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
+      }],
+      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli topic settings', 'group') }],
+    });
+
+    const check = await highwater(['--config', file, '--json', 'check']);
+    expect(check.code, check.stderr).toBe(1);
+    const report = JSON.parse(check.stdout) as { findings: { subject: string; ok: boolean; message: string }[] };
+    const topics = report.findings.find((f) => f.subject === 'topics of ReferralAttachment')!;
+    expect(topics.ok).toBe(false);
+    expect(topics.message).toContain(`${topic}: cleanup.policy is delete, not compact`);
+    expect(topics.message).toContain(`${topic}: segment.bytes is 4096, below kafka.maxMessageBytes (1048576)`);
+    // Only the hand-made topic is wrong: its retry and dead-letter topics do not exist yet, which is fine.
+    expect(topics.message).not.toContain(`${topic}.retry`);
+    expect(report.findings.filter((f) => f !== topics).every((f) => f.ok), check.stdout).toBe(true);
+
+    const init = await highwater(['--config', file, 'init']);
+    expect(init.code).toBe(1);
+    expect(init.stdout).toContain('FAIL  topics of ReferralAttachment');
+  }, 240_000);
+});
+
 describe('the demo (issue 10, item 9)', () => {
   it('a PostgreSQL that is down is one line naming it and HIGHWATER_DEMO_PG_URL, before any broker starts', async () => {
     const { code, stdout, stderr } = await highwater(['demo'], { env: { HIGHWATER_DEMO_PG_URL: 'postgres://postgres:pw@127.0.0.1:1/postgres', HIGHWATER_KAFKA_BROKERS: '' } });
