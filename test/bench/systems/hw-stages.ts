@@ -4,7 +4,6 @@ import type { BenchContext } from '../context.js';
 import { stageTimeoutMs } from '../context.js';
 import type { WorkloadId } from '../model.js';
 import type { SourceTable } from '../env/source.js';
-import { precreateTopics } from './topics-workaround.js';
 import { cli, dbNowMs, pollRuns, runCli, startConsume, targetProgress, waitForRows, writeHwConfig, type HwConfigOptions, type HwSetup } from './highwater.js';
 
 /**
@@ -34,25 +33,11 @@ function arrivedUnits(expect: Expect, rows: number): number {
   return expect.units === undefined ? rows : Math.round((expect.units * Math.min(rows, expect.rows)) / expect.rows);
 }
 
-const INIT_ATTEMPTS = 2;
-
-/**
- * Writes the configuration and runs `highwater init`. When init fails, the topics are created by the bench with the
- * product's own specs (see topics-workaround.ts for the product bug) and init runs once more; this is noted.
- */
+/** Writes the configuration and runs `highwater init`, which creates the topics (the product's path, no workaround). */
 export async function prepare(ctx: BenchContext, tag: string, sources: readonly SourceTable[], options?: HwConfigOptions): Promise<HwSetup> {
   const setup = await writeHwConfig(ctx.env, tag, sources, options);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await runCli(ctx.env, setup, 'init', ['init']);
-      return setup;
-    } catch (err) {
-      if (attempt >= INIT_ATTEMPTS) throw err;
-      const first = (err instanceof Error ? err.message : String(err)).split('\n').find((l) => l.startsWith('highwater:')) ?? 'failed';
-      ctx.collect.note(`highwater init failed (${first}); the bench created the topics with the product's specs and ran init again (product bug, see systems/topics-workaround.ts)`);
-      await precreateTopics(ctx, setup);
-    }
-  }
+  await runCli(ctx.env, setup, 'init', ['init']);
+  return setup;
 }
 
 export async function pollAlone(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect, record = true): Promise<void> {
