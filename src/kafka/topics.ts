@@ -78,9 +78,29 @@ export async function ensureTopics(admin: Admin, specs: readonly TopicSpec[], re
       replicationFactor,
       configEntries: Object.entries(s.config).map(([name, value]) => ({ name, value })),
     })),
+  }).catch((err: unknown) => {
+    const failure = creationFailure(err);
+    if (failure !== undefined) throw failure;
+    return false;
   }));
   await waitForLeaders(admin, missing.map((s) => s.topic), LEADERS_TIMEOUT_MS);
   return missing.map((s) => s.topic);
+}
+
+/**
+ * kafkajs reports the broker's refusals of a CreateTopics request as one error saying only "Topic creation errors",
+ * the reasons inside it. This names every refused topic with the broker's reason, retriable only when every reason
+ * is. A topic another process created meanwhile (TOPIC_ALREADY_EXISTS) is no failure: it is there, and its leaders
+ * are waited for with the others.
+ */
+function creationFailure(err: unknown): unknown {
+  const inner = (err as { errors?: unknown } | null)?.errors;
+  if (!Array.isArray(inner)) return err;
+  const refused = (inner as { topic?: string; type?: string; message?: string; retriable?: boolean }[]).filter((e) => e.type !== 'TOPIC_ALREADY_EXISTS');
+  if (refused.length === 0) return undefined;
+  return Object.assign(new Error(refused.map((e) => `${e.topic ?? 'a topic'}: ${e.message ?? String(e)}`).join('; '), { cause: err }), {
+    retriable: refused.every((e) => e.retriable === true),
+  });
 }
 
 /** Polls the cluster's metadata until every partition of the topics has a leader, or fails after `timeoutMs`. */
@@ -89,13 +109,15 @@ async function waitForLeaders(admin: Admin, topics: readonly string[], timeoutMs
   let last = 'no metadata yet';
   for (let delay = 100; Date.now() < deadline; delay = Math.min(delay * 2, 2000)) {
     try {
-      const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
+      const { topics: meta } = await withKafkaErrors('waiting for the leaders of new topics', () => admin.fetchTopicMetadata({ topics: [...topics] }));
       const pending = meta.filter((t) => t.partitions.length === 0 || t.partitions.some((p) => p.leader < 0));
       if (meta.length === topics.length && pending.length === 0) return;
       last = `no leader yet for ${pending.map((t) => t.name).join(', ') || 'some topics'}`;
     } catch (err) {
-      // UNKNOWN_TOPIC_OR_PARTITION and LEADER_NOT_AVAILABLE while the controller's decision propagates.
-      last = (err as Error).message;
+      // UNKNOWN_TOPIC_OR_PARTITION and LEADER_NOT_AVAILABLE (both retriable) while the controller's decision reaches
+      // the broker's metadata cache. Anything else (refused authorisation, a rejected request) surfaces at once.
+      if (!(err instanceof HighwaterError) || !err.retriable) throw err;
+      last = err.message;
     }
     await new Promise((resolve) => setTimeout(resolve, delay));
   }

@@ -213,6 +213,8 @@ export async function isRebuildOf(writer: TargetWriter, groupId: string, topics:
 
 async function replay(deps: RebuildDeps, admin: Admin, rebuildTarget: TargetConfig, names: RebuildNames, topics: Topics, options: RebuildOptions): Promise<{ outcome: RebuildResult['outcome']; progress: RebuildProgress }> {
   const running = await deps.startConsumers(rebuildTarget);
+  // The replay starts here: what came before is start-up (client, schema, topics), what follows is the replay itself.
+  deps.logger.info({ schema: names.schema, groupId: names.groupId }, 'rebuild consumers started; replaying the table topics');
   try {
     const measure = () => measureRebuild(admin, running.writer, names.groupId, topics, deps.highWaters);
     return await waitUntilCaughtUp(measure, options, (p) => options.onProgress?.(p, names));

@@ -81,6 +81,22 @@ export interface GoalResult {
   readonly target: string;
   readonly measured: string;
   readonly status: 'met' | 'missed' | 'not measured';
+  /** For a goal on rows that go through Kafka (W1, W2 end to end): the ceiling this broker sets in this run. */
+  readonly ceiling?: BrokerCeiling;
+}
+
+/**
+ * Every row highwater carries goes through Kafka as one record produced with acks=all, so no per-record pipeline on
+ * a broker can be faster than B2's produce of the same records on it. Shares are of rows/s (the bytes are the same
+ * rows', so MB/s shares are equal); null when a side was not measured.
+ */
+export interface BrokerCeiling {
+  /** B2 produce as a share of B1 on the workload: the most the goal's ratio can reach on this broker. */
+  readonly b2ProduceVsB1: number | null;
+  /** highwater's rate for the goal's stage as a share of B2 produce. */
+  readonly highwaterVsB2Produce: number | null;
+  /** The goal asks for more than B2 produce reached: it cannot be met on this broker, whatever highwater does. */
+  readonly targetAboveCeiling: boolean;
 }
 
 export interface BenchResults {

@@ -1,4 +1,4 @@
-import type { BenchResults, SummaryRow } from './model.js';
+import type { BenchResults, GoalResult, SummaryRow } from './model.js';
 import { percentile } from './stats.js';
 
 /** The plain-text report of a run: pure, from the results object. */
@@ -50,8 +50,26 @@ function observationTable(results: BenchResults): string {
   return columns(['workload', 'system', 'observation', 'median', 'unit', 'reps'], rows);
 }
 
-function goalTable(results: BenchResults): string {
-  return columns(['goal', 'what', 'target', 'measured', 'status'], results.goals.map((g) => [g.id, g.description, g.target, g.measured, g.status.toUpperCase()]));
+const share = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : pct(x));
+
+/** The goals, with the broker's ceiling next to the goals on rows that go through Kafka (runs before it have none). */
+export function goalTable(goals: readonly GoalResult[]): string {
+  const withCeiling = goals.some((g) => g.ceiling !== undefined);
+  const header = ['goal', 'what', 'target', 'measured', 'status', ...(withCeiling ? ['ceiling on this broker', 'highwater / B2 produce'] : [])];
+  const rows = goals.map((g) => [
+    g.id, g.description, g.target, g.measured, g.status.toUpperCase(),
+    ...(withCeiling ? [g.ceiling === undefined ? '' : `${share(g.ceiling.b2ProduceVsB1)} of B1${g.ceiling.targetAboveCeiling ? ' (below target)' : ''}`, g.ceiling === undefined ? '' : share(g.ceiling.highwaterVsB2Produce)] : []),
+  ]);
+  const table = columns(header, rows);
+  if (!withCeiling) return table;
+  const above = goals.filter((g) => g.ceiling?.targetAboveCeiling === true);
+  return [
+    table,
+    'ceiling on this broker: every highwater row goes through Kafka as one record produced with acks=all, so no per-record',
+    'pipeline on this broker can be faster than B2 produce (the same records, acks=all); the column is B2 produce as a share',
+    "of B1, the next one highwater's measured figure as a share of B2 produce.",
+    ...above.map((g) => `${g.id}: the target (${g.target}) is above this broker's ceiling (${share(g.ceiling!.b2ProduceVsB1)} of B1): it cannot be met on this broker.`),
+  ].join('\n');
 }
 
 export function machineLine(results: BenchResults): string {
@@ -75,7 +93,7 @@ export function renderReport(results: BenchResults): string {
     observationTable(results),
     '',
     'goals of issue 11',
-    goalTable(results),
+    goalTable(results.goals),
     ...(results.notes.length > 0 ? ['', 'notes', ...results.notes.map((n) => `- ${n}`)] : []),
   ].join('\n');
 }

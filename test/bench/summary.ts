@@ -1,4 +1,4 @@
-import type { GoalResult, Measurement, Observation, RssSample, Stage, SummaryRow, SystemId, WorkloadId } from './model.js';
+import type { BrokerCeiling, GoalResult, Measurement, Observation, RssSample, Stage, SummaryRow, SystemId, WorkloadId } from './model.js';
 import { mbPerSecond, median, perSecond, ratio } from './stats.js';
 
 /** Medians of the repetitions, ratios to B1, and the issue's goals: pure functions over a run's measurements. */
@@ -53,9 +53,11 @@ interface GoalSpec {
   readonly target: string;
   /** The measured value and whether it meets the target; undefined when not measured. */
   readonly evaluate: (s: readonly SummaryRow[], o: readonly Observation[], rss: readonly RssSample[]) => { value: string; met: boolean } | undefined;
+  /** The broker's ceiling for this goal, for goals on rows that go through Kafka. */
+  readonly ceiling?: (s: readonly SummaryRow[]) => BrokerCeiling | undefined;
 }
 
-function ratioGoal(id: string, workload: WorkloadId, stage: Stage, min: number, what: string): GoalSpec {
+function ratioGoal(id: string, workload: WorkloadId, stage: Stage, min: number, what: string, options: { ceiling?: boolean } = {}): GoalSpec {
   return {
     id, description: `${workload} ${what} vs B1`, target: `>= ${pct(min)} of B1`,
     evaluate: (s) => {
@@ -64,13 +66,32 @@ function ratioGoal(id: string, workload: WorkloadId, stage: Stage, min: number, 
       if (row === undefined || r === undefined || Number.isNaN(r)) return undefined;
       return { value: `${pct(r)}${row.complete ? '' : ' (incomplete)'}`, met: row.complete && r >= min };
     },
+    ...(options.ceiling ? { ceiling: (s: readonly SummaryRow[]) => brokerCeiling(s, workload, stage, min) } : {}),
+  };
+}
+
+const orNull = (x: number): number | null => (Number.isFinite(x) ? x : null);
+
+/**
+ * B2 produce (acks=all, highwater's own encoded records, the same broker) against B1 and against highwater's stage on
+ * one workload; undefined when B2 produce was not measured.
+ */
+export function brokerCeiling(s: readonly SummaryRow[], workload: WorkloadId, stage: Stage, min: number): BrokerCeiling | undefined {
+  const b2 = find(s, workload, 'B2', 'produce');
+  if (b2 === undefined) return undefined;
+  const hw = find(s, workload, 'highwater', stage);
+  const vsB1 = orNull(b2.ratioToB1);
+  return {
+    b2ProduceVsB1: vsB1,
+    highwaterVsB2Produce: orNull(ratio(hw?.rowsPerSec, b2.rowsPerSec)),
+    targetAboveCeiling: vsB1 !== null && min > vsB1,
   };
 }
 
 export const GOALS: readonly GoalSpec[] = [
-  ratioGoal('W1-e2e', 'W1', 'e2e', 0.5, 'end-to-end rows/s'),
+  ratioGoal('W1-e2e', 'W1', 'e2e', 0.5, 'end-to-end rows/s', { ceiling: true }),
   ratioGoal('W1-tree-e2e', 'W1-tree', 'e2e', 0.3, 'end-to-end rows/s'),
-  ratioGoal('W2-e2e', 'W2', 'e2e', 0.6, 'end-to-end MB/s'),
+  ratioGoal('W2-e2e', 'W2', 'e2e', 0.6, 'end-to-end MB/s', { ceiling: true }),
   {
     id: 'W2-storage', description: 'W2 target storage / content size', target: '<= 1.20x',
     evaluate: (_s, o) => {
@@ -105,10 +126,12 @@ export const GOALS: readonly GoalSpec[] = [
 export function evaluateGoals(summary: readonly SummaryRow[], observations: readonly Observation[], rss: readonly RssSample[]): GoalResult[] {
   return GOALS.map((g) => {
     const result = g.evaluate(summary, observations, rss);
+    const ceiling = g.ceiling?.(summary);
     return {
       id: g.id, description: g.description, target: g.target,
       measured: result?.value ?? '-',
       status: result === undefined ? 'not measured' : result.met ? 'met' : 'missed',
+      ...(ceiling === undefined ? {} : { ceiling }),
     };
   });
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BenchResults, Measurement } from '../bench/model.js';
 import { parseOnly, parseOptions, scaled, DEFAULT_SIZES, FULL_SIZES } from '../bench/options.js';
-import { renderReport, summaryTable } from '../bench/render-table.js';
+import { goalTable, renderReport, summaryTable } from '../bench/render-table.js';
 import { renderSvg, xOfRatio } from '../bench/render-svg.js';
 import { evaluateGoals, summarize } from '../bench/summary.js';
 
@@ -11,7 +11,9 @@ const measurements: Measurement[] = [
   m({ system: 'B1', stage: 'copy', ms: 10 }), m({ system: 'B1', stage: 'copy', ms: 20, rep: 2 }), m({ system: 'B1', stage: 'copy', ms: 30, rep: 3 }),
   m({ ms: 100 }), m({ ms: 40, rep: 2 }), m({ ms: 60, rep: 3 }), m({ ms: 1, rep: 4, complete: false }),
   m({ system: 'B4', ms: 1000 }),
+  m({ system: 'B2', stage: 'produce', ms: 50 }),
   m({ workload: 'W2', system: 'B1', stage: 'copy', ms: 100 }), m({ workload: 'W2', ms: 125 }),
+  m({ workload: 'W2', system: 'B2', stage: 'produce', ms: 110 }),
 ];
 
 function results(): BenchResults {
@@ -44,6 +46,26 @@ describe('bench summary and goals', () => {
     expect(goals.get('W1-vs-B4')).toMatchObject({ status: 'met', measured: '16.67x' });
     expect(goals.get('W3-apply')).toMatchObject({ status: 'not measured', measured: '-' });
   });
+
+  it("puts the broker's ceiling (B2 produce vs B1) and highwater's share of it next to the W1 and W2 goals", () => {
+    const goals = new Map(results().goals.map((g) => [g.id, g]));
+    // W1: B1 50,000 rows/s, B2 produce 20,000 (40 % of B1, under the 50 % target), highwater 16,667.
+    const w1 = goals.get('W1-e2e')!.ceiling!;
+    expect(w1.b2ProduceVsB1).toBeCloseTo(0.4);
+    expect(w1.highwaterVsB2Produce).toBeCloseTo(20_000 / 60_000 / 0.4);
+    expect(w1.targetAboveCeiling).toBe(true);
+    // W2: B1 10,000 rows/s, B2 produce 9,091 (90.9 %), highwater 8,000 (88 % of B2 produce).
+    expect(goals.get('W2-e2e')!.ceiling).toEqual({ b2ProduceVsB1: expect.closeTo(100 / 110, 6), highwaterVsB2Produce: expect.closeTo(110 / 125, 6), targetAboveCeiling: false });
+    for (const id of ['W1-tree-e2e', 'W2-storage', 'W3-apply', 'W4-rebuild', 'W2-rss', 'W1-vs-B4']) expect(goals.get(id)!.ceiling).toBeUndefined();
+  });
+
+  it('leaves the ceiling out without B2 produce, and keeps a missing highwater figure as null in the JSON', () => {
+    const onlyB1 = summarize(measurements.filter((x) => x.system !== 'B2'));
+    expect(evaluateGoals(onlyB1, [], []).find((g) => g.id === 'W1-e2e')).not.toHaveProperty('ceiling');
+    const noHighwater = summarize(measurements.filter((x) => x.system !== 'highwater'));
+    const w1 = evaluateGoals(noHighwater, [], []).find((g) => g.id === 'W1-e2e')!;
+    expect(JSON.parse(JSON.stringify(w1)).ceiling).toEqual({ b2ProduceVsB1: 0.4, highwaterVsB2Produce: null, targetAboveCeiling: true });
+  });
 });
 
 describe('bench rendering', () => {
@@ -61,10 +83,26 @@ describe('bench rendering', () => {
     expect(report).toContain('- a note');
   });
 
+  it('prints the ceiling columns and says when a target is above the ceiling', () => {
+    const table = goalTable(results().goals);
+    expect(table.split('\n')[0]).toMatch(/status\s+ceiling on this broker\s+highwater \/ B2 produce$/);
+    expect(table).toMatch(/W1-e2e .* MISSED\s+40\.0 % of B1 \(below target\)\s+83\.3 %/);
+    expect(table).toMatch(/W2-e2e .* MET\s+90\.9 % of B1\s+88\.0 %/);
+    expect(table).toContain("W1-e2e: the target (>= 50.0 % of B1) is above this broker's ceiling (40.0 % of B1)");
+    expect(table).not.toContain('W2-e2e: the target');
+  });
+
+  it('renders the goals of a results file written before the ceiling without its columns', () => {
+    const old = results().goals.map(({ ceiling: _ceiling, ...g }) => g);
+    const table = goalTable(old);
+    expect(table.split('\n')[0]).toMatch(/status$/);
+    expect(table).not.toContain('ceiling');
+  });
+
   it('draws one bar per system and workload on a log axis, escaping text', () => {
     const svg = renderSvg(results());
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg.match(/<rect x=/g)).toHaveLength(5);
+    expect(svg.match(/<rect x=/g)).toHaveLength(7);
     expect(svg).toContain('highwater end to end');
     expect(svg).toContain('B4 Debezium');
     expect(xOfRatio(1)).toBeGreaterThan(xOfRatio(0.1));

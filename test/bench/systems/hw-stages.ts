@@ -4,7 +4,6 @@ import type { BenchContext } from '../context.js';
 import { stageTimeoutMs } from '../context.js';
 import type { WorkloadId } from '../model.js';
 import type { SourceTable } from '../env/source.js';
-import { precreateTopics } from './topics-workaround.js';
 import { cli, dbNowMs, pollRuns, runCli, startConsume, targetProgress, waitForRows, writeHwConfig, type HwConfigOptions, type HwSetup } from './highwater.js';
 
 /**
@@ -34,25 +33,11 @@ function arrivedUnits(expect: Expect, rows: number): number {
   return expect.units === undefined ? rows : Math.round((expect.units * Math.min(rows, expect.rows)) / expect.rows);
 }
 
-const INIT_ATTEMPTS = 2;
-
-/**
- * Writes the configuration and runs `highwater init`. When init fails, the topics are created by the bench with the
- * product's own specs (see topics-workaround.ts for the product bug) and init runs once more; this is noted.
- */
+/** Writes the configuration and runs `highwater init`, which creates the topics (the product's path, no workaround). */
 export async function prepare(ctx: BenchContext, tag: string, sources: readonly SourceTable[], options?: HwConfigOptions): Promise<HwSetup> {
   const setup = await writeHwConfig(ctx.env, tag, sources, options);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await runCli(ctx.env, setup, 'init', ['init']);
-      return setup;
-    } catch (err) {
-      if (attempt >= INIT_ATTEMPTS) throw err;
-      const first = (err instanceof Error ? err.message : String(err)).split('\n').find((l) => l.startsWith('highwater:')) ?? 'failed';
-      ctx.collect.note(`highwater init failed (${first}); the bench created the topics with the product's specs and ran init again (product bug, see systems/topics-workaround.ts)`);
-      await precreateTopics(ctx, setup);
-    }
-  }
+  await runCli(ctx.env, setup, 'init', ['init']);
+  return setup;
 }
 
 export async function pollAlone(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect, record = true): Promise<void> {
@@ -92,15 +77,27 @@ export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, se
   return done.complete;
 }
 
-/** `highwater rebuild` of a setup's target into a fresh schema; timed from spawn to the rebuild's last commit. */
+/** The line `highwater rebuild` logs once its consumers run (src/ops/rebuild.ts): the replay's start. */
+const REBUILD_READY = /rebuild consumers started; replaying the table topics/;
+
+/**
+ * `highwater rebuild` of a setup's target into a fresh schema; timed, like apply, from its consumers being ready (the
+ * line above) to the rebuild's last commit. The CLI's start-up before that (tsx compiling the sources, clients,
+ * schema, topics) is reported apart, as an observation.
+ */
 export async function rebuild(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect): Promise<void> {
   const into = `hwr_${setup.tag}`;
-  const started = await dbNowMs(ctx.target);
-  const proc = cli(ctx.env, setup, 'rebuild', ['rebuild', '--target', 'bench', '--into', into, '--timeout', String(Math.round(stageTimeoutMs(expect.rows, 100, expect.bytes) / 1000))]);
+  const timeoutMs = stageTimeoutMs(expect.rows, 100, expect.bytes);
+  const spawned = await dbNowMs(ctx.target);
+  const proc = cli(ctx.env, setup, 'rebuild', ['rebuild', '--target', 'bench', '--into', into, '--timeout', String(Math.round(timeoutMs / 1000))]);
+  const ready = await proc.waitForLine(REBUILD_READY, timeoutMs).then(() => dbNowMs(ctx.target), () => Number.NaN);
   const code = await proc.exited;
   const done = await targetProgress(ctx.target, setup, expect.where, into);
-  const complete = code === 0 && done.rows >= expect.rows;
-  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'rebuild', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete, note: code === 0 ? (complete ? 'wall time from spawn, CLI start-up included' : `caught up with ${expect.rows - done.rows} rows still missing`) : `exit ${String(code)}` });
+  const complete = code === 0 && done.rows >= expect.rows && !Number.isNaN(ready);
+  const note = Number.isNaN(ready) ? `no "consumers started" line seen (exit ${String(code)})` : code !== 0 ? `exit ${String(code)}` : complete ? undefined : `caught up with ${expect.rows - done.rows} rows still missing`;
+  ctx.collect.measure({ workload: w, system: 'highwater', stage: 'rebuild', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - ready, complete, ...(note === undefined ? {} : { note }) });
+  ctx.collect.observe(w, 'highwater', rep, 'rebuild: spawn -> consumers ready (CLI start-up)', (ready - spawned) / 1000, 's');
+  ctx.collect.observe(w, 'highwater', rep, 'rebuild: consumers ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - ready) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'rebuild', rep, proc.peakRss());
   await ctx.target.query(`DROP SCHEMA IF EXISTS ${quotePg(into)} CASCADE`);
 }
