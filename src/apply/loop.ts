@@ -9,7 +9,7 @@ import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
 import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from './sink/writer.js';
 import { TargetPositions } from './positions.js';
-import { reduceBatch, type BatchEvent } from './reduce.js';
+import { reduceBatch, type BatchEvent, type ReducedBatch } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
 /**
@@ -66,18 +66,31 @@ export class ApplyLoop {
     const aligned = await this.positions.align(batch, this.consumer!);
     if (aligned.kind === 'seeked-back') return;
     if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
-    for (let i = 0; i < aligned.records.length; i += this.deps.batchMaxRecords) {
+    const slices = sliced(aligned.records, this.deps.batchMaxRecords);
+    // The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
+    // loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
+    // effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
+    let next = slices.length > 0 ? this.prepare(slices[0]!) : undefined;
+    for (let i = 0; i < slices.length; i++) {
       if (!batch.isCurrent()) return;
-      await this.applySlice(binding, batch, aligned.records.slice(i, i + this.deps.batchMaxRecords));
+      const prepared = await next!;
+      next = i + 1 < slices.length ? this.prepare(slices[i + 1]!) : undefined;
+      // Left behind when this batch stops early (revoked, a failed write): its rejection is nobody's to handle.
+      next?.catch(() => undefined);
+      await this.applySlice(binding, batch, prepared);
       await batch.heartbeat();
     }
   }
 
-  private async applySlice(binding: TopicBinding, batch: PartitionBatch, records: readonly InRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    const { events, poison, recordOf } = await this.decodeAll(records);
+  /** Decodes and reduces a slice: pure (nothing is sent or written), so it can run ahead of the slice before it. */
+  private async prepare(records: readonly InRecord[]): Promise<PreparedSlice> {
+    const decoded = await this.decodeAll(records);
+    return { records, ...decoded, reduced: reduceBatch(decoded.events) };
+  }
+
+  private async applySlice(binding: TopicBinding, batch: PartitionBatch, prepared: PreparedSlice): Promise<void> {
+    const { records, poison, recordOf, reduced } = prepared;
     await this.deadLetter(binding, poison);
-    const reduced = reduceBatch(events);
     const fitting = await this.refuseTooLarge(binding, reduced.changes, recordOf);
     const parked = fitting.parked;
     const nextOffset = records.at(-1)!.offset + 1n;
@@ -102,7 +115,13 @@ export class ApplyLoop {
     const events: BatchEvent[] = [];
     const poison: { record: InRecord; error: Error }[] = [];
     const recordOf = new Map<BlobChange, InRecord>();
+    let sinceYield = 0;
     for (const record of records) {
+      // Decoding is CPU work on the one thread: let the answers of a running transaction through now and then.
+      if (++sinceYield === DECODE_YIELD_EVERY) {
+        sinceYield = 0;
+        await yieldToEventLoop();
+      }
       try {
         const e = await decodeRecord(this.deps.codec, record);
         if (e.type === 'change') {
@@ -185,6 +204,27 @@ export class ApplyLoop {
     const parked = [...(applyBatch.parked ?? []), ...applyBatch.rows.filter((r) => !good.includes(r)).map((r) => parkedRow(r.change, 'dead-lettered'))];
     return this.deps.writer.apply({ ...applyBatch, rows: good, parked });
   }
+}
+
+/** Records decoded between two yields to the event loop (a few milliseconds of decoding). */
+const DECODE_YIELD_EVERY = 256;
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+interface PreparedSlice {
+  readonly records: readonly InRecord[];
+  readonly poison: { record: InRecord; error: Error }[];
+  readonly recordOf: Map<BlobChange, InRecord>;
+  readonly reduced: ReducedBatch;
+}
+
+/** The records in slices of at most `size`, in order. Pure. */
+export function sliced<T>(records: readonly T[], size: number): (readonly T[])[] {
+  const out: (readonly T[])[] = [];
+  for (let i = 0; i < records.length; i += size) out.push(records.slice(i, i + size));
+  return out;
 }
 
 function parkedRow(c: BlobChange, reason: string): ParkedRow {
