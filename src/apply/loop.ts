@@ -46,6 +46,8 @@ export class ApplyLoop {
   private readonly positions: TargetPositions;
   private readonly byTopic: Map<string, TopicBinding>;
   private consumer: ManualConsumer | undefined;
+  /** Per table, the writes in flight now (see `overlapping`). */
+  private readonly inFlight = new Map<string, { writes: number; overlapped: boolean; held: boolean }>();
 
   constructor(private readonly deps: ApplyLoopDeps) {
     this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
@@ -82,6 +84,41 @@ export class ApplyLoop {
     }
   }
 
+  /**
+   * Runs one write of `table`, counting the writes of the table in flight in this process (partitions applied
+   * concurrently). Two overlapping transactions do not see each other's rows: a child one of them held may have its
+   * parent written by the other, and neither promotes it. So when the writes of a stretch in which two of them
+   * overlapped have all ended, and one of them held children, the table's held children are promoted once — as the
+   * HeldResolver does for other consumer instances, without waiting for its next round.
+   */
+  private async overlapping(table: string, write: () => Promise<ApplyResult>): Promise<ApplyResult> {
+    let stretch = this.inFlight.get(table);
+    if (stretch === undefined) this.inFlight.set(table, (stretch = { writes: 0, overlapped: false, held: false }));
+    stretch.writes++;
+    if (stretch.writes > 1) stretch.overlapped = true;
+    try {
+      const result = await write();
+      if (result.held.length > 0) stretch.held = true;
+      return result;
+    } finally {
+      stretch.writes--;
+      if (stretch.writes === 0) {
+        this.inFlight.delete(table);
+        if (stretch.overlapped && stretch.held) await this.promoteAfterOverlap(table);
+      }
+    }
+  }
+
+  private async promoteAfterOverlap(table: string): Promise<void> {
+    try {
+      const promoted = await this.deps.writer.promoteHeld(table);
+      if (promoted > 0) this.deps.logger.debug({ table, promoted }, 'promoted children held while their parent was written by a concurrent batch');
+    } catch (err) {
+      // The HeldResolver promotes across the table every round: it takes over.
+      this.deps.logger.warn({ err: coerceError(err), table }, 'could not promote held children after concurrent batches; the held-children resolver will');
+    }
+  }
+
   /** Decodes and reduces a slice: pure (nothing is sent or written), so it can run ahead of the slice before it. */
   private async prepare(records: readonly InRecord[]): Promise<PreparedSlice> {
     const decoded = await this.decodeAll(records);
@@ -99,11 +136,21 @@ export class ApplyLoop {
     // transaction, before COMMIT: the offsets that cover them never become durable before they are safe.
     let retriedLate = 0;
     const routeLate = async (r: ApplyResult) => {
+      // The last moment to back out: a partition this member no longer holds (a new assignment positioned it, or
+      // the consumer is stopping) commits neither its rows nor its offsets; whoever holds it now applies them.
+      if (!batch.isCurrent()) throw new NoLongerCurrent(batch);
       const late = new Set([...r.missingParent, ...r.incompleteContent]);
       retriedLate = late.size;
       if (late.size > 0) await this.sendToRetry(binding, fitting.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     };
-    const result = await this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate);
+    let result: ApplyResult;
+    try {
+      result = await this.overlapping(binding.table, () => this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate));
+    } catch (err) {
+      if (!(err instanceof NoLongerCurrent)) throw err;
+      this.deps.logger.info({ topic: batch.topic, partition: batch.partition, nextOffset }, 'the partition was taken from this member during its batch: rolled back');
+      return;
+    }
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
     this.positions.advance(batch.topic, batch.partition, nextOffset);
@@ -203,6 +250,13 @@ export class ApplyLoop {
     await this.deadLetter(binding, bad);
     const parked = [...(applyBatch.parked ?? []), ...applyBatch.rows.filter((r) => !good.includes(r)).map((r) => parkedRow(r.change, 'dead-lettered'))];
     return this.deps.writer.apply({ ...applyBatch, rows: good, parked });
+  }
+}
+
+/** Thrown before COMMIT when the batch's partition is no longer this member's: the transaction rolls back. */
+class NoLongerCurrent extends HighwaterError {
+  constructor(batch: PartitionBatch) {
+    super('STOPPED', `partition ${batch.partition} of ${batch.topic} is no longer assigned to this member`);
   }
 }
 
