@@ -32,7 +32,7 @@ import { quotePg } from '../../src/sql/ident.js';
 import { Runtime, sourceSpec, type RunningConsumers } from '../../src/wiring.js';
 import { ApplyLoop } from '../../src/apply/loop.js';
 import type { ApplyBatch, TargetWriter } from '../../src/apply/sink/writer.js';
-import { ManualConsumer } from '../../src/kafka/consumer.js';
+import { ManualConsumer, type PartitionBatch } from '../../src/kafka/consumer.js';
 import { brokers, canControlBroker, consumeMessages, deleteTopics, killBroker, uniqueName, withAdmin } from '../support/kafka.js';
 import { createTestDatabase, type TestDatabase } from '../support/pg.js';
 
@@ -979,5 +979,61 @@ describe('several partitions applied at once', () => {
     expect(await audit.regressions()).toBe(0);
     expect(await audit.duplicates()).toBe(0);
     expect(await recordsOn(dlqTopicFor(p.topic))).toBe(0);
+  });
+
+  it('rolls back a batch in flight whose consumer stops before its COMMIT: no rows, no offsets', async () => {
+    const scope = testScope('no longer current');
+    const p = await pipeline(scope, { partitions: 1 });
+    await p.rt.ensureTableTopics(p.table);
+    const writer = await p.rt.writer(p.target);
+    scope.defer(() => writer.close());
+    await writer.migrate();
+    await publish(p, await changes(p, [blob(p, 'a', 10n), blob(p, 'b', 11n)]));
+
+    // The real writer; its first transaction with rows stops just before COMMIT until the test lets it go on.
+    let inTransaction: () => void = () => undefined;
+    const reached = new Promise<void>((resolve) => (inTransaction = resolve));
+    let goOn: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (goOn = resolve));
+    let gated = false;
+    const gate = new Proxy(writer, {
+      get: (target, prop) => {
+        if (prop === 'apply') {
+          return (batch: ApplyBatch) => {
+            if (gated || batch.rows.length === 0) return writer.apply(batch);
+            gated = true;
+            return writer.apply({ ...batch, beforeCommit: async (result) => {
+              inTransaction();
+              await released;
+              await batch.beforeCommit?.(result);
+            } });
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const logger = createLogger({ level: process.env.HIGHWATER_TEST_LOG_LEVEL ?? 'error' });
+    const binding = { table: p.table.name, topic: p.topic, retryTopic: retryTopicFor(p.topic), dlqTopic: dlqTopicFor(p.topic) };
+    const loop = new ApplyLoop({ groupId: p.groupId, bindings: [binding], writer: gate, codec: p.rt.codec, publisher: await p.rt.publisher(), logger, batchMaxRecords: 100, retryDelayMs: 300 });
+    const consumer = new ManualConsumer(p.rt.kafka, {
+      groupId: p.groupId, topics: [p.topic],
+      positionOf: async (topic, partition) => (await writer.storedOffsets(p.groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+      onAssigned: () => loop.forgetPositions(),
+    });
+    loop.attach(consumer);
+    let current: PartitionBatch | undefined;
+    await consumer.start((batch) => {
+      current = batch;
+      return loop.handle(batch);
+    });
+    await reached;
+    const stopped = consumer.stop();
+    await waitFor('the batch to be no longer current', async () => current !== undefined && !current.isCurrent(), 30_000);
+    goOn();
+    await stopped;
+
+    expect((await heldVersions(p)).size).toBe(0);
+    expect(await storedOffsets(p)).toEqual([]);
   });
 });
