@@ -72,13 +72,18 @@ export class ApplyLoop {
     // The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
     // loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
     // effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
-    let next = slices.length > 0 ? this.prepare(slices[0]!) : undefined;
+    const ahead = (i: number): Promise<PreparedSlice> | undefined => {
+      if (i >= slices.length) return undefined;
+      const prepared = this.prepare(slices[i]!);
+      // Left behind when this batch stops early (revoked, a failed write): its rejection is nobody's to handle.
+      prepared.catch(() => undefined);
+      return prepared;
+    };
+    let next = ahead(0);
     for (let i = 0; i < slices.length; i++) {
       if (!batch.isCurrent()) return;
       const prepared = await next!;
-      next = i + 1 < slices.length ? this.prepare(slices[i + 1]!) : undefined;
-      // Left behind when this batch stops early (revoked, a failed write): its rejection is nobody's to handle.
-      next?.catch(() => undefined);
+      next = ahead(i + 1);
       await this.applySlice(binding, batch, prepared);
       await batch.heartbeat();
     }
