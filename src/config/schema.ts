@@ -134,7 +134,7 @@ export const tableSchema = z.strictObject({
 });
 
 /** Partitions a consumer applies at once unless `partitionsConsumedConcurrently` says otherwise (within the pool's bound). */
-export const DEFAULT_CONCURRENT_PARTITIONS = 3;
+export const DEFAULT_CONCURRENT_PARTITIONS = 1;
 
 /**
  * The most partitions a consumer may apply at once with a target pool of `poolSize` connections: one transaction per
@@ -157,7 +157,7 @@ export const targetSchema = z.strictObject({
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
   partitionsConsumedConcurrently: z.number().int().min(1).max(32).optional()
-    .describe(`Partitions of the table topics one consumer applies at once, each batch in a transaction of its own (the next batch of a partition waits for the one before). Each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Default: ${DEFAULT_CONCURRENT_PARTITIONS}, or less when the pool is smaller.`),
+    .describe(`Partitions of the table topics one consumer applies at once, each batch in a transaction of its own (the next batch of a partition waits for the one before). Each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Default: ${DEFAULT_CONCURRENT_PARTITIONS}. Flat tables apply faster with 3, trees slower (more children held while their parent is in a concurrent batch): measured in docs/architecture.md.`),
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
     .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
   retry: defaulted(z.strictObject({

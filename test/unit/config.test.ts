@@ -35,7 +35,7 @@ describe('configuration', () => {
     expect(issuesOf(withTarget({ sessionTimeoutMs: 500 })).map((i) => i.path)).toContain('targets.0.sessionTimeoutMs');
   });
 
-  it('applies 3 partitions at once by default, fewer with a small pool, and refuses more than the pool leaves room for', () => {
+  it('applies one partition at a time by default, more when asked, and refuses more than the pool leaves room for', () => {
     const withTarget = (poolSize: number, extra: Record<string, unknown>) => ({
       ...minimal,
       databases: [{ ...minimal.databases[0]!, poolSize }, minimal.databases[1]!],
@@ -45,11 +45,10 @@ describe('configuration', () => {
       const cfg = parseConfigObject(withTarget(poolSize, extra), 'test.yaml');
       return concurrentPartitions(cfg.targets[0]!.partitionsConsumedConcurrently, cfg.databases[0]!.poolSize);
     };
-    expect(effective(4)).toBe(3);
-    expect(effective(10)).toBe(3);
-    expect(effective(3)).toBe(2);
-    expect(effective(2)).toBe(1);
+    expect(effective(4)).toBe(1);
     expect(effective(1)).toBe(1);
+    expect(effective(4, { partitionsConsumedConcurrently: 3 })).toBe(3);
+    expect(effective(3, { partitionsConsumedConcurrently: 2 })).toBe(2);
     expect(effective(10, { partitionsConsumedConcurrently: 8 })).toBe(8);
     expect(effective(1, { partitionsConsumedConcurrently: 1 })).toBe(1);
     const tooMany = issuesOf(withTarget(4, { partitionsConsumedConcurrently: 4 }));
