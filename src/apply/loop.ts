@@ -9,7 +9,7 @@ import type { Logger } from '../logger.js';
 import { withRetry, DEFAULT_RETRY, type RetryPolicy } from '../retry.js';
 import type { ApplyResult, ParkedRow, TargetWriter, WatermarkToRecord } from './sink/writer.js';
 import { TargetPositions } from './positions.js';
-import { reduceBatch, type BatchEvent } from './reduce.js';
+import { reduceBatch, type BatchEvent, type ReducedBatch } from './reduce.js';
 import { deadLetterRecord, retryRecord } from './side-records.js';
 
 /**
@@ -46,6 +46,8 @@ export class ApplyLoop {
   private readonly positions: TargetPositions;
   private readonly byTopic: Map<string, TopicBinding>;
   private consumer: ManualConsumer | undefined;
+  /** Per table, the writes in flight now (see `overlapping`). */
+  private readonly inFlight = new Map<string, { writes: number; overlapped: boolean; held: boolean }>();
 
   constructor(private readonly deps: ApplyLoopDeps) {
     this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
@@ -66,18 +68,71 @@ export class ApplyLoop {
     const aligned = await this.positions.align(batch, this.consumer!);
     if (aligned.kind === 'seeked-back') return;
     if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
-    for (let i = 0; i < aligned.records.length; i += this.deps.batchMaxRecords) {
+    const slices = sliced(aligned.records, this.deps.batchMaxRecords);
+    // The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
+    // loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
+    // effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
+    const ahead = (i: number): Promise<PreparedSlice> | undefined => {
+      if (i >= slices.length) return undefined;
+      const prepared = this.prepare(slices[i]!);
+      // Left behind when this batch stops early (revoked, a failed write): its rejection is nobody's to handle.
+      prepared.catch(() => undefined);
+      return prepared;
+    };
+    let next = ahead(0);
+    for (let i = 0; i < slices.length; i++) {
       if (!batch.isCurrent()) return;
-      await this.applySlice(binding, batch, aligned.records.slice(i, i + this.deps.batchMaxRecords));
+      const prepared = await next!;
+      next = ahead(i + 1);
+      await this.applySlice(binding, batch, prepared);
       await batch.heartbeat();
     }
   }
 
-  private async applySlice(binding: TopicBinding, batch: PartitionBatch, records: readonly InRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    const { events, poison, recordOf } = await this.decodeAll(records);
+  /**
+   * Runs one write of `table`, counting the writes of the table in flight in this process (partitions applied
+   * concurrently). Two overlapping transactions do not see each other's rows: a child one of them held may have its
+   * parent written by the other, and neither promotes it. So when the writes of a stretch in which two of them
+   * overlapped have all ended, and one of them held children, the table's held children are promoted once — as the
+   * HeldResolver does for other consumer instances, without waiting for its next round.
+   */
+  private async overlapping(table: string, write: () => Promise<ApplyResult>): Promise<ApplyResult> {
+    let stretch = this.inFlight.get(table);
+    if (stretch === undefined) this.inFlight.set(table, (stretch = { writes: 0, overlapped: false, held: false }));
+    stretch.writes++;
+    if (stretch.writes > 1) stretch.overlapped = true;
+    try {
+      const result = await write();
+      if (result.held.length > 0) stretch.held = true;
+      return result;
+    } finally {
+      stretch.writes--;
+      if (stretch.writes === 0) {
+        this.inFlight.delete(table);
+        if (stretch.overlapped && stretch.held) await this.promoteAfterOverlap(table);
+      }
+    }
+  }
+
+  private async promoteAfterOverlap(table: string): Promise<void> {
+    try {
+      const promoted = await this.deps.writer.promoteHeld(table);
+      if (promoted > 0) this.deps.logger.debug({ table, promoted }, 'promoted children held while their parent was written by a concurrent batch');
+    } catch (err) {
+      // The HeldResolver promotes across the table every round: it takes over.
+      this.deps.logger.warn({ err: coerceError(err), table }, 'could not promote held children after concurrent batches; the held-children resolver will');
+    }
+  }
+
+  /** Decodes and reduces a slice: pure (nothing is sent or written), so it can run ahead of the slice before it. */
+  private async prepare(records: readonly InRecord[]): Promise<PreparedSlice> {
+    const decoded = await this.decodeAll(records);
+    return { records, ...decoded, reduced: reduceBatch(decoded.events) };
+  }
+
+  private async applySlice(binding: TopicBinding, batch: PartitionBatch, prepared: PreparedSlice): Promise<void> {
+    const { records, poison, recordOf, reduced } = prepared;
     await this.deadLetter(binding, poison);
-    const reduced = reduceBatch(events);
     const fitting = await this.refuseTooLarge(binding, reduced.changes, recordOf);
     const parked = fitting.parked;
     const nextOffset = records.at(-1)!.offset + 1n;
@@ -86,11 +141,21 @@ export class ApplyLoop {
     // transaction, before COMMIT: the offsets that cover them never become durable before they are safe.
     let retriedLate = 0;
     const routeLate = async (r: ApplyResult) => {
+      // The last moment to back out: a partition this member no longer holds (a new assignment positioned it, or
+      // the consumer is stopping) commits neither its rows nor its offsets; whoever holds it now applies them.
+      if (!batch.isCurrent()) throw new NoLongerCurrent(batch);
       const late = new Set([...r.missingParent, ...r.incompleteContent]);
       retriedLate = late.size;
       if (late.size > 0) await this.sendToRetry(binding, fitting.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     };
-    const result = await this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate);
+    let result: ApplyResult;
+    try {
+      result = await this.overlapping(binding.table, () => this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate));
+    } catch (err) {
+      if (!(err instanceof NoLongerCurrent)) throw err;
+      this.deps.logger.info({ topic: batch.topic, partition: batch.partition, nextOffset }, 'the partition was taken from this member during its batch: rolled back');
+      return;
+    }
     batch.resolve(nextOffset - 1n);
     if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
     this.positions.advance(batch.topic, batch.partition, nextOffset);
@@ -102,7 +167,13 @@ export class ApplyLoop {
     const events: BatchEvent[] = [];
     const poison: { record: InRecord; error: Error }[] = [];
     const recordOf = new Map<BlobChange, InRecord>();
+    let sinceYield = 0;
     for (const record of records) {
+      // Decoding is CPU work on the one thread: let the answers of a running transaction through now and then.
+      if (++sinceYield === DECODE_YIELD_EVERY) {
+        sinceYield = 0;
+        await yieldToEventLoop();
+      }
       try {
         const e = await decodeRecord(this.deps.codec, record);
         if (e.type === 'change') {
@@ -185,6 +256,34 @@ export class ApplyLoop {
     const parked = [...(applyBatch.parked ?? []), ...applyBatch.rows.filter((r) => !good.includes(r)).map((r) => parkedRow(r.change, 'dead-lettered'))];
     return this.deps.writer.apply({ ...applyBatch, rows: good, parked });
   }
+}
+
+/** Thrown before COMMIT when the batch's partition is no longer this member's: the transaction rolls back. */
+class NoLongerCurrent extends HighwaterError {
+  constructor(batch: PartitionBatch) {
+    super('STOPPED', `partition ${batch.partition} of ${batch.topic} is no longer assigned to this member`);
+  }
+}
+
+/** Records decoded between two yields to the event loop (a few milliseconds of decoding). */
+const DECODE_YIELD_EVERY = 256;
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+interface PreparedSlice {
+  readonly records: readonly InRecord[];
+  readonly poison: { record: InRecord; error: Error }[];
+  readonly recordOf: Map<BlobChange, InRecord>;
+  readonly reduced: ReducedBatch;
+}
+
+/** The records in slices of at most `size`, in order. Pure. */
+export function sliced<T>(records: readonly T[], size: number): (readonly T[])[] {
+  const out: (readonly T[])[] = [];
+  for (let i = 0; i < records.length; i += size) out.push(records.slice(i, i + size));
+  return out;
 }
 
 function parkedRow(c: BlobChange, reason: string): ParkedRow {

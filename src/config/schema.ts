@@ -133,6 +133,22 @@ export const tableSchema = z.strictObject({
   maxdop: z.number().int().min(0).max(64).nullable().default(null).describe('SQL Server sources: OPTION (MAXDOP n) on window reads; null leaves the server default.'),
 });
 
+/** Partitions a consumer applies at once unless `partitionsConsumedConcurrently` says otherwise (within the pool's bound). */
+export const DEFAULT_CONCURRENT_PARTITIONS = 1;
+
+/**
+ * The most partitions a consumer may apply at once with a target pool of `poolSize` connections: one transaction per
+ * partition, and one connection left for the held-children resolver, the retry topic and position reads. Pure.
+ */
+export function mostConcurrentPartitions(poolSize: number): number {
+  return Math.max(1, poolSize - 1);
+}
+
+/** Partitions applied at once: the setting, or the default bounded by the pool. Pure. */
+export function concurrentPartitions(setting: number | undefined, poolSize: number): number {
+  return setting ?? Math.min(DEFAULT_CONCURRENT_PARTITIONS, mostConcurrentPartitions(poolSize));
+}
+
 export const targetSchema = z.strictObject({
   name: name.describe('Name of this target.'),
   database: name.describe('Name of the target database (see databases).'),
@@ -140,6 +156,8 @@ export const targetSchema = z.strictObject({
   groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
   batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
+  partitionsConsumedConcurrently: z.number().int().min(1).max(32).optional()
+    .describe(`Partitions of the table topics one consumer applies at once, each batch in a transaction of its own (the next batch of a partition waits for the one before). Each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Default: ${DEFAULT_CONCURRENT_PARTITIONS}. Flat tables apply faster with 3, trees slower (more children held while their parent is in a concurrent batch): measured in docs/architecture.md.`),
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
     .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
   retry: defaulted(z.strictObject({
@@ -187,7 +205,7 @@ export const configSchema = z.strictObject({
   })).describe('Logging.'),
 }).superRefine(checkReferences);
 
-function checkReferences(cfg: { databases: { name: string; kind: string }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined }[]; controlStore: { database: string }; poll: { maxBlobBytes: number } }, ctx: z.RefinementCtx): void {
+function checkReferences(cfg: { databases: { name: string; kind: string; poolSize: number }[]; tables: { name: string; source: string }[]; targets: { database: string; tables?: string[] | undefined; partitionsConsumedConcurrently?: number | undefined }[]; controlStore: { database: string }; poll: { maxBlobBytes: number } }, ctx: z.RefinementCtx): void {
   const dbs = new Map(cfg.databases.map((d) => [d.name, d.kind]));
   const tableNames = new Set(cfg.tables.map((t) => t.name));
   reportDuplicates(cfg.databases.map((d) => d.name), ['databases'], ctx);
@@ -199,6 +217,10 @@ function checkReferences(cfg: { databases: { name: string; kind: string }[]; tab
   });
   cfg.targets.forEach((t, i) => {
     if (!dbs.has(t.database)) ctx.addIssue({ code: 'custom', path: ['targets', i, 'database'], message: `no database named ${JSON.stringify(t.database)}` });
+    const poolSize = cfg.databases.find((d) => d.name === t.database)?.poolSize;
+    if (poolSize !== undefined && t.partitionsConsumedConcurrently !== undefined && t.partitionsConsumedConcurrently > mostConcurrentPartitions(poolSize)) {
+      ctx.addIssue({ code: 'custom', path: ['targets', i, 'partitionsConsumedConcurrently'], message: `is ${t.partitionsConsumedConcurrently}, but database ${JSON.stringify(t.database)} has poolSize ${poolSize}: at most ${mostConcurrentPartitions(poolSize)} (a connection per partition, and one for the held-children resolver, the retry topic and position reads); raise poolSize or lower this` });
+    }
     const kind = dbs.get(t.database) as keyof typeof MAX_CONTENT_BYTES | undefined;
     if (kind !== undefined && kind in MAX_CONTENT_BYTES && cfg.poll.maxBlobBytes > MAX_CONTENT_BYTES[kind]) {
       ctx.addIssue({ code: 'custom', path: ['poll', 'maxBlobBytes'], message: `is ${cfg.poll.maxBlobBytes}, but target ${JSON.stringify(t.database)} (${kind}) stores at most ${MAX_CONTENT_BYTES[kind]} bytes in one value` });

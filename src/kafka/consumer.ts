@@ -35,6 +35,11 @@ export interface ManualConsumerOptions {
   readonly positionOf: (topic: string, partition: number) => Promise<bigint | null>;
   readonly sessionTimeoutMs?: number;
   readonly maxBytesPerPartition?: number;
+  /**
+   * Partition batches handled at once (kafkajs' partitionsConsumedConcurrently; default 1). kafkajs never hands out
+   * two batches of one partition at once: a fetch's batches all finish before the next fetch.
+   */
+  readonly partitionsConsumedConcurrently?: number;
   readonly onAssigned?: (assignment: Record<string, number[]>) => void;
   /**
    * Told when the assigned partitions could not be positioned from the target (after retries). They are paused
@@ -133,7 +138,7 @@ export class ManualConsumer {
     this.runConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: 1,
+      partitionsConsumedConcurrently: this.options.partitionsConsumedConcurrently ?? 1,
       eachBatch: async (payload) => {
         if (!payload.isRunning() || payload.isStale()) return;
         await handler(this.toPartitionBatch(payload));

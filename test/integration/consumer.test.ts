@@ -30,6 +30,9 @@ import { targetDigest } from '../../consumers/postgres/reconcile.js';
 import type { Digest } from '../../src/ops/reconcile/side/contract.js';
 import { quotePg } from '../../src/sql/ident.js';
 import { Runtime, sourceSpec, type RunningConsumers } from '../../src/wiring.js';
+import { ApplyLoop } from '../../src/apply/loop.js';
+import type { ApplyBatch, TargetWriter } from '../../src/apply/sink/writer.js';
+import { ManualConsumer, type PartitionBatch } from '../../src/kafka/consumer.js';
 import { brokers, canControlBroker, consumeMessages, deleteTopics, killBroker, uniqueName, withAdmin } from '../support/kafka.js';
 import { createTestDatabase, type TestDatabase } from '../support/pg.js';
 
@@ -113,6 +116,7 @@ interface PipelineOptions {
   readonly batchSize?: number;
   readonly maxMessageBytes?: number;
   readonly retry?: { initialDelayMs?: number; maxAttempts?: number; backfillAfterAttempts?: number; maxDelayMs?: number };
+  readonly partitionsConsumedConcurrently?: number;
 }
 
 interface Pipeline {
@@ -159,6 +163,7 @@ async function pipeline(scope: Scope, options: PipelineOptions = {}): Promise<Pi
     targets: [{
       name: 'replica', database: 'target', schema: SCHEMA, groupId, batchMaxRecords: options.batchMaxRecords ?? 5000,
       retry: { initialDelayMs: 300, maxDelayMs: 5000, maxAttempts: 8, backfillAfterAttempts: 8, ...options.retry },
+      ...(options.partitionsConsumedConcurrently === undefined ? {} : { partitionsConsumedConcurrently: options.partitionsConsumedConcurrently }),
     }],
     log: { level: 'warn' },
   };
@@ -857,5 +862,178 @@ describe('consumers against Kafka and PostgreSQL', () => {
 
     expect(await audit.regressions()).toBe(0);
     console.log(`[consumer test] two instances: writes ${await audit.writes()}, duplicate writes ${await audit.duplicates()}`);
+  });
+});
+
+describe('several partitions applied at once', () => {
+  /**
+   * The real writer, except that the first `parties` transactions that write rows wait for one another just before
+   * COMMIT: all of them have run every statement without seeing the others' rows. With fewer batches in flight at
+   * once than `parties`, the first ones wait for ever (the test times out).
+   */
+  function rendezvousBeforeCommit(writer: TargetWriter, parties: number): TargetWriter {
+    let arrived = 0;
+    let release: () => void = () => undefined;
+    const all = new Promise<void>((resolve) => (release = resolve));
+    const apply = (batch: ApplyBatch) => {
+      if (batch.rows.length === 0 || arrived >= parties) return writer.apply(batch);
+      return writer.apply({
+        ...batch,
+        beforeCommit: async (result) => {
+          if (++arrived === parties) release();
+          await all;
+          await batch.beforeCommit?.(result);
+        },
+      });
+    };
+    return new Proxy(writer, {
+      get: (target, prop) => {
+        if (prop === 'apply') return apply;
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  }
+
+  it('promotes a child one partition held while a concurrent batch of another wrote its parent, without the resolver', async () => {
+    const scope = testScope('overlap promote');
+    const p = await pipeline(scope, { partitions: 3 });
+    await p.rt.ensureTableTopics(p.table);
+    const writer = await p.rt.writer(p.target);
+    scope.defer(() => writer.close());
+    await writer.migrate();
+    const parent = blob(p, 'folder', 10n, { isDirectory: true, content: { kind: 'none' }, contentSha256: null, size: null });
+    const child = blob(p, 'file', 11n, { pathLocator: '/folder/file/', parentPathLocator: '/folder/' });
+    const [parentRecord, childRecord] = await changes(p, [parent, child]);
+    await publish(p, [{ ...parentRecord!, partition: 0 }, { ...childRecord!, partition: 1 }]);
+
+    // The apply loop alone: no HeldResolver, whose rounds promote across the table too.
+    const logger = createLogger({ level: process.env.HIGHWATER_TEST_LOG_LEVEL ?? 'error' });
+    const binding = { table: p.table.name, topic: p.topic, retryTopic: retryTopicFor(p.topic), dlqTopic: dlqTopicFor(p.topic) };
+    const loop = new ApplyLoop({
+      groupId: p.groupId, bindings: [binding], writer: rendezvousBeforeCommit(writer, 2), codec: p.rt.codec, publisher: await p.rt.publisher(), logger,
+      batchMaxRecords: 100, retryDelayMs: 300,
+    });
+    const consumer = new ManualConsumer(p.rt.kafka, {
+      groupId: p.groupId, topics: [p.topic], partitionsConsumedConcurrently: 3,
+      positionOf: async (topic, partition) => (await writer.storedOffsets(p.groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+      onAssigned: () => loop.forgetPositions(),
+    });
+    loop.attach(consumer);
+    scope.defer(() => consumer.stop());
+    await consumer.start((batch) => loop.handle(batch));
+
+    await waitFor('both batches applied', () => caughtUp(p), 60_000, () => storedOffsets(p));
+    await waitFor('the child in the target', async () => (await heldVersions(p)).get('file') === '11', 30_000, async () => ({ held: Object.fromEntries(await heldChildren(p)) }));
+    expect(Object.fromEntries(await heldVersions(p))).toEqual({ folder: '10', file: '11' });
+    expect((await heldChildren(p)).size).toBe(0);
+  });
+
+  it('applies a tree with updates and deletes over six partitions, three at once and in several slices, into what the source holds', async () => {
+    const scope = testScope('concurrent tree');
+    const p = await pipeline(scope, { source: true, partitions: 6, batchSize: 100, batchMaxRecords: 40, partitionsConsumedConcurrently: 3 });
+    const rand = seeded(31);
+    const src = await createSource(p);
+    await addTree(src, rand, { roots: 4, folders: 5, files: 600 }, pastInstants(rand));
+    await poll(p);
+    await changeSource(src, rand, { updates: 120, deletes: 60 });
+    await addTree(src, rand, { roots: 2, folders: 3, files: 150 }, () => 'clock_timestamp()');
+    await poll(p);
+    await migrateTarget(p);
+    const audit = await installAudit(p);
+
+    await startConsumers(p);
+    await waitForParity(p);
+    await waitFor('the consumer to reach the end of the topic', () => caughtUp(p), 30_000, () => storedOffsets(p));
+
+    expect(await audit.regressions()).toBe(0);
+    expect(await audit.duplicates()).toBe(0);
+    expect((await heldChildren(p)).size).toBe(0);
+    expect(await recordsOn(dlqTopicFor(p.topic))).toBe(0);
+  });
+
+  it('loses and duplicates nothing when members join and leave during concurrent batches', async () => {
+    const scope = testScope('concurrent rebalance');
+    const p = await pipeline(scope, { source: true, partitions: 6, batchSize: 250, batchMaxRecords: 50, partitionsConsumedConcurrently: 3 });
+    const rand = seeded(37);
+    const src = await createSource(p);
+    await addTree(src, rand, { roots: 5, folders: 4, files: 1500 }, pastInstants(rand));
+    await poll(p);
+    await migrateTarget(p);
+    const audit = await installAudit(p);
+
+    const a = await p.rt.startConsumers(p.target);
+    scope.defer(() => a.stop());
+    await waitFor('some progress', async () => (await storedProgress(p)) > 150, 60_000);
+    // A second member: the group rebalances while the first applies three partitions.
+    const b = await p.rt.startConsumers(p.target);
+    scope.defer(() => b.stop());
+    await changeSource(src, rand, { updates: 150, deletes: 40 });
+    await poll(p);
+    await waitFor('more progress', async () => (await storedProgress(p)) > 600, 60_000);
+    // The first leaves mid-load: its partitions move to the second.
+    await a.stop();
+    await waitForParity(p, 120_000);
+    await waitFor('the consumer to reach the end of the topic', () => caughtUp(p), 30_000, () => storedOffsets(p));
+
+    expect(await audit.regressions()).toBe(0);
+    expect(await audit.duplicates()).toBe(0);
+    expect(await recordsOn(dlqTopicFor(p.topic))).toBe(0);
+  });
+
+  it('rolls back a batch in flight whose consumer stops before its COMMIT: no rows, no offsets', async () => {
+    const scope = testScope('no longer current');
+    const p = await pipeline(scope, { partitions: 1 });
+    await p.rt.ensureTableTopics(p.table);
+    const writer = await p.rt.writer(p.target);
+    scope.defer(() => writer.close());
+    await writer.migrate();
+    await publish(p, await changes(p, [blob(p, 'a', 10n), blob(p, 'b', 11n)]));
+
+    // The real writer; its first transaction with rows stops just before COMMIT until the test lets it go on.
+    let inTransaction: () => void = () => undefined;
+    const reached = new Promise<void>((resolve) => (inTransaction = resolve));
+    let goOn: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (goOn = resolve));
+    let gated = false;
+    const gate = new Proxy(writer, {
+      get: (target, prop) => {
+        if (prop === 'apply') {
+          return (batch: ApplyBatch) => {
+            if (gated || batch.rows.length === 0) return writer.apply(batch);
+            gated = true;
+            return writer.apply({ ...batch, beforeCommit: async (result) => {
+              inTransaction();
+              await released;
+              await batch.beforeCommit?.(result);
+            } });
+          };
+        }
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const logger = createLogger({ level: process.env.HIGHWATER_TEST_LOG_LEVEL ?? 'error' });
+    const binding = { table: p.table.name, topic: p.topic, retryTopic: retryTopicFor(p.topic), dlqTopic: dlqTopicFor(p.topic) };
+    const loop = new ApplyLoop({ groupId: p.groupId, bindings: [binding], writer: gate, codec: p.rt.codec, publisher: await p.rt.publisher(), logger, batchMaxRecords: 100, retryDelayMs: 300 });
+    const consumer = new ManualConsumer(p.rt.kafka, {
+      groupId: p.groupId, topics: [p.topic],
+      positionOf: async (topic, partition) => (await writer.storedOffsets(p.groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+      onAssigned: () => loop.forgetPositions(),
+    });
+    loop.attach(consumer);
+    let current: PartitionBatch | undefined;
+    await consumer.start((batch) => {
+      current = batch;
+      return loop.handle(batch);
+    });
+    await reached;
+    const stopped = consumer.stop();
+    await waitFor('the batch to be no longer current', async () => current !== undefined && !current.isCurrent(), 30_000);
+    goOn();
+    await stopped;
+
+    expect((await heldVersions(p)).size).toBe(0);
+    expect(await storedOffsets(p)).toEqual([]);
   });
 });

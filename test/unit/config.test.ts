@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { databaseUrlEnvName, parseConfigObject, parseConfigText, topicFor } from '../../src/config/load.js';
 import { renderReference } from '../../src/config/reference.js';
 import { renderJsonSchema } from '../../src/config/json-schema.js';
-import { connectionStringProblem } from '../../src/config/schema.js';
+import { concurrentPartitions, connectionStringProblem } from '../../src/config/schema.js';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 
@@ -33,6 +33,28 @@ describe('configuration', () => {
     expect(parseConfigObject(withTarget({}), 'test.yaml').targets[0]!.sessionTimeoutMs).toBe(30_000);
     expect(parseConfigObject(withTarget({ sessionTimeoutMs: 8000 }), 'test.yaml').targets[0]!.sessionTimeoutMs).toBe(8000);
     expect(issuesOf(withTarget({ sessionTimeoutMs: 500 })).map((i) => i.path)).toContain('targets.0.sessionTimeoutMs');
+  });
+
+  it('applies one partition at a time by default, more when asked, and refuses more than the pool leaves room for', () => {
+    const withTarget = (poolSize: number, extra: Record<string, unknown>) => ({
+      ...minimal,
+      databases: [{ ...minimal.databases[0]!, poolSize }, minimal.databases[1]!],
+      targets: [{ name: 'wh', database: 'ctl', ...extra }],
+    });
+    const effective = (poolSize: number, extra: Record<string, unknown> = {}) => {
+      const cfg = parseConfigObject(withTarget(poolSize, extra), 'test.yaml');
+      return concurrentPartitions(cfg.targets[0]!.partitionsConsumedConcurrently, cfg.databases[0]!.poolSize);
+    };
+    expect(effective(4)).toBe(1);
+    expect(effective(1)).toBe(1);
+    expect(effective(4, { partitionsConsumedConcurrently: 3 })).toBe(3);
+    expect(effective(3, { partitionsConsumedConcurrently: 2 })).toBe(2);
+    expect(effective(10, { partitionsConsumedConcurrently: 8 })).toBe(8);
+    expect(effective(1, { partitionsConsumedConcurrently: 1 })).toBe(1);
+    const tooMany = issuesOf(withTarget(4, { partitionsConsumedConcurrently: 4 }));
+    expect(tooMany.map((i) => i.path)).toContain('targets.0.partitionsConsumedConcurrently');
+    expect(tooMany.map((i) => i.message).join('\n')).toContain('poolSize 4: at most 3');
+    expect(issuesOf(withTarget(4, { partitionsConsumedConcurrently: 0 })).map((i) => i.path)).toContain('targets.0.partitionsConsumedConcurrently');
   });
 
   it('fills every default the spec names', () => {
