@@ -151,6 +151,7 @@ export class ApplyLoop {
       deletes: reduced.deletes,
       parked: kept.parked,
       chunks: reduced.chunks,
+      superseded: reduced.dropped,
       watermarks,
       offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
       beforeCommit,
