@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { joinContent, orderedParts, planChunks, verifyParts } from '../../src/apply/sink/chunks.js';
+import { CHUNK_HOLD_BYTES, CHUNK_HOLD_MS, trailingChunksToHold } from '../../src/apply/loop.js';
 import { reduceBatch } from '../../src/apply/reduce.js';
 import { stageRowValues } from '../../src/apply/sink/batch.js';
-import type { BlobChange, BlobChunk, Ticks } from '../../src/contract.js';
+import { HEADERS, type BlobChange, type BlobChunk, type Ticks } from '../../src/contract.js';
+import type { InRecord } from '../../src/events/records.js';
 
 const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
 
@@ -151,5 +153,35 @@ describe('planChunks', () => {
     expect(plan.rows).toEqual(rows);
     expect(plan.chunks).toEqual([]);
     expect(plan.released).toEqual([]);
+  });
+});
+
+describe('trailingChunksToHold', () => {
+  const record = (offset: bigint, kind: 'chunk' | 'change' | 'marker', bytes = 100, value: Buffer | null = Buffer.alloc(bytes)): InRecord => ({
+    topic: 't', partition: 0, offset, key: Buffer.from(`k${offset}`), value, headers: { [HEADERS.kind]: kind },
+  });
+
+  it('holds the chunks that end a batch, for the next fetch, and nothing when a row or marker ends it', () => {
+    const records = [record(0n, 'chunk'), record(1n, 'chunk'), record(2n, 'change'), record(3n, 'chunk'), record(4n, 'chunk')];
+    expect(trailingChunksToHold(records, undefined, 1000)).toEqual({ count: 2, held: { from: 3n, since: 1000 } });
+    expect(trailingChunksToHold(records.slice(0, 3), undefined, 1000)).toEqual({ count: 0, held: undefined });
+    expect(trailingChunksToHold([...records, record(5n, 'marker')], undefined, 1000).count).toBe(0);
+    // A chunk's tombstone (null value) is not held: it is dropped anyway.
+    expect(trailingChunksToHold([record(0n, 'change'), record(1n, 'chunk', 0, null)], undefined, 1000).count).toBe(0);
+  });
+
+  it('holds the same run only for CHUNK_HOLD_MS, then lets it be staged; a new run starts a new wait', () => {
+    const records = [record(3n, 'chunk'), record(4n, 'chunk')];
+    const first = trailingChunksToHold(records, undefined, 1000);
+    const again = trailingChunksToHold([...records, record(5n, 'chunk')], first.held, 1000 + CHUNK_HOLD_MS - 1);
+    expect(again).toEqual({ count: 3, held: { from: 3n, since: 1000 } });
+    expect(trailingChunksToHold(records, again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 0, held: undefined });
+    expect(trailingChunksToHold([record(6n, 'chunk')], again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 1, held: { from: 6n, since: 1000 + CHUNK_HOLD_MS } });
+  });
+
+  it('does not hold a run larger than CHUNK_HOLD_BYTES', () => {
+    const big = [record(0n, 'chunk', CHUNK_HOLD_BYTES / 2), record(1n, 'chunk', CHUNK_HOLD_BYTES / 2 + 1)];
+    expect(trailingChunksToHold(big, undefined, 0).count).toBe(0);
+    expect(trailingChunksToHold(big.slice(1), undefined, 0).count).toBe(1);
   });
 });
