@@ -58,11 +58,13 @@ function isChunk(r: InRecord): boolean {
  * How many records at the end of a fetched batch to leave for the next fetch: the run of chunk records that ends
  * it, whose row (published right behind its chunks) is not fetched yet. Applied now, those chunks would be staged
  * in the target and their row assembled there; left unresolved they are fetched again with their row, and the
- * writer completes the content in memory. Bounded: a run is held only while it is at most CHUNK_HOLD_BYTES, and
- * the same run (same first offset) for at most CHUNK_HOLD_MS; then it is applied as before. `held` is the run held
- * last time for this partition, and is updated. Pure but for `now`.
+ * writer completes the content in memory. Bounded: a run is held only while it is at most CHUNK_HOLD_BYTES; at the
+ * end of the log (`atEnd`: the row is not in Kafka yet) the same run (same first offset) is held for at most
+ * CHUNK_HOLD_MS; before the end (the fetch stopped at its size limit) only once, since a fetch that again stops
+ * right after the run would not bring the row either. Then it is applied as before. `held` is the run held last
+ * time for this partition, and is updated. Pure but for `now`.
  */
-export function trailingChunksToHold(records: readonly InRecord[], held: { from: bigint; since: number } | undefined, now: number): { count: number; held: { from: bigint; since: number } | undefined } {
+export function trailingChunksToHold(records: readonly InRecord[], atEnd: boolean, held: { from: bigint; since: number } | undefined, now: number): { count: number; held: { from: bigint; since: number } | undefined } {
   let count = 0;
   let bytes = 0;
   for (let i = records.length - 1; i >= 0 && isChunk(records[i]!); i--) {
@@ -72,7 +74,7 @@ export function trailingChunksToHold(records: readonly InRecord[], held: { from:
   if (count === 0 || bytes > CHUNK_HOLD_BYTES) return { count: 0, held: undefined };
   const from = records[records.length - count]!.offset;
   if (held === undefined || held.from !== from) return { count, held: { from, since: now } };
-  if (now - held.since < CHUNK_HOLD_MS) return { count, held };
+  if (atEnd && now - held.since < CHUNK_HOLD_MS) return { count, held };
   return { count: 0, held: undefined };
 }
 
@@ -113,16 +115,18 @@ export class ApplyLoop {
 
   /**
    * The records to apply now: all but the trailing chunks trailingChunksToHold leaves for the next fetch (left
-   * unresolved, they are fetched again). When nothing is left, the partition pauses briefly instead of fetching
-   * the same records again at once.
+   * unresolved, they are fetched again). When nothing is left at the end of the log, the partition pauses briefly
+   * instead of fetching the same records again at once.
    */
   private holdTrailingChunks(batch: PartitionBatch, records: readonly InRecord[]): readonly InRecord[] {
     const id = `${batch.topic}\u0000${batch.partition}`;
-    const { count, held } = trailingChunksToHold(records, this.heldChunks.get(id), Date.now());
+    const last = records.at(-1);
+    const atEnd = batch.highWatermark === undefined || last === undefined || last.offset + 1n >= batch.highWatermark;
+    const { count, held } = trailingChunksToHold(records, atEnd, this.heldChunks.get(id), Date.now());
     if (held === undefined) this.heldChunks.delete(id);
     else this.heldChunks.set(id, held);
     if (count === 0) return records;
-    if (count === records.length) {
+    if (count === records.length && atEnd) {
       const resume = batch.pause();
       setTimeout(resume, CHUNK_HOLD_PAUSE_MS).unref();
     }

@@ -163,25 +163,33 @@ describe('trailingChunksToHold', () => {
 
   it('holds the chunks that end a batch, for the next fetch, and nothing when a row or marker ends it', () => {
     const records = [record(0n, 'chunk'), record(1n, 'chunk'), record(2n, 'change'), record(3n, 'chunk'), record(4n, 'chunk')];
-    expect(trailingChunksToHold(records, undefined, 1000)).toEqual({ count: 2, held: { from: 3n, since: 1000 } });
-    expect(trailingChunksToHold(records.slice(0, 3), undefined, 1000)).toEqual({ count: 0, held: undefined });
-    expect(trailingChunksToHold([...records, record(5n, 'marker')], undefined, 1000).count).toBe(0);
+    expect(trailingChunksToHold(records, true, undefined, 1000)).toEqual({ count: 2, held: { from: 3n, since: 1000 } });
+    expect(trailingChunksToHold(records, false, undefined, 1000)).toEqual({ count: 2, held: { from: 3n, since: 1000 } });
+    expect(trailingChunksToHold(records.slice(0, 3), true, undefined, 1000)).toEqual({ count: 0, held: undefined });
+    expect(trailingChunksToHold([...records, record(5n, 'marker')], true, undefined, 1000).count).toBe(0);
     // A chunk's tombstone (null value) is not held: it is dropped anyway.
-    expect(trailingChunksToHold([record(0n, 'change'), record(1n, 'chunk', 0, null)], undefined, 1000).count).toBe(0);
+    expect(trailingChunksToHold([record(0n, 'change'), record(1n, 'chunk', 0, null)], true, undefined, 1000).count).toBe(0);
   });
 
-  it('holds the same run only for CHUNK_HOLD_MS, then lets it be staged; a new run starts a new wait', () => {
+  it('at the end of the log, holds the same run only for CHUNK_HOLD_MS, then lets it be staged; a new run starts a new wait', () => {
     const records = [record(3n, 'chunk'), record(4n, 'chunk')];
-    const first = trailingChunksToHold(records, undefined, 1000);
-    const again = trailingChunksToHold([...records, record(5n, 'chunk')], first.held, 1000 + CHUNK_HOLD_MS - 1);
+    const first = trailingChunksToHold(records, true, undefined, 1000);
+    const again = trailingChunksToHold([...records, record(5n, 'chunk')], true, first.held, 1000 + CHUNK_HOLD_MS - 1);
     expect(again).toEqual({ count: 3, held: { from: 3n, since: 1000 } });
-    expect(trailingChunksToHold(records, again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 0, held: undefined });
-    expect(trailingChunksToHold([record(6n, 'chunk')], again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 1, held: { from: 6n, since: 1000 + CHUNK_HOLD_MS } });
+    expect(trailingChunksToHold(records, true, again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 0, held: undefined });
+    expect(trailingChunksToHold([record(6n, 'chunk')], true, again.held, 1000 + CHUNK_HOLD_MS)).toEqual({ count: 1, held: { from: 6n, since: 1000 + CHUNK_HOLD_MS } });
+  });
+
+  it('before the end of the log (a fetch cut by its size limit), holds a run once only', () => {
+    const records = [record(3n, 'chunk'), record(4n, 'chunk')];
+    const first = trailingChunksToHold(records, false, undefined, 1000);
+    expect(first.count).toBe(2);
+    expect(trailingChunksToHold(records, false, first.held, 1001)).toEqual({ count: 0, held: undefined });
   });
 
   it('does not hold a run larger than CHUNK_HOLD_BYTES', () => {
     const big = [record(0n, 'chunk', CHUNK_HOLD_BYTES / 2), record(1n, 'chunk', CHUNK_HOLD_BYTES / 2 + 1)];
-    expect(trailingChunksToHold(big, undefined, 0).count).toBe(0);
-    expect(trailingChunksToHold(big.slice(1), undefined, 0).count).toBe(1);
+    expect(trailingChunksToHold(big, true, undefined, 0).count).toBe(0);
+    expect(trailingChunksToHold(big.slice(1), true, undefined, 0).count).toBe(1);
   });
 });
