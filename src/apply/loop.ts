@@ -42,12 +42,50 @@ export interface ApplyLoopDeps {
   readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds: number }) => void;
 }
 
+/** The longest a partition's trailing chunks wait for their row before they are staged anyway (holdTrailingChunks). */
+export const CHUNK_HOLD_MS = 1000;
+/** Trailing chunks adding up to more than this are staged at once: with their row they might not fit one fetch. */
+export const CHUNK_HOLD_BYTES = 4 << 20;
+/** How long a partition whose fetched records are all held back is paused before it is fetched again. */
+const CHUNK_HOLD_PAUSE_MS = 50;
+
+/** A record of a chunk (not a chunk's tombstone). */
+function isChunk(r: InRecord): boolean {
+  return r.value !== null && r.headers[HEADERS.kind] === 'chunk';
+}
+
+/**
+ * How many records at the end of a fetched batch to leave for the next fetch: the run of chunk records that ends
+ * it, whose row (published right behind its chunks) is not fetched yet. Applied now, those chunks would be staged
+ * in the target and their row assembled there; left unresolved they are fetched again with their row, and the
+ * writer completes the content in memory. Bounded: a run is held only while it is at most CHUNK_HOLD_BYTES; at the
+ * end of the log (`atEnd`: the row is not in Kafka yet) the same run (same first offset) is held for at most
+ * CHUNK_HOLD_MS; before the end (the fetch stopped at its size limit) only once, since a fetch that again stops
+ * right after the run would not bring the row either. Then it is applied as before. `held` is the run held last
+ * time for this partition, and is updated. Pure but for `now`.
+ */
+export function trailingChunksToHold(records: readonly InRecord[], atEnd: boolean, held: { from: bigint; since: number } | undefined, now: number): { count: number; held: { from: bigint; since: number } | undefined } {
+  let count = 0;
+  let bytes = 0;
+  for (let i = records.length - 1; i >= 0 && isChunk(records[i]!); i--) {
+    count++;
+    bytes += records[i]!.value!.length;
+  }
+  if (count === 0 || bytes > CHUNK_HOLD_BYTES) return { count: 0, held: undefined };
+  const from = records[records.length - count]!.offset;
+  if (held === undefined || held.from !== from) return { count, held: { from, since: now } };
+  if (atEnd && now - held.since < CHUNK_HOLD_MS) return { count, held };
+  return { count: 0, held: undefined };
+}
+
 export class ApplyLoop {
   private readonly positions: TargetPositions;
   private readonly byTopic: Map<string, TopicBinding>;
   private consumer: ManualConsumer | undefined;
   /** Per table, the writes in flight now (see `overlapping`). */
   private readonly inFlight = new Map<string, { writes: number; overlapped: boolean; held: boolean }>();
+  /** Per partition, the trailing chunks held back last (trailingChunksToHold). */
+  private readonly heldChunks = new Map<string, { from: bigint; since: number }>();
 
   constructor(private readonly deps: ApplyLoopDeps) {
     this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
@@ -60,6 +98,7 @@ export class ApplyLoop {
 
   forgetPositions(): void {
     this.positions.forget();
+    this.heldChunks.clear();
   }
 
   async handle(batch: PartitionBatch): Promise<void> {
@@ -68,7 +107,8 @@ export class ApplyLoop {
     const aligned = await this.positions.align(batch, this.consumer!);
     if (aligned.kind === 'seeked-back') return;
     if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
-    const slices = sliced(aligned.records, this.deps.batchMaxRecords);
+    const records = this.holdTrailingChunks(batch, aligned.records);
+    const slices = sliced(records, this.deps.batchMaxRecords);
     // The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
     // loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
     // effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
@@ -87,6 +127,26 @@ export class ApplyLoop {
       await this.applySlice(binding, batch, prepared);
       await batch.heartbeat();
     }
+  }
+
+  /**
+   * The records to apply now: all but the trailing chunks trailingChunksToHold leaves for the next fetch (left
+   * unresolved, they are fetched again). When nothing is left at the end of the log, the partition pauses briefly
+   * instead of fetching the same records again at once.
+   */
+  private holdTrailingChunks(batch: PartitionBatch, records: readonly InRecord[]): readonly InRecord[] {
+    const id = `${batch.topic}\u0000${batch.partition}`;
+    const last = records.at(-1);
+    const atEnd = batch.highWatermark === undefined || last === undefined || last.offset + 1n >= batch.highWatermark;
+    const { count, held } = trailingChunksToHold(records, atEnd, this.heldChunks.get(id), Date.now());
+    if (held === undefined) this.heldChunks.delete(id);
+    else this.heldChunks.set(id, held);
+    if (count === 0) return records;
+    if (count === records.length && atEnd) {
+      const resume = batch.pause();
+      setTimeout(resume, CHUNK_HOLD_PAUSE_MS).unref();
+    }
+    return records.slice(0, records.length - count);
   }
 
   /**
@@ -222,6 +282,7 @@ export class ApplyLoop {
       deletes: reduced.deletes,
       parked: kept.parked,
       chunks: reduced.chunks,
+      superseded: reduced.dropped,
       watermarks,
       offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
       beforeCommit,

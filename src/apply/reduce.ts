@@ -19,6 +19,8 @@ export interface ReducedBatch {
   readonly markers: WatermarkMarker[];
   /** Events that were superseded inside the batch (for the duplicates metric). */
   readonly superseded: number;
+  /** The changes that lost (to a newer version or a delete of the batch): their chunks are never needed. */
+  readonly dropped: BlobChange[];
 }
 
 export type BatchEvent =
@@ -54,7 +56,9 @@ export function reduceBatch(events: readonly BatchEvent[]): ReducedBatch {
   // it, so that an older version that reaches it later (from the retry topic) cannot bring the deleted state back.
   const changes = [...byKey.values()].flatMap((versions) => candidatesToWin(versions));
   const deletes = [...latestDelete.values()];
-  return { changes: parentsFirst(changes), deletes, chunks, markers: [...markers.values()], superseded: keyed - changes.length - deletes.length };
+  const kept = new Set(changes);
+  const dropped = events.flatMap((e) => (e.type === 'change' && !kept.has(e.change) ? [e.change] : []));
+  return { changes: parentsFirst(changes), deletes, chunks, markers: [...markers.values()], superseded: keyed - changes.length - deletes.length, dropped };
 }
 
 function keyOf(e: { readonly tenant: string; readonly key: string }): string {

@@ -19,6 +19,8 @@ export interface PartitionBatch {
    */
   readonly fetchedOffset: bigint;
   readonly records: readonly InRecord[];
+  /** The partition's high watermark when fetched: the offset after the last record in the log (unknown: undefined). */
+  readonly highWatermark?: bigint;
   /** False once the partition was revoked from this member: the batch must not be committed. */
   isCurrent(): boolean;
   /** Marks everything up to `offset` as processed, so the next fetch starts after it. */
@@ -232,6 +234,7 @@ export class ManualConsumer {
       partition: batch.partition,
       // kafkajs keeps the requested offset on its Batch (not in its typings).
       fetchedOffset: BigInt((batch as unknown as { fetchedOffset: string }).fetchedOffset),
+      highWatermark: BigInt(batch.highWatermark),
       records: batch.messages.map((m) => ({
         topic: batch.topic,
         partition: batch.partition,

@@ -8,8 +8,9 @@ import type { SourceConnector } from './source/connector.js';
 import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
 
 /**
- * Publishes the rows of one page: large contents first as chunks (in their row's partition, so the chunks precede
- * the row's event), then the page's change events in order, and resolves when Kafka acknowledged all of them.
+ * Publishes the rows of one page, in order: large contents as chunks (in their row's partition, so the chunks precede
+ * the row's event; the last chunk goes out with the row's change), the other change events per group of about
+ * FLUSH_BYTES, and resolves when Kafka acknowledged all of them.
  * Memory stays bounded by one slice per large blob: content is read from the source slice by slice.
  */
 
@@ -57,17 +58,24 @@ export class RowPublisher {
     const outcome: PublishOutcome = { published: [], failed: [] };
     for (const group of groupsOfBytes(batch.rows, FLUSH_BYTES)) {
       const contents = await this.fetchInlineContents(group);
-      const records: OutRecord[] = [];
+      let records: OutRecord[] = [];
       for (const row of group) {
         const result = await this.prepare(batch.topic, row, batch.ctx, contents);
         if ('reason' in result) {
           outcome.failed.push(result);
           continue;
         }
-        records.push(await changeRecord(this.codec, result.change));
+        records.push(...(result.lastChunk ? [result.lastChunk] : []), await changeRecord(this.codec, result.change));
         outcome.published.push(result.row);
+        // A chunked row goes out at once, its last chunk and its change in one send (after the rows before it, in
+        // order): a consumer then finds the row right behind its chunks, usually in the same fetch, and completes
+        // its content in memory instead of staging the chunks in the target until a group's changes follow.
+        if (result.lastChunk) {
+          await this.publisher.send(batch.topic, records);
+          records = [];
+        }
       }
-      await this.publisher.send(batch.topic, records);
+      if (records.length > 0) await this.publisher.send(batch.topic, records);
     }
     return outcome;
   }
@@ -85,7 +93,7 @@ export class RowPublisher {
     await this.publisher.send(topic, records);
   }
 
-  private async prepare(topic: string, observed: ObservedRow, ctx: EventContext, contents: ReadonlyMap<string, Buffer | null>): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+  private async prepare(topic: string, observed: ObservedRow, ctx: EventContext, contents: ReadonlyMap<string, Buffer | null>): Promise<Prepared | RowFailure> {
     const row = observed.row;
     const plan = planContent(row, this.settings.inlineLimit, this.settings.maxBlobBytes);
     switch (plan) {
@@ -120,7 +128,7 @@ export class RowPublisher {
    * the second sends the chunks. If the content changed in between, the row has a newer ModifiedOn and a later
    * window publishes it, so this version is reported as failed rather than published half-old, half-new.
    */
-  private async publishChunks(topic: string, observed: ObservedRow, ctx: EventContext): Promise<{ change: BlobChange; row: PublishedRow } | RowFailure> {
+  private async publishChunks(topic: string, observed: ObservedRow, ctx: EventContext): Promise<Prepared | RowFailure> {
     const row = observed.row;
     const size = row.contentLength!;
     const chunkSize = this.settings.inlineLimit;
@@ -129,17 +137,20 @@ export class RowPublisher {
     if (first === null) return vanished(row);
     const partition = await this.publisher.partitionOfKey(topic, row.key);
     const second = createHash('sha256');
+    let last: OutRecord | undefined;
     for (let index = 0; index < count; index++) {
       const bytes = await this.source.readContentSlice(row.key, index * chunkSize, chunkSize);
       if (bytes === null) return vanished(row);
       second.update(bytes);
       const record = await chunkRecord(this.codec, { table: ctx.table, key: row.key, contentSha256: first, index, count, bytes }, ctx.tenant, partition);
-      await this.publisher.send(topic, [record]);
+      // The last chunk is sent by the caller, together with the row's change (publish).
+      if (index < count - 1) await this.publisher.send(topic, [record]);
+      else last = record;
     }
     if (!second.digest().equals(first)) {
       return { key: row.key, modifiedOn: row.modifiedOn, reason: 'content changed while it was being read; the newer version is published by a later window' };
     }
-    return this.ready(observed, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count);
+    return { ...this.ready(observed, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count), lastChunk: last! };
   }
 
   private async hashBySlices(key: string, size: number, sliceSize: number): Promise<Buffer | null> {
@@ -151,6 +162,13 @@ export class RowPublisher {
     }
     return hash.digest();
   }
+}
+
+/** A row ready to publish: its change, what the registry records, and for chunked content its last chunk, not sent yet. */
+interface Prepared {
+  readonly change: BlobChange;
+  readonly row: PublishedRow;
+  readonly lastChunk?: OutRecord;
 }
 
 /** Content sent per group of a page, about: the group ends after the row that reaches it. */

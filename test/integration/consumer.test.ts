@@ -619,6 +619,125 @@ describe('consumers against Kafka and PostgreSQL', () => {
     expect(await recordsOn(dlqTopicFor(p.topic))).toBe(0);
   });
 
+  // Chunks of a row that are all in its batch are put together in memory: written once, as the row's content, never
+  // into hw_chunks (before, every chunk went through hw_chunks first: the target stored W2's content twice).
+  describe('chunked content completed in the batch', () => {
+    const CHUNK = 128 * 1024;
+
+    /** A chunked change of `content` and its chunk records (partition 0), in publish order: chunks, then the row. */
+    async function chunkedRecords(p: Pipeline, key: string, modifiedOn: Ticks, content: Buffer, chunkBytes?: (index: number, bytes: Buffer) => Buffer): Promise<{ chunks: OutRecord[]; row: OutRecord }> {
+      const count = Math.ceil(content.length / CHUNK);
+      const chunks = await Promise.all(Array.from({ length: count }, (_, index) => {
+        const bytes = content.subarray(index * CHUNK, (index + 1) * CHUNK);
+        return chunkRecord(p.rt.codec, { table: p.table.name, key, contentSha256: sha256(content), index, count, bytes: chunkBytes ? chunkBytes(index, bytes) : bytes }, p.tenant, 0);
+      }));
+      const [row] = await changes(p, [blob(p, key, modifiedOn, {
+        size: content.length, contentSha256: sha256(content), content: { kind: 'chunked', chunkCount: count, chunkSize: CHUNK, totalSize: content.length },
+      })]);
+      return { chunks, row: row! };
+    }
+
+    /**
+     * Counts every row ever inserted into hw_chunks (a trigger: exact and in the inserting transaction). Creates the
+     * target and the topics too, so that records can be published before the consumer starts.
+     */
+    async function countChunkInserts(p: Pipeline): Promise<() => Promise<number>> {
+      await migrateTarget(p);
+      await p.rt.ensureTableTopics(p.table);
+      await p.targetDb.pool.query(`
+        CREATE TABLE ${SCHEMA}.test_chunk_inserts (key text NOT NULL, idx integer NOT NULL);
+        CREATE FUNCTION ${SCHEMA}.test_chunk_inserts() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO ${SCHEMA}.test_chunk_inserts (key, idx) VALUES (NEW.key, NEW.idx);
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_chunk_inserts AFTER INSERT ON ${SCHEMA}.hw_chunks FOR EACH ROW EXECUTE FUNCTION ${SCHEMA}.test_chunk_inserts();`);
+      return async () => Number((await rows(p.targetDb.pool, `SELECT count(*) AS n FROM ${SCHEMA}.test_chunk_inserts`))[0]!.n);
+    }
+
+    const contentOf = async (p: Pipeline, key: string): Promise<Buffer | undefined> =>
+      (await rows(p.targetDb.pool, `SELECT content FROM ${p.targetTable} WHERE key = $1`, [key]))[0]?.content as Buffer | undefined;
+
+    it('writes a row whose chunks are all in its batch byte-exact, without ever inserting a chunk into hw_chunks', async () => {
+      const scope = testScope('chunks in batch');
+      const p = await pipeline(scope, { partitions: 1 });
+      const inserts = await countChunkInserts(p);
+      const content = randomBytes(300_000);
+      const big = await chunkedRecords(p, 'big', 7n, content);
+      // Published before the consumer starts: its first fetch holds the three chunks and the row.
+      await publish(p, [...big.chunks, big.row]);
+      await startConsumers(p);
+      await waitFor('the blob in the target', async () => (await heldVersions(p)).has('big'), 30_000);
+
+      expect((await contentOf(p, 'big'))!.equals(content)).toBe(true);
+      expect(await inserts()).toBe(0);
+      expect(await rows(p.targetDb.pool, `SELECT count(*)::int AS n FROM ${SCHEMA}.hw_chunks`)).toEqual([{ n: 0 }]);
+      expect(await recordsOn(retryTopicFor(p.topic))).toBe(0);
+    });
+
+    it('still assembles a row whose chunks came in an earlier batch (in hw_chunks), next to one completed in its batch', async () => {
+      const scope = testScope('chunks across batches');
+      const p = await pipeline(scope, { partitions: 1, batchMaxRecords: 5 });
+      const inserts = await countChunkInserts(p);
+      const a = randomBytes(300_000);
+      const b = randomBytes(300_000);
+      const ra = await chunkedRecords(p, 'a', 7n, a);
+      const rb = await chunkedRecords(p, 'b', 8n, b);
+      // Batches: [a0 a1 a2 A b0] [b1 b2 B]: `a` is completed in its batch, `b` is split over two.
+      await publish(p, [...ra.chunks, ra.row, ...rb.chunks, rb.row]);
+      await startConsumers(p);
+      await waitFor('both blobs in the target', async () => (await heldVersions(p)).size === 2, 30_000);
+
+      expect((await contentOf(p, 'a'))!.equals(a)).toBe(true);
+      expect((await contentOf(p, 'b'))!.equals(b)).toBe(true);
+      // Only b's chunks went through hw_chunks, and they are gone once used.
+      expect(await rows(p.targetDb.pool, `SELECT key, count(*)::int AS n FROM ${SCHEMA}.test_chunk_inserts GROUP BY key`)).toEqual([{ key: 'b', n: 3 }]);
+      expect(await inserts()).toBe(3);
+      expect(await rows(p.targetDb.pool, `SELECT count(*)::int AS n FROM ${SCHEMA}.hw_chunks`)).toEqual([{ n: 0 }]);
+    });
+
+    it('does not write a row whose chunks, all in its batch, do not make its content: it waits as incomplete', async () => {
+      const scope = testScope('chunks corrupt');
+      const p = await pipeline(scope, { partitions: 1, retry: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+      await countChunkInserts(p);
+      const content = randomBytes(300_000);
+      // Chunk 1 arrives with one byte flipped: same key, hash and index, wrong bytes.
+      const bad = await chunkedRecords(p, 'bad', 7n, content, (index, bytes) => {
+        if (index !== 1) return bytes;
+        const copy = Buffer.from(bytes);
+        copy[100] = copy[100]! ^ 0xff;
+        return copy;
+      });
+      const [sentinel] = await changes(p, [blob(p, 'sentinel', 8n)]);
+      await publish(p, [...bad.chunks, bad.row, sentinel!]);
+      await startConsumers(p);
+      await waitFor('the batch applied', async () => (await heldVersions(p)).has('sentinel'), 30_000);
+
+      expect((await heldVersions(p)).has('bad')).toBe(false);
+      expect(await recordsOn(retryTopicFor(p.topic))).toBe(1);
+      expect(await rows(p.targetDb.pool, `SELECT key, reason FROM ${SCHEMA}.hw_parked`)).toEqual([{ key: 'bad', reason: 'incomplete' }]);
+      // As before: the chunks stay staged (the SQL assembly found the hash wrong), waiting for a good copy.
+      expect(await rows(p.targetDb.pool, `SELECT count(*)::int AS n FROM ${SCHEMA}.hw_chunks WHERE key = 'bad'`)).toEqual([{ n: 3 }]);
+    });
+
+    it('leaves no chunk of a version superseded in the same batch behind', async () => {
+      const scope = testScope('chunks superseded');
+      const p = await pipeline(scope, { partitions: 1 });
+      const inserts = await countChunkInserts(p);
+      const older = randomBytes(300_000);
+      const newer = randomBytes(300_000);
+      const v1 = await chunkedRecords(p, 'k', 7n, older);
+      const v2 = await chunkedRecords(p, 'k', 9n, newer);
+      await publish(p, [...v1.chunks, v1.row, ...v2.chunks, v2.row]);
+      await startConsumers(p);
+      await waitFor('the newer version in the target', async () => (await heldVersions(p)).get('k') === '9', 30_000);
+
+      expect((await contentOf(p, 'k'))!.equals(newer)).toBe(true);
+      expect(await rows(p.targetDb.pool, `SELECT count(*)::int AS n FROM ${SCHEMA}.hw_chunks`)).toEqual([{ n: 0 }]);
+      expect(await inserts()).toBe(0);
+    });
+  });
+
   // The retry loop's upsert of a key and the main loop's delete of the same key run in two concurrent transactions;
   // without the writers' table lock (shared for upserts, exclusive with deletes) neither would see the other's
   // uncommitted row or tombstone, and the deleted row would come back (I3).

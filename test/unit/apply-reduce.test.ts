@@ -109,7 +109,7 @@ describe('reduceBatch', () => {
       c(change('folder', 5n, { pathLocator: '/1/2/', parentPathLocator: '/1/' })),
     ];
     expect(reduceBatch(events).changes.map((x) => x.key)).toEqual(['root', 'folder', 'file']);
-    expect(reduceBatch([])).toEqual({ changes: [], deletes: [], chunks: [], markers: [], superseded: 0 });
+    expect(reduceBatch([])).toEqual({ dropped: [], changes: [], deletes: [], chunks: [], markers: [], superseded: 0 });
   });
 });
 

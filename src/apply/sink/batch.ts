@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { HighwaterError, coerceError } from '../../errors.js';
 import { candidatesToWin } from '../../events/version.js';
 import { assertIdentifier } from '../../sql/ident.js';
+import { joinContent } from './chunks.js';
 import type { StageInput } from './dialect.js';
 import type { ApplyBatch, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
@@ -104,7 +105,8 @@ export function lastOffsets(offsets: readonly StoredOffset[]): StoredOffset[] {
 export type StageValue = string | number | bigint | boolean | Buffer | null;
 
 /**
- * One row's staging values, in the column order both dialects' STAGE_COLUMNS declare; content only when inline.
+ * One row's staging values, in the column order both dialects' STAGE_COLUMNS declare; content only when inline or
+ * assembled in the batch (then staged as inline, joined here: one row at a time where the engine streams rows).
  * `size` converts the byte size for the engine's bulk load: PostgreSQL's COPY encoder takes the number as it is
  * (and refuses a fraction itself), SQL Server's bulk load wants a bigint.
  */
@@ -112,13 +114,14 @@ export function stageRowValues(row: StageInput, size: (bytes: number) => number 
   const c = row.change;
   const a = c.attributes;
   const content = c.content;
+  const assembled = row.assembled;
   return [
     c.tenant, c.key, c.name, c.pathLocator, c.parentPathLocator, c.isDirectory,
     c.size === null ? null : size(c.size),
-    content.kind === 'inline' ? content.bytes : null,
-    content.kind,
+    assembled !== undefined ? joinContent(assembled) : content.kind === 'inline' ? content.bytes : null,
+    assembled !== undefined ? 'inline' : content.kind,
     c.contentSha256,
-    content.kind === 'chunked' ? content.chunkCount : null,
+    assembled === undefined && content.kind === 'chunked' ? content.chunkCount : null,
     c.modifiedOn, c.observed, c.businessUnit,
     a.creationTime ?? null, a.lastWriteTime ?? null, a.lastAccessTime ?? null,
     a.isReadonly ?? null, a.isHidden ?? null, a.isSystem ?? null, a.isArchive ?? null,

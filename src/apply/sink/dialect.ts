@@ -1,5 +1,6 @@
 import type { BlobChunk, Ticks } from '../../contract.js';
 import type { MigrationBook } from '../../db/migrate.js';
+import type { AssembledContent } from './chunks.js';
 import type { DeleteToApply, ParkedRow, RowToApply, StoredOffset, WatermarkToRecord } from './writer.js';
 
 /**
@@ -20,6 +21,11 @@ export interface TargetTable {
 export interface StageInput extends RowToApply {
   readonly sourcePartition?: number;
   readonly sourceOffset?: bigint;
+  /**
+   * A chunked row's content, completed and verified from the batch's own chunks (chunks.ts): staged as inline
+   * content, so the engine's SQL assembly leaves it alone.
+   */
+  readonly assembled?: AssembledContent;
 }
 
 /** A key held back in the staging table, and why. */

@@ -6,15 +6,17 @@ import { readMigrations, runMigrations } from '../../db/migrate.js';
 import { HighwaterError } from '../../errors.js';
 import { assertIdentifier } from '../../sql/ident.js';
 import { assertOneTable, configured, isEmptyBatch, mapTargetTables, reduceLatest } from './batch.js';
+import { planChunks } from './chunks.js';
 import type { BlobChange } from '../../contract.js';
 import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
 import { changeFromHeldRow } from './held.js';
-import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
+import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, RowToApply, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
 
 /**
  * The apply sequence, written once for every target engine. Each batch is one transaction:
  *
- *   write lock → stage chunks → park rows routed to the retry topic → deletes and tombstones (first: a change that
+ *   write lock → complete chunked rows whose chunks are all in the batch (in memory, chunks.ts) → stage the other
+ *   chunks → park rows routed to the retry topic → deletes and tombstones (first: a change that
  *   follows a delete must meet its tombstone) → stage the latest versions (bulk) → classify (stale, incomplete
  *   content, missing parent) → hold children whose parent is missing (hw_held) and park what is held back → one
  *   guarded set-based upsert (a plain insert into a table known empty) → promote held children whose parent the
@@ -200,12 +202,13 @@ export class SqlTargetWriter<S> implements TargetWriter {
   async #applyIn(session: TargetSession<S>, t: TargetTable, batch: ApplyBatch): Promise<ApplyResult> {
     const d = this.#dialect;
     await session.run(d.tableWriteLock(t, batch.deletes.length > 0));
-    if (batch.chunks.length > 0) await session.loadChunks(this.#schema, batch.chunks);
+    const plan = planChunks(batch.rows, batch.chunks, batch.superseded);
+    if (plan.chunks.length > 0) await session.loadChunks(this.#schema, plan.chunks);
     if (batch.parked?.length) await session.run(d.parkRows(t, batch.parked));
     // Deletes first: a change of the batch that follows a delete (a ModifiedOn set back) must meet its tombstone,
     // not the version the delete removes.
     const deleted = batch.deletes.length > 0 ? countOf(await session.run(d.applyDeletes(t, batch.deletes)), 'deleted') : 0;
-    const rows = batch.rows.length > 0 ? await this.#applyRows(session, t, batch.rows) : NO_ROWS;
+    const rows = plan.rows.length > 0 || plan.released.length > 0 ? await this.#applyRows(session, t, plan.rows, plan.released) : NO_ROWS;
     if (d.dropStageTables) await session.run(d.dropStageTables());
     const touched = [...batch.rows.map((r) => r.change), ...batch.deletes];
     // A held child that the target now holds at its version or newer, or that a delete covers, waits no more.
@@ -226,10 +229,25 @@ export class SqlTargetWriter<S> implements TargetWriter {
     };
   }
 
-  async #applyRows(session: TargetSession<S>, t: TargetTable, rows: readonly StageInput[]): Promise<RowsResult> {
+  /**
+   * `released`: chunked versions whose content this batch does not need from hw_chunks (completed in memory, or
+   * superseded in the batch); copies of their chunks an earlier batch staged are deleted with the used ones.
+   */
+  async #applyRows(
+    session: TargetSession<S>,
+    t: TargetTable,
+    rows: readonly StageInput[],
+    released: readonly RowToApply[],
+  ): Promise<RowsResult> {
     const d = this.#dialect;
+    if (rows.length === 0) {
+      // Every version of the batch lost (to a delete): only chunks to release; deleteUsedChunks reads the staging table.
+      await session.run(d.createStageTable());
+      await this.#releaseChunks(session, t, released);
+      return NO_ROWS;
+    }
     const { latest, superseded } = reduceLatest(rows);
-    const chunked = rows.some((r) => r.change.content.kind === 'chunked');
+    const chunked = rows.some((r) => r.change.content.kind === 'chunked' && r.assembled === undefined);
     await session.run(d.createStageTable());
     await session.loadStage(latest);
     if (d.markStale) await session.run(d.markStale(t));
@@ -245,8 +263,17 @@ export class SqlTargetWriter<S> implements TargetWriter {
     const applied = await this.#upsert(session, t);
     const moved = await session.run(d.promoteHeld(t, 'batch'));
     const promoted = keyPairsOf(moved);
-    if (chunked) await session.run(d.deleteUsedChunks(t, superseded));
+    if (chunked) await session.run(d.deleteUsedChunks(t, [...superseded, ...released]));
+    else if (released.length > 0) await this.#releaseChunks(session, t, released);
     return { applied, missingParent: [], incompleteContent, held, promoted, promotedWritten: Number(moved.rows[0]?.written ?? 0) };
+  }
+
+  /**
+   * Deletes staged chunks of versions that no longer need them, when nothing of this batch goes through the SQL
+   * assembly: deleteUsedChunks with an empty staging table (created for it where the batch staged no rows).
+   */
+  async #releaseChunks(session: TargetSession<S>, t: TargetTable, released: readonly RowToApply[]): Promise<void> {
+    await session.run(this.#dialect.deleteUsedChunks(t, released));
   }
 
   /**

@@ -15,8 +15,10 @@ export interface StoredOffset {
 
 /**
  * A row to upsert: the latest version of its key in the batch. Inline content is in `change.content.bytes`;
- * chunked content (`change.content.kind === 'chunked'`) is assembled by the writer, inside the database, from the
- * chunks staged earlier under `change.contentSha256` — so a large blob never has to be whole in the service's memory.
+ * chunked content (`change.content.kind === 'chunked'`) is put together by the writer: from the batch's own chunks
+ * when they are all in the batch (in memory, verified, staged as inline content; chunks.ts), otherwise inside the
+ * database from the chunks staged in hw_chunks under `change.contentSha256` — so a blob is never in the service's
+ * memory beyond the chunks one batch holds anyway.
  */
 export interface RowToApply {
   readonly change: BlobChange;
@@ -57,8 +59,16 @@ export interface ApplyBatch {
   readonly rows: readonly RowToApply[];
   readonly deletes: readonly DeleteToApply[];
   readonly watermarks: readonly WatermarkToRecord[];
-  /** Chunks of large blobs, staged in the target (same transaction) until their row arrives. */
+  /**
+   * Chunks of large blobs. Those of a row of this batch that are all here make its content in memory and are never
+   * staged; the others are staged in the target (same transaction) until their row arrives.
+   */
   readonly chunks: readonly BlobChunk[];
+  /**
+   * Versions of this batch's records that lost to another version in the batch (the loop's reduction): never
+   * written, so their chunks are not staged, and chunks of theirs staged by earlier batches are released.
+   */
+  readonly superseded?: readonly BlobChange[];
   /** Offsets to store with the data, in the same transaction. */
   readonly offsets: readonly StoredOffset[];
   /**
