@@ -5,6 +5,7 @@ import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../ev
 import type { PublishedRow as RegisteredRow } from '../control/sql.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { SourceConnector } from './source/connector.js';
+import { StageTimes } from './stages.js';
 import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
 
 /**
@@ -46,6 +47,7 @@ export class RowPublisher {
     private readonly codec: EventCodec,
     private readonly source: SourceConnector,
     private readonly settings: PublishSettings,
+    private readonly stages: StageTimes = new StageTimes(false),
   ) {}
 
   /**
@@ -64,10 +66,10 @@ export class RowPublisher {
           outcome.failed.push(result);
           continue;
         }
-        records.push(await changeRecord(this.codec, result.change));
+        records.push(await this.stages.time('send: encode', () => changeRecord(this.codec, result.change)));
         outcome.published.push(result.row);
       }
-      await this.publisher.send(batch.topic, records);
+      await this.stages.time('send: kafka', () => this.publisher.send(batch.topic, records));
     }
     return outcome;
   }

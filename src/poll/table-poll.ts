@@ -10,6 +10,7 @@ import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.
 import { isoFromTicks } from '../time/ticks.js';
 import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
 import { RenewalTimer } from './elapsed.js';
+import { StageTimes } from './stages.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
@@ -248,9 +249,10 @@ export class TablePoll {
   private readonly renewal: RenewalTimer;
   private heldBack: HeldBack | null = null;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
+  private readonly stages = new StageTimes();
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
-    this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
+    this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish, this.stages);
     this.renewal = new RenewalTimer((job.leaseSeconds * 1000) / 3);
     this.log = deps.logger.child({ table: job.table, scope: job.scope, runId: job.runId });
   }
@@ -287,6 +289,7 @@ export class TablePoll {
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
     this.deps.observer.safe('windowCompleted', { table: this.job.table, scope: this.job.scope, windowEnd: window.end });
+    if (this.stages.enabled) this.log.info({ stages: this.stages.summary() }, 'poll stage times');
     return { window, ...this.counts, heldBack: this.heldBack, highWater: window.end };
   }
 
@@ -362,8 +365,10 @@ export class TablePoll {
           // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once
           // that page is checkpointed, as without the pipeline, instead of publishing it twice.
           if (pipe.holdsAnyKey(rows)) {
-            await this.flush(pipe, window, next);
-            await pipe.checkpointed;
+            await this.stages.time('stall: key in flight', async () => {
+              await this.flush(pipe, window, next);
+              await pipe.checkpointed;
+            });
           }
           const prepared = await this.preparePage(rows.map((row) => ({ row, observed: read.observed })), pipe.pathLocators);
           pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
@@ -387,8 +392,8 @@ export class TablePoll {
   private async awaitRead(pipe: SendPipeline, window: Window, next: Promise<Page>): Promise<Page> {
     for (;;) {
       if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
-      if (pipe.queued.length === 0) return next;
-      const readFirst = await Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]);
+      if (pipe.queued.length === 0) return this.stages.time('wait: read', () => next);
+      const readFirst = await this.stages.time('wait: read', () => Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]));
       if (readFirst) return next;
     }
   }
@@ -399,10 +404,10 @@ export class TablePoll {
    */
   private async flush(pipe: SendPipeline, window: Window, next: Promise<Page> | null): Promise<void> {
     if (pipe.queued.length === 0) return;
-    await pipe.sent;
+    await this.stages.time('flush: wait send', () => pipe.sent);
     await this.stopIfAborted(pipe.checkpointed, next);
     await this.renewLeaseIfDue();
-    await pipe.older; // at most one checkpoint outstanding besides this send's: memory stays bounded
+    await this.stages.time('flush: wait older checkpoints', () => pipe.older); // at most one checkpoint outstanding besides this send's: memory stays bounded
     const pages = pipe.take();
     const sending = this.sendPage(pages.flatMap((p) => p.prepared.ordered), window);
     pipe.started(sending, async (outcome) => {
@@ -424,7 +429,7 @@ export class TablePoll {
   /** After Kafka acknowledged a page: the registry records its versions, then a batch row records the position. */
   private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome): Promise<void> {
     const outcome = await this.registerSent(prepared, sent);
-    await this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt);
+    await this.stages.time('checkpoint: batch row', () => this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt));
     this.deps.observer.safe('batchPublished', { table: this.job.table, step: at.step, batchNo: at.batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
   }
 
@@ -435,7 +440,7 @@ export class TablePoll {
   private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
     const request = { ...this.scopeFilter, window, after, limit };
     if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
-    return this.observe((s) => s.readPage({ ...request, step }));
+    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...request, step }))));
   }
 
   /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
@@ -451,13 +456,13 @@ export class TablePoll {
    * checkpointed yet, which count as published ancestors (they are sent before this page).
    */
   private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
-    const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
+    const registered = await this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key)));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key))).map((r) => withDeleteNamed(r, registered.get(r.row.key)));
-    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths);
+    const ancestors = await this.stages.time('prepare: ancestors', () => this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths));
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
-    await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
+    await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator }))));
     return { ordered, registered, skipped: page.length - fresh.length };
   }
 
@@ -469,7 +474,7 @@ export class TablePoll {
 
   /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
   private async registerSent(prepared: PreparedPage, outcome: PublishOutcome): Promise<PageOutcome> {
-    await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
+    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published));
     await this.retireSupersededChunks(outcome.published, prepared.registered);
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(this.job.runId, this.job.table, f.key, f.modifiedOn, f.reason);
     if (outcome.failed.length > 0) this.log.warn({ failed: outcome.failed }, 'rows refused; recorded against the run');
