@@ -8,7 +8,8 @@ import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
 import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
+import { compareModifiedOn } from '../events/version.js';
+import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow, type Registered } from './build.js';
 import { RenewalTimer } from './elapsed.js';
 import { StageTimes } from './stages.js';
 import type { PollerObserver } from './observer.js';
@@ -149,14 +150,15 @@ class SendPipeline {
   older: Promise<void> = Promise.resolve();
   idle = true;
   private readonly batches = new Map<number, readonly ObservedRow[]>();
-  private readonly keys = new Set<string>();
+  /** The row of each key queued or sent and not checkpointed yet (one at most per key). */
+  private readonly rows = new Map<string, SourceRow>();
   private readonly paths = new Set<string>();
 
   queue(at: PageAt, prepared: PreparedPage): void {
     this.queued.push({ at, prepared });
     this.batches.set(at.batchNo, prepared.ordered);
     for (const { row } of prepared.ordered) {
-      this.keys.add(row.key);
+      this.rows.set(row.key, row);
       if (row.pathLocator !== null) this.paths.add(row.pathLocator);
     }
   }
@@ -190,14 +192,20 @@ class SendPipeline {
 
   release(batchNo: number): void {
     for (const { row } of this.batches.get(batchNo) ?? []) {
-      this.keys.delete(row.key);
+      this.rows.delete(row.key);
       if (row.pathLocator !== null) this.paths.delete(row.pathLocator);
     }
     this.batches.delete(batchNo);
   }
 
-  holdsAnyKey(rows: readonly SourceRow[]): boolean {
-    return this.keys.size > 0 && rows.some((r) => this.keys.has(r.key));
+  /** The rows of `rows` whose key is queued or sent and not checkpointed yet. */
+  inFlight(rows: readonly SourceRow[]): SourceRow[] {
+    return this.rows.size === 0 ? [] : rows.filter((r) => this.rows.has(r.key));
+  }
+
+  /** The version of `key` queued or sent and not checkpointed yet. */
+  rowOf(key: string): SourceRow | undefined {
+    return this.rows.get(key);
   }
 
   get pathLocators(): ReadonlySet<string> {
@@ -209,6 +217,24 @@ class SendPipeline {
 export function outcomeOf(outcome: PublishOutcome, rows: readonly ObservedRow[]): PublishOutcome {
   const keys = new Set(rows.map((r) => r.row.key));
   return { published: outcome.published.filter((r) => keys.has(r.key)), failed: outcome.failed.filter((f) => keys.has(f.key)) };
+}
+
+/**
+ * Whether a page's row is exactly the version of its key that an earlier page queued or sent and did not checkpoint
+ * yet (an ancestor sent ahead of its own page), so this page may skip it instead of waiting for that checkpoint:
+ * same ModifiedOn and same digest, with the content of both known without reading it again (inline or none), and a
+ * registry that holds no version sent later (`registered`, read while that version is in flight: its pending
+ * registration is in it), so that the acknowledged version replaces the registry's entry at that checkpoint. That
+ * checkpoint precedes this page's (they are written in batch order, none after a failed one), so this page's
+ * position is never recorded before the registry holds the version; if the send fails or the poller stops before
+ * then, neither page is checkpointed and both are read again. Pure apart from hashing.
+ */
+export function sameVersionInFlight(row: SourceRow, inFlight: SourceRow | undefined, registered: Registered | undefined): boolean {
+  if (inFlight === undefined || compareModifiedOn(row.modifiedOn, inFlight.modifiedOn) !== 0 || movedBackwards(row, registered)) return false;
+  const mine = inlineContentSha256(row);
+  const theirs = inlineContentSha256(inFlight);
+  if (mine === undefined || theirs === undefined) return false;
+  return rowDigest(row, mine).equals(rowDigest(inFlight, theirs));
 }
 
 interface PageOutcome {
@@ -362,15 +388,27 @@ export class TablePoll {
           if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
           const startedAt = new Date();
           batchNo++;
-          // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once
-          // that page is checkpointed, as without the pipeline, instead of publishing it twice.
-          if (pipe.holdsAnyKey(rows)) {
-            await this.stages.time('stall: key in flight', async () => {
-              await this.flush(pipe, window, next);
-              await pipe.checkpointed;
-            });
+          const page = rows.map((row) => ({ row, observed: read.observed }));
+          // A key still in flight (an ancestor sent ahead of its own page): the same version is skipped (see
+          // sameVersionInFlight); another version is compared with the registry once that page is checkpointed, as
+          // without the pipeline, instead of publishing the key twice.
+          const busy = pipe.inFlight(rows);
+          let prepared: PreparedPage;
+          if (busy.length === 0) {
+            prepared = await this.preparePage(page, pipe.pathLocators);
+          } else {
+            const registered = await this.lookup(rows.map((r) => r.key));
+            const sent = new Set(busy.filter((r) => sameVersionInFlight(r, pipe.rowOf(r.key), registered.get(r.key))).map((r) => r.key));
+            if (sent.size === busy.length) {
+              prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size });
+            } else {
+              await this.stages.time('stall: key in flight', async () => {
+                await this.flush(pipe, window, next);
+                await pipe.checkpointed;
+              });
+              prepared = await this.preparePage(page, pipe.pathLocators);
+            }
           }
-          const prepared = await this.preparePage(rows.map((row) => ({ row, observed: read.observed })), pipe.pathLocators);
           pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
           const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
           if (pipe.idle || full) await this.flush(pipe, window, next);
@@ -453,17 +491,27 @@ export class TablePoll {
    * Picks the rows to publish, parents first, each after the unpublished ancestors it needs, and registers their
    * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
    * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
-   * checkpointed yet, which count as published ancestors (they are sent before this page).
+   * checkpointed yet, which count as published ancestors (they are sent before this page). `known`: the registry's
+   * entries for the page's keys when the caller already read them, and rows it already counted as skipped.
    */
-  private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
-    const registered = await this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key)));
+  private async preparePage(
+    page: readonly ObservedRow[],
+    inFlightPaths: ReadonlySet<string>,
+    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number },
+  ): Promise<PreparedPage> {
+    const registered = known?.registered ?? (await this.lookup(page.map((r) => r.row.key)));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key))).map((r) => withDeleteNamed(r, registered.get(r.row.key)));
     const ancestors = await this.stages.time('prepare: ancestors', () => this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths));
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
     await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator }))));
-    return { ordered, registered, skipped: page.length - fresh.length };
+    return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
+  }
+
+  /** What the registry holds for these keys. */
+  private lookup(keys: readonly string[]): Promise<Map<string, PublishedEntry>> {
+    return this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, keys));
   }
 
   /** Sends the rows of prepared pages, in order; resolves when Kafka acknowledged every record of them. */
