@@ -384,6 +384,15 @@ export class TablePoll {
         limit = readLimit(read.value, this.job.batchSize);
         next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
         next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
+        // The registry once per read rather than once per page: what it holds for every key of the read, then every
+        // key registered as pending, before any page of the read is sent (registerPending keeps acknowledged
+        // versions as they are; the lookup before it is what each page would have seen before its own
+        // registration). An entry that may have changed since the lookup — a key in flight then (its checkpoint
+        // registers it), or one queued since (an ancestor of an earlier page) — is looked up again with its page.
+        const stale = new Set(pipe.inFlight(read.value).map((r) => r.key));
+        const registeredAtRead = await this.lookup(read.value.map((r) => r.key));
+        const pendingAtRead = new Set(read.value.map((r) => r.key));
+        await this.registerPending(read.value);
         for (const rows of pagesOf(read.value, this.job.batchSize)) {
           if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
           const startedAt = new Date();
@@ -394,21 +403,24 @@ export class TablePoll {
           // without the pipeline, instead of publishing the key twice.
           const busy = pipe.inFlight(rows);
           let prepared: PreparedPage;
-          if (busy.length === 0) {
-            prepared = await this.preparePage(page, pipe.pathLocators);
+          if (busy.length === 0 && !rows.some((r) => stale.has(r.key))) {
+            prepared = await this.preparePage(page, pipe.pathLocators, { registered: registeredAtRead, skipped: 0, pending: pendingAtRead });
+          } else if (busy.length === 0) {
+            prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
           } else {
             const registered = await this.lookup(rows.map((r) => r.key));
             const sent = new Set(busy.filter((r) => sameVersionInFlight(r, pipe.rowOf(r.key), registered.get(r.key))).map((r) => r.key));
             if (sent.size === busy.length) {
-              prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size });
+              prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size, pending: pendingAtRead });
             } else {
               await this.stages.time('stall: key in flight', async () => {
                 await this.flush(pipe, window, next);
                 await pipe.checkpointed;
               });
-              prepared = await this.preparePage(page, pipe.pathLocators);
+              prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
             }
           }
+          for (const { row } of prepared.ordered) stale.add(row.key);
           pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
           const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
           if (pipe.idle || full) await this.flush(pipe, window, next);
@@ -492,12 +504,13 @@ export class TablePoll {
    * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
    * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
    * checkpointed yet, which count as published ancestors (they are sent before this page). `known`: the registry's
-   * entries for the page's keys when the caller already read them, and rows it already counted as skipped.
+   * entries for the page's keys when the caller already read them, rows it already counted as skipped, and keys it
+   * already registered as pending (only the others, the ancestors found here, are registered).
    */
   private async preparePage(
     page: readonly ObservedRow[],
     inFlightPaths: ReadonlySet<string>,
-    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number },
+    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number; pending: ReadonlySet<string> },
   ): Promise<PreparedPage> {
     const registered = known?.registered ?? (await this.lookup(page.map((r) => r.row.key)));
     const digests = await this.digestsToCompare(page, registered);
@@ -505,8 +518,14 @@ export class TablePoll {
     const ancestors = await this.stages.time('prepare: ancestors', () => this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths));
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
-    await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator }))));
+    await this.registerPending(ordered.map((r) => r.row).filter((row) => !known?.pending.has(row.key)));
     return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
+  }
+
+  /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */
+  private async registerPending(rows: readonly SourceRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, rows.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
   }
 
   /** What the registry holds for these keys. */
