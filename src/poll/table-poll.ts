@@ -13,7 +13,7 @@ import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDelete
 import { RenewalTimer } from './elapsed.js';
 import { StageTimes } from './stages.js';
 import type { PollerObserver } from './observer.js';
-import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
+import { RowPublisher, type PublishedRow, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
 
 /**
@@ -461,8 +461,11 @@ export class TablePoll {
     const pages = pipe.take();
     const sending = this.sendPage(pages.flatMap((p) => p.prepared.ordered), window);
     pipe.started(sending, async (outcome) => {
+      // Kafka acknowledged every record of the send: the registry records all its versions in one statement, then
+      // each page's batch row records its position, in batch order.
+      await this.recordPublished(outcome.published);
       for (const p of pages) {
-        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered));
+        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered), true);
         pipe.release(p.at.batchNo);
       }
     });
@@ -477,8 +480,8 @@ export class TablePoll {
   }
 
   /** After Kafka acknowledged a page: the registry records its versions, then a batch row records the position. */
-  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome): Promise<void> {
-    const outcome = await this.registerSent(prepared, sent);
+  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome, recorded = false): Promise<void> {
+    const outcome = await this.registerSent(prepared, sent, recorded);
     await this.stages.time('checkpoint: batch row', () => this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt));
     this.deps.observer.safe('batchPublished', { table: this.job.table, step: at.step, batchNo: at.batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
   }
@@ -522,6 +525,11 @@ export class TablePoll {
     return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
   }
 
+  /** Registers acknowledged versions in the registry. */
+  private async recordPublished(rows: readonly PublishedRow[]): Promise<void> {
+    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, rows));
+  }
+
   /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */
   private async registerPending(rows: readonly SourceRow[]): Promise<void> {
     if (rows.length === 0) return;
@@ -539,9 +547,9 @@ export class TablePoll {
     return this.rows.publish({ topic: this.job.topic, rows, ctx });
   }
 
-  /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
-  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome): Promise<PageOutcome> {
-    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published));
+  /** Registers the acknowledged versions (unless `recorded` already) and the refused rows of a sent page, and counts them. */
+  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome, recorded = false): Promise<PageOutcome> {
+    if (!recorded) await this.recordPublished(outcome.published);
     await this.retireSupersededChunks(outcome.published, prepared.registered);
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(this.job.runId, this.job.table, f.key, f.modifiedOn, f.reason);
     if (outcome.failed.length > 0) this.log.warn({ failed: outcome.failed }, 'rows refused; recorded against the run');
