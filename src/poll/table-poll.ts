@@ -391,7 +391,7 @@ export class TablePoll {
         // registers it), or one queued since (an ancestor of an earlier page) — is looked up again with its page.
         const stale = new Set(pipe.inFlight(read.value).map((r) => r.key));
         const registeredAtRead = await this.lookup(read.value.map((r) => r.key));
-        const pendingAtRead = new Set(read.value.map((r) => r.key));
+        const pendingAtRead = new Set<SourceRow>(read.value);
         await this.registerPending(read.value);
         for (const rows of pagesOf(read.value, this.job.batchSize)) {
           if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
@@ -507,13 +507,14 @@ export class TablePoll {
    * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
    * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
    * checkpointed yet, which count as published ancestors (they are sent before this page). `known`: the registry's
-   * entries for the page's keys when the caller already read them, rows it already counted as skipped, and keys it
-   * already registered as pending (only the others, the ancestors found here, are registered).
+   * entries for the page's keys when the caller already read them, rows it already counted as skipped, and the rows
+   * it already registered as pending (the others, the ancestors found here, are registered: an ancestor read by
+   * its path may be a newer version of a key the read holds, and its ModifiedOn must be counted as sent).
    */
   private async preparePage(
     page: readonly ObservedRow[],
     inFlightPaths: ReadonlySet<string>,
-    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number; pending: ReadonlySet<string> },
+    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number; pending: ReadonlySet<SourceRow> },
   ): Promise<PreparedPage> {
     const registered = known?.registered ?? (await this.lookup(page.map((r) => r.row.key)));
     const digests = await this.digestsToCompare(page, registered);
@@ -521,7 +522,7 @@ export class TablePoll {
     const ancestors = await this.stages.time('prepare: ancestors', () => this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths));
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
-    await this.registerPending(ordered.map((r) => r.row).filter((row) => !known?.pending.has(row.key)));
+    await this.registerPending(ordered.map((r) => r.row).filter((row) => !known?.pending.has(row)));
     return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
   }
 
