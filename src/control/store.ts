@@ -2,9 +2,9 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { readMigrations, runMigrations, type MigrationResult } from '../db/migrate.js';
-import { pgQuery, pgRun, pgTransaction } from '../db/postgres.js';
+import { pgQuery, pgRollback, pgRun, pgTransaction } from '../db/postgres.js';
 import type { Position, Ticks } from '../contract.js';
-import { HighwaterError } from '../errors.js';
+import { classifyDbError, HighwaterError } from '../errors.js';
 import { assertIdentifier } from '../sql/ident.js';
 import { controlMigrations } from './migrate.js';
 import {
@@ -325,13 +325,40 @@ export class ControlStore {
     return turn;
   }
 
+  /**
+   * BEGIN goes out with the lock, and COMMIT with the stamp: node-pg sends a queued statement as soon as the one
+   * before it completes, so the observation waits for the database four times but for this process's event loop
+   * twice (under load, each turn of a busy loop cost more than the statement). The read starts only once BEGIN and
+   * the lock both succeeded. A stamp that fails leaves the transaction aborted, and the COMMIT queued behind it ends
+   * it as a rollback; the stamp is returned only when the COMMIT succeeded too.
+   */
   private async observeNow<T>(table: string, read: () => Promise<T>): Promise<{ value: T; observed: Ticks }> {
-    return this.transaction('BEGIN', `observing the source of ${table}`, async (client) => {
-      await this.exec(lockObservations(this.schema, table), `locking the observations of ${table}`, client);
+    const context = `observing the source of ${table}`;
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (thrown) {
+      throw classifyDbError(thrown, context);
+    }
+    try {
+      const begun = client.query('BEGIN');
+      begun.catch(() => undefined); // awaited below, after the lock queued behind it
+      const locked = this.exec(lockObservations(this.schema, table), `locking the observations of ${table}`, client);
+      await begun;
+      await locked;
       const value = await read();
-      const { rows } = await this.exec(nextObservation(this.schema, table), `stamping an observation of ${table}`, client);
+      const stamped = this.exec(nextObservation(this.schema, table), `stamping an observation of ${table}`, client);
+      stamped.catch(() => undefined); // awaited below, with the COMMIT queued behind it
+      const committed = client.query('COMMIT');
+      committed.catch(() => undefined);
+      const { rows } = await stamped;
+      await committed;
+      client.release();
       return { value, observed: BigInt(rows[0]!.observed as string) };
-    });
+    } catch (thrown) {
+      await pgRollback(client);
+      throw classifyDbError(thrown, context);
+    }
   }
 
   async recordNullModifiedOn(runId: string, table: string, scope: string, count: number): Promise<void> {

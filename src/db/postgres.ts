@@ -79,12 +79,13 @@ export async function pgTransaction<T>(
     client.release();
     return result;
   } catch (thrown) {
-    await rollback(client);
+    await pgRollback(client);
     throw classify(thrown, options.context);
   }
 }
 
-async function rollback(client: pg.PoolClient): Promise<void> {
+/** ROLLBACK, then the client goes back to its pool (discarded when the ROLLBACK fails). */
+export async function pgRollback(client: pg.PoolClient): Promise<void> {
   try {
     await client.query('ROLLBACK');
     client.release();
@@ -144,7 +145,7 @@ export class PgSnapshot {
     this.#client = undefined;
     if (!pending) return;
     const client = await pending.catch(() => undefined);
-    if (client) await rollback(client);
+    if (client) await pgRollback(client);
   }
 }
 

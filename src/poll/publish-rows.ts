@@ -5,6 +5,7 @@ import { changeRecord, chunkRecord, chunkTombstone, type OutRecord } from '../ev
 import type { PublishedRow as RegisteredRow } from '../control/sql.js';
 import type { Publisher } from '../kafka/publisher.js';
 import type { SourceConnector } from './source/connector.js';
+import { StageTimes } from './stages.js';
 import { changeFromRow, planContent, rowDigest, sha256, type EventContext, type ObservedRow } from './build.js';
 
 /**
@@ -47,6 +48,7 @@ export class RowPublisher {
     private readonly codec: EventCodec,
     private readonly source: SourceConnector,
     private readonly settings: PublishSettings,
+    private readonly stages: StageTimes = new StageTimes(false),
   ) {}
 
   /**
@@ -65,17 +67,17 @@ export class RowPublisher {
           outcome.failed.push(result);
           continue;
         }
-        records.push(...(result.lastChunk ? [result.lastChunk] : []), await changeRecord(this.codec, result.change));
+        records.push(...(result.lastChunk ? [result.lastChunk] : []), await this.stages.time('send: encode', () => changeRecord(this.codec, result.change)));
         outcome.published.push(result.row);
         // A chunked row goes out at once, its last chunk and its change in one send (after the rows before it, in
         // order): a consumer then finds the row right behind its chunks, usually in the same fetch, and completes
         // its content in memory instead of staging the chunks in the target until a group's changes follow.
         if (result.lastChunk) {
-          await this.publisher.send(batch.topic, records);
+          await this.stages.time('send: kafka', () => this.publisher.send(batch.topic, records));
           records = [];
         }
       }
-      if (records.length > 0) await this.publisher.send(batch.topic, records);
+      if (records.length > 0) await this.stages.time('send: kafka', () => this.publisher.send(batch.topic, records));
     }
     return outcome;
   }

@@ -8,10 +8,12 @@ import type { Logger } from '../logger.js';
 import { withRetry, type RetryPolicy } from '../retry.js';
 import type { KeyState, ScopeFilter, SourceConnector } from './source/connector.js';
 import { isoFromTicks } from '../time/ticks.js';
-import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow } from './build.js';
+import { compareModifiedOn } from '../events/version.js';
+import { inlineContentSha256, isUnchanged, movedBackwards, rowDigest, withDeleteNamed, type ObservedRow, type Registered } from './build.js';
 import { RenewalTimer } from './elapsed.js';
+import { StageTimes } from './stages.js';
 import type { PollerObserver } from './observer.js';
-import { RowPublisher, type PublishOutcome, type PublishSettings } from './publish-rows.js';
+import { RowPublisher, type PublishedRow, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
 
 /**
@@ -148,14 +150,15 @@ class SendPipeline {
   older: Promise<void> = Promise.resolve();
   idle = true;
   private readonly batches = new Map<number, readonly ObservedRow[]>();
-  private readonly keys = new Set<string>();
+  /** The row of each key queued or sent and not checkpointed yet (one at most per key). */
+  private readonly rows = new Map<string, SourceRow>();
   private readonly paths = new Set<string>();
 
   queue(at: PageAt, prepared: PreparedPage): void {
     this.queued.push({ at, prepared });
     this.batches.set(at.batchNo, prepared.ordered);
     for (const { row } of prepared.ordered) {
-      this.keys.add(row.key);
+      this.rows.set(row.key, row);
       if (row.pathLocator !== null) this.paths.add(row.pathLocator);
     }
   }
@@ -189,14 +192,20 @@ class SendPipeline {
 
   release(batchNo: number): void {
     for (const { row } of this.batches.get(batchNo) ?? []) {
-      this.keys.delete(row.key);
+      this.rows.delete(row.key);
       if (row.pathLocator !== null) this.paths.delete(row.pathLocator);
     }
     this.batches.delete(batchNo);
   }
 
-  holdsAnyKey(rows: readonly SourceRow[]): boolean {
-    return this.keys.size > 0 && rows.some((r) => this.keys.has(r.key));
+  /** The rows of `rows` whose key is queued or sent and not checkpointed yet. */
+  inFlight(rows: readonly SourceRow[]): SourceRow[] {
+    return this.rows.size === 0 ? [] : rows.filter((r) => this.rows.has(r.key));
+  }
+
+  /** The version of `key` queued or sent and not checkpointed yet. */
+  rowOf(key: string): SourceRow | undefined {
+    return this.rows.get(key);
   }
 
   get pathLocators(): ReadonlySet<string> {
@@ -208,6 +217,24 @@ class SendPipeline {
 export function outcomeOf(outcome: PublishOutcome, rows: readonly ObservedRow[]): PublishOutcome {
   const keys = new Set(rows.map((r) => r.row.key));
   return { published: outcome.published.filter((r) => keys.has(r.key)), failed: outcome.failed.filter((f) => keys.has(f.key)) };
+}
+
+/**
+ * Whether a page's row is exactly the version of its key that an earlier page queued or sent and did not checkpoint
+ * yet (an ancestor sent ahead of its own page), so this page may skip it instead of waiting for that checkpoint:
+ * same ModifiedOn and same digest, with the content of both known without reading it again (inline or none), and a
+ * registry that holds no version sent later (`registered`, read while that version is in flight: its pending
+ * registration is in it), so that the acknowledged version replaces the registry's entry at that checkpoint. That
+ * checkpoint precedes this page's (they are written in batch order, none after a failed one), so this page's
+ * position is never recorded before the registry holds the version; if the send fails or the poller stops before
+ * then, neither page is checkpointed and both are read again. Pure apart from hashing.
+ */
+export function sameVersionInFlight(row: SourceRow, inFlight: SourceRow | undefined, registered: Registered | undefined): boolean {
+  if (inFlight === undefined || compareModifiedOn(row.modifiedOn, inFlight.modifiedOn) !== 0 || movedBackwards(row, registered)) return false;
+  const mine = inlineContentSha256(row);
+  const theirs = inlineContentSha256(inFlight);
+  if (mine === undefined || theirs === undefined) return false;
+  return rowDigest(row, mine).equals(rowDigest(inFlight, theirs));
 }
 
 interface PageOutcome {
@@ -248,9 +275,10 @@ export class TablePoll {
   private readonly renewal: RenewalTimer;
   private heldBack: HeldBack | null = null;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
+  private readonly stages = new StageTimes();
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
-    this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish);
+    this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish, this.stages);
     this.renewal = new RenewalTimer((job.leaseSeconds * 1000) / 3);
     this.log = deps.logger.child({ table: job.table, scope: job.scope, runId: job.runId });
   }
@@ -287,6 +315,7 @@ export class TablePoll {
     if (!advanced) throw new HighwaterError('LEASE_HELD', `lost the lease on ${this.job.table} before advancing its high-watermark; nothing was advanced`);
     await this.publishMarkers(window.end);
     this.deps.observer.safe('windowCompleted', { table: this.job.table, scope: this.job.scope, windowEnd: window.end });
+    if (this.stages.enabled) this.log.info({ stages: this.stages.summary() }, 'poll stage times');
     return { window, ...this.counts, heldBack: this.heldBack, highWater: window.end };
   }
 
@@ -355,17 +384,43 @@ export class TablePoll {
         limit = readLimit(read.value, this.job.batchSize);
         next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
         next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
+        // The registry once per read rather than once per page: what it holds for every key of the read, then every
+        // key registered as pending, before any page of the read is sent (registerPending keeps acknowledged
+        // versions as they are; the lookup before it is what each page would have seen before its own
+        // registration). An entry that may have changed since the lookup — a key in flight then (its checkpoint
+        // registers it), or one queued since (an ancestor of an earlier page) — is looked up again with its page.
+        const stale = new Set(pipe.inFlight(read.value).map((r) => r.key));
+        const registeredAtRead = await this.lookup(read.value.map((r) => r.key));
+        const pendingAtRead = new Set<SourceRow>(read.value);
+        await this.registerPending(read.value);
         for (const rows of pagesOf(read.value, this.job.batchSize)) {
           if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
           const startedAt = new Date();
           batchNo++;
-          // A key still in flight (an ancestor sent ahead of its own page): compare it with the registry once
-          // that page is checkpointed, as without the pipeline, instead of publishing it twice.
-          if (pipe.holdsAnyKey(rows)) {
-            await this.flush(pipe, window, next);
-            await pipe.checkpointed;
+          const page = rows.map((row) => ({ row, observed: read.observed }));
+          // A key still in flight (an ancestor sent ahead of its own page): the same version is skipped (see
+          // sameVersionInFlight); another version is compared with the registry once that page is checkpointed, as
+          // without the pipeline, instead of publishing the key twice.
+          const busy = pipe.inFlight(rows);
+          let prepared: PreparedPage;
+          if (busy.length === 0 && !rows.some((r) => stale.has(r.key))) {
+            prepared = await this.preparePage(page, pipe.pathLocators, { registered: registeredAtRead, skipped: 0, pending: pendingAtRead });
+          } else if (busy.length === 0) {
+            prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
+          } else {
+            const registered = await this.lookup(rows.map((r) => r.key));
+            const sent = new Set(busy.filter((r) => sameVersionInFlight(r, pipe.rowOf(r.key), registered.get(r.key))).map((r) => r.key));
+            if (sent.size === busy.length) {
+              prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size, pending: pendingAtRead });
+            } else {
+              await this.stages.time('stall: key in flight', async () => {
+                await this.flush(pipe, window, next);
+                await pipe.checkpointed;
+              });
+              prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
+            }
           }
-          const prepared = await this.preparePage(rows.map((row) => ({ row, observed: read.observed })), pipe.pathLocators);
+          for (const { row } of prepared.ordered) stale.add(row.key);
           pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
           const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
           if (pipe.idle || full) await this.flush(pipe, window, next);
@@ -387,8 +442,8 @@ export class TablePoll {
   private async awaitRead(pipe: SendPipeline, window: Window, next: Promise<Page>): Promise<Page> {
     for (;;) {
       if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
-      if (pipe.queued.length === 0) return next;
-      const readFirst = await Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]);
+      if (pipe.queued.length === 0) return this.stages.time('wait: read', () => next);
+      const readFirst = await this.stages.time('wait: read', () => Promise.race([next.then(() => true, () => true), pipe.sent.then(() => false, () => false)]));
       if (readFirst) return next;
     }
   }
@@ -399,15 +454,18 @@ export class TablePoll {
    */
   private async flush(pipe: SendPipeline, window: Window, next: Promise<Page> | null): Promise<void> {
     if (pipe.queued.length === 0) return;
-    await pipe.sent;
+    await this.stages.time('flush: wait send', () => pipe.sent);
     await this.stopIfAborted(pipe.checkpointed, next);
     await this.renewLeaseIfDue();
-    await pipe.older; // at most one checkpoint outstanding besides this send's: memory stays bounded
+    await this.stages.time('flush: wait older checkpoints', () => pipe.older); // at most one checkpoint outstanding besides this send's: memory stays bounded
     const pages = pipe.take();
     const sending = this.sendPage(pages.flatMap((p) => p.prepared.ordered), window);
     pipe.started(sending, async (outcome) => {
+      // Kafka acknowledged every record of the send: the registry records all its versions in one statement, then
+      // each page's batch row records its position, in batch order.
+      await this.recordPublished(outcome.published);
       for (const p of pages) {
-        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered));
+        await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered), true);
         pipe.release(p.at.batchNo);
       }
     });
@@ -422,9 +480,9 @@ export class TablePoll {
   }
 
   /** After Kafka acknowledged a page: the registry records its versions, then a batch row records the position. */
-  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome): Promise<void> {
-    const outcome = await this.registerSent(prepared, sent);
-    await this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt);
+  private async checkpointPage(at: { step: Step; batchNo: number; position: Position; startedAt: Date }, prepared: PreparedPage, sent: PublishOutcome, recorded = false): Promise<void> {
+    const outcome = await this.registerSent(prepared, sent, recorded);
+    await this.stages.time('checkpoint: batch row', () => this.recordBatch(at.step, at.batchNo, outcome, at.position, at.startedAt));
     this.deps.observer.safe('batchPublished', { table: this.job.table, step: at.step, batchNo: at.batchNo, rows: outcome.published, bytes: outcome.bytes, skipped: outcome.skipped });
   }
 
@@ -435,7 +493,7 @@ export class TablePoll {
   private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
     const request = { ...this.scopeFilter, window, after, limit };
     if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
-    return this.observe((s) => s.readPage({ ...request, step }));
+    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...request, step }))));
   }
 
   /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
@@ -448,17 +506,40 @@ export class TablePoll {
    * Picks the rows to publish, parents first, each after the unpublished ancestors it needs, and registers their
    * keys as pending (before the send). A row whose ModifiedOn moved backwards is deleted first (a tombstone), so
    * targets take it as a new life of the key. `inFlightPaths`: the rows of earlier pages queued or sent but not
-   * checkpointed yet, which count as published ancestors (they are sent before this page).
+   * checkpointed yet, which count as published ancestors (they are sent before this page). `known`: the registry's
+   * entries for the page's keys when the caller already read them, rows it already counted as skipped, and the rows
+   * it already registered as pending (the others, the ancestors found here, are registered: an ancestor read by
+   * its path may be a newer version of a key the read holds, and its ModifiedOn must be counted as sent).
    */
-  private async preparePage(page: readonly ObservedRow[], inFlightPaths: ReadonlySet<string>): Promise<PreparedPage> {
-    const registered = await this.deps.store.lookupPublished(this.job.table, page.map((r) => r.row.key));
+  private async preparePage(
+    page: readonly ObservedRow[],
+    inFlightPaths: ReadonlySet<string>,
+    known?: { registered: ReadonlyMap<string, PublishedEntry>; skipped: number; pending: ReadonlySet<SourceRow> },
+  ): Promise<PreparedPage> {
+    const registered = known?.registered ?? (await this.lookup(page.map((r) => r.row.key)));
     const digests = await this.digestsToCompare(page, registered);
     const fresh = page.filter((r) => !isUnchanged(r.row, digests.get(r.row.key), registered.get(r.row.key))).map((r) => withDeleteNamed(r, registered.get(r.row.key)));
-    const ancestors = await this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths);
+    const ancestors = await this.stages.time('prepare: ancestors', () => this.unpublishedAncestors(fresh.map((r) => r.row), inFlightPaths));
     const ordered = ancestors.length > 0 || fresh.some((r) => r.row.parentPathLocator !== null) ? byDepth([...ancestors, ...fresh]) : fresh;
     await this.deleteBeforeRepublishing(fresh.filter((r) => movedBackwards(r.row, registered.get(r.row.key))), registered);
-    await this.deps.store.registerPending(this.job.table, this.job.runId, ordered.map((r) => ({ key: r.row.key, modifiedOn: r.row.modifiedOn, pathLocator: r.row.pathLocator })));
-    return { ordered, registered, skipped: page.length - fresh.length };
+    await this.registerPending(ordered.map((r) => r.row).filter((row) => !known?.pending.has(row)));
+    return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
+  }
+
+  /** Registers acknowledged versions in the registry. */
+  private async recordPublished(rows: readonly PublishedRow[]): Promise<void> {
+    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, rows));
+  }
+
+  /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */
+  private async registerPending(rows: readonly SourceRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, rows.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
+  }
+
+  /** What the registry holds for these keys. */
+  private lookup(keys: readonly string[]): Promise<Map<string, PublishedEntry>> {
+    return this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, keys));
   }
 
   /** Sends the rows of prepared pages, in order; resolves when Kafka acknowledged every record of them. */
@@ -467,9 +548,9 @@ export class TablePoll {
     return this.rows.publish({ topic: this.job.topic, rows, ctx });
   }
 
-  /** Registers the acknowledged versions (and the refused rows) of a sent page, and counts them. */
-  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome): Promise<PageOutcome> {
-    await this.deps.store.recordPublished(this.job.table, this.job.runId, outcome.published);
+  /** Registers the acknowledged versions (unless `recorded` already) and the refused rows of a sent page, and counts them. */
+  private async registerSent(prepared: PreparedPage, outcome: PublishOutcome, recorded = false): Promise<PageOutcome> {
+    if (!recorded) await this.recordPublished(outcome.published);
     await this.retireSupersededChunks(outcome.published, prepared.registered);
     for (const f of outcome.failed) await this.deps.store.recordRowFailure(this.job.runId, this.job.table, f.key, f.modifiedOn, f.reason);
     if (outcome.failed.length > 0) this.log.warn({ failed: outcome.failed }, 'rows refused; recorded against the run');

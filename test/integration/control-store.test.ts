@@ -334,6 +334,42 @@ describe('control store', () => {
     expect(await store.sweepCursor('T')).toBeNull();
   });
 
+  it('observations: stamped in order, never overlapping across processes, and a failed read leaves nothing held', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    const first = await store.observe('T', async () => 'a');
+    expect(first.value).toBe('a');
+    // A read that fails: its error comes out as it is, the lock and the connection are given back.
+    const failure = new HighwaterError('DB_UNAVAILABLE', 'the read failed');
+    await expect(store.observe('T', () => Promise.reject(failure))).rejects.toBe(failure);
+    const second = await store.observe('T', async () => 'b');
+    expect(second.observed).toBeGreaterThan(first.observed);
+    // Another process observing the same table waits for this observation to end before it reads.
+    const events: string[] = [];
+    let release!: () => void;
+    let started!: () => void;
+    const reading = new Promise<void>((resolve) => { started = resolve; });
+    const mine = store.observe('T', async () => {
+      events.push('mine starts');
+      started();
+      await new Promise<void>((resolve) => { release = resolve; });
+      events.push('mine ends');
+    });
+    await reading;
+    const theirs = await withOtherProcess(db, async (other) => {
+      const observing = other.observe('T', async () => { events.push('theirs reads'); });
+      // Another table is not held by it.
+      await other.observe('U', async () => undefined);
+      release();
+      return observing;
+    });
+    const ours = await mine;
+    expect(events).toEqual(['mine starts', 'mine ends', 'theirs reads']);
+    expect(theirs.observed).toBeGreaterThan(ours.observed);
+    expect(ours.observed).toBeGreaterThan(second.observed);
+    const { rows } = await db.pool().query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%'`);
+    expect(rows[0]?.n).toBe(0);
+  });
+
   it('records row failures and reports status per table and scope', async ({ task }) => {
     const { store } = await controlStore(task.name);
     const runId = await store.createRun({ kind: 'poll' });

@@ -606,6 +606,54 @@ describe('poller', () => {
     }
   });
 
+  it('goes on past a row whose exact version an earlier page sent as an ancestor, without waiting for that page\'s checkpoint', async () => {
+    const fx = await fixture('in flight', { table: { batchSize: 2 } });
+    const { t } = await one<{ t: string }>(fx.src, `SELECT to_char((clock_timestamp() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS t`);
+    const config = parseConfigObject({ ...fx.raw, tables: [tableConfig(fx.topic, { batchSize: 2, initialBaseline: t })] }, 'in flight');
+    // Missing parents in ModifiedOn order: root (before the window, so the roots step has nothing), sub, folder, other.
+    // Page 1 is [root, sub]: sub's parent folder goes with it as an ancestor. Page 2 is [folder, other]: folder is
+    // exactly the version in flight.
+    const root = sampleRow({ path: '/3/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '3 days'` });
+    const folder = sampleRow({ path: '/3/1/', parent: '/3/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '1 hour'` });
+    const sub = sampleRow({ path: '/3/1/1/', parent: '/3/1/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '2 hours'` });
+    const other = sampleRow({ path: '/3/2/', parent: '/3/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '30 minutes'` });
+    const files = [sampleRow({ path: '/3/1/1/1/', parent: '/3/1/1/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '10 minutes'` }),
+      sampleRow({ path: '/3/2/1/', parent: '/3/2/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '10 minutes'` })];
+    await insertRows(fx.src, [root, folder, sub, other, ...files]);
+
+    const rt = fx.runtime(config);
+    await rt.store().migrate();
+    // No checkpoint can be written while this transaction holds the batch table: page 1 stays in flight.
+    const blocker = await fx.ctl.connect();
+    let blocked = true;
+    const unblock = async () => {
+      if (!blocked) return;
+      blocked = false;
+      await blocker.query('COMMIT');
+      blocker.release();
+    };
+    onTestFinished(unblock);
+    await blocker.query(`BEGIN; LOCK TABLE ${CONTROL_SCHEMA}.run_batches IN EXCLUSIVE MODE`);
+    const running = (await rt.poller()).run({ requestedBy: 'test' });
+    running.catch(() => undefined);
+    // Page 2 is prepared (its new key registered before its send) while page 1's checkpoint waits.
+    let registered = false;
+    for (let i = 0; i < 300 && !registered; i++) {
+      const { rows } = await fx.ctl.query(`SELECT 1 FROM ${CONTROL_SCHEMA}.published WHERE key = $1`, [other.id]);
+      registered = rows.length > 0;
+      if (!registered) await delay(100);
+    }
+    await unblock();
+    const run = await running;
+    expect(registered).toBe(true);
+    completed(run);
+    const events = changes(await readTopic(fx.topic));
+    expect(keysOf(events)).toEqual([root, folder, sub, other, ...files].map((r) => r.id).sort());
+    expect(events.filter((e) => e.key === folder.id)).toHaveLength(1);
+    const steps = await batches(fx.ctl, run.runId);
+    expect(steps.filter((b) => b.step === 'missing-parents').map((b) => [b.batch_no, b.rows, b.rows_skipped])).toEqual([[1, 3, 0], [2, 1, 1]]);
+  });
+
   it('turns deleted rows into tombstones carrying the last published version, and logs them', async () => {
     const fx = await fixture('deletes');
     const rows = Array.from({ length: 4 }, (_, i) => sampleRow({ path: `/${i + 1}/`, bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '${10 + i} minutes'` }));

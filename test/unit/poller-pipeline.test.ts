@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
-import type { ObservedRow } from '../../src/poll/build.js';
+import type { ObservedRow, Registered } from '../../src/poll/build.js';
 import type { PublishedRow } from '../../src/poll/publish-rows.js';
-import { outcomeOf, pagesOf, readLimit } from '../../src/poll/table-poll.js';
+import { outcomeOf, pagesOf, readLimit, sameVersionInFlight } from '../../src/poll/table-poll.js';
 
 function row(key: string, contentBytes: number | null): SourceRow {
   return {
@@ -59,5 +59,39 @@ describe('outcomeOf', () => {
     expect(first.failed.map((f) => f.key)).toEqual(['b']);
     expect(second.published.map((r) => r.key)).toEqual(['c']);
     expect(second.failed).toEqual([]);
+  });
+});
+
+describe('sameVersionInFlight', () => {
+  const inline = (over: Partial<SourceRow> = {}): SourceRow => ({ ...row('k', 8), content: Buffer.from('12345678'), ...over });
+  const pending = (over: Partial<Registered> = {}): Registered => ({ modifiedOn: null, digest: null, deleted: false, acked: false, maxSentModifiedOn: 1n, observed: null, ...over });
+
+  it('skips a row whose exact version (ModifiedOn, content, name, place) an earlier page has in flight', () => {
+    expect(sameVersionInFlight(inline(), inline(), pending())).toBe(true);
+    expect(sameVersionInFlight(inline(), inline(), undefined)).toBe(true);
+    expect(sameVersionInFlight(inline({ contentLength: null, content: null }), inline({ contentLength: null, content: null }), pending())).toBe(true);
+  });
+
+  it('does not skip a key that is not in flight', () => {
+    expect(sameVersionInFlight(inline(), undefined, pending())).toBe(false);
+  });
+
+  it('does not skip another version of the key: other ModifiedOn, content, name or place', () => {
+    expect(sameVersionInFlight(inline({ modifiedOn: 2n }), inline(), pending({ maxSentModifiedOn: 2n }))).toBe(false);
+    expect(sameVersionInFlight(inline(), inline({ modifiedOn: null }), pending())).toBe(false);
+    expect(sameVersionInFlight(inline({ content: Buffer.from('87654321') }), inline(), pending())).toBe(false);
+    expect(sameVersionInFlight(inline({ name: 'renamed' }), inline(), pending())).toBe(false);
+    expect(sameVersionInFlight(inline({ pathLocator: '/2/', parentPathLocator: null }), inline({ pathLocator: '/1/2/', parentPathLocator: '/1/' }), pending())).toBe(false);
+  });
+
+  it('does not skip when the content was not read with the row (its hash is not known without reading it)', () => {
+    const notInline = inline({ content: null, contentLength: 1 << 20 });
+    expect(sameVersionInFlight(notInline, notInline, pending())).toBe(false);
+    expect(sameVersionInFlight(inline(), inline({ content: null }), pending())).toBe(false);
+  });
+
+  it('does not skip when the registry holds a version sent later (the in-flight one would not replace it)', () => {
+    expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 5n, maxSentModifiedOn: 5n }))).toBe(false);
+    expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 0n, maxSentModifiedOn: 1n }))).toBe(true);
   });
 });
