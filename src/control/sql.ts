@@ -457,6 +457,12 @@ function selectPublishedPathLocators(schema: string, table: string, pathLocators
 const MIN_TICKS = '(-9223372036854775808)::bigint';
 
 /**
+ * Every upsert of the registry takes its row locks in key order (ORDER BY r.key): the poller's pipeline registers
+ * the next read's keys as pending while the last send's versions are recorded, and two statements locking
+ * overlapping keys in different orders deadlock (a 100k-row tree poll failed with "deadlock detected").
+ */
+
+/**
  * Batch upsert of acknowledged versions with unnest arrays, one statement for the whole batch. A key's registered
  * version only moves forward in the contract's order (ModifiedOn, NULL first, then observation); a pending entry
  * (first version in flight) or a deleted one is always replaced. The rows must have distinct keys (`latestPerKey`).
@@ -470,6 +476,7 @@ function upsertPublished(schema: string, table: string, runId: string, rows: rea
         r.modified_on_ticks, $2
       FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bytea[], $7::bytea[], $8::text[], $9::int[])
         AS r(key, modified_on_ticks, observed_ticks, content_sha256, row_digest, path_locator, chunk_count)
+      ORDER BY r.key
       ON CONFLICT (table_name, key) DO UPDATE SET modified_on_ticks = EXCLUDED.modified_on_ticks,
         observed_ticks = EXCLUDED.observed_ticks, content_sha256 = EXCLUDED.content_sha256, row_digest = EXCLUDED.row_digest,
         path_locator = EXCLUDED.path_locator, chunk_count = EXCLUDED.chunk_count, deleted = false, acked = true,
@@ -496,6 +503,7 @@ function registerPending(schema: string, table: string, runId: string, rows: rea
         (table_name, key, modified_on_ticks, path_locator, deleted, acked, max_sent_modified_on_ticks, run_id)
       SELECT $1, r.key, r.modified_on_ticks, r.path_locator, false, false, r.modified_on_ticks, $2
       FROM unnest($3::text[], $4::bigint[], $5::text[]) AS r(key, modified_on_ticks, path_locator)
+      ORDER BY r.key
       ON CONFLICT (table_name, key) DO UPDATE SET
         max_sent_modified_on_ticks = GREATEST(p.max_sent_modified_on_ticks, EXCLUDED.max_sent_modified_on_ticks),
         acked = p.acked AND NOT p.deleted, deleted = false`,

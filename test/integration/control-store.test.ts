@@ -257,6 +257,27 @@ describe('control store', () => {
     await expectCode(store.resetRun('00000000-0000-4000-8000-000000000000'), 'RUN_NOT_FOUND');
   });
 
+  // Regression (the committed full-size bench, a 100k-row tree): the poller's pipeline registers the next read's keys
+  // as pending while the last send's versions are recorded; the two statements locked overlapping keys in their
+  // input order, and the poll failed with "deadlock detected". They lock in key order now.
+  it('registry: pending registration and recording of overlapping keys in opposite orders, at once, never deadlock', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const keys = Array.from({ length: 3000 }, (_, i) => `key-${String(i).padStart(5, '0')}`);
+    await store.recordPublished('T', runId, keys.map((k) => published(k, 1n)));
+    const reversed = [...keys].reverse();
+    for (let round = 2n; round < 8n; round++) {
+      // Each side updates every row (a newer version; a greater sent ModifiedOn), so each takes every row lock.
+      await Promise.all([
+        store.registerPending('T', runId, keys.map((key) => ({ key, modifiedOn: round * 10n, pathLocator: `/${key}/` }))),
+        store.recordPublished('T', runId, reversed.map((k) => published(k, round))),
+        store.registerPending('T', runId, reversed.map((key) => ({ key, modifiedOn: round * 10n + 1n, pathLocator: `/${key}/` }))),
+      ]);
+    }
+    const found = await store.lookupPublished('T', [keys[0]!, keys.at(-1)!]);
+    expect(found.get(keys[0]!)?.modifiedOn).toBe(7n);
+  });
+
   it('registry: records and looks up versions exactly, never moving a key backwards', async ({ task }) => {
     const { store } = await controlStore(task.name);
     const runId = await store.createRun({ kind: 'poll' });
