@@ -33,6 +33,22 @@ const base = {
   tables: [{ name: 'T', source: 'db', blob: { schema: 'demo', table: 'B' }, metadata: { schema: 'demo', table: 'M', joinColumn: 'id' } }],
 };
 
+/** The demo's sample source (src/dev/demo/sample.ts) as one table of a configuration, on one database and broker. */
+function sampleConfig(url: string, brokers: string[], topic: string, groupId: string): Record<string, unknown> {
+  return {
+    controlStore: { database: 'db' },
+    kafka: { brokers, partitions: 1 },
+    databases: [{ name: 'db', kind: 'postgres', connectionString: url }],
+    tables: [{
+      name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0,
+      blob: { schema: 'demo', table: 'ReferralAttachment' },
+      metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
+      businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
+    }],
+    targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId }],
+  };
+}
+
 describe('strict configuration (issue 10, item 1)', () => {
   it('rejects a misspelled key by name with a suggestion, exit 2, before connecting anywhere', async () => {
     const file = await configFile('typo', { ...base, tables: [{ ...base.tables[0], safetyBuferMinutes: 5 }] });
@@ -145,19 +161,7 @@ describe('preflight, init, status and pure JSON against real services (issue 10,
     // Two problems in one source: the BU table is missing, and ModifiedOn has a type the poller cannot read.
     await pool.query(`DROP TABLE demo."LA_BU"; ALTER TABLE demo."cw_referralattachmentBase" ALTER COLUMN "ModifiedOn" TYPE text`);
     const topic = uniqueName('cli preflight', 'topic');
-    const file = await configFile('preflight', {
-      controlStore: { database: 'db' },
-      kafka: { brokers: brokers(), partitions: 1 },
-      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
-      tables: [{
-        name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0,
-        blob: { schema: 'demo', table: 'ReferralAttachment' },
-        metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
-        businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
-      }],
-      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli preflight', 'group') }],
-      log: { level: 'info' },
-    });
+    const file = await configFile('preflight', { ...sampleConfig(db.url, brokers(), topic, uniqueName('cli preflight', 'group')), log: { level: 'info' } });
 
     const check = await highwater(['--config', file, '--json', 'check']);
     expect(check.code, check.stderr).toBe(1);
@@ -212,18 +216,7 @@ describe('topics created by hand (init leaves existing topics as they are)', () 
     const topic = uniqueName('cli topic settings', 'topic');
     // As an operator might have made it: delete policy, and 4 KiB segments (the broker refuses any larger batch).
     await createTopic(topic, 1, { 'cleanup.policy': 'delete', 'segment.bytes': '4096' });
-    const file = await configFile('topic-settings', {
-      controlStore: { database: 'db' },
-      kafka: { brokers: brokers(), partitions: 1 },
-      databases: [{ name: 'db', kind: 'postgres', connectionString: db.url }],
-      tables: [{
-        name: 'ReferralAttachment', source: 'db', topic, safetyBufferMinutes: 0,
-        blob: { schema: 'demo', table: 'ReferralAttachment' },
-        metadata: { schema: 'demo', table: 'cw_referralattachmentBase', joinColumn: 'cw_referralattachmentid' },
-        businessUnit: { column: 'OwningBusinessUnit', mapTable: { schema: 'demo', table: 'LA_BU', idColumn: 'BusinessUnitId' } },
-      }],
-      targets: [{ name: 'wh', database: 'db', schema: 'replica', groupId: uniqueName('cli topic settings', 'group') }],
-    });
+    const file = await configFile('topic-settings', sampleConfig(db.url, brokers(), topic, uniqueName('cli topic settings', 'group')));
 
     const check = await highwater(['--config', file, '--json', 'check']);
     expect(check.code, check.stderr).toBe(1);
