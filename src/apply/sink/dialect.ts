@@ -47,6 +47,12 @@ export interface TargetDialect<S> {
   /** Guarded deletes and their tombstones; reports the rows deleted (column `deleted`, or the row count). */
   applyDeletes(t: TargetTable, deletes: readonly DeleteToApply[]): S;
   createStageTable(): S;
+  /**
+   * Gives the planner statistics of the loaded staging table, where the engine does not make them by itself (a
+   * PostgreSQL temporary table is never analyzed by autovacuum); null where it does. Run for large hierarchical
+   * batches only: without statistics a large batch's parent checks are planned for a handful of rows.
+   */
+  readonly analyzeStage: S | null;
   /** Marks stale staged rows up front, where the engine classifies that way; null where staleness is inline. */
   readonly markStale: ((t: TargetTable) => S) | null;
   assembleChunkedContent(t: TargetTable): S;
