@@ -14,6 +14,13 @@ import { STAGE_COLUMNS, copyIntoStage, stageChunks, stageValues, type SqlQuery }
  * one PostgreSQL executor's (src/db/postgres.ts).
  */
 
+/**
+ * A batch's statements touch thousands of rows, not millions: their plans pass jit_above_cost as soon as the
+ * planner knows the staging table's size, and compiling them (tens of milliseconds each) would cost more than it
+ * saves. Off for the transaction only; the session's other work keeps the server's setting.
+ */
+const BEGIN_WITHOUT_JIT = 'BEGIN; SET LOCAL jit = off';
+
 /** Bytes buffered in the COPY stream before `write()` asks to wait for 'drain'. */
 const COPY_HIGH_WATER_MARK = 4 << 20;
 
@@ -40,7 +47,7 @@ export class PostgresEngine implements TargetEngine<SqlQuery> {
 
   transaction<T>(context: string, role: ErrorRole, work: (session: TargetSession<SqlQuery>) => Promise<T>): Promise<T> {
     const classify = role === 'apply' ? classifyPgRowError : classifyDbError;
-    return pgTransaction(this.pool, { context, classify }, (client) => work(session(client)));
+    return pgTransaction(this.pool, { context, classify, begin: BEGIN_WITHOUT_JIT }, (client) => work(session(client)));
   }
 
   async close(): Promise<void> {
