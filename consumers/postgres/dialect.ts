@@ -159,6 +159,18 @@ export function createStageTable(): SqlQuery {
  */
 export const ANALYZE_STAGE: SqlQuery = { text: `ANALYZE ${STAGE_TABLE} (tenant, key, path_locator, parent_path_locator, status)`, values: [] };
 
+/**
+ * Statistics of the columns the apply statements join on, for the target table and its holding tables. One
+ * statement outside a transaction: PostgreSQL analyzes each table in a transaction of its own, so two consumers
+ * analyzing at once wait for each other table by table and never deadlock.
+ */
+export function analyzeTables(t: TargetTable): SqlQuery {
+  return {
+    text: `ANALYZE ${target(t)} (tenant, key, path_locator, parent_path_locator), ${bookkeeping(t.schema, 'hw_held')} (table_name, tenant, key, path_locator, parent_path_locator), ${bookkeeping(t.schema, 'hw_parked')} (table_name, tenant, key)`,
+    values: [],
+  };
+}
+
 /** The COPY statement for pg-copy-streams' `from()`; the stream carries the values (see copy-binary.ts). */
 export function copyIntoStage(): SqlQuery {
   return { text: `COPY ${STAGE_TABLE} (${STAGE_COLUMNS.map((c) => c.name).join(', ')}) FROM STDIN (FORMAT binary)`, values: [] };
@@ -731,7 +743,7 @@ export const postgresDialect: TargetDialect<SqlQuery> = {
   maxContentBytes: MAX_CONTENT_BYTES.postgres,
   targetTable, migrations, blobTableDdl: (text, t) => [blobTableDdl(text, t)],
   tableWriteLock, parkRows, applyDeletes, createStageTable,
-  analyzeStage: ANALYZE_STAGE,
+  analyzeStage: ANALYZE_STAGE, analyzeTables,
   // Staleness is looked up inline, only for the rows about to be held back (see STALE).
   markStale: null,
   assembleChunkedContent, markIncompleteContent, markMissingParents, holdMissingParents, parkHeldBack, upsertFromStage,

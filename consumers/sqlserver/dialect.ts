@@ -910,7 +910,7 @@ export const sqlServerDialect: TargetDialect<SqlQuery> = {
   targetTable, migrations, blobTableDdl,
   tableWriteLock, parkRows, applyDeletes, createStageTable, markStale, assembleChunkedContent,
   // SQL Server creates and updates a temporary table's statistics itself (auto create / auto update statistics).
-  analyzeStage: null,
+  analyzeStage: null, analyzeTables: null,
   markIncompleteContent: () => markIncompleteContent(),
   markMissingParents, holdMissingParents, parkHeldBack, upsertFromStage,
   // No insert fast path: a failed INSERT under XACT_ABORT dooms the whole transaction, savepoint or not.

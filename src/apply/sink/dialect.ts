@@ -53,6 +53,11 @@ export interface TargetDialect<S> {
    * batches only: without statistics a large batch's parent checks are planned for a handful of rows.
    */
   readonly analyzeStage: S | null;
+  /**
+   * Statistics of a target table and its holding tables (hw_held, hw_parked), run outside any transaction when the
+   * writer has grown them enough (StatisticsPolicy); null where the engine keeps statistics up to date itself.
+   */
+  readonly analyzeTables: ((t: TargetTable) => S) | null;
   /** Marks stale staged rows up front, where the engine classifies that way; null where staleness is inline. */
   readonly markStale: ((t: TargetTable) => S) | null;
   assembleChunkedContent(t: TargetTable): S;

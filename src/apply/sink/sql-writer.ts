@@ -10,6 +10,7 @@ import { planChunks } from './chunks.js';
 import type { BlobChange } from '../../contract.js';
 import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
 import { changeFromHeldRow } from './held.js';
+import { StatisticsPolicy } from './statistics.js';
 import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, RowToApply, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
 
 /**
@@ -72,6 +73,7 @@ export class SqlTargetWriter<S> implements TargetWriter {
    * first wrote to it and no insert has met an existing key since (then the guarded upsert, for good).
    */
   readonly #fastInsert = new Map<string, boolean>();
+  readonly #statistics = new StatisticsPolicy();
   #closed = false;
 
   /** The writer owns the engine (and its pool) from now on: `close()` closes it. */
@@ -114,11 +116,29 @@ export class SqlTargetWriter<S> implements TargetWriter {
     const t = this.tableFor(batch.table);
     assertOneTable(batch);
     if (isEmptyBatch(batch)) return NOTHING_APPLIED;
-    return this.#transaction(`apply a batch of ${batch.table}`, 'apply', async (session) => {
-      const result = await this.#applyIn(session, t, batch);
-      await batch.beforeCommit?.(result);
-      return result;
+    const result = await this.#transaction(`apply a batch of ${batch.table}`, 'apply', async (session) => {
+      const applied = await this.#applyIn(session, t, batch);
+      await batch.beforeCommit?.(applied);
+      return applied;
     });
+    await this.#refreshStatistics(t, result.applied + result.promoted + result.held.length + result.incompleteContent.length);
+    return result;
+  }
+
+  /**
+   * Analyzes the target table and its holding tables once this writer has grown them enough (StatisticsPolicy),
+   * after the batch committed. Best effort: statistics only steer plans, so a failure (a lock wait cut short, a
+   * restart) leaves them to the next batch's growth rather than failing a batch that is already durable.
+   */
+  async #refreshStatistics(t: TargetTable, written: number): Promise<void> {
+    const analyze = this.#dialect.analyzeTables;
+    if (analyze === null || written === 0 || !this.#statistics.wrote(t.table, written)) return;
+    try {
+      await this.#query(`analyze ${t.table}`, analyze(t));
+      this.#statistics.analyzed(t.table);
+    } catch {
+      // Counted on: the policy still says "due", so the next batch tries again.
+    }
   }
 
   async promoteHeld(table: string): Promise<number> {

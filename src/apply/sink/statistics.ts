@@ -1,0 +1,39 @@
+/**
+ * When a target's tables have grown enough since their statistics were last made that the planner's picture of
+ * them is wrong. A first load or a rebuild fills the target and its holding tables from empty within minutes, and
+ * autovacuum analyzes a table only after a minute's nap and 10 % growth (or never, where it is off): until then
+ * every plan is made for a handful of rows, and lookups that should be index probes become scans of the table per
+ * batch. The writer counts the rows it wrote per table and analyzes when this says so. Pure.
+ */
+
+/** Rows written before a table is first analyzed by the writer: below it, plans for "a handful of rows" are right. */
+export const ANALYZE_MIN_GROWTH = 2000;
+/** Growth, as a fraction of the rows at the last analyze, that makes the statistics stale again. */
+export const ANALYZE_GROWTH_FRACTION = 0.5;
+
+interface Growth {
+  /** Rows written since the last analyze. */
+  since: number;
+  /** Rows written up to the last analyze (the table's size as far as this writer knows). */
+  atLast: number;
+}
+
+export class StatisticsPolicy {
+  readonly #tables = new Map<string, Growth>();
+
+  /** Counts rows written to a table (its target table and holding tables); returns whether it is due an analyze. */
+  wrote(table: string, rows: number): boolean {
+    const growth = this.#tables.get(table) ?? { since: 0, atLast: 0 };
+    growth.since += rows;
+    this.#tables.set(table, growth);
+    return growth.since >= Math.max(ANALYZE_MIN_GROWTH, ANALYZE_GROWTH_FRACTION * growth.atLast);
+  }
+
+  /** The table was analyzed: growth counts from here. */
+  analyzed(table: string): void {
+    const growth = this.#tables.get(table);
+    if (growth === undefined) return;
+    growth.atLast += growth.since;
+    growth.since = 0;
+  }
+}
