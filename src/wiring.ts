@@ -220,6 +220,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
       partitionsConsumedConcurrently: concurrentPartitions(target.partitionsConsumedConcurrently, databaseByName(this.config, target.database).poolSize),
+      maxBytesPerPartition: target.fetchMaxBytesPerPartition,
       onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
       onRestart: (err, delayMs) => logger.warn({ err, groupId, delayMs }, 'the Kafka cluster stayed unreachable longer than the client retries; the consumer starts again after a pause'),
       sessionTimeoutMs: target.sessionTimeoutMs,

@@ -57,6 +57,14 @@ describe('configuration', () => {
     expect(issuesOf(withTarget(4, { partitionsConsumedConcurrently: 0 })).map((i) => i.path)).toContain('targets.0.partitionsConsumedConcurrently');
   });
 
+  it('bounds the bytes a fetch takes from one partition, 8 MiB unless set', () => {
+    const withTarget = (extra: Record<string, unknown>) => ({ ...minimal, targets: [{ name: 'wh', database: 'ctl', ...extra }] });
+    expect(parseConfigObject(withTarget({}), 'test.yaml').targets[0]!.fetchMaxBytesPerPartition).toBe(8 * 1024 * 1024);
+    expect(parseConfigObject(withTarget({ fetchMaxBytesPerPartition: 1048576 }), 'test.yaml').targets[0]!.fetchMaxBytesPerPartition).toBe(1048576);
+    for (const bad of [1000, 128 * 1024 * 1024, 1.5e6 + 0.5])
+      expect(issuesOf(withTarget({ fetchMaxBytesPerPartition: bad })).map((i) => i.path)).toContain('targets.0.fetchMaxBytesPerPartition');
+  });
+
   it('fills every default the spec names', () => {
     const cfg = parseConfigObject(minimal, 'test.yaml');
     const t = cfg.tables[0]!;
