@@ -454,6 +454,11 @@ function selectPublishedPathLocators(schema: string, table: string, pathLocators
   };
 }
 
+/** Statistics of the registry's lookup columns (see ControlStore.refreshRegistryStatistics). */
+function analyzeRegistry(schema: string): Query {
+  return { text: `ANALYZE ${t(schema, 'published')} (table_name, key, path_locator, deleted, acked)`, values: [] };
+}
+
 const MIN_TICKS = '(-9223372036854775808)::bigint';
 
 /**
@@ -623,7 +628,7 @@ function selectStatus(schema: string): Query {
 export const controlSql = {
   insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable,
   selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease,
-  releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators,
+  releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, analyzeRegistry,
   upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
   setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus,
 } as const;

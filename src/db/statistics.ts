@@ -1,9 +1,10 @@
 /**
- * When a target's tables have grown enough since their statistics were last made that the planner's picture of
- * them is wrong. A first load or a rebuild fills the target and its holding tables from empty within minutes, and
- * autovacuum analyzes a table only after a minute's nap and 10 % growth (or never, where it is off): until then
- * every plan is made for a handful of rows, and lookups that should be index probes become scans of the table per
- * batch. The writer counts the rows it wrote per table and analyzes when this says so. Pure.
+ * When tables highwater fills have grown enough since their statistics were last made that the planner's picture
+ * of them is wrong. A first load, a rebuild or a first poll fills a target, its holding tables and the control
+ * store's registry from empty within minutes, and autovacuum analyzes a table only after a minute's nap and 10 %
+ * growth (or never, where it is off): until then every plan is made for a handful of rows or, for `= ANY(array)`
+ * of hundreds of keys, for all of them, and lookups that should be index probes become scans of the table per
+ * batch or page. The writers count the rows they wrote per table and analyze when this says so. Pure.
  */
 
 /** Rows written before a table is first analyzed by the writer: below it, plans for "a handful of rows" are right. */

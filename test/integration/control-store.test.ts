@@ -278,6 +278,26 @@ describe('control store', () => {
     expect(found.get(keys[0]!)?.modifiedOn).toBe(7n);
   });
 
+  // Regression (the full-size 100k-row tree poll): with autovacuum off, or before its first pass, the registry had
+  // no statistics and a page's `= ANY(...)` lookups of hundreds of keys or paths were planned as matching every row.
+  it('registry: analyzed by the poller as it grows, not on every registration', async ({ task }) => {
+    const { db, store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const estimate = async (): Promise<number> => {
+      const { rows } = await db.pool().query(`SELECT reltuples::int AS n FROM pg_class WHERE oid = '"Hw_Control".published'::regclass`);
+      return Number(rows[0].n);
+    };
+    const pending = (from: number, count: number) =>
+      Array.from({ length: count }, (_, i) => ({ key: `k${from + i}`, modifiedOn: 1n, pathLocator: `/${from + i}/` }));
+    expect(await estimate()).toBe(-1);
+    await store.registerPending('T', runId, pending(0, 1500));
+    expect(await estimate()).toBe(-1);
+    await store.registerPending('T', runId, pending(1500, 1000));
+    expect(await estimate()).toBe(2500);
+    await store.registerPending('T', runId, pending(2500, 500));
+    expect(await estimate()).toBe(2500);
+  });
+
   it('registry: records and looks up versions exactly, never moving a key backwards', async ({ task }) => {
     const { store } = await controlStore(task.name);
     const runId = await store.createRun({ kind: 'poll' });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ANALYZE_GROWTH_FRACTION, ANALYZE_MIN_GROWTH, StatisticsPolicy } from '../../src/apply/sink/statistics.js';
+import { ANALYZE_GROWTH_FRACTION, ANALYZE_MIN_GROWTH, StatisticsPolicy } from '../../src/db/statistics.js';
 
 describe('StatisticsPolicy', () => {
   it('asks for the first analyze once a table has grown by the minimum, counting batches together', () => {

@@ -10,7 +10,7 @@ import { planChunks } from './chunks.js';
 import type { BlobChange } from '../../contract.js';
 import type { ConsistentAsOf, StageInput, StatementResult, TargetDialect, TargetEngine, TargetSession, TargetTable } from './dialect.js';
 import { changeFromHeldRow } from './held.js';
-import { StatisticsPolicy } from './statistics.js';
+import { StatisticsPolicy } from '../../db/statistics.js';
 import type { ApplyBatch, ApplyResult, HeldParent, OffsetsTo, RowToApply, SchemaSwap, StoredOffset, TargetWriter } from './writer.js';
 
 /**
