@@ -454,8 +454,11 @@ function selectPublishedPathLocators(schema: string, table: string, pathLocators
   };
 }
 
-/** Statistics of the registry's lookup columns (see ControlStore.refreshRegistryStatistics). */
-function analyzeRegistry(schema: string): Query {
+/**
+ * Statistics of the registry's lookup columns (see ControlStore.refreshRegistryStatistics). Not one of `controlSql`:
+ * it names a table without FROM/INTO/UPDATE, and runs outside any transaction.
+ */
+export function analyzeRegistry(schema: string): Query {
   return { text: `ANALYZE ${t(schema, 'published')} (table_name, key, path_locator, deleted, acked)`, values: [] };
 }
 
@@ -628,7 +631,7 @@ function selectStatus(schema: string): Query {
 export const controlSql = {
   insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable,
   selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease,
-  releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, analyzeRegistry,
+  releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators,
   upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
   setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus,
 } as const;

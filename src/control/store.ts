@@ -9,7 +9,7 @@ import { classifyDbError, HighwaterError } from '../errors.js';
 import { assertIdentifier } from '../sql/ident.js';
 import { controlMigrations } from './migrate.js';
 import {
-  controlSql, latestPerKey,
+  analyzeRegistry, controlSql, latestPerKey,
   type BatchRecordInput, type BatchStatus, type BatchStep, type CompletedBatch, type DeletedKey, type EndClamp, type LeaseResult, type NewRun, type PendingRow, type PublishedEntry, type PublishedRow, type Query, type RowFailure, type RunBatchRecord, type RunDetail, type RunKind, type RunRecord, type RunStatus, type RunSummary, type RunTableRecord, type Sweep, type TableStart, type TableStatus, type TableStatusRecord, type WatermarkRecord,
 } from './sql.js';
 
@@ -25,7 +25,7 @@ import {
 
 export * from './sql.js';
 
-const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, analyzeRegistry, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
+const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
 // ---------------------------------------------------------------------------------------------------------------
 // Row mapping (pg returns bigint as string, read back with BigInt; never through Number for ticks)
 

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { renderMigration } from '../../src/control/migrate.js';
 import { migrationFiles } from '../../src/db/migrate.js';
-import { BATCH_STEPS, controlSql as sql, latestPerKey, type Query } from '../../src/control/store.js';
+import { analyzeRegistry, BATCH_STEPS, controlSql as sql, latestPerKey, type Query } from '../../src/control/store.js';
 
 const SCHEMA = 'Hw_Control';
 const QUOTED = '"Hw_Control"';
@@ -64,6 +64,12 @@ const flat = (q: Query): unknown[] => q.values.flatMap((v) => (Array.isArray(v) 
 describe('control store SQL builders', () => {
   it('cover every builder', () => {
     expect(Object.keys(everyQuery()).sort()).toEqual(Object.keys(sql).sort());
+  });
+
+  it('analyzes the registry of the quoted schema, on its lookup columns, with no values', () => {
+    const q = analyzeRegistry(SCHEMA);
+    expect(q.text).toBe(`ANALYZE ${QUOTED}.published (table_name, key, path_locator, deleted, acked)`);
+    expect(q.values).toEqual([]);
   });
 
   it.each(Object.entries(everyQuery()))('%s qualifies every table with the quoted schema', (_name, q) => {
