@@ -272,6 +272,11 @@ RETURNING s.key`,
  * keys. A row of the batch places its children when it is not held back and no tombstone covers it: rooted, or its
  * parent is in the target, or its parent is placed — followed recursively, so a chain hanging from a missing parent
  * is held back whole.
+ *
+ * "Is my parent placed" is a lookup in one jsonb object built once from `placed` (tenant → path → true), not an
+ * anti-join: the staging table and the CTE have no statistics worth the name, and in a rebuild (a large analyzed
+ * target, most parents still to come) the anti-join was planned as a nested loop over every placed row per staged
+ * row, 4.5M rows read for a 4,000-row batch. A jsonb key lookup is a binary search whatever the plan.
  */
 export function markMissingParents(t: TargetTable): SqlQuery {
   const parentInTarget = `EXISTS (SELECT 1 FROM ${target(t)} t WHERE t.tenant = s.tenant AND t.path_locator = s.parent_path_locator)`;
@@ -284,11 +289,15 @@ export function markMissingParents(t: TargetTable): SqlQuery {
   SELECT s.tenant, s.path_locator FROM ${STAGE_TABLE} s
   JOIN placed p ON p.tenant = s.tenant AND p.path_locator = s.parent_path_locator
   WHERE s.status IS NULL AND s.path_locator IS NOT NULL AND NOT ${TOMBSTONED(t.schema)}
+), placed_paths (by_tenant) AS (
+  SELECT coalesce(jsonb_object_agg(g.tenant, g.paths), '{}'::jsonb)
+  FROM (SELECT p.tenant, jsonb_object_agg(p.path_locator, true) AS paths FROM placed p GROUP BY p.tenant) g
 )
 UPDATE ${STAGE_TABLE} s SET status = 'missing-parent'
+FROM placed_paths pp
 WHERE s.status IS NULL AND s.parent_path_locator IS NOT NULL
   AND NOT ${parentInTarget}
-  AND NOT EXISTS (SELECT 1 FROM placed p WHERE p.tenant = s.tenant AND p.path_locator = s.parent_path_locator)
+  AND NOT coalesce((pp.by_tenant -> s.tenant) ? s.parent_path_locator, false)
   AND NOT ${STALE(t)}
 RETURNING s.key`,
     values: [t.logical],

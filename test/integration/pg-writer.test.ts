@@ -362,6 +362,28 @@ describe('PostgresWriter', () => {
     expect(rowsRead(plans, stageOrPlaced)).toBeLessThan(20 * rows.length);
   });
 
+  it('places a rebuild-shaped batch (most parents missing, the target analyzed) reading each staged row a bounded number of times', async () => {
+    // In a rebuild the target is large and analyzed while most of a batch's parents are still to come: the check
+    // "is my parent placed by this batch" was planned as a nested loop over every placed row per staged row.
+    const { sql, writer, plans } = await explainedTarget('rebuild placement reads');
+    await writer.apply(batch({ rows: Array.from({ length: 20_000 }, (_, i) => version(`t${i}`, 1n, Buffer.from(`t${i}`))) }));
+    await sql.query(`INSERT INTO tgt.referral_attachment (tenant, key, path_locator, modified_on_ticks, observed_ticks) VALUES ('', 'root', '/root/', 1, 1)`);
+    await sql.query('ANALYZE tgt.referral_attachment');
+    const rows: RowToApply[] = [];
+    for (let i = 0; i < 1000; i += 1) {
+      rows.push(version(`dir${i}`, 10n, null, { parentPathLocator: '/root/' }));
+      rows.push(version(`file${i}`, 10n, Buffer.from(`f${i}`), { parentPathLocator: `/dir${i}/` }));
+      rows.push(version(`orphan${i}`, 10n, null, { parentPathLocator: `/later${i}/` }));
+      rows.push(version(`under${i}`, 10n, Buffer.from(`u${i}`), { parentPathLocator: `/orphan${i}/` }));
+    }
+    plans.length = 0;
+    const result = await writer.apply(batch({ rows }));
+    expect(result).toMatchObject({ applied: 2000 });
+    expect(result.held).toHaveLength(2000);
+    const stageOrPlaced = (node: PlanNode): boolean => node['Relation Name'] === 'hw_stage' || node['CTE Name'] === 'placed';
+    expect(rowsRead(plans, stageOrPlaced)).toBeLessThan(20 * rows.length);
+  });
+
   it('analyzes the target and its holding tables once a load has grown them, not for every batch', async () => {
     const { sql, writer } = await freshTarget('statistics');
     const estimates = async (): Promise<Record<string, unknown>[]> =>
