@@ -34,6 +34,9 @@ import type { TargetWriter } from './apply/sink/writer.js';
 import type { Admin, Kafka } from './kafka/client.js';
 import { startObservability, type Observability, type ObserveOptions } from './metrics/observe.js';
 
+
+/** The most a back-fill request record can take (a table, a tenant, a parent and a few keys). */
+const BACKFILL_REQUEST_MAX_BYTES = 64 * 1024;
 /**
  * The composition root: the one place that turns configuration into connected components. src/ imports the
  * engine folders (connectors/, consumers/) only here.
@@ -155,8 +158,18 @@ export class Runtime {
     const settings = await this.withAdmin((admin) => describeTopicSettings(admin, specs.map((s) => s.topic)));
     return specs.flatMap((spec) => {
       const actual = settings.get(spec.topic);
-      return actual === undefined ? [] : topicSettingProblems(spec, actual, this.config.kafka.maxMessageBytes);
+      return actual === undefined ? [] : topicSettingProblems(spec, actual, this.largestRecordOf(spec.topic));
     });
+  }
+
+  /**
+   * The largest record highwater writes to a topic: kafka.maxMessageBytes, except on the back-fill request topic.
+   * That one is shared by every deployment on the cluster (one name) and was created by whichever came first, with
+   * its kafka.maxMessageBytes; its records are requests of a few keys, so another deployment's larger limit must not
+   * make it "too small" (a test suite sharing one broker failed init on it, depending on file order).
+   */
+  private largestRecordOf(topic: string): number {
+    return topic === backfillTopic() ? Math.min(BACKFILL_REQUEST_MAX_BYTES, this.config.kafka.maxMessageBytes) : this.config.kafka.maxMessageBytes;
   }
 
   private topicSpecs(table: TableConfig): TopicSpec[] {
