@@ -244,8 +244,8 @@ interface PageOutcome {
   readonly bytes: number;
 }
 
-function parentsNotIn(rows: readonly SourceRow[], known: ReadonlySet<string | null>): string[] {
-  return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known.has(p)))];
+function parentsNotIn(rows: readonly SourceRow[], known: (path: string) => boolean): string[] {
+  return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known(p)))];
 }
 
 function byDepth(rows: ObservedRow[]): ObservedRow[] {
@@ -384,15 +384,14 @@ export class TablePoll {
         limit = readLimit(read.value, this.job.batchSize);
         next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
         next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
-        // The registry once per read rather than once per page: what it holds for every key of the read, then every
-        // key registered as pending, before any page of the read is sent (registerPending keeps acknowledged
-        // versions as they are; the lookup before it is what each page would have seen before its own
-        // registration). An entry that may have changed since the lookup — a key in flight then (its checkpoint
+        // The registry once per read rather than once per page, in one statement: what it holds for every key of the
+        // read, then every key registered as pending, before any page of the read is sent (registerPending keeps
+        // acknowledged versions as they are; the lookup, from the statement's snapshot, is what each page would
+        // have seen before its own registration). An entry that may have changed since the lookup — a key in flight then (its checkpoint
         // registers it), or one queued since (an ancestor of an earlier page) — is looked up again with its page.
         const stale = new Set(pipe.inFlight(read.value).map((r) => r.key));
-        const registeredAtRead = await this.lookup(read.value.map((r) => r.key));
+        const registeredAtRead = await this.lookupAndRegisterPending(read.value);
         const pendingAtRead = new Set<SourceRow>(read.value);
-        await this.registerPending(read.value);
         for (const rows of pagesOf(read.value, this.job.batchSize)) {
           if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
           const startedAt = new Date();
@@ -537,6 +536,12 @@ export class TablePoll {
     await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, rows.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
   }
 
+  /** What the registry held for the keys of these rows, and their pending registration, in one statement. */
+  private lookupAndRegisterPending(rows: readonly SourceRow[]): Promise<Map<string, PublishedEntry>> {
+    return this.stages.time('prepare: lookup + register pending', () =>
+      this.deps.store.lookupAndRegisterPending(this.job.table, this.job.runId, rows.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
+  }
+
   /** What the registry holds for these keys. */
   private lookup(keys: readonly string[]): Promise<Map<string, PublishedEntry>> {
     return this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, keys));
@@ -587,21 +592,24 @@ export class TablePoll {
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
   private async unpublishedAncestors(rows: readonly SourceRow[], inFlightPaths: ReadonlySet<string>): Promise<ObservedRow[]> {
+    if (!rows.some((r) => r.parentPathLocator !== null)) return [];
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
-    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...inFlightPaths]);
+    // The paths of this page and of the pages in flight, without copying the latter (thousands of paths) per page.
+    const seen = new Set<string | null>(rows.map((r) => r.pathLocator));
+    const known = (p: string): boolean => seen.has(p) || inFlightPaths.has(p);
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
     // follows the parent columns for whatever that guess missed.
     const direct = parentsNotIn(rows, known);
-    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known.has(p));
+    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known(p));
     for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
       const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
       const missing = wanted.filter((p) => !published.has(p));
       if (missing.length === 0) break;
       const read = await this.observe((s) => s.readByPathLocators(missing));
       const parents = read.value.filter((r) => !excluded.has(r.key.toLowerCase()));
-      for (const p of parents) known.add(p.pathLocator);
+      for (const p of parents) seen.add(p.pathLocator);
       found.push(...parents.map((row) => ({ row, observed: read.observed })));
       wanted = parentsNotIn(parents, known);
     }
