@@ -511,34 +511,6 @@ function registerPending(schema: string, table: string, runId: string, rows: rea
   };
 }
 
-/**
- * What the registry holds for the keys of `rows` before this statement, and their pending registration (as
- * registerPending), in one statement: the statement's CTEs share one snapshot, so the lookup never sees the
- * registration, exactly as a lookup followed by registerPending, in one round trip and with the keys sent once.
- * The upsert locks its rows in key order, as every registry upsert does. The rows must have distinct keys.
- */
-function lookupAndRegisterPending(schema: string, table: string, runId: string, rows: readonly PendingRow[]): Query {
-  return {
-    text: `WITH registered AS (
-        SELECT key, modified_on_ticks, observed_ticks, content_sha256, row_digest, path_locator, chunk_count, deleted, acked,
-          max_sent_modified_on_ticks
-        FROM ${t(schema, 'published')}
-        WHERE table_name = $1 AND key = ANY($3::text[])
-      ), pending AS (
-        INSERT INTO ${t(schema, 'published')} AS p
-          (table_name, key, modified_on_ticks, path_locator, deleted, acked, max_sent_modified_on_ticks, run_id)
-        SELECT $1, r.key, r.modified_on_ticks, r.path_locator, false, false, r.modified_on_ticks, $2
-        FROM unnest($3::text[], $4::bigint[], $5::text[]) AS r(key, modified_on_ticks, path_locator)
-        ORDER BY r.key
-        ON CONFLICT (table_name, key) DO UPDATE SET
-          max_sent_modified_on_ticks = GREATEST(p.max_sent_modified_on_ticks, EXCLUDED.max_sent_modified_on_ticks),
-          acked = p.acked AND NOT p.deleted, deleted = false
-      )
-      SELECT * FROM registered`,
-    values: [table, runId, rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => r.pathLocator)],
-  };
-}
-
 function selectRegisteredKeysAfter(schema: string, table: string, afterKey: string | null, limit: number): Query {
   const after = afterKey === null ? '' : 'AND key > $3';
   return {
@@ -652,7 +624,7 @@ export const controlSql = {
   insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable,
   selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease,
   releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators,
-  upsertPublished, registerPending, lookupAndRegisterPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
+  upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
   setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus,
 } as const;
 

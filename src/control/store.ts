@@ -24,7 +24,7 @@ import {
 
 export * from './sql.js';
 
-const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, lookupAndRegisterPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
+const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
 // ---------------------------------------------------------------------------------------------------------------
 // Row mapping (pg returns bigint as string, read back with BigInt; never through Number for ticks)
 
@@ -275,20 +275,14 @@ export class ControlStore {
     const found = new Map<string, PublishedEntry>();
     if (keys.length === 0) return found;
     const { rows } = await this.exec(selectPublished(this.schema, table, keys), `looking up published versions of ${table}`);
-    for (const r of rows) found.set(str(r.key), toPublishedEntry(r));
-    return found;
-  }
-
-  /**
-   * What the registry held for these keys, then their pending registration (see registerPending), in one statement:
-   * the same as lookupPublished followed by registerPending, in one round trip.
-   */
-  async lookupAndRegisterPending(table: string, runId: string, rows: readonly PendingRow[]): Promise<Map<string, PublishedEntry>> {
-    const found = new Map<string, PublishedEntry>();
-    if (rows.length === 0) return found;
-    const unique = [...new Map(rows.map((r) => [r.key, r])).values()];
-    const { rows: held } = await this.exec(lookupAndRegisterPending(this.schema, table, runId, unique), `looking up and registering keys of ${table} before their send`);
-    for (const r of held) found.set(str(r.key), toPublishedEntry(r));
+    for (const r of rows) {
+      found.set(str(r.key), {
+        modifiedOn: bigOrNull(r.modified_on_ticks), observed: bigOrNull(r.observed_ticks),
+        contentSha256: (r.content_sha256 ?? null) as Buffer | null, digest: (r.row_digest ?? null) as Buffer | null,
+        pathLocator: strOrNull(r.path_locator), chunkCount: numOrNull(r.chunk_count), deleted: r.deleted === true,
+        acked: r.acked !== false, maxSentModifiedOn: bigOrNull(r.max_sent_modified_on_ticks),
+      });
+    }
     return found;
   }
 
@@ -425,15 +419,6 @@ export class ControlStore {
   private async transaction<T>(begin: string, context: string, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
     return pgTransaction(this.pool, { context, begin }, work);
   }
-}
-
-function toPublishedEntry(r: Row): PublishedEntry {
-  return {
-    modifiedOn: bigOrNull(r.modified_on_ticks), observed: bigOrNull(r.observed_ticks),
-    contentSha256: (r.content_sha256 ?? null) as Buffer | null, digest: (r.row_digest ?? null) as Buffer | null,
-    pathLocator: strOrNull(r.path_locator), chunkCount: numOrNull(r.chunk_count), deleted: r.deleted === true,
-    acked: r.acked !== false, maxSentModifiedOn: bigOrNull(r.max_sent_modified_on_ticks),
-  };
 }
 
 function runNotFound(runId: string): HighwaterError {

@@ -278,26 +278,6 @@ describe('control store', () => {
     expect(found.get(keys[0]!)?.modifiedOn).toBe(7n);
   });
 
-  it('registry: one statement looks keys up as they were before registering them as pending', async ({ task }) => {
-    const { store } = await controlStore(task.name);
-    const runId = await store.createRun({ kind: 'poll' });
-    await store.recordPublished('T', runId, [published('acked', 5n), published('gone', 3n)]);
-    await store.recordDeletions('T', runId, [{ key: 'gone', modifiedOn: 3n, observed: 4n }]);
-    const pending = (key: string, modifiedOn: bigint) => ({ key, modifiedOn, pathLocator: `/${key}/` });
-
-    const before = await store.lookupAndRegisterPending('T', runId, [pending('acked', 9n), pending('gone', 8n), pending('new', 7n), pending('new', 7n)]);
-    expect([...before.keys()].sort()).toEqual(['acked', 'gone']);
-    expect(before.get('acked')).toMatchObject({ modifiedOn: 5n, acked: true, deleted: false, maxSentModifiedOn: 5n });
-    expect(before.get('gone')).toMatchObject({ deleted: true });
-
-    // The registration took effect as registerPending's does: acknowledged versions kept, the others pending.
-    const after = await store.lookupPublished('T', ['acked', 'gone', 'new']);
-    expect(after.get('acked')).toMatchObject({ modifiedOn: 5n, acked: true, maxSentModifiedOn: 9n });
-    expect(after.get('gone')).toMatchObject({ deleted: false, acked: false, maxSentModifiedOn: 8n });
-    expect(after.get('new')).toMatchObject({ modifiedOn: 7n, acked: false, deleted: false, maxSentModifiedOn: 7n });
-    expect(await store.lookupAndRegisterPending('T', runId, [])).toEqual(new Map());
-  });
-
   it('registry: records and looks up versions exactly, never moving a key backwards', async ({ task }) => {
     const { store } = await controlStore(task.name);
     const runId = await store.createRun({ kind: 'poll' });

@@ -48,7 +48,6 @@ function everyQuery(): Record<string, Query> {
     selectSweepCursor: sql.selectSweepCursor(SCHEMA, SENTINEL, 'deletes'),
     upsertSweepCursor: sql.upsertSweepCursor(SCHEMA, SENTINEL, SENTINEL, 'late-arrivals'),
     registerPending: sql.registerPending(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, pathLocator: SENTINEL }]),
-    lookupAndRegisterPending: sql.lookupAndRegisterPending(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, pathLocator: SENTINEL }]),
     markDeleted: sql.markDeleted(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, observed: TICKS }]),
     setNullModifiedOn: sql.setNullModifiedOn(SCHEMA, RUN, SENTINEL, SENTINEL, 3),
     lockObservations: sql.lockObservations(SCHEMA, SENTINEL),
@@ -91,7 +90,7 @@ describe('control store SQL builders', () => {
 
   it('puts the caller values in the parameters', () => {
     const q = everyQuery();
-    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'registerPending', 'lookupAndRegisterPending', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor', 'lockObservations', 'nextObservation', 'setNullModifiedOn']) {
+    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'registerPending', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor', 'lockObservations', 'nextObservation', 'setNullModifiedOn']) {
       expect(flat(q[name]!), name).toContain(SENTINEL);
     }
     expect(flat(q.insertRunTable!)).toContain(TICKS.toString());
