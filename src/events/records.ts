@@ -37,17 +37,28 @@ function baseHeaders(kind: RecordKind, table: string, tenant: string, codec: Eve
 }
 
 export async function changeRecord(codec: EventCodec, change: BlobChange): Promise<OutRecord> {
-  return {
-    key: change.key,
-    value: await codec.encode('BlobChange', changeToAvro(change)),
-    headers: {
-      ...baseHeaders('change', change.table, change.tenant, codec),
-      ...modifiedOnHeaders(change.modifiedOn),
-      [HEADERS.observedTicks]: change.observed.toString(),
-      ...(change.deletedBefore !== undefined ? { [HEADERS.deletedBeforeTicks]: change.deletedBefore.toString() } : {}),
-      [HEADERS.runId]: change.runId,
-    },
-  };
+  return { key: change.key, value: await codec.encode('BlobChange', changeToAvro(change)), headers: changeHeaders(change, codec.encoding) };
+}
+
+/**
+ * The headers of a change, in the order the spreads of baseHeaders and modifiedOnHeaders give them, built by plain
+ * assignments: one change record per source row, and the spreads of small computed-key objects were most of
+ * changeRecord's time. Pure.
+ */
+export function changeHeaders(change: BlobChange, encoding: EventCodec['encoding']): Record<string, string> {
+  const headers: Record<string, string> = {};
+  headers[HEADERS.kind] = 'change';
+  headers[HEADERS.table] = change.table;
+  headers[HEADERS.tenant] = change.tenant;
+  headers[HEADERS.encoding] = encoding;
+  if (change.modifiedOn !== null) {
+    headers[HEADERS.modifiedOn] = isoFromTicks(change.modifiedOn);
+    headers[HEADERS.modifiedOnTicks] = change.modifiedOn.toString();
+  }
+  headers[HEADERS.observedTicks] = change.observed.toString();
+  if (change.deletedBefore !== undefined) headers[HEADERS.deletedBeforeTicks] = change.deletedBefore.toString();
+  headers[HEADERS.runId] = change.runId;
+  return headers;
 }
 
 export function chunkKey(chunk: Pick<BlobChunk, 'key' | 'contentSha256' | 'index'>): string {

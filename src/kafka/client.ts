@@ -1,6 +1,7 @@
 import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type KafkaConfig as KafkaJsConfig, type LogEntry, type Producer } from 'kafkajs';
 import type { KafkaConfig } from '../config/schema.js';
 import { classifyKafkaError } from '../errors.js';
+import { partitionForKey as murmur2Partition } from './murmur2.js';
 import type { Logger } from '../logger.js';
 
 /**
@@ -50,15 +51,12 @@ export function createIdempotentProducer(kafka: Kafka): Producer {
   });
 }
 
-const defaultPartitioner = Partitioners.DefaultPartitioner();
-
 /**
- * The partition a key lands on with the Java-compatible murmur2 partitioner. Chunks of a blob are sent to their
- * row's partition explicitly, so they always precede the row's event in the same log.
+ * The partition a key lands on with the Java-compatible murmur2 partitioner (src/kafka/murmur2.ts). Chunks of a
+ * blob are sent to their row's partition explicitly, so they always precede the row's event in the same log.
  */
-export function partitionForKey(topic: string, key: string, partitionCount: number): number {
-  const partitionMetadata = Array.from({ length: partitionCount }, (_, partitionId) => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
-  return defaultPartitioner({ topic, partitionMetadata, message: { key, value: null } });
+export function partitionForKey(_topic: string, key: string, partitionCount: number): number {
+  return murmur2Partition(key, partitionCount);
 }
 
 export async function withKafkaErrors<T>(context: string, task: () => Promise<T>): Promise<T> {

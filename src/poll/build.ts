@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { BlobChange, ContentRef, SourceRow, Ticks, Window } from '../contract.js';
 import { compareModifiedOn } from '../events/version.js';
 
@@ -19,8 +19,9 @@ export interface ObservedRow {
   readonly deletedBefore?: Ticks;
 }
 
+/** SHA-256 in one call (crypto.hash): about half the cost of a Hash object for the small inputs of every row. */
 export function sha256(bytes: Buffer): Buffer {
-  return createHash('sha256').update(bytes).digest();
+  return hash('sha256', bytes, 'buffer');
 }
 
 export function changeFromRow(observed: ObservedRow, ctx: EventContext, content: ContentRef, contentSha256: Buffer | null): BlobChange {

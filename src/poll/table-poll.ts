@@ -141,7 +141,7 @@ interface PageAt {
  * acknowledged yet, so the next page's preparation consults them too). A key is in one of those pages at most:
  * runStep waits for a checkpoint rather than send a key again.
  */
-class SendPipeline {
+export class SendPipeline {
   queued: { at: PageAt; prepared: PreparedPage }[] = [];
   /** The send in flight (or the last one), and the checkpoints up to it. */
   sent: Promise<unknown> = Promise.resolve();
@@ -153,6 +153,8 @@ class SendPipeline {
   /** The row of each key queued or sent and not checkpointed yet (one at most per key). */
   private readonly rows = new Map<string, SourceRow>();
   private readonly paths = new Set<string>();
+  /** Sets that collect every key queued while they are watched (see watch). */
+  private readonly watchers = new Set<Set<string>>();
 
   queue(at: PageAt, prepared: PreparedPage): void {
     this.queued.push({ at, prepared });
@@ -160,7 +162,18 @@ class SendPipeline {
     for (const { row } of prepared.ordered) {
       this.rows.set(row.key, row);
       if (row.pathLocator !== null) this.paths.add(row.pathLocator);
+      for (const keys of this.watchers) keys.add(row.key);
     }
+  }
+
+  /** From now until unwatch, `keys` collects the key of every row queued. Returns `keys`. */
+  watch(keys: Set<string>): Set<string> {
+    this.watchers.add(keys);
+    return keys;
+  }
+
+  unwatch(keys: Set<string>): void {
+    this.watchers.delete(keys);
   }
 
   /** Content bytes the queued pages hold (read with the page; what is fetched at send time is not held yet). */
@@ -237,6 +250,17 @@ export function sameVersionInFlight(row: SourceRow, inFlight: SourceRow | undefi
   return rowDigest(row, mine).equals(rowDigest(inFlight, theirs));
 }
 
+/**
+ * A read and what the registry held for its keys when the read arrived (looked up ahead, while the pages before it
+ * were prepared and sent), and `stale`: its keys whose entry may have changed since that lookup — in flight then,
+ * or queued since (the pipeline adds those while it is watched, until the read's pages are queued).
+ */
+interface ReadAhead {
+  readonly read: Page;
+  readonly registered: ReadonlyMap<string, PublishedEntry>;
+  readonly stale: Set<string>;
+}
+
 interface PageOutcome {
   readonly published: number;
   readonly skipped: number;
@@ -244,8 +268,8 @@ interface PageOutcome {
   readonly bytes: number;
 }
 
-function parentsNotIn(rows: readonly SourceRow[], known: ReadonlySet<string | null>): string[] {
-  return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known.has(p)))];
+function parentsNotIn(rows: readonly SourceRow[], known: (path: string) => boolean): string[] {
+  return [...new Set(rows.map((r) => r.parentPathLocator).filter((p): p is string => p !== null && !known(p)))];
 }
 
 function byDepth(rows: ObservedRow[]): ObservedRow[] {
@@ -375,55 +399,62 @@ export class TablePoll {
     const pipe = new SendPipeline();
     let batchNo = from?.batchNo ?? 0;
     let limit = this.job.batchSize;
-    let next: Promise<Page> | null = this.readPage(step, window, from?.position ?? null, limit);
+    const readAhead = (after: Position | null, rows: number): Promise<ReadAhead> => {
+      const ahead = this.readPage(step, window, after, rows).then((read) => this.lookupAhead(pipe, read));
+      ahead.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
+      return ahead;
+    };
+    let next: Promise<ReadAhead> | null = readAhead(from?.position ?? null, limit);
     try {
       while (next !== null) {
-        const read: Page = await this.awaitRead(pipe, window, next);
-        if (read.value.length === 0) break;
-        const more = read.value.length >= limit;
-        limit = readLimit(read.value, this.job.batchSize);
-        next = more ? this.readPage(step, window, positionOf(read.value.at(-1)!), limit) : null;
-        next?.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
-        // The registry once per read rather than once per page: what it holds for every key of the read, then every
-        // key registered as pending, before any page of the read is sent (registerPending keeps acknowledged
-        // versions as they are; the lookup before it is what each page would have seen before its own
-        // registration). An entry that may have changed since the lookup — a key in flight then (its checkpoint
-        // registers it), or one queued since (an ancestor of an earlier page) — is looked up again with its page.
-        const stale = new Set(pipe.inFlight(read.value).map((r) => r.key));
-        const registeredAtRead = await this.lookup(read.value.map((r) => r.key));
-        const pendingAtRead = new Set<SourceRow>(read.value);
-        await this.registerPending(read.value);
-        for (const rows of pagesOf(read.value, this.job.batchSize)) {
-          if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
-          const startedAt = new Date();
-          batchNo++;
-          const page = rows.map((row) => ({ row, observed: read.observed }));
-          // A key still in flight (an ancestor sent ahead of its own page): the same version is skipped (see
-          // sameVersionInFlight); another version is compared with the registry once that page is checkpointed, as
-          // without the pipeline, instead of publishing the key twice.
-          const busy = pipe.inFlight(rows);
-          let prepared: PreparedPage;
-          if (busy.length === 0 && !rows.some((r) => stale.has(r.key))) {
-            prepared = await this.preparePage(page, pipe.pathLocators, { registered: registeredAtRead, skipped: 0, pending: pendingAtRead });
-          } else if (busy.length === 0) {
-            prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
-          } else {
-            const registered = await this.lookup(rows.map((r) => r.key));
-            const sent = new Set(busy.filter((r) => sameVersionInFlight(r, pipe.rowOf(r.key), registered.get(r.key))).map((r) => r.key));
-            if (sent.size === busy.length) {
-              prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size, pending: pendingAtRead });
-            } else {
-              await this.stages.time('stall: key in flight', async () => {
-                await this.flush(pipe, window, next);
-                await pipe.checkpointed;
-              });
+        const ahead: ReadAhead = await this.awaitRead(pipe, window, next);
+        const { read, registered: registeredAtRead, stale } = ahead;
+        try {
+          if (read.value.length === 0) break;
+          const more = read.value.length >= limit;
+          limit = readLimit(read.value, this.job.batchSize);
+          next = more ? readAhead(positionOf(read.value.at(-1)!), limit) : null;
+          // The registry once per read rather than once per page: what it held for every key of the read, looked up
+          // as the read arrived (lookupAhead), then every key registered as pending, here, in read order and before
+          // any page of the read is sent (registerPending keeps acknowledged versions as they are; the lookup before
+          // it is what each page would have seen before its own registration). An entry that may have changed since
+          // the lookup — a key in flight then (its checkpoint registers it), or one queued since (an ancestor of an
+          // earlier page, a page of the read before) — is looked up again with its page.
+          await this.registerPending(read.value);
+          const pendingAtRead = new Set<SourceRow>(read.value);
+          for (const rows of pagesOf(read.value, this.job.batchSize)) {
+            if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
+            const startedAt = new Date();
+            batchNo++;
+            const page = rows.map((row) => ({ row, observed: read.observed }));
+            // A key still in flight (an ancestor sent ahead of its own page): the same version is skipped (see
+            // sameVersionInFlight); another version is compared with the registry once that page is checkpointed, as
+            // without the pipeline, instead of publishing the key twice.
+            const busy = pipe.inFlight(rows);
+            let prepared: PreparedPage;
+            if (busy.length === 0 && !rows.some((r) => stale.has(r.key))) {
+              prepared = await this.preparePage(page, pipe.pathLocators, { registered: registeredAtRead, skipped: 0, pending: pendingAtRead });
+            } else if (busy.length === 0) {
               prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
+            } else {
+              const registered = await this.lookup(rows.map((r) => r.key));
+              const sent = new Set(busy.filter((r) => sameVersionInFlight(r, pipe.rowOf(r.key), registered.get(r.key))).map((r) => r.key));
+              if (sent.size === busy.length) {
+                prepared = await this.preparePage(page.filter((r) => !sent.has(r.row.key)), pipe.pathLocators, { registered, skipped: sent.size, pending: pendingAtRead });
+              } else {
+                await this.stages.time('stall: key in flight', async () => {
+                  await this.flush(pipe, window, next);
+                  await pipe.checkpointed;
+                });
+                prepared = await this.preparePage(page, pipe.pathLocators, { registered: await this.lookup(rows.map((r) => r.key)), skipped: 0, pending: pendingAtRead });
+              }
             }
+            pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
+            const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
+            if (pipe.idle || full) await this.flush(pipe, window, next);
           }
-          for (const { row } of prepared.ordered) stale.add(row.key);
-          pipe.queue({ step, batchNo, position: positionOf(rows.at(-1)!), startedAt }, prepared);
-          const full = pipe.queued.length >= PAGES_PER_SEND || pipe.queuedBytes >= SEND_BYTES;
-          if (pipe.idle || full) await this.flush(pipe, window, next);
+        } finally {
+          pipe.unwatch(stale);
         }
       }
       await this.flush(pipe, window, next);
@@ -439,7 +470,7 @@ export class TablePoll {
    * Waits for a read, sending the queued pages as soon as the send in flight is acknowledged rather than after the
    * read: a read slowed by a busy source must not leave Kafka idle.
    */
-  private async awaitRead(pipe: SendPipeline, window: Window, next: Promise<Page>): Promise<Page> {
+  private async awaitRead<T>(pipe: SendPipeline, window: Window, next: Promise<T>): Promise<T> {
     for (;;) {
       if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
       if (pipe.queued.length === 0) return this.stages.time('wait: read', () => next);
@@ -452,7 +483,7 @@ export class TablePoll {
    * Sends the queued pages together once the previous send is acknowledged, and chains their checkpoints, in
    * batch order, after this send's acknowledgement and the previous checkpoints.
    */
-  private async flush(pipe: SendPipeline, window: Window, next: Promise<Page> | null): Promise<void> {
+  private async flush(pipe: SendPipeline, window: Window, next: Promise<unknown> | null): Promise<void> {
     if (pipe.queued.length === 0) return;
     await this.stages.time('flush: wait send', () => pipe.sent);
     await this.stopIfAborted(pipe.checkpointed, next);
@@ -472,7 +503,7 @@ export class TablePoll {
   }
 
   /** Between pages: on a shutdown signal, the pages already sent are checkpointed and the step stops. */
-  private async stopIfAborted(checkpointed: Promise<void>, next: Promise<Page> | null): Promise<void> {
+  private async stopIfAborted(checkpointed: Promise<void>, next: Promise<unknown> | null): Promise<void> {
     if (!this.deps.signal?.aborted) return;
     await checkpointed;
     await next?.catch(() => undefined);
@@ -537,6 +568,24 @@ export class TablePoll {
     await this.stages.time('prepare: register pending', () => this.deps.store.registerPending(this.job.table, this.job.runId, rows.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
   }
 
+  /**
+   * What the registry holds for the keys of a read, looked up as soon as the read arrives, while the pages before it
+   * are still prepared and sent (off the pipeline's critical path). The keys in flight now, and every key queued
+   * from now until the read's pages are queued (the pipeline watches them into `stale`), are looked up again with
+   * their page: their entries may change in between (a checkpoint, a pending registration, a delete before
+   * republishing). Nothing is registered here: pending registration stays in read order, in runStep.
+   */
+  private async lookupAhead(pipe: SendPipeline, read: Page): Promise<ReadAhead> {
+    const stale = pipe.watch(new Set(pipe.inFlight(read.value).map((r) => r.key)));
+    try {
+      const registered = read.value.length === 0 ? new Map<string, PublishedEntry>() : await this.stages.time('read ahead: lookup', () => this.deps.store.lookupPublished(this.job.table, read.value.map((r) => r.key)));
+      return { read, registered, stale };
+    } catch (err) {
+      pipe.unwatch(stale);
+      throw err;
+    }
+  }
+
   /** What the registry holds for these keys. */
   private lookup(keys: readonly string[]): Promise<Map<string, PublishedEntry>> {
     return this.stages.time('prepare: lookup', () => this.deps.store.lookupPublished(this.job.table, keys));
@@ -587,21 +636,24 @@ export class TablePoll {
    * the topic before its ancestors (the missing-parents step covers direct parents; this covers every level).
    */
   private async unpublishedAncestors(rows: readonly SourceRow[], inFlightPaths: ReadonlySet<string>): Promise<ObservedRow[]> {
+    if (!rows.some((r) => r.parentPathLocator !== null)) return [];
     const excluded = new Set(this.job.excludedKeys.map((k) => k.toLowerCase()));
-    const known = new Set<string | null>([...rows.map((r) => r.pathLocator), ...inFlightPaths]);
+    // The paths of this page and of the pages in flight, without copying the latter (thousands of paths) per page.
+    const seen = new Set<string | null>(rows.map((r) => r.pathLocator));
+    const known = (p: string): boolean => seen.has(p) || inFlightPaths.has(p);
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
     // follows the parent columns for whatever that guess missed.
     const direct = parentsNotIn(rows, known);
-    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known.has(p));
+    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known(p));
     for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
       const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
       const missing = wanted.filter((p) => !published.has(p));
       if (missing.length === 0) break;
       const read = await this.observe((s) => s.readByPathLocators(missing));
       const parents = read.value.filter((r) => !excluded.has(r.key.toLowerCase()));
-      for (const p of parents) known.add(p.pathLocator);
+      for (const p of parents) seen.add(p.pathLocator);
       found.push(...parents.map((row) => ({ row, observed: read.observed })));
       wanted = parentsNotIn(parents, known);
     }

@@ -50,9 +50,21 @@ export function isoFromTicks(ticks: Ticks, fractionDigits: 6 | 7 = 7): string {
   if (fractionDigits === 6 && fraction % TICKS_PER_MICROSECOND !== 0n) {
     throw new RangeError(`ticks ${ticks} are finer than a microsecond`);
   }
-  const whole = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
   const digits = fraction.toString().padStart(7, '0').slice(0, fractionDigits);
-  return `${whole}.${digits}Z`;
+  return `${wholeSecondsIso(seconds)}.${digits}Z`;
+}
+
+/** The last whole second formatted (`YYYY-MM-DDTHH:MM:SS`): rows of a page share their seconds more often than not. */
+let lastSeconds: bigint | undefined;
+let lastSecondsIso = '';
+
+/** Whole seconds since the epoch as `YYYY-MM-DDTHH:MM:SS` (a Date of whole seconds: nothing below a second is lost). */
+function wholeSecondsIso(seconds: bigint): string {
+  if (seconds !== lastSeconds) {
+    lastSecondsIso = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+    lastSeconds = seconds;
+  }
+  return lastSecondsIso;
 }
 
 /** Rounds ticks down to a whole microsecond, for databases (PostgreSQL) that cannot hold finer values. */

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { HEADERS, type BlobChange } from '../../src/contract.js';
 import { reduceBatch } from '../../src/apply/reduce.js';
 import { createCodec, encodeSingleObject } from '../../src/events/codec.js';
-import { changeRecord, decodeRecord, expandDeletedBefore, markerRecord, tombstoneRecord, type InRecord, type OutRecord } from '../../src/events/records.js';
+import { changeHeaders, changeRecord, decodeRecord, expandDeletedBefore, markerRecord, tombstoneRecord, type InRecord, type OutRecord } from '../../src/events/records.js';
 import { rabinFingerprint, schemaOf } from '../../src/events/schemas.js';
 import { HighwaterError } from '../../src/errors.js';
 
@@ -43,6 +43,19 @@ describe('Avro single-object encoding', () => {
     expect(event).toEqual({ type: 'change', change: change() });
     expect(out.headers['hw-modified-on-ticks']).toBe('17637000000000001');
     expect(out.headers['hw-modified-on']).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$/);
+  });
+
+  it('puts the same headers, in the same order, on every change as the contract lists them', async () => {
+    const headers = (c: BlobChange): [string, string][] => Object.entries(changeHeaders(c, codec.encoding));
+    expect(headers(change())).toEqual([
+      ['hw-kind', 'change'], ['hw-table', 'ReferralAttachment'], ['hw-tenant', 'gwent'], ['hw-encoding', 'single-object'],
+      ['hw-modified-on', '2025-11-21T04:40:00.0000001Z'], ['hw-modified-on-ticks', '17637000000000001'], ['hw-observed-ticks', '17637000000000003'],
+      ['hw-run-id', 'run-1'],
+    ]);
+    expect(headers(change({ modifiedOn: null, deletedBefore: 5n })).map(([k]) => k)).toEqual([
+      'hw-kind', 'hw-table', 'hw-tenant', 'hw-encoding', 'hw-observed-ticks', 'hw-deleted-before-ticks', 'hw-run-id',
+    ]);
+    expect((await changeRecord(codec, change())).headers).toEqual(changeHeaders(change(), codec.encoding));
   });
 
   it('round-trips chunked and empty content', async () => {

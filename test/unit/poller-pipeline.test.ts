@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
 import type { ObservedRow, Registered } from '../../src/poll/build.js';
 import type { PublishedRow } from '../../src/poll/publish-rows.js';
-import { outcomeOf, pagesOf, readLimit, sameVersionInFlight } from '../../src/poll/table-poll.js';
+import { SendPipeline, outcomeOf, pagesOf, readLimit, sameVersionInFlight } from '../../src/poll/table-poll.js';
 
 function row(key: string, contentBytes: number | null): SourceRow {
   return {
@@ -93,5 +93,35 @@ describe('sameVersionInFlight', () => {
   it('does not skip when the registry holds a version sent later (the in-flight one would not replace it)', () => {
     expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 5n, maxSentModifiedOn: 5n }))).toBe(false);
     expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 0n, maxSentModifiedOn: 1n }))).toBe(true);
+  });
+});
+
+describe('SendPipeline.watch (the keys a registry lookup made ahead of its read must look up again)', () => {
+  const at = (batchNo: number) => ({ step: 'roots' as const, batchNo, position: { modifiedOn: 1n, key: 'k' }, startedAt: new Date(0) });
+  const prepared = (...keys: string[]) => ({ ordered: keys.map((k) => observed(row(k, 1))), registered: new Map(), skipped: 0 });
+
+  it('collects the keys in flight when the lookup starts and every key queued until unwatched, and no other', () => {
+    const pipe = new SendPipeline();
+    pipe.queue(at(1), prepared('a', 'b'));
+    const read = [row('a', 1), row('c', 1), row('d', 1), row('e', 1)];
+    const stale = pipe.watch(new Set(pipe.inFlight(read).map((r) => r.key)));
+    expect([...stale]).toEqual(['a']);
+    pipe.release(1); // checkpointed after the lookup: 'a' stays stale
+    pipe.queue(at(2), prepared('c', 'x'));
+    expect([...stale].sort()).toEqual(['a', 'c', 'x']);
+    pipe.unwatch(stale);
+    pipe.queue(at(3), prepared('d'));
+    expect([...stale].sort()).toEqual(['a', 'c', 'x']);
+  });
+
+  it('feeds every set watched at once', () => {
+    const pipe = new SendPipeline();
+    const first = pipe.watch(new Set());
+    const second = pipe.watch(new Set(['z']));
+    pipe.queue(at(1), prepared('a'));
+    pipe.unwatch(first);
+    pipe.queue(at(2), prepared('b'));
+    expect([...first]).toEqual(['a']);
+    expect([...second].sort()).toEqual(['a', 'b', 'z']);
   });
 });

@@ -100,6 +100,15 @@ describe('isoFromTicks', () => {
     expect(() => isoFromTicks(ticksFromIso('2024-01-01T00:00:00.1234567Z'), 6)).toThrow(/finer than a microsecond/);
     expect(isoFromTicks(-10n, 6)).toBe('1969-12-31T23:59:59.999999Z');
   });
+
+  it('formats each value on its own, whichever second the value before it had', () => {
+    // The whole second is remembered from one call to the next: repeats, changes and returns must all be exact.
+    const seconds = [5n, 5n, 6n, 5n, -1n, -1n, 0n].map((s) => s * TICKS_PER_SECOND + 42n);
+    expect(seconds.map((t) => isoFromTicks(t))).toEqual([
+      '1970-01-01T00:00:05.0000042Z', '1970-01-01T00:00:05.0000042Z', '1970-01-01T00:00:06.0000042Z', '1970-01-01T00:00:05.0000042Z',
+      '1969-12-31T23:59:59.0000042Z', '1969-12-31T23:59:59.0000042Z', '1970-01-01T00:00:00.0000042Z',
+    ]);
+  });
 });
 
 describe('round trips', () => {
