@@ -314,17 +314,10 @@ export class ControlStore {
   /**
    * Analyzes the registry once this process has grown it enough (StatisticsPolicy). Without statistics the
    * page's lookups (`key = ANY(…)`, `path_locator = ANY(…)` of hundreds of values) were planned as matching every
-   * row: a scan of the whole registry per page, 75 ms a page at 100k rows. Best effort: statistics only steer
-   * plans, so a failure leaves them to the next page's growth.
+   * row: a scan of the whole registry per page, 75 ms a page at 100k rows. Best effort (StatisticsPolicy.analyzeIfDue).
    */
   private async refreshRegistryStatistics(written: number): Promise<void> {
-    if (!this.statistics.wrote('published', written)) return;
-    try {
-      await this.exec(analyzeRegistry(this.schema), 'analyzing the registry');
-      this.statistics.analyzed('published');
-    } catch {
-      // Still due: the next registration tries again.
-    }
+    await this.statistics.analyzeIfDue('published', written, () => this.exec(analyzeRegistry(this.schema), 'analyzing the registry'));
   }
 
   /**

@@ -4,7 +4,7 @@
  * store's registry from empty within minutes, and autovacuum analyzes a table only after a minute's nap and 10 %
  * growth (or never, where it is off): until then every plan is made for a handful of rows or, for `= ANY(array)`
  * of hundreds of keys, for all of them, and lookups that should be index probes become scans of the table per
- * batch or page. The writers count the rows they wrote per table and analyze when this says so. Pure.
+ * batch or page. The writers count the rows they wrote per table and analyze when this says so.
  */
 
 /** Rows written before a table is first analyzed by the writer: below it, plans for "a handful of rows" are right. */
@@ -36,5 +36,20 @@ export class StatisticsPolicy {
     if (growth === undefined) return;
     growth.atLast += growth.since;
     growth.since = 0;
+  }
+
+  /**
+   * Counts rows written and runs `analyze` when the table is due. Best effort: statistics only steer plans, so a
+   * failure (a lock wait cut short, a restart) is not the caller's failure; the table stays due and the next write
+   * tries again.
+   */
+  async analyzeIfDue(table: string, rows: number, analyze: () => Promise<unknown>): Promise<void> {
+    if (rows === 0 || !this.wrote(table, rows)) return;
+    try {
+      await analyze();
+      this.analyzed(table);
+    } catch {
+      // Still due (see above).
+    }
   }
 }

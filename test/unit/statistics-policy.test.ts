@@ -38,4 +38,16 @@ describe('StatisticsPolicy', () => {
     expect(policy.wrote('t', ANALYZE_MIN_GROWTH)).toBe(true);
     expect(policy.wrote('t', 1)).toBe(true);
   });
+
+  it('runs the analyze only when due, and keeps the table due when the analyze fails', async () => {
+    const policy = new StatisticsPolicy();
+    const runs: string[] = [];
+    await policy.analyzeIfDue('t', ANALYZE_MIN_GROWTH - 1, async () => runs.push('early'));
+    expect(runs).toEqual([]);
+    await policy.analyzeIfDue('t', 1, () => Promise.reject(new Error('lock timeout')));
+    await policy.analyzeIfDue('t', 1, async () => runs.push('retried'));
+    expect(runs).toEqual(['retried']);
+    await policy.analyzeIfDue('t', 1, async () => runs.push('too soon'));
+    expect(runs).toEqual(['retried']);
+  });
 });

@@ -125,20 +125,10 @@ export class SqlTargetWriter<S> implements TargetWriter {
     return result;
   }
 
-  /**
-   * Analyzes the target table and its holding tables once this writer has grown them enough (StatisticsPolicy),
-   * after the batch committed. Best effort: statistics only steer plans, so a failure (a lock wait cut short, a
-   * restart) leaves them to the next batch's growth rather than failing a batch that is already durable.
-   */
+  /** Analyzes the target table and its holding tables once this writer has grown them enough, after the commit. */
   async #refreshStatistics(t: TargetTable, written: number): Promise<void> {
     const analyze = this.#dialect.analyzeTables;
-    if (analyze === null || written === 0 || !this.#statistics.wrote(t.table, written)) return;
-    try {
-      await this.#query(`analyze ${t.table}`, analyze(t));
-      this.#statistics.analyzed(t.table);
-    } catch {
-      // Counted on: the policy still says "due", so the next batch tries again.
-    }
+    if (analyze !== null) await this.#statistics.analyzeIfDue(t.table, written, () => this.#query(`analyze ${t.table}`, analyze(t)));
   }
 
   async promoteHeld(table: string): Promise<number> {
