@@ -162,7 +162,7 @@ export const targetSchema = z.strictObject({
   schema: identifier.default('highwater').describe('Schema of the target tables.'),
   groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
-  batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
+  batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records of one partition applied in one transaction (a fetch\'s partitions applied together: at most this many of each).'),
   partitionsConsumedConcurrently: z.number().int().min(1).max(32).optional()
     .describe(`Unset (the default): the partitions of one fetch are applied together, one transaction per table over all of them, their records merged in the order they were produced, so a child whose parent went to another partition is written with it rather than held. Set: that many partitions applied at once, each batch in a transaction of its own (the next batch of a partition waits for the one before); each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Measured in docs/benchmarks.md.`),
   fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).max(64 * 1024 * 1024).default(8 * 1024 * 1024)
