@@ -15,7 +15,7 @@ import { RetryLoop } from './apply/retry-loop.js';
 import { HeldResolver } from './apply/held.js';
 import { lagOf, topicEnds } from './apply/offsets.js';
 import { connectionStringOf, databaseByName, dlqTopicFor, groupIdFor, retryTopicFor, tablesForTarget, topicFor, backfillTopic } from './config/load.js';
-import { concurrentPartitions, type Config, type DatabaseConfig, type TableConfig, type TargetConfig } from './config/schema.js';
+import { applyMode, type Config, type DatabaseConfig, type TableConfig, type TargetConfig } from './config/schema.js';
 import { ControlStore } from './control/store.js';
 import { createCodec, type EventCodec } from './events/codec.js';
 import { inlineLimit } from './events/records.js';
@@ -222,9 +222,10 @@ export class Runtime {
     const bindings = this.bindings(target);
     const publisher = await this.publisher();
     const logger = this.logger.child({ component: 'consumer', target: target.name, groupId });
+    const mode = applyMode(target.partitionsConsumedConcurrently);
     const loop = new ApplyLoop({
       groupId, bindings, writer, codec: this.codec, publisher, logger,
-      batchMaxRecords: target.batchMaxRecords, retryDelayMs: target.retry.initialDelayMs,
+      batchMaxRecords: target.batchMaxRecords, retryDelayMs: target.retry.initialDelayMs, applyFetchTogether: mode.together,
       ...(options.onApplied ? { onApplied: options.onApplied } : {}),
     });
     const main = new ManualConsumer(this.kafka, {
@@ -232,7 +233,7 @@ export class Runtime {
       topics: bindings.map((b) => b.topic),
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
-      partitionsConsumedConcurrently: concurrentPartitions(target.partitionsConsumedConcurrently, databaseByName(this.config, target.database).poolSize),
+      partitionsConsumedConcurrently: mode.kafkaConcurrency,
       maxBytesPerPartition: target.fetchMaxBytesPerPartition,
       onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
       onRestart: (err, delayMs) => logger.warn({ err, groupId, delayMs }, 'the Kafka cluster stayed unreachable longer than the client retries; the consumer starts again after a pause'),

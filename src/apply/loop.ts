@@ -1,4 +1,4 @@
-import type { BlobChange, Deletion } from '../contract.js';
+import type { BlobChange, Deletion, WatermarkMarker } from '../contract.js';
 import { HEADERS } from '../contract.js';
 import type { EventCodec } from '../events/codec.js';
 import { decodeRecord, expandDeletedBefore, type InRecord, type OutRecord } from '../events/records.js';
@@ -39,6 +39,13 @@ export interface ApplyLoopDeps {
   readonly batchMaxRecords: number;
   readonly retryDelayMs: number;
   readonly dbRetry?: RetryPolicy;
+  /**
+   * Apply the batches of one fetch together: per table, one transaction over all its partitions' records (merged in
+   * the order they were produced), instead of one transaction per partition. A child whose parent the poller sent
+   * to another partition of the same fetch is then written with it, not held. The consumer must hand out a
+   * fetch's batches at once (partitionsConsumedConcurrently at least the partitions assigned).
+   */
+  readonly applyFetchTogether?: boolean;
   readonly onApplied?: (info: { table: string; partition: number; result: ApplyResult; deadLettered: number; retried: number; duplicates: number; seconds: number }) => void;
 }
 
@@ -86,6 +93,8 @@ export class ApplyLoop {
   private readonly inFlight = new Map<string, { writes: number; overlapped: boolean; held: boolean }>();
   /** Per partition, the trailing chunks held back last (trailingChunksToHold). */
   private readonly heldChunks = new Map<string, { from: bigint; since: number }>();
+  /** The fetch being gathered (applyFetchTogether): its batches so far, and when the group is durable. */
+  private gathering: { batches: PartitionBatch[]; done: Promise<void> } | undefined;
 
   constructor(private readonly deps: ApplyLoopDeps) {
     this.byTopic = new Map(deps.bindings.map((b) => [b.topic, b]));
@@ -101,17 +110,51 @@ export class ApplyLoop {
     this.heldChunks.clear();
   }
 
-  async handle(batch: PartitionBatch): Promise<void> {
-    const binding = this.byTopic.get(batch.topic);
-    if (!binding) throw new HighwaterError('INTERNAL', `no table is bound to topic ${batch.topic}`);
-    const aligned = await this.positions.align(batch, this.consumer!);
-    if (aligned.kind === 'seeked-back') return;
-    if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
-    const records = this.holdTrailingChunks(batch, aligned.records);
-    const slices = sliced(records, this.deps.batchMaxRecords);
-    // The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
-    // loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
-    // effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
+  /**
+   * Applies one fetched partition batch. With applyFetchTogether, the batches kafkajs hands out together (one fetch)
+   * are gathered first — they all arrive before the event loop turns, kafkajs starting their handlers in one go —
+   * and applied as one group; each call resolves when its group is durable.
+   */
+  handle(batch: PartitionBatch): Promise<void> {
+    if (this.deps.applyFetchTogether !== true) return this.applyGroup([batch]);
+    if (this.gathering === undefined) {
+      const batches: PartitionBatch[] = [];
+      const done = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        this.gathering = undefined;
+        return this.applyGroup(batches);
+      });
+      this.gathering = { batches, done };
+    }
+    this.gathering.batches.push(batch);
+    return this.gathering.done;
+  }
+
+  /** Aligns each batch with the target, then applies each table's records, all its partitions in the same slices. */
+  private async applyGroup(batches: readonly PartitionBatch[]): Promise<void> {
+    const parts: { binding: TopicBinding; batch: PartitionBatch; records: readonly InRecord[] }[] = [];
+    for (const batch of batches) {
+      const binding = this.byTopic.get(batch.topic);
+      if (!binding) throw new HighwaterError('INTERNAL', `no table is bound to topic ${batch.topic}`);
+      const aligned = await this.positions.align(batch, this.consumer!);
+      if (aligned.kind === 'seeked-back') continue;
+      if (aligned.heldUpTo !== null) batch.resolve(aligned.heldUpTo);
+      const records = this.holdTrailingChunks(batch, aligned.records);
+      if (records.length > 0) parts.push({ binding, batch, records });
+    }
+    for (const binding of new Set(parts.map((p) => p.binding))) {
+      const own = parts.filter((p) => p.binding === binding);
+      await this.applyTable(binding, new Map(own.map((p) => [p.batch.partition, p.batch])), mergeByProduction(own.map((p) => p.records)));
+    }
+  }
+
+  /**
+   * Applies records of one table (of the partitions in `batches`, each partition's in its order) slice by slice.
+   * The next slice is decoded and reduced while the current one's transaction runs (decoding yields to the event
+   * loop, so the transaction's statements are still sent as soon as their answers come). Preparing has no side
+   * effect: the dead letters, the write, the offsets and the commits stay in slice order, below.
+   */
+  private async applyTable(binding: TopicBinding, batches: ReadonlyMap<number, PartitionBatch>, records: readonly InRecord[]): Promise<void> {
+    const slices = slicedPerPartition(records, this.deps.batchMaxRecords);
     const ahead = (i: number): Promise<PreparedSlice> | undefined => {
       if (i >= slices.length) return undefined;
       const prepared = this.prepare(slices[i]!);
@@ -121,11 +164,12 @@ export class ApplyLoop {
     };
     let next = ahead(0);
     for (let i = 0; i < slices.length; i++) {
-      if (!batch.isCurrent()) return;
+      const partitions = partitionsOf(slices[i]!, batches);
+      if (!partitions.every((p) => p.batch.isCurrent())) return;
       const prepared = await next!;
       next = ahead(i + 1);
-      await this.applySlice(binding, batch, prepared);
-      await batch.heartbeat();
+      if (!(await this.applySlice(binding, partitions, prepared))) return;
+      await partitions[0]!.batch.heartbeat();
     }
   }
 
@@ -190,12 +234,16 @@ export class ApplyLoop {
     return { records, ...decoded, reduced: reduceBatch(decoded.events) };
   }
 
-  private async applySlice(binding: TopicBinding, batch: PartitionBatch, prepared: PreparedSlice): Promise<void> {
-    const { records, poison, recordOf, reduced } = prepared;
+  /**
+   * Writes one slice (records of one table, from one or more partitions) with the offsets of every partition in it,
+   * in one transaction; then resolves and commits each partition. False when a partition of the slice was taken
+   * from this member during the transaction (rolled back: whoever holds it now applies it).
+   */
+  private async applySlice(binding: TopicBinding, partitions: readonly SlicePartition[], prepared: PreparedSlice): Promise<boolean> {
+    const { poison, recordOf, reduced } = prepared;
     await this.deadLetter(binding, poison);
     const fitting = await this.refuseTooLarge(binding, reduced.changes, recordOf);
     const parked = fitting.parked;
-    const nextOffset = records.at(-1)!.offset + 1n;
     const started = performance.now();
     // Rows the writer could not write or hold (their chunks not all staged yet) go to the retry topic inside the
     // transaction, before COMMIT: the offsets that cover them never become durable before they are safe.
@@ -203,28 +251,33 @@ export class ApplyLoop {
     const routeLate = async (r: ApplyResult) => {
       // The last moment to back out: a partition this member no longer holds (a new assignment positioned it, or
       // the consumer is stopping) commits neither its rows nor its offsets; whoever holds it now applies them.
-      if (!batch.isCurrent()) throw new NoLongerCurrent(batch);
+      const taken = partitions.find((p) => !p.batch.isCurrent());
+      if (taken !== undefined) throw new NoLongerCurrent(taken.batch);
       const late = new Set([...r.missingParent, ...r.incompleteContent]);
       retriedLate = late.size;
       if (late.size > 0) await this.sendToRetry(binding, fitting.keep.filter((c) => late.has(c.key)).map((c) => recordOf.get(c)!), 1);
     };
     let result: ApplyResult;
     try {
-      result = await this.overlapping(binding.table, () => this.write(binding, batch, reduced, { rows: fitting.keep, parked }, nextOffset, records, routeLate));
+      result = await this.overlapping(binding.table, () => this.write(binding, partitions, prepared, { rows: fitting.keep, parked }, routeLate));
     } catch (err) {
       if (!(err instanceof NoLongerCurrent)) throw err;
-      this.deps.logger.info({ topic: batch.topic, partition: batch.partition, nextOffset }, 'the partition was taken from this member during its batch: rolled back');
-      return;
+      this.deps.logger.info({ topic: binding.topic, partitions: partitions.map((p) => ({ partition: p.batch.partition, nextOffset: p.nextOffset })) }, 'a partition was taken from this member during its batch: rolled back');
+      return false;
     }
-    batch.resolve(nextOffset - 1n);
-    if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
-    this.positions.advance(batch.topic, batch.partition, nextOffset);
-    this.deps.onApplied?.({ table: binding.table, partition: batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
+    for (const { batch, nextOffset } of partitions) {
+      batch.resolve(nextOffset - 1n);
+      if (batch.isCurrent()) await this.consumer!.commit(batch.topic, batch.partition, nextOffset, (err) => this.deps.logger.warn({ err, partition: batch.partition }, 'the Kafka commit (lag monitoring only) failed; the target holds the offsets'));
+      this.positions.advance(batch.topic, batch.partition, nextOffset);
+    }
+    this.deps.onApplied?.({ table: binding.table, partition: partitions[0]!.batch.partition, result, deadLettered: poison.length + fitting.parked.length, retried: retriedLate, duplicates: reduced.superseded + result.skippedStale, seconds: (performance.now() - started) / 1000 });
+    return true;
   }
 
   /** Decoded events, the poison among the records, and the record each change came from (for the retry topic). */
-  private async decodeAll(records: readonly InRecord[]): Promise<{ events: BatchEvent[]; poison: { record: InRecord; error: Error }[]; recordOf: Map<BlobChange, InRecord> }> {
+  private async decodeAll(records: readonly InRecord[]): Promise<{ events: BatchEvent[]; poison: { record: InRecord; error: Error }[]; recordOf: Map<BlobChange, InRecord>; markers: PartitionMarker[] }> {
     const events: BatchEvent[] = [];
+    const markers = new Map<string, PartitionMarker>();
     const poison: { record: InRecord; error: Error }[] = [];
     const recordOf = new Map<BlobChange, InRecord>();
     let sinceYield = 0;
@@ -240,11 +293,14 @@ export class ApplyLoop {
           recordOf.set(e.change, record);
           events.push(...expandDeletedBefore(e.change));
         } else if (e.type !== 'chunk-tombstone') events.push(e);
+        // The latest marker per partition and scope: each partition's watermark is its own (records of a partition
+        // come in its order).
+        if (e.type === 'marker') markers.set(`${record.partition}\u0000${e.marker.table}\u0000${e.marker.scope}`, { partition: record.partition, marker: e.marker });
       } catch (err) {
         poison.push({ record, error: coerceError(err) });
       }
     }
-    return { events, poison, recordOf };
+    return { events, poison, recordOf, markers: [...markers.values()] };
   }
 
   private async deadLetter(binding: TopicBinding, poison: readonly { record: InRecord; error: Error }[]): Promise<void> {
@@ -273,8 +329,9 @@ export class ApplyLoop {
     await this.deps.publisher.send(binding.retryTopic, records.map((r) => retryRecord(r, attempt, notBefore)));
   }
 
-  private async write(binding: TopicBinding, batch: PartitionBatch, reduced: ReturnType<typeof reduceBatch>, kept: { rows: BlobChange[]; parked: ParkedRow[] }, nextOffset: bigint, records: readonly InRecord[], beforeCommit: (r: ApplyResult) => Promise<void>): Promise<ApplyResult> {
-    const watermarks: WatermarkToRecord[] = reduced.markers.map((m) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: batch.topic, partition: batch.partition, watermark: m.watermark }));
+  private async write(binding: TopicBinding, partitions: readonly SlicePartition[], prepared: PreparedSlice, kept: { rows: BlobChange[]; parked: ParkedRow[] }, beforeCommit: (r: ApplyResult) => Promise<void>): Promise<ApplyResult> {
+    const { reduced, records } = prepared;
+    const watermarks: WatermarkToRecord[] = prepared.markers.map(({ partition, marker: m }) => ({ table: m.table, tenant: m.tenant, scope: m.scope, topic: binding.topic, partition, watermark: m.watermark }));
     const applyBatch = {
       groupId: this.deps.groupId,
       table: binding.table,
@@ -284,7 +341,7 @@ export class ApplyLoop {
       chunks: reduced.chunks,
       superseded: reduced.dropped,
       watermarks,
-      offsets: [{ topic: batch.topic, partition: batch.partition, nextOffset }],
+      offsets: partitions.map(({ batch, nextOffset }) => ({ topic: batch.topic, partition: batch.partition, nextOffset })),
       beforeCommit,
     };
     try {
@@ -335,17 +392,76 @@ function yieldToEventLoop(): Promise<void> {
 
 interface PreparedSlice {
   readonly records: readonly InRecord[];
+  readonly markers: readonly PartitionMarker[];
   readonly poison: { record: InRecord; error: Error }[];
   readonly recordOf: Map<BlobChange, InRecord>;
   readonly reduced: ReducedBatch;
 }
 
-/** The records in slices of at most `size`, in order. Pure. */
-export function sliced<T>(records: readonly T[], size: number): (readonly T[])[] {
-  const out: (readonly T[])[] = [];
-  for (let i = 0; i < records.length; i += size) out.push(records.slice(i, i + size));
+/** A watermark marker and the partition it was read from. */
+interface PartitionMarker {
+  readonly partition: number;
+  readonly marker: WatermarkMarker;
+}
+
+/** A partition with records in a slice, and the offset after its last record there. */
+interface SlicePartition {
+  readonly batch: PartitionBatch;
+  readonly nextOffset: bigint;
+}
+
+/** The partitions a slice holds records of, each with the offset after its last record in the slice. */
+function partitionsOf(slice: readonly InRecord[], batches: ReadonlyMap<number, PartitionBatch>): SlicePartition[] {
+  const next = new Map<number, bigint>();
+  for (const r of slice) next.set(r.partition, r.offset + 1n);
+  return [...next].map(([partition, nextOffset]) => ({ batch: batches.get(partition)!, nextOffset }));
+}
+
+/**
+ * The records of several partitions (each in its order) as one sequence in the order they were produced, as near
+ * as the records tell: a merge that keeps each partition's order and takes next the partition whose next record
+ * was produced first (its Kafka timestamp; without timestamps, the one furthest behind in its batch). Parents the
+ * poller sent before their children, to whichever partitions, then come before them, and any prefix of the result
+ * holds a prefix of each partition. Pure.
+ */
+export function mergeByProduction(parts: readonly (readonly InRecord[])[]): InRecord[] {
+  if (parts.length === 1) return [...parts[0]!];
+  const timed = parts.every((p) => p.every((r) => r.timestamp !== undefined));
+  const at = (p: number, i: number): number => (timed ? parts[p]![i]!.timestamp! : i / parts[p]!.length);
+  const heads = parts.map(() => 0);
+  const out: InRecord[] = [];
+  for (;;) {
+    let best = -1;
+    for (let p = 0; p < parts.length; p++) {
+      if (heads[p]! < parts[p]!.length && (best < 0 || at(p, heads[p]!) < at(best, heads[best]!))) best = p;
+    }
+    if (best < 0) return out;
+    out.push(parts[best]![heads[best]!++]!);
+  }
+}
+
+/**
+ * The records in slices, in order, each with at most `size` records of any one partition: one partition's records
+ * are sliced as before, and a fetch applied together gets slices as large as each partition's would be. Slicing the
+ * merged records by their total instead would cut the reduction of a key's versions (W3, an update storm: a slice
+ * spread over every partition holds fewer versions of more keys, and writes more rows). Pure.
+ */
+export function slicedPerPartition(records: readonly InRecord[], size: number): (readonly InRecord[])[] {
+  const out: (readonly InRecord[])[] = [];
+  let start = 0;
+  let counts = new Map<number, number>();
+  for (let i = 0; i < records.length; i++) {
+    const n = (counts.get(records[i]!.partition) ?? 0) + 1;
+    if (n > size) {
+      out.push(records.slice(start, i));
+      start = i;
+      counts = new Map([[records[i]!.partition, 1]]);
+    } else counts.set(records[i]!.partition, n);
+  }
+  if (start < records.length) out.push(records.slice(start));
   return out;
 }
+
 
 function parkedRow(c: BlobChange, reason: string): ParkedRow {
   return { tenant: c.tenant, key: c.key, modifiedOn: c.modifiedOn, observed: c.observed, reason };

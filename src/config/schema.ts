@@ -133,8 +133,12 @@ export const tableSchema = z.strictObject({
   maxdop: z.number().int().min(0).max(64).nullable().default(null).describe('SQL Server sources: OPTION (MAXDOP n) on window reads; null leaves the server default.'),
 });
 
-/** Partitions a consumer applies at once unless `partitionsConsumedConcurrently` says otherwise (within the pool's bound). */
-export const DEFAULT_CONCURRENT_PARTITIONS = 1;
+/**
+ * Batches kafkajs hands out at once when a fetch's partitions are applied together (partitionsConsumedConcurrently
+ * unset): enough for every partition of one fetch, so they arrive together and are gathered into one transaction
+ * per table. They hold no connection each: the group is written by one transaction at a time.
+ */
+export const FETCH_TOGETHER_WIDTH = 64;
 
 /**
  * The most partitions a consumer may apply at once with a target pool of `poolSize` connections: one transaction per
@@ -144,9 +148,12 @@ export function mostConcurrentPartitions(poolSize: number): number {
   return Math.max(1, poolSize - 1);
 }
 
-/** Partitions applied at once: the setting, or the default bounded by the pool. Pure. */
-export function concurrentPartitions(setting: number | undefined, poolSize: number): number {
-  return setting ?? Math.min(DEFAULT_CONCURRENT_PARTITIONS, mostConcurrentPartitions(poolSize));
+/**
+ * How a consumer applies its partitions: unset, a fetch's partitions together (one transaction per table, kafkajs
+ * handing out the whole fetch at once); set, that many partitions at once, each in a transaction of its own. Pure.
+ */
+export function applyMode(setting: number | undefined): { together: boolean; kafkaConcurrency: number } {
+  return setting === undefined ? { together: true, kafkaConcurrency: FETCH_TOGETHER_WIDTH } : { together: false, kafkaConcurrency: setting };
 }
 
 export const targetSchema = z.strictObject({
@@ -155,9 +162,9 @@ export const targetSchema = z.strictObject({
   schema: identifier.default('highwater').describe('Schema of the target tables.'),
   groupId: z.string().min(1).optional().describe('Consumer group id; default highwater.<target name>.'),
   tables: z.array(name).optional().describe('Tables to apply; default every configured table.'),
-  batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records applied in one transaction.'),
+  batchMaxRecords: z.number().int().min(1).max(100_000).default(5000).describe('Most records of one partition applied in one transaction (a fetch\'s partitions applied together: at most this many of each).'),
   partitionsConsumedConcurrently: z.number().int().min(1).max(32).optional()
-    .describe(`Partitions of the table topics one consumer applies at once, each batch in a transaction of its own (the next batch of a partition waits for the one before). Each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Default: ${DEFAULT_CONCURRENT_PARTITIONS}. Flat tables apply faster with 3, trees slower (more children held while their parent is in a concurrent batch): measured in docs/architecture.md.`),
+    .describe(`Unset (the default): the partitions of one fetch are applied together, one transaction per table over all of them, their records merged in the order they were produced, so a child whose parent went to another partition is written with it rather than held. Set: that many partitions applied at once, each batch in a transaction of its own (the next batch of a partition waits for the one before); each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Measured in docs/benchmarks.md.`),
   fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).max(64 * 1024 * 1024).default(8 * 1024 * 1024)
     .describe('Most bytes one fetch takes from one partition of a table topic (a larger record still comes whole); a fetch of a partition is applied in transactions of at most batchMaxRecords before the next partition is read. Smaller fetches interleave partitions more finely: children whose parent is in another partition wait less in hw_held (a 100k-row tree of small rows applied 1.5-1.7x faster with 1-4 MiB than with 8 MiB), but each transaction carries fewer rows (1 MiB blobs applied at half the rate with 1 MiB). Measured in docs/benchmarks.md.'),
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)

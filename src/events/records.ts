@@ -22,6 +22,8 @@ export interface InRecord {
   readonly key: Buffer | null;
   readonly value: Buffer | null;
   readonly headers: Readonly<Record<string, string>>;
+  /** The record's Kafka timestamp (ms), when known: orders records of different partitions by when they were produced. */
+  readonly timestamp?: number;
 }
 
 /** Space kept free in a record for the key, headers and Avro framing around inline content. */

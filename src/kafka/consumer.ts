@@ -242,6 +242,7 @@ export class ManualConsumer {
         key: m.key,
         value: m.value,
         headers: headersToStrings(m.headers),
+        timestamp: Number(m.timestamp),
       })),
       isCurrent: () => payload.isRunning() && !payload.isStale(),
       resolve: (offset) => payload.resolveOffset(offset.toString()),

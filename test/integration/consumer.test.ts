@@ -20,7 +20,7 @@ import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { targetTableName } from '../../consumers/postgres/dialect.js';
 import { dlqTopicFor, parseConfigObject, retryTopicFor, tenantOf, topicFor } from '../../src/config/load.js';
-import type { Config, TableConfig, TargetConfig } from '../../src/config/schema.js';
+import { applyMode, type Config, type TableConfig, type TargetConfig } from '../../src/config/schema.js';
 import { HEADERS, type BlobChange, type Ticks } from '../../src/contract.js';
 import { SOURCE_DDL, createBusinessUnits, insertRows } from '../../src/dev/demo/sample.js';
 import { changeRecord, chunkRecord, tombstoneRecord, type OutRecord } from '../../src/events/records.js';
@@ -1047,6 +1047,73 @@ describe('several partitions applied at once', () => {
     expect(Object.fromEntries(await heldVersions(p))).toEqual({ folder: '10', file: '11' });
     expect((await heldChildren(p)).size).toBe(0);
   });
+
+  /**
+   * The real writer, recording what each transaction that wrote rows covered: its partitions and how many children
+   * it held (their parent in neither the transaction nor the target).
+   */
+  function recordingWriter(writer: TargetWriter): { writer: TargetWriter; writes: { partitions: number[]; rows: number; held: number }[] } {
+    const writes: { partitions: number[]; rows: number; held: number }[] = [];
+    const apply = async (batch: ApplyBatch) => {
+      const result = await writer.apply(batch);
+      if (batch.rows.length > 0) writes.push({ partitions: batch.offsets.map((o) => o.partition), rows: batch.rows.length, held: result.held.length });
+      return result;
+    };
+    const proxy = new Proxy(writer, {
+      get: (target, prop) => {
+        if (prop === 'apply') return apply;
+        const value: unknown = Reflect.get(target, prop, target);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    return { writer: proxy, writes };
+  }
+
+  for (const together of [true, false]) {
+    it(`${together ? 'applies a fetch\'s partitions in one transaction: no child held' : 'applies each partition in a transaction of its own: children held'} when the poller sent parents and children to six different partitions`, async () => {
+      const scope = testScope(together ? 'fetch together' : 'fetch apart');
+      const p = await pipeline(scope, { source: true, partitions: 6, batchSize: 100 });
+      const rand = seeded(41);
+      const src = await createSource(p);
+      const rowCount = await addTree(src, rand, { roots: 3, folders: 6, files: 400 }, pastInstants(rand));
+      await poll(p);
+      const writer = await p.rt.writer(p.target);
+      scope.defer(() => writer.close());
+      await writer.migrate();
+      const recording = recordingWriter(writer);
+
+      // The apply loop alone (no HeldResolver), as the wiring builds it for each mode.
+      const mode = applyMode(together ? undefined : 1);
+      const logger = createLogger({ level: process.env.HIGHWATER_TEST_LOG_LEVEL ?? 'error' });
+      const binding = { table: p.table.name, topic: p.topic, retryTopic: retryTopicFor(p.topic), dlqTopic: dlqTopicFor(p.topic) };
+      const loop = new ApplyLoop({
+        groupId: p.groupId, bindings: [binding], writer: recording.writer, codec: p.rt.codec, publisher: await p.rt.publisher(), logger,
+        batchMaxRecords: 5000, retryDelayMs: 300, applyFetchTogether: mode.together,
+      });
+      const consumer = new ManualConsumer(p.rt.kafka, {
+        groupId: p.groupId, topics: [p.topic], partitionsConsumedConcurrently: mode.kafkaConcurrency,
+        positionOf: async (topic, partition) => (await writer.storedOffsets(p.groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
+        onAssigned: () => loop.forgetPositions(),
+      });
+      loop.attach(consumer);
+      scope.defer(() => consumer.stop());
+      await consumer.start((batch) => loop.handle(batch));
+      await waitFor('every partition applied', () => caughtUp(p), 60_000, () => storedOffsets(p));
+
+      const held = recording.writes.reduce((n, w) => n + w.held, 0);
+      const written = recording.writes.reduce((n, w) => n + w.rows, 0);
+      expect(written).toBeGreaterThanOrEqual(rowCount);
+      if (together) {
+        // Everything was in the topic before the consumer started: one fetch brings every partition.
+        expect(held, JSON.stringify(recording.writes)).toBe(0);
+        expect(recording.writes.some((w) => w.partitions.length === 6), JSON.stringify(recording.writes)).toBe(true);
+      } else {
+        // The contrast that shows the test can fail: one partition at a time holds the children of later partitions.
+        expect(held, JSON.stringify(recording.writes)).toBeGreaterThan(0);
+        expect(recording.writes.every((w) => w.partitions.length === 1), JSON.stringify(recording.writes)).toBe(true);
+      }
+    });
+  }
 
   it('applies a tree with updates and deletes over six partitions, three at once and in several slices, into what the source holds', async () => {
     const scope = testScope('concurrent tree');

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { databaseUrlEnvName, parseConfigObject, parseConfigText, topicFor } from '../../src/config/load.js';
 import { renderReference } from '../../src/config/reference.js';
 import { renderJsonSchema } from '../../src/config/json-schema.js';
-import { concurrentPartitions, connectionStringProblem } from '../../src/config/schema.js';
+import { applyMode, connectionStringProblem, FETCH_TOGETHER_WIDTH } from '../../src/config/schema.js';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 
@@ -35,7 +35,7 @@ describe('configuration', () => {
     expect(issuesOf(withTarget({ sessionTimeoutMs: 500 })).map((i) => i.path)).toContain('targets.0.sessionTimeoutMs');
   });
 
-  it('applies one partition at a time by default, more when asked, and refuses more than the pool leaves room for', () => {
+  it('applies a fetch\'s partitions together by default, that many apart when asked, and refuses more than the pool leaves room for', () => {
     const withTarget = (poolSize: number, extra: Record<string, unknown>) => ({
       ...minimal,
       databases: [{ ...minimal.databases[0]!, poolSize }, minimal.databases[1]!],
@@ -43,14 +43,15 @@ describe('configuration', () => {
     });
     const effective = (poolSize: number, extra: Record<string, unknown> = {}) => {
       const cfg = parseConfigObject(withTarget(poolSize, extra), 'test.yaml');
-      return concurrentPartitions(cfg.targets[0]!.partitionsConsumedConcurrently, cfg.databases[0]!.poolSize);
+      return applyMode(cfg.targets[0]!.partitionsConsumedConcurrently);
     };
-    expect(effective(4)).toBe(1);
-    expect(effective(1)).toBe(1);
-    expect(effective(4, { partitionsConsumedConcurrently: 3 })).toBe(3);
-    expect(effective(3, { partitionsConsumedConcurrently: 2 })).toBe(2);
-    expect(effective(10, { partitionsConsumedConcurrently: 8 })).toBe(8);
-    expect(effective(1, { partitionsConsumedConcurrently: 1 })).toBe(1);
+    // Unset: a fetch's partitions together, kafkajs handing out the whole fetch at once, whatever the pool.
+    expect(effective(4)).toEqual({ together: true, kafkaConcurrency: FETCH_TOGETHER_WIDTH });
+    expect(effective(1)).toEqual({ together: true, kafkaConcurrency: FETCH_TOGETHER_WIDTH });
+    expect(effective(4, { partitionsConsumedConcurrently: 3 })).toEqual({ together: false, kafkaConcurrency: 3 });
+    expect(effective(3, { partitionsConsumedConcurrently: 2 })).toEqual({ together: false, kafkaConcurrency: 2 });
+    expect(effective(10, { partitionsConsumedConcurrently: 8 })).toEqual({ together: false, kafkaConcurrency: 8 });
+    expect(effective(1, { partitionsConsumedConcurrently: 1 })).toEqual({ together: false, kafkaConcurrency: 1 });
     const tooMany = issuesOf(withTarget(4, { partitionsConsumedConcurrently: 4 }));
     expect(tooMany.map((i) => i.path)).toContain('targets.0.partitionsConsumedConcurrently');
     expect(tooMany.map((i) => i.message).join('\n')).toContain('poolSize 4: at most 3');

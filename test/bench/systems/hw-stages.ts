@@ -4,7 +4,7 @@ import type { BenchContext } from '../context.js';
 import { stageTimeoutMs } from '../context.js';
 import type { WorkloadId } from '../model.js';
 import type { SourceTable } from '../env/source.js';
-import { cli, dbNowMs, pollRuns, runCli, startConsume, targetProgress, waitForRows, writeHwConfig, type HwConfigOptions, type HwSetup } from './highwater.js';
+import { cli, dbNowMs, offsetsReach, pollRuns, runCli, startConsume, targetProgress, waitForRows, writeHwConfig, type HwConfigOptions, type HwSetup } from './highwater.js';
 
 /**
  * highwater's stages on one workload, each in fresh names: poll alone (into a topic nobody reads yet), apply
@@ -52,7 +52,7 @@ export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, 
   const before = await sideTopicCounts(ctx, setup);
   const consume = await startConsume(ctx.env, setup);
   const started = await dbNowMs(ctx.target);
-  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes));
+  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes), undefined, offsetsReach(ctx.target, setup, expect.rows));
   await consume.stop();
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'apply', rep, rows: arrivedUnits(expect, done.rows), bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete: done.complete });
   ctx.collect.observe(w, 'highwater', rep, 'apply: consumer ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - started) / 1000, 's');
@@ -65,7 +65,7 @@ export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, se
   const before = await sideTopicCounts(ctx, setup);
   const consume = await startConsume(ctx.env, setup);
   const poll = cli(ctx.env, setup, 'poll', ['poll', '--every']);
-  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes), () => poll.pid > 0);
+  const done = await waitForRows(() => targetProgress(ctx.target, setup, expect.where), expect.rows, stageTimeoutMs(expect.rows, 100, expect.bytes), () => poll.pid > 0, offsetsReach(ctx.target, setup, expect.rows));
   await Promise.all([poll.stop(), consume.stop()]);
   const runs = await pollRuns(ctx.target, setup);
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'e2e', rep, rows: done.rows, bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - runs.startedMs, complete: done.complete });
