@@ -6,6 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { ControlStore, type PublishedRow, type TableStart } from '../../src/control/store.js';
 import { HighwaterError } from '../../src/errors.js';
+import { PublishedPaths } from '../../src/poll/published-paths.js';
 import { createTestDatabase, dropWhenPassed, type TestDatabase } from '../support/pg.js';
 
 const SCHEMA = 'Hw_Control';
@@ -373,6 +374,71 @@ describe('control store', () => {
 
     await store.setSweepCursor('T', null);
     expect(await store.sweepCursor('T')).toBeNull();
+  });
+
+  // The poller's PublishedPaths answers "is this path published?" without asking the registry. It stays true only if
+  // the store tells its watchers of every write that can take a key off its path: random registrations, versions
+  // (old and new, moved or not, refused as older), deletions and restores, then after each step every path the set
+  // holds must be one the registry itself calls published.
+  it('registry watchers: a PublishedPaths fed by the store never holds a path the registry does not call published', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const paths = new PublishedPaths(100);
+    const stop = store.watchRegistry('T', paths);
+    const other = new PublishedPaths(40);
+    const stopOther = store.watchRegistry('U', other);
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const KEYS = 40;
+    const PATHS = 80;
+    const key = () => `k${rand(KEYS)}`;
+    const path = () => `/${rand(PATHS)}/`;
+    // As the poller does, only some written rows are learned (its directories): a move of any other key is known
+    // to the set only from the store's notice.
+    const learned = (k: string): boolean => Number(k.slice(1)) % 2 === 0;
+    let observed = 100n;
+    let checked = 0;
+    for (let step = 0; step < 400; step++) {
+      observed += 1n;
+      const op = rand(5);
+      if (op === 0) {
+        await store.registerPending('T', runId, [{ key: key(), modifiedOn: BigInt(rand(50)), pathLocator: path() }]);
+      } else if (op === 1 || op === 2) {
+        // versions of random keys at random paths, some older than registered (the store refuses those)
+        const rows = Array.from({ length: 1 + rand(3) }, () => published(key(), BigInt(rand(50)), { observed, pathLocator: path() }));
+        await store.recordPublished('T', runId, rows, (written) => {
+          for (const w of written) if (w.pathLocator !== null && learned(w.key)) paths.add(w.key, w.pathLocator);
+        });
+      } else if (op === 3) {
+        await store.recordDeletions('T', runId, [{ key: key(), modifiedOn: null, observed }]);
+      } else {
+        await store.publishedAtPaths('T', Array.from({ length: PATHS }, (_, i) => `/${i}/`), (found) => {
+          for (const f of found) paths.add(f.key, f.pathLocator);
+        });
+      }
+      // A write to another table tells nothing to this table's watcher.
+      if (step % 10 === 0) await store.recordDeletions('U', runId, [{ key: key(), modifiedOn: null, observed }]);
+      const all = Array.from({ length: PATHS }, (_, i) => `/${i}/`);
+      const registry = await store.publishedPathLocators('T', all);
+      for (const p of all) {
+        if ((paths as unknown as { byPath: Map<string, string> }).byPath.has(p)) {
+          checked++;
+          expect(registry.has(p), `step ${step}: ${p} held as published`).toBe(true);
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(300); // the set held paths most of the time: the check was not vacuous
+    stop();
+    stopOther();
+    // Once unwatched, nothing is told: a deletion leaves the (now stale) set as it was.
+    const [held] = [...(paths as unknown as { byPath: Map<string, string> }).byPath.entries()];
+    if (held) {
+      await store.recordDeletions('T', runId, [{ key: held[1], modifiedOn: null, observed: observed + 1000n }]);
+      expect(paths.has(held[0])).toBe(true);
+    }
   });
 
   it('observations: stamped in order, never overlapping across processes, and a failed read leaves nothing held', async ({ task }) => {
