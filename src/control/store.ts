@@ -143,6 +143,8 @@ export class ControlStore {
   private readonly migrationsDir: string;
   /** Per table, who is told of registry writes (watchRegistry). */
   private readonly watchers = new Map<string, Set<RegistryWatcher>>();
+  /** Per table, how many registry notices were told (a table without watchers counts too). */
+  private readonly changes = new Map<string, number>();
   /** Growth of the registry (`published`) since this process last analyzed it. */
   private readonly statistics = new StatisticsPolicy();
 
@@ -315,27 +317,34 @@ export class ControlStore {
 
   /**
    * The registered, acknowledged, not deleted keys at these paths, with their paths. `onFound` runs with them as
-   * soon as they are read, before anything else can change the registry in this process (a watcher of the table
-   * may record them; see watchRegistry).
+   * soon as they are read, unless this store told of a registry change of the table meanwhile (the answer may be
+   * older than that change); a watcher of the table may record them (see watchRegistry).
    */
   async publishedAtPaths(table: string, pathLocators: readonly string[], onFound?: (rows: readonly PathOfKey[]) => void): Promise<PathOfKey[]> {
     if (pathLocators.length === 0) return [];
+    const before = this.registryChanges(table);
     const { rows } = await this.exec(selectPublishedPathLocators(this.schema, table, pathLocators), `looking up published parents of ${table}`);
     const found = rows.map((r) => ({ key: str(r.key), pathLocator: str(r.path_locator) }));
-    onFound?.(found);
+    // A change told meanwhile may have come after the lookup's snapshot, and its notice before this answer: then
+    // the answer may be stale, and nothing is learned from it.
+    if (this.registryChanges(table) === before) onFound?.(found);
     return found;
   }
 
   /**
    * Registers acknowledged versions (one statement); a key's version never moves backwards. Returns rows written.
-   * The table's watchers learn which rows were written (watchRegistry), then `onWritten` runs with them, at once.
+   * The table's watchers learn which rows were written (watchRegistry), then `onWritten` runs with them, at once,
+   * unless another change of the table was told while this statement ran (it may have overtaken this one).
    */
   async recordPublished(table: string, runId: string, rows: readonly PublishedRow[], onWritten?: (written: readonly RegistryPath[]) => void): Promise<number> {
     if (rows.length === 0) return 0;
+    const before = this.registryChanges(table);
     const { rows: written } = await this.exec(upsertPublished(this.schema, table, runId, latestPerKey(rows)), `registering published rows of ${table}`);
     const paths = written.map((r) => ({ key: str(r.key), pathLocator: strOrNull(r.path_locator) }));
-    for (const w of this.watchers.get(table) ?? []) w.written(paths);
-    onWritten?.(paths);
+    // Another change told while this one ran may have overtaken it (a delete of the same key): onWritten only when none was.
+    const alone = this.registryChanges(table) === before;
+    this.tell(table, (w) => w.written(paths));
+    if (alone) onWritten?.(paths);
     return paths.length;
   }
 
@@ -345,6 +354,16 @@ export class ControlStore {
    * deleted (before the statement and after it). Pending registrations are not told: they keep an acknowledged
    * row acknowledged. Returns the function that stops watching. Changes made by other processes are not seen.
    */
+  private tell(table: string, notice: (w: RegistryWatcher) => void): void {
+    this.changes.set(table, this.registryChanges(table) + 1);
+    for (const w of this.watchers.get(table) ?? []) notice(w);
+  }
+
+  /** Notices told so far for `table` (see publishedAtPaths and recordPublished). */
+  private registryChanges(table: string): number {
+    return this.changes.get(table) ?? 0;
+  }
+
   watchRegistry(table: string, watcher: RegistryWatcher): () => void {
     const set = this.watchers.get(table) ?? new Set<RegistryWatcher>();
     set.add(watcher);
@@ -452,9 +471,7 @@ export class ControlStore {
   async recordDeletions(table: string, runId: string, rows: readonly DeletedKey[]): Promise<string[]> {
     if (rows.length === 0) return [];
     const keys = rows.map((r) => r.key);
-    const tell = (): void => {
-      for (const w of this.watchers.get(table) ?? []) w.deleted(keys);
-    };
+    const tell = (): void => this.tell(table, (w) => w.deleted(keys));
     tell();
     try {
       const { rows: logged } = await this.exec(markDeleted(this.schema, table, runId, latestPerKey(rows)), `recording deletions of ${table}`);

@@ -401,24 +401,28 @@ describe('control store', () => {
     const learned = (k: string): boolean => Number(k.slice(1)) % 2 === 0;
     let observed = 100n;
     let checked = 0;
-    for (let step = 0; step < 400; step++) {
+    const op = async (): Promise<void> => {
       observed += 1n;
-      const op = rand(5);
-      if (op === 0) {
+      const kind = rand(5);
+      if (kind === 0) {
         await store.registerPending('T', runId, [{ key: key(), modifiedOn: BigInt(rand(50)), pathLocator: path() }]);
-      } else if (op === 1 || op === 2) {
+      } else if (kind === 1 || kind === 2) {
         // versions of random keys at random paths, some older than registered (the store refuses those)
         const rows = Array.from({ length: 1 + rand(3) }, () => published(key(), BigInt(rand(50)), { observed, pathLocator: path() }));
         await store.recordPublished('T', runId, rows, (written) => {
           for (const w of written) if (w.pathLocator !== null && learned(w.key)) paths.add(w.key, w.pathLocator);
         });
-      } else if (op === 3) {
+      } else if (kind === 3) {
         await store.recordDeletions('T', runId, [{ key: key(), modifiedOn: null, observed }]);
       } else {
         await store.publishedAtPaths('T', Array.from({ length: PATHS }, (_, i) => `/${i}/`), (found) => {
           for (const f of found) paths.add(f.key, f.pathLocator);
         });
       }
+    };
+    for (let step = 0; step < 400; step++) {
+      // Two at once, as a checkpoint, a lookup and a delete of other work of the same process may be.
+      await Promise.all([op(), op()]);
       // A write to another table tells nothing to this table's watcher.
       if (step % 10 === 0) await store.recordDeletions('U', runId, [{ key: key(), modifiedOn: null, observed }]);
       const all = Array.from({ length: PATHS }, (_, i) => `/${i}/`);
