@@ -57,7 +57,7 @@ describe('control store', () => {
     dropWhenPassed(db);
     const concurrent = await withOtherProcess(db, async (other) =>
       Promise.all([new ControlStore(db.pool(), SCHEMA).migrate(), other.migrate()]));
-    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3]]);
+    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3, 4]]);
 
     const again = await new ControlStore(db.pool(), SCHEMA).migrate();
     expect(again.applied).toEqual([]);
@@ -68,7 +68,9 @@ describe('control store', () => {
     ]);
     const versions = await db.pool().query(`SELECT version, name FROM "${SCHEMA}".schema_migrations ORDER BY version`);
     expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }, { version: 2, name: '002_late_arrival_sweep.sql' },
-      { version: 3, name: '003_observations.sql' }]);
+      { version: 3, name: '003_observations.sql' }, { version: 4, name: '004_registry_fillfactor.sql' }]);
+    const { rows: options } = await db.pool().query(`SELECT reloptions FROM pg_class WHERE oid = '"${SCHEMA}".published'::regclass`);
+    expect(options[0].reloptions).toEqual(['fillfactor=70']);
   });
 
   it('refuses a schema migrated by a newer highwater, changing nothing', async ({ task }) => {
@@ -77,7 +79,7 @@ describe('control store', () => {
     const error = await store.migrate().then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(HighwaterError);
     expect((error as HighwaterError).code).toBe('SCHEMA_TOO_NEW');
-    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*003_observations\.sql/);
+    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*004_registry_fillfactor\.sql/);
   });
 
   it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
