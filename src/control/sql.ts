@@ -446,9 +446,10 @@ function selectPublished(schema: string, table: string, keys: readonly string[])
   };
 }
 
+/** Each registered, acknowledged, not deleted key at one of the paths, with its path (a path may have several). */
 function selectPublishedPathLocators(schema: string, table: string, pathLocators: readonly string[]): Query {
   return {
-    text: `SELECT DISTINCT path_locator FROM ${t(schema, 'published')}
+    text: `SELECT path_locator, key FROM ${t(schema, 'published')}
       WHERE table_name = $1 AND path_locator = ANY($2::text[]) AND NOT deleted AND acked`,
     values: [table, [...pathLocators]],
   };
@@ -474,6 +475,7 @@ const MIN_TICKS = '(-9223372036854775808)::bigint';
  * Batch upsert of acknowledged versions with unnest arrays, one statement for the whole batch. A key's registered
  * version only moves forward in the contract's order (ModifiedOn, NULL first, then observation); a pending entry
  * (first version in flight) or a deleted one is always replaced. The rows must have distinct keys (`latestPerKey`).
+ * Returns the rows it wrote (key and path), so the store can tell its watchers (ControlStore.watchRegistry).
  */
 function upsertPublished(schema: string, table: string, runId: string, rows: readonly PublishedRow[]): Query {
   return {
@@ -492,7 +494,8 @@ function upsertPublished(schema: string, table: string, runId: string, rows: rea
         run_id = EXCLUDED.run_id, published_at = clock_timestamp()
       WHERE NOT p.acked OR p.deleted
         OR (coalesce(p.modified_on_ticks, ${MIN_TICKS}), coalesce(p.observed_ticks, p.modified_on_ticks, ${MIN_TICKS}))
-           < (coalesce(EXCLUDED.modified_on_ticks, ${MIN_TICKS}), EXCLUDED.observed_ticks)`,
+           < (coalesce(EXCLUDED.modified_on_ticks, ${MIN_TICKS}), EXCLUDED.observed_ticks)
+      RETURNING p.key, p.path_locator`,
     values: [
       table, runId,
       rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => ticks(r.observed)),

@@ -97,6 +97,23 @@ function toStatus(r: Row): TableStatusRecord {
   };
 }
 
+/** A registry entry's key and path, as written or read. */
+export interface RegistryPath {
+  readonly key: string;
+  readonly pathLocator: string | null;
+}
+
+/** A registry entry found at a path. */
+export interface PathOfKey extends RegistryPath {
+  readonly pathLocator: string;
+}
+
+/** Told of registry writes of a table (ControlStore.watchRegistry); called synchronously, must not throw. */
+export interface RegistryWatcher {
+  written(rows: readonly RegistryPath[]): void;
+  deleted(keys: readonly string[]): void;
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function assertRunId(runId: string): void {
@@ -124,6 +141,10 @@ export class ControlStore {
   /** The observation of each table in progress in this process (see observe). */
   private readonly observing = new Map<string, Promise<void>>();
   private readonly migrationsDir: string;
+  /** Per table, who is told of registry writes (watchRegistry). */
+  private readonly watchers = new Map<string, Set<RegistryWatcher>>();
+  /** Per table, how many registry notices were told (a table without watchers counts too). */
+  private readonly changes = new Map<string, number>();
   /** Growth of the registry (`published`) since this process last analyzed it. */
   private readonly statistics = new StatisticsPolicy();
 
@@ -289,18 +310,68 @@ export class ControlStore {
     return found;
   }
 
-  /** Those of `pathLocators` that belong to a registered, not deleted row. */
+  /** Those of `pathLocators` that belong to a registered, acknowledged, not deleted row. */
   async publishedPathLocators(table: string, pathLocators: readonly string[]): Promise<Set<string>> {
-    if (pathLocators.length === 0) return new Set();
-    const { rows } = await this.exec(selectPublishedPathLocators(this.schema, table, pathLocators), `looking up published parents of ${table}`);
-    return new Set(rows.map((r) => str(r.path_locator)));
+    return new Set((await this.publishedAtPaths(table, pathLocators)).map((r) => r.pathLocator));
   }
 
-  /** Registers acknowledged versions (one statement); a key's version never moves backwards. Returns rows written. */
-  async recordPublished(table: string, runId: string, rows: readonly PublishedRow[]): Promise<number> {
+  /**
+   * The registered, acknowledged, not deleted keys at these paths, with their paths. `onFound` runs with them as
+   * soon as they are read, unless this store told of a registry change of the table meanwhile (the answer may be
+   * older than that change); a watcher of the table may record them (see watchRegistry).
+   */
+  async publishedAtPaths(table: string, pathLocators: readonly string[], onFound?: (rows: readonly PathOfKey[]) => void): Promise<PathOfKey[]> {
+    if (pathLocators.length === 0) return [];
+    const before = this.registryChanges(table);
+    const { rows } = await this.exec(selectPublishedPathLocators(this.schema, table, pathLocators), `looking up published parents of ${table}`);
+    const found = rows.map((r) => ({ key: str(r.key), pathLocator: str(r.path_locator) }));
+    // A change told meanwhile may have come after the lookup's snapshot, and its notice before this answer: then
+    // the answer may be stale, and nothing is learned from it.
+    if (this.registryChanges(table) === before) onFound?.(found);
+    return found;
+  }
+
+  /**
+   * Registers acknowledged versions (one statement); a key's version never moves backwards. Returns rows written.
+   * The table's watchers learn which rows were written (watchRegistry), then `onWritten` runs with them, at once,
+   * unless another change of the table was told while this statement ran (it may have overtaken this one).
+   */
+  async recordPublished(table: string, runId: string, rows: readonly PublishedRow[], onWritten?: (written: readonly RegistryPath[]) => void): Promise<number> {
     if (rows.length === 0) return 0;
-    const { rowCount } = await this.exec(upsertPublished(this.schema, table, runId, latestPerKey(rows)), `registering published rows of ${table}`);
-    return rowCount ?? 0;
+    const before = this.registryChanges(table);
+    const { rows: written } = await this.exec(upsertPublished(this.schema, table, runId, latestPerKey(rows)), `registering published rows of ${table}`);
+    const paths = written.map((r) => ({ key: str(r.key), pathLocator: strOrNull(r.path_locator) }));
+    // Another change told while this one ran may have overtaken it (a delete of the same key): onWritten only when none was.
+    const alone = this.registryChanges(table) === before;
+    this.tell(table, (w) => w.written(paths));
+    if (alone) onWritten?.(paths);
+    return paths.length;
+  }
+
+  /**
+   * Tells `watcher` of every change this store makes to the registry entries of `table` that can make a key stop
+   * being published at its path: acknowledged versions written (with their path: a key may move), and keys
+   * deleted (before the statement and after it). Pending registrations are not told: they keep an acknowledged
+   * row acknowledged. Returns the function that stops watching. Changes made by other processes are not seen.
+   */
+  private tell(table: string, notice: (w: RegistryWatcher) => void): void {
+    this.changes.set(table, this.registryChanges(table) + 1);
+    for (const w of this.watchers.get(table) ?? []) notice(w);
+  }
+
+  /** Notices told so far for `table` (see publishedAtPaths and recordPublished). */
+  private registryChanges(table: string): number {
+    return this.changes.get(table) ?? 0;
+  }
+
+  watchRegistry(table: string, watcher: RegistryWatcher): () => void {
+    const set = this.watchers.get(table) ?? new Set<RegistryWatcher>();
+    set.add(watcher);
+    this.watchers.set(table, set);
+    return () => {
+      set.delete(watcher);
+      if (set.size === 0 && this.watchers.get(table) === set) this.watchers.delete(table);
+    };
   }
 
   /** Registers keys about to be sent (see PendingRow), before the send. */
@@ -399,8 +470,15 @@ export class ControlStore {
   /** Marks keys deleted in the registry and logs them, atomically; returns the keys newly recorded as deleted. */
   async recordDeletions(table: string, runId: string, rows: readonly DeletedKey[]): Promise<string[]> {
     if (rows.length === 0) return [];
-    const { rows: logged } = await this.exec(markDeleted(this.schema, table, runId, latestPerKey(rows)), `recording deletions of ${table}`);
-    return logged.map((r) => str(r.key));
+    const keys = rows.map((r) => r.key);
+    const tell = (): void => this.tell(table, (w) => w.deleted(keys));
+    tell();
+    try {
+      const { rows: logged } = await this.exec(markDeleted(this.schema, table, runId, latestPerKey(rows)), `recording deletions of ${table}`);
+      return logged.map((r) => str(r.key));
+    } finally {
+      tell(); // a watcher may have learned a key between the two (a lookup or a checkpoint that ended meanwhile)
+    }
   }
 
   async recordRowFailure(runId: string, table: string, key: string, modifiedOn: Ticks | null, reason: string): Promise<void> {

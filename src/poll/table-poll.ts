@@ -1,5 +1,5 @@
 import type { Position, SourceRow, Step, Ticks, Window } from '../contract.js';
-import type { ControlStore, PublishedEntry } from '../control/store.js';
+import type { ControlStore, PublishedEntry, RegistryPath } from '../control/store.js';
 import type { EventCodec } from '../events/codec.js';
 import { markerRecord, tombstoneRecord } from '../events/records.js';
 import { HighwaterError } from '../errors.js';
@@ -15,6 +15,7 @@ import { StageTimes } from './stages.js';
 import type { PollerObserver } from './observer.js';
 import { RowPublisher, type PublishedRow, type PublishOutcome, type PublishSettings } from './publish-rows.js';
 import { ancestorPaths, hierarchyDepth, planWindow, type HeldBack } from './window.js';
+import { PublishedPaths } from './published-paths.js';
 
 /**
  * One table and scope inside a run: plan (or, on resume, reload) the window, run the steps page by page with a
@@ -300,6 +301,12 @@ export class TablePoll {
   private heldBack: HeldBack | null = null;
   private counts = { published: 0, skipped: 0, failed: 0, tombstones: 0, lateArrivals: 0, nullModifiedOn: 0 };
   private readonly stages = new StageTimes();
+  /**
+   * Paths known published (acknowledged, not deleted in the registry), learned from this run's checkpoints and the
+   * registry's answers, kept true by the store's notices (see PublishedPaths): the ancestor search asks the
+   * registry only about the others.
+   */
+  private readonly publishedPaths = new PublishedPaths();
 
   constructor(private readonly job: TableJob, private readonly deps: TablePollDeps) {
     this.rows = new RowPublisher(deps.publisher, deps.codec, deps.source, deps.publish, this.stages);
@@ -312,9 +319,12 @@ export class TablePoll {
     if (!lease.acquired) {
       throw new HighwaterError('LEASE_HELD', `table ${this.job.table} (scope ${this.job.scope}) is leased by ${lease.holder} until ${lease.expiresAt?.toISOString()}`);
     }
+    const unwatch = this.deps.store.watchRegistry(this.job.table, this.publishedPaths);
     try {
       return await this.runLeased(resume, lease.highWater);
     } finally {
+      unwatch();
+      this.publishedPaths.clear();
       await this.deps.store.releaseLease(this.job.table, this.job.scope, this.job.owner).catch((err: unknown) => this.log.warn({ err }, 'could not release the lease; it expires by itself'));
     }
   }
@@ -494,7 +504,7 @@ export class TablePoll {
     pipe.started(sending, async (outcome) => {
       // Kafka acknowledged every record of the send: the registry records all its versions in one statement, then
       // each page's batch row records its position, in batch order.
-      await this.recordPublished(outcome.published);
+      await this.recordPublished(outcome.published, (written) => this.learnDirectories(written, pages.flatMap((p) => p.prepared.ordered)));
       for (const p of pages) {
         await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered), true);
         pipe.release(p.at.batchNo);
@@ -557,9 +567,23 @@ export class TablePoll {
     return { ordered, registered, skipped: (known?.skipped ?? 0) + page.length - fresh.length };
   }
 
-  /** Registers acknowledged versions in the registry. */
-  private async recordPublished(rows: readonly PublishedRow[]): Promise<void> {
-    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, rows));
+  /** Registers acknowledged versions in the registry; `onWritten` is told which rows were written (see ControlStore). */
+  private async recordPublished(rows: readonly PublishedRow[], onWritten?: (written: readonly RegistryPath[]) => void): Promise<void> {
+    await this.stages.time('checkpoint: record published', () => this.deps.store.recordPublished(this.job.table, this.job.runId, rows, onWritten));
+  }
+
+  /**
+   * The directories among `sent` that a checkpoint just wrote to the registry at the path they were sent with are
+   * published there: later pages need not ask the registry about them. Only directories (only they have children),
+   * so the bounded set covers more of a large load.
+   */
+  private learnDirectories(written: readonly RegistryPath[], sent: readonly ObservedRow[]): void {
+    const directories = new Map<string, string>();
+    for (const { row } of sent) if (row.isDirectory && row.pathLocator !== null) directories.set(row.key, row.pathLocator);
+    if (directories.size === 0) return;
+    for (const { key, pathLocator } of written) {
+      if (pathLocator !== null && directories.get(key) === pathLocator) this.publishedPaths.add(key, pathLocator);
+    }
   }
 
   /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */
@@ -641,21 +665,26 @@ export class TablePoll {
     // The paths of this page and of the pages in flight, without copying the latter (thousands of paths) per page.
     const seen = new Set<string | null>(rows.map((r) => r.pathLocator));
     const known = (p: string): boolean => seen.has(p) || inFlightPaths.has(p);
+    // The registry's answer for a path this run knows published (PublishedPaths) is known: it is asked the rest only.
+    const unknown = (paths: readonly string[]): string[] => paths.filter((p) => !this.publishedPaths.has(p));
     const found: ObservedRow[] = [];
     // The first lookup also asks for every ancestor the parents' paths name by their form (a hierarchyid path's
     // prefixes), so a deep chain of unpublished ancestors takes one round instead of one per level; the loop still
     // follows the parent columns for whatever that guess missed.
     const direct = parentsNotIn(rows, known);
-    let wanted = [...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known(p));
+    let wanted = unknown([...new Set([...direct, ...direct.flatMap(ancestorPaths)])].filter((p) => !known(p)));
     for (let depth = 0; wanted.length > 0 && depth < MAX_HIERARCHY_DEPTH; depth++) {
-      const published = await this.deps.store.publishedPathLocators(this.job.table, wanted);
+      const atPaths = await this.stages.time('prepare: ancestors lookup', () => this.deps.store.publishedAtPaths(this.job.table, wanted, (rows) => {
+        for (const r of rows) this.publishedPaths.add(r.key, r.pathLocator);
+      }));
+      const published = new Set(atPaths.map((r) => r.pathLocator));
       const missing = wanted.filter((p) => !published.has(p));
       if (missing.length === 0) break;
       const read = await this.observe((s) => s.readByPathLocators(missing));
       const parents = read.value.filter((r) => !excluded.has(r.key.toLowerCase()));
       for (const p of parents) seen.add(p.pathLocator);
       found.push(...parents.map((row) => ({ row, observed: read.observed })));
-      wanted = parentsNotIn(parents, known);
+      wanted = unknown(parentsNotIn(parents, known));
     }
     return found;
   }
@@ -674,6 +703,7 @@ export class TablePoll {
 
   /** Tombstones (and tombstones for the chunks of the versions they delete), then the deletion log. */
   private async publishTombstones(gone: readonly { key: string; observed: Ticks }[], registered: ReadonlyMap<string, PublishedEntry>): Promise<void> {
+    this.publishedPaths.deleted(gone.map((g) => g.key)); // before the tombstones leave (the store tells it again)
     const deletions = gone.map(({ key, observed }) => ({
       table: this.job.table, tenant: this.job.tenant, key, modifiedOn: registered.get(key)?.modifiedOn ?? null, observed, runId: this.job.runId,
     }));

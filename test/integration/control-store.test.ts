@@ -6,6 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { ControlStore, type PublishedRow, type TableStart } from '../../src/control/store.js';
 import { HighwaterError } from '../../src/errors.js';
+import { PublishedPaths } from '../../src/poll/published-paths.js';
 import { createTestDatabase, dropWhenPassed, type TestDatabase } from '../support/pg.js';
 
 const SCHEMA = 'Hw_Control';
@@ -56,7 +57,7 @@ describe('control store', () => {
     dropWhenPassed(db);
     const concurrent = await withOtherProcess(db, async (other) =>
       Promise.all([new ControlStore(db.pool(), SCHEMA).migrate(), other.migrate()]));
-    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3]]);
+    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3, 4]]);
 
     const again = await new ControlStore(db.pool(), SCHEMA).migrate();
     expect(again.applied).toEqual([]);
@@ -67,7 +68,9 @@ describe('control store', () => {
     ]);
     const versions = await db.pool().query(`SELECT version, name FROM "${SCHEMA}".schema_migrations ORDER BY version`);
     expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }, { version: 2, name: '002_late_arrival_sweep.sql' },
-      { version: 3, name: '003_observations.sql' }]);
+      { version: 3, name: '003_observations.sql' }, { version: 4, name: '004_registry_fillfactor.sql' }]);
+    const { rows: options } = await db.pool().query(`SELECT reloptions FROM pg_class WHERE oid = '"${SCHEMA}".published'::regclass`);
+    expect(options[0].reloptions).toEqual(['fillfactor=70']);
   });
 
   it('refuses a schema migrated by a newer highwater, changing nothing', async ({ task }) => {
@@ -76,7 +79,7 @@ describe('control store', () => {
     const error = await store.migrate().then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(HighwaterError);
     expect((error as HighwaterError).code).toBe('SCHEMA_TOO_NEW');
-    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*003_observations\.sql/);
+    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*004_registry_fillfactor\.sql/);
   });
 
   it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
@@ -373,6 +376,75 @@ describe('control store', () => {
 
     await store.setSweepCursor('T', null);
     expect(await store.sweepCursor('T')).toBeNull();
+  });
+
+  // The poller's PublishedPaths answers "is this path published?" without asking the registry. It stays true only if
+  // the store tells its watchers of every write that can take a key off its path: random registrations, versions
+  // (old and new, moved or not, refused as older), deletions and restores, then after each step every path the set
+  // holds must be one the registry itself calls published.
+  it('registry watchers: a PublishedPaths fed by the store never holds a path the registry does not call published', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const paths = new PublishedPaths(100);
+    const stop = store.watchRegistry('T', paths);
+    const other = new PublishedPaths(40);
+    const stopOther = store.watchRegistry('U', other);
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const KEYS = 40;
+    const PATHS = 80;
+    const key = () => `k${rand(KEYS)}`;
+    const path = () => `/${rand(PATHS)}/`;
+    // As the poller does, only some written rows are learned (its directories): a move of any other key is known
+    // to the set only from the store's notice.
+    const learned = (k: string): boolean => Number(k.slice(1)) % 2 === 0;
+    let observed = 100n;
+    let checked = 0;
+    const op = async (): Promise<void> => {
+      observed += 1n;
+      const kind = rand(5);
+      if (kind === 0) {
+        await store.registerPending('T', runId, [{ key: key(), modifiedOn: BigInt(rand(50)), pathLocator: path() }]);
+      } else if (kind === 1 || kind === 2) {
+        // versions of random keys at random paths, some older than registered (the store refuses those)
+        const rows = Array.from({ length: 1 + rand(3) }, () => published(key(), BigInt(rand(50)), { observed, pathLocator: path() }));
+        await store.recordPublished('T', runId, rows, (written) => {
+          for (const w of written) if (w.pathLocator !== null && learned(w.key)) paths.add(w.key, w.pathLocator);
+        });
+      } else if (kind === 3) {
+        await store.recordDeletions('T', runId, [{ key: key(), modifiedOn: null, observed }]);
+      } else {
+        await store.publishedAtPaths('T', Array.from({ length: PATHS }, (_, i) => `/${i}/`), (found) => {
+          for (const f of found) paths.add(f.key, f.pathLocator);
+        });
+      }
+    };
+    for (let step = 0; step < 400; step++) {
+      // Two at once, as a checkpoint, a lookup and a delete of other work of the same process may be.
+      await Promise.all([op(), op()]);
+      // A write to another table tells nothing to this table's watcher.
+      if (step % 10 === 0) await store.recordDeletions('U', runId, [{ key: key(), modifiedOn: null, observed }]);
+      const all = Array.from({ length: PATHS }, (_, i) => `/${i}/`);
+      const registry = await store.publishedPathLocators('T', all);
+      for (const p of all) {
+        if ((paths as unknown as { byPath: Map<string, string> }).byPath.has(p)) {
+          checked++;
+          expect(registry.has(p), `step ${step}: ${p} held as published`).toBe(true);
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(300); // the set held paths most of the time: the check was not vacuous
+    stop();
+    stopOther();
+    // Once unwatched, nothing is told: a deletion leaves the (now stale) set as it was.
+    const [held] = [...(paths as unknown as { byPath: Map<string, string> }).byPath.entries()];
+    if (held) {
+      await store.recordDeletions('T', runId, [{ key: held[1], modifiedOn: null, observed: observed + 1000n }]);
+      expect(paths.has(held[0])).toBe(true);
+    }
   });
 
   it('observations: stamped in order, never overlapping across processes, and a failed read leaves nothing held', async ({ task }) => {

@@ -654,6 +654,57 @@ describe('poller', () => {
     expect(steps.filter((b) => b.step === 'missing-parents').map((b) => [b.batch_no, b.rows, b.rows_skipped])).toEqual([[1, 3, 0], [2, 1, 1]]);
   });
 
+  // The run keeps the paths it knows published (PublishedPaths) to skip registry lookups. Here a folder the run
+  // itself published (so the set holds its path) is deleted and re-created at the same path under a new key older
+  // than every window, and a child of that path arrives late: after the delete sweep's tombstone, the late-arrival
+  // sweep must find the path unpublished (the set forgot it) and publish the new folder before the child.
+  it('publishes a folder re-created at a path the run had published and then deleted, before its late child', async () => {
+    const fx = await fixture('recreated parent', { root: { kafka: { brokers: brokers(), partitions: 1, clientId: 'hw-poller-test' } } });
+    const { t } = await one<{ t: string }>(fx.src, `SELECT to_char((clock_timestamp() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS t`);
+    const config = parseConfigObject({ ...fx.raw, tables: [tableConfig(fx.topic, { initialBaseline: t })] }, 'recreated parent');
+    const folder = sampleRow({ path: '/5/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '2 hours'` });
+    const file = sampleRow({ path: '/5/1/', parent: '/5/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '2 hours'` });
+    await insertRows(fx.src, [folder, file]);
+    const rt = fx.runtime(config);
+    const real = await rt.source(config.tables[0]!);
+    completed(await (await pollerWith(rt, real)).run({ requestedBy: 'test' }));
+
+    // The folder changes: the next run publishes it again (and learns its path from its own checkpoint).
+    await fx.src.query(`UPDATE demo."cw_referralattachmentBase" SET "ModifiedOn" = clock_timestamp() WHERE cw_referralattachmentid = $1`, [folder.id]);
+    await fx.src.query(`UPDATE demo."ReferralAttachment" SET name = 'renamed' WHERE stream_id = $1`, [folder.id]);
+    // Older than the baseline: no window and no sweep reads it; only the search for a child's ancestors finds it.
+    const recreated = sampleRow({ path: '/5/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '3 days'` });
+    // Inside the last window, committed after it: a late arrival.
+    const lateChild = sampleRow({ path: '/5/2/', parent: '/5/', bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '1 hour'` });
+    let swept = false;
+    const source: SourceConnector = {
+      ...gatedSource(real, Promise.resolve()),
+      // The delete sweep's question: just before it is asked, the folder is replaced at its path.
+      memberKeys: async (r) => {
+        if (!swept) {
+          swept = true;
+          await fx.src.query(`WITH m AS (DELETE FROM demo."cw_referralattachmentBase" WHERE cw_referralattachmentid = $1)
+            DELETE FROM demo."ReferralAttachment" WHERE stream_id = $1`, [folder.id]);
+          await insertRows(fx.src, [recreated, lateChild]);
+        }
+        return real.memberKeys(r);
+      },
+    };
+    const run = await (await pollerWith(rt, source)).run({ requestedBy: 'test' });
+    const outcome = completed(run);
+    expect(swept).toBe(true);
+    expect(outcome.tombstones).toBe(1);
+    expect(outcome.lateArrivals).toBeGreaterThanOrEqual(1);
+    const records = await readTopic(fx.topic);
+    const inRun = changes(records).filter((c) => c.headers[HEADERS.runId] === run.runId);
+    expect(inRun.filter((c) => c.key === folder.id)).toHaveLength(1);
+    const parent = inRun.find((c) => c.key === recreated.id);
+    const child = inRun.find((c) => c.key === lateChild.id);
+    expect(parent, 'the re-created folder is published in the run').toBeDefined();
+    expect(child).toBeDefined();
+    expect(parent!.offset).toBeLessThan(child!.offset);
+  });
+
   it('turns deleted rows into tombstones carrying the last published version, and logs them', async () => {
     const fx = await fixture('deletes');
     const rows = Array.from({ length: 4 }, (_, i) => sampleRow({ path: `/${i + 1}/`, bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '${10 + i} minutes'` }));
