@@ -141,8 +141,12 @@ describe('statements', () => {
 
   it('holds back missing parents and incomplete content only when not stale', () => {
     const missing = markMissingParents(T);
-    expect(missing.text).toMatch(/^WITH RECURSIVE placed/);
-    expect(missing.text).toContain('t.tenant = s.tenant AND t.path_locator = s.parent_path_locator');
+    expect(missing.text).toMatch(/^WITH RECURSIVE parents/);
+    // The target's path index is probed once per distinct parent that the batch does not place, not per row.
+    expect(missing.text).toContain('t.tenant = o.tenant AND t.path_locator = o.path');
+    expect(missing.text).not.toContain('t.path_locator = s.parent_path_locator');
+    // The probes of the target's rows and of hw_tombstones (stale) run after the cut of the rows still unplaced.
+    expect(missing.text.indexOf('unplaced AS MATERIALIZED')).toBeLessThan(missing.text.indexOf(`>= ${VERSION_OF('s')}`));
     expect(missing.text).toContain('RETURNING s.key');
     expect(missing.values).toEqual(['Referral.Attachment']);
     for (const q of [missing, markIncompleteContent(T)]) {
