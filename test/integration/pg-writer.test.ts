@@ -602,6 +602,24 @@ describe('PostgresWriter', () => {
     expect(await heldKeys(sql)).toEqual(['mover', 'orphan', 'orphan-kid', 'same-blank-kid', 'south-d1-kid', 'tomb-old', 'under-tombed']);
   });
 
+  it('stages every batch of a session from an empty table, after a commit and after a rollback', async () => {
+    // The staging table lives as long as the session (ON COMMIT DELETE ROWS); one session here, so every batch
+    // reuses it: rows of a committed or a failed batch must not be seen by the next one.
+    const db = await createTestDatabase('pgwriter stage reuse');
+    dropWhenPassed(db);
+    const writer = new PostgresWriter(new pg.Pool({ connectionString: db.url, max: 1 }), { schema: 'tgt', tables: [{ name: TABLE }] });
+    onTestFinished(() => writer.close());
+    await writer.migrate();
+    const sql = db.pool();
+    expect((await writer.apply(batch({ rows: [version('a', 1n, Buffer.from('a'), { parentPathLocator: '/later/' })] }))).held).toEqual(['a']);
+    expect(await writer.apply(batch({ rows: [version('b', 1n, Buffer.from('b'))] }))).toMatchObject({ applied: 1, held: [] });
+    await sql.query(`ALTER TABLE tgt.referral_attachment ADD CONSTRAINT forbidden_name CHECK (name <> 'bad.bin')`);
+    await rejection(writer.apply(batch({ rows: [version('c', 1n, Buffer.from('c'), { parentPathLocator: '/b/' }), version('bad', 1n, Buffer.from('x'))] })));
+    expect(await writer.apply(batch({ rows: [version('d', 1n, Buffer.from('d'), { parentPathLocator: '/b/' })] }))).toMatchObject({ applied: 1, held: [], skippedStale: 0 });
+    expect(await rowsOf(sql, 'SELECT key FROM tgt.referral_attachment ORDER BY key')).toEqual([{ key: 'b' }, { key: 'd' }]);
+    expect(await heldKeys(sql)).toEqual(['a']);
+  });
+
   it('analyzes the target and its holding tables once a load has grown them, not for every batch', async () => {
     const { sql, writer } = await freshTarget('statistics');
     const estimates = async (): Promise<Record<string, unknown>[]> =>

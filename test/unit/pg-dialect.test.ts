@@ -74,8 +74,8 @@ describe('migrations', () => {
 describe('staging', () => {
   it('declares the staging table with the COPY columns, a status, and drops it at commit', () => {
     const ddl = createStageTable().text;
-    expect(ddl).toMatch(/^CREATE TEMP TABLE hw_stage/);
-    expect(ddl).toMatch(/ON COMMIT DROP$/);
+    expect(ddl).toMatch(/^CREATE TEMP TABLE IF NOT EXISTS hw_stage/);
+    expect(ddl).toMatch(/ON COMMIT DELETE ROWS$/);
     for (const c of ['content_kind text', 'content_sha256 bytea', 'chunk_count integer', 'modified_on_ticks bigint', 'source_partition integer', 'source_offset bigint', 'status text']) {
       expect(ddl).toContain(c);
     }
