@@ -15,7 +15,7 @@ import { RetryLoop } from './apply/retry-loop.js';
 import { HeldResolver } from './apply/held.js';
 import { lagOf, topicEnds } from './apply/offsets.js';
 import { connectionStringOf, databaseByName, dlqTopicFor, groupIdFor, retryTopicFor, tablesForTarget, topicFor, backfillTopic } from './config/load.js';
-import { applyMode, type Config, type DatabaseConfig, type TableConfig, type TargetConfig } from './config/schema.js';
+import { applyMode, fetchLimits, type Config, type DatabaseConfig, type TableConfig, type TargetConfig } from './config/schema.js';
 import { ControlStore } from './control/store.js';
 import { createCodec, type EventCodec } from './events/codec.js';
 import { inlineLimit } from './events/records.js';
@@ -234,7 +234,7 @@ export class Runtime {
       positionOf: async (topic, partition) => (await writer.storedOffsets(groupId, [topic])).find((o) => o.partition === partition)?.nextOffset ?? null,
       onAssigned: () => loop.forgetPositions(),
       partitionsConsumedConcurrently: mode.kafkaConcurrency,
-      maxBytesPerPartition: target.fetchMaxBytesPerPartition,
+      ...fetchLimits(target),
       onPositionFailed: (err) => logger.error({ err, groupId }, 'could not position the assigned partitions from the target; they stay paused until the next assignment'),
       onRestart: (err, delayMs) => logger.warn({ err, groupId, delayMs }, 'the Kafka cluster stayed unreachable longer than the client retries; the consumer starts again after a pause'),
       sessionTimeoutMs: target.sessionTimeoutMs,

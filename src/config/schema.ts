@@ -141,6 +141,14 @@ export const tableSchema = z.strictObject({
 export const FETCH_TOGETHER_WIDTH = 64;
 
 /**
+ * A fetch applied together takes up to this many partitions' worth of bytes (fetchMaxBytesPerPartition each): a
+ * table's partitions (kafka.partitions, 6 by default) then come in one fetch. kafkajs' 10 MiB for the whole fetch
+ * filled one or two partitions at 8 MiB each, and the children of the others' parents were held (44k of a 100k-row
+ * rebuild).
+ */
+export const FETCH_TOGETHER_PARTITIONS = 8;
+
+/**
  * The most partitions a consumer may apply at once with a target pool of `poolSize` connections: one transaction per
  * partition, and one connection left for the held-children resolver, the retry topic and position reads. Pure.
  */
@@ -156,6 +164,12 @@ export function applyMode(setting: number | undefined): { together: boolean; kaf
   return setting === undefined ? { together: true, kafkaConcurrency: FETCH_TOGETHER_WIDTH } : { together: false, kafkaConcurrency: setting };
 }
 
+/** The bytes a consumer's fetch takes, per partition and as a whole (undefined: kafkajs' 10 MiB). Pure. */
+export function fetchLimits(target: { partitionsConsumedConcurrently?: number | undefined; fetchMaxBytesPerPartition: number }): { maxBytesPerPartition: number; maxBytes: number | undefined } {
+  const together = applyMode(target.partitionsConsumedConcurrently).together;
+  return { maxBytesPerPartition: target.fetchMaxBytesPerPartition, maxBytes: together ? FETCH_TOGETHER_PARTITIONS * target.fetchMaxBytesPerPartition : undefined };
+}
+
 export const targetSchema = z.strictObject({
   name: name.describe('Name of this target.'),
   database: name.describe('Name of the target database (see databases).'),
@@ -166,7 +180,7 @@ export const targetSchema = z.strictObject({
   partitionsConsumedConcurrently: z.number().int().min(1).max(32).optional()
     .describe(`Unset (the default): the partitions of one fetch are applied together, one transaction per table over all of them, their records merged in the order they were produced, so a child whose parent went to another partition is written with it rather than held. Set: that many partitions applied at once, each batch in a transaction of its own (the next batch of a partition waits for the one before); each holds a target connection while it writes, and one more is kept for the held-children resolver, the retry topic and position reads: at most the target database's poolSize - 1 (or 1). Measured in docs/benchmarks.md.`),
   fetchMaxBytesPerPartition: z.number().int().min(64 * 1024).max(64 * 1024 * 1024).default(8 * 1024 * 1024)
-    .describe('Most bytes one fetch takes from one partition of a table topic (a larger record still comes whole); a fetch of a partition is applied in transactions of at most batchMaxRecords before the next partition is read. Smaller fetches interleave partitions more finely: children whose parent is in another partition wait less in hw_held (a 100k-row tree of small rows applied 1.5-1.7x faster with 1-4 MiB than with 8 MiB), but each transaction carries fewer rows (1 MiB blobs applied at half the rate with 1 MiB). Measured in docs/benchmarks.md.'),
+    .describe(`Most bytes one fetch takes from one partition of a table topic (a larger record still comes whole). A fetch as a whole takes up to ${FETCH_TOGETHER_PARTITIONS} times this when a fetch's partitions are applied together (partitionsConsumedConcurrently unset), so that a table's partitions come in the same fetch and a child is applied with its parent; otherwise kafkajs' 10 MiB, and each partition is applied in transactions of at most batchMaxRecords before the next is read. Larger fetches mean larger transactions and more memory per consumer (1 MiB blobs applied at half the rate with 1 MiB as with 8). Measured in docs/benchmarks.md.`),
   sessionTimeoutMs: z.number().int().min(1000).max(300_000).default(30_000)
     .describe('Kafka group session timeout of the consumers: how long a member that stopped heartbeating (killed, frozen, cut off) keeps its partitions before they move to another member, and how long a restarted consumer may wait for its own dead predecessor. Must exceed the longest apply of one batch (a member that misses its heartbeats for longer is removed and its batch is applied again by the next owner). The broker bounds it by group.min/max.session.timeout.ms (6 s to 30 min by default).'),
   retry: defaulted(z.strictObject({

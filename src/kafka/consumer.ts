@@ -37,6 +37,8 @@ export interface ManualConsumerOptions {
   readonly positionOf: (topic: string, partition: number) => Promise<bigint | null>;
   readonly sessionTimeoutMs?: number;
   readonly maxBytesPerPartition?: number;
+  /** Most bytes of one fetch as a whole (kafkajs' default, 10 MiB, when unset). */
+  readonly maxBytes?: number;
   /**
    * Partition batches handled at once (kafkajs' partitionsConsumedConcurrently; default 1). kafkajs never hands out
    * two batches of one partition at once: a fetch's batches all finish before the next fetch.
@@ -108,6 +110,7 @@ export class ManualConsumer {
       // A third of the session (kafkajs' 3 s default at most), so a short session still gets three heartbeats.
       heartbeatInterval: Math.min(3000, Math.floor((options.sessionTimeoutMs ?? 30_000) / 3)),
       maxBytesPerPartition: options.maxBytesPerPartition ?? 8 * 1024 * 1024,
+      ...(options.maxBytes === undefined ? {} : { maxBytes: options.maxBytes }),
       allowAutoTopicCreation: false,
     });
     this.admin = kafka.admin();

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { databaseUrlEnvName, parseConfigObject, parseConfigText, topicFor } from '../../src/config/load.js';
 import { renderReference } from '../../src/config/reference.js';
 import { renderJsonSchema } from '../../src/config/json-schema.js';
-import { applyMode, connectionStringProblem, FETCH_TOGETHER_WIDTH } from '../../src/config/schema.js';
+import { applyMode, connectionStringProblem, fetchLimits, FETCH_TOGETHER_PARTITIONS, FETCH_TOGETHER_WIDTH } from '../../src/config/schema.js';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../../src/errors.js';
 
@@ -64,6 +64,15 @@ describe('configuration', () => {
     expect(parseConfigObject(withTarget({ fetchMaxBytesPerPartition: 1048576 }), 'test.yaml').targets[0]!.fetchMaxBytesPerPartition).toBe(1048576);
     for (const bad of [1000, 128 * 1024 * 1024, 1.5e6 + 0.5])
       expect(issuesOf(withTarget({ fetchMaxBytesPerPartition: bad })).map((i) => i.path)).toContain('targets.0.fetchMaxBytesPerPartition');
+  });
+
+  it('lets a fetch applied together take several partitions\' worth, so a table\'s six partitions come in one fetch', () => {
+    const limits = (extra: Record<string, unknown>) => fetchLimits(parseConfigObject({ ...minimal, targets: [{ name: 'wh', database: 'ctl', ...extra }] }, 'test.yaml').targets[0]!);
+    expect(FETCH_TOGETHER_PARTITIONS).toBeGreaterThanOrEqual(6);
+    expect(limits({})).toEqual({ maxBytesPerPartition: 8 << 20, maxBytes: FETCH_TOGETHER_PARTITIONS * (8 << 20) });
+    expect(limits({ fetchMaxBytesPerPartition: 1 << 20 })).toEqual({ maxBytesPerPartition: 1 << 20, maxBytes: FETCH_TOGETHER_PARTITIONS << 20 });
+    // One transaction per partition: kafkajs' own 10 MiB for the whole fetch, as before.
+    expect(limits({ partitionsConsumedConcurrently: 2 })).toEqual({ maxBytesPerPartition: 8 << 20, maxBytes: undefined });
   });
 
   it('fills every default the spec names', () => {
