@@ -1,6 +1,7 @@
 import type { Admin, Kafka, Producer } from 'kafkajs';
 import type { OutRecord } from '../events/records.js';
 import { createIdempotentProducer, partitionForKey, withKafkaErrors } from './client.js';
+import { installFastProduce } from './produce-request.js';
 import { partitionCount } from './topics.js';
 
 /**
@@ -41,6 +42,8 @@ export class Publisher {
   private readonly admin: Admin;
   private readonly partitions = new Map<string, number>();
   private connected = false;
+  /** Whether Produce requests go out through produce-request.ts rather than kafkajs' per-record encoders. */
+  fastEncoder = false;
   /** The end of the last queued send (see send). */
   private queue: Promise<void> = Promise.resolve();
 
@@ -51,6 +54,8 @@ export class Publisher {
 
   async connect(): Promise<void> {
     if (this.connected) return;
+    // Produce requests encoded in one pass (produce-request.ts), process-wide, once kafkajs' own encoder agreed on a sample.
+    this.fastEncoder = await installFastProduce();
     await withKafkaErrors('connecting the producer', async () => {
       await this.producer.connect();
       await this.admin.connect();
