@@ -92,8 +92,9 @@ export function encodable(args: ProduceArgs): boolean {
         const headers = m.headers;
         if (headers === undefined) continue;
         if (headers === null || typeof headers !== 'object') return false;
+        // for-in must list what Object.keys (kafkajs' Record) lists: no inherited enumerable keys.
         for (const k in headers) {
-          if (!Object.prototype.hasOwnProperty.call(headers, k)) continue;
+          if (!Object.prototype.hasOwnProperty.call(headers, k)) return false;
           const v = headers[k];
           if (Array.isArray(v)) {
             for (const x of v as readonly unknown[]) if (!isBytes(x)) return false;
@@ -150,100 +151,137 @@ function writeRaw(buf: Buffer, offset: number, v: string | Buffer, length: numbe
   return offset + length;
 }
 
-/** A header (key, value) flattened as kafkajs' Record does: array values become one header per element. */
-interface FlatHeader {
-  readonly key: string;
-  readonly keyLength: number;
-  readonly value: string | Buffer;
-  readonly valueLength: number;
+/**
+ * Lengths found by the sizing pass and read back by the writing pass, in message order: per record its body size,
+ * key length, value length (-1 for null) and header count, then per header its key and value lengths. One growing
+ * array for the process instead of objects per record and header.
+ */
+let lengths = new Int32Array(1 << 16);
+
+function ensureLengths(n: number): void {
+  if (n <= lengths.length) return;
+  let size = lengths.length;
+  while (size < n) size *= 2;
+  const next = new Int32Array(size);
+  next.set(lengths);
+  lengths = next;
 }
 
-/** One record's pieces and its body size (the record's length prefix). */
-interface SizedRecord {
-  readonly key: string | Buffer | null;
-  readonly keyLength: number;
-  readonly value: string | Buffer | null;
-  readonly valueLength: number;
-  readonly headers: FlatHeader[];
-  readonly bodySize: number;
-}
-
-const headerKeyLengths = new Map<string, number>();
-
-function headerKeyLength(k: string): number {
-  let n = headerKeyLengths.get(k);
-  if (n === undefined) {
-    n = Buffer.byteLength(k, 'utf8');
-    if (headerKeyLengths.size < 1024) headerKeyLengths.set(k, n);
-  }
-  return n;
-}
-
-function sizeRecord(m: ProduceMessage, offsetDelta: number): SizedRecord {
-  const key = m.key ?? null;
-  const value = m.value ?? null;
-  const keyLength = key === null ? -1 : byteLengthOf(key);
-  const valueLength = value === null ? -1 : byteLengthOf(value);
-  const headers: FlatHeader[] = [];
-  const source = m.headers ?? {};
-  // Object.keys order, as kafkajs' Record (Object.keys(headers).flatMap(...)).
-  for (const k of Object.keys(source)) {
-    const v = source[k]!;
-    const keyLen = headerKeyLength(k);
-    if (Array.isArray(v)) {
-      for (const x of v as readonly HeaderValue[]) headers.push({ key: k, keyLength: keyLen, value: x, valueLength: byteLengthOf(x) });
-    } else {
-      const x = v as HeaderValue;
-      headers.push({ key: k, keyLength: keyLen, value: x, valueLength: byteLengthOf(x) });
+/**
+ * Sizes one record into `lengths` from `at` and returns the index after it. Headers in for-in order, which
+ * `encodable` made Object.keys order (kafkajs' Record flattens Object.keys(headers), arrays into one header each).
+ */
+function sizeRecord(m: ProduceMessage, offsetDelta: number, at: number): number {
+  const headers = m.headers;
+  let headerCount = 0;
+  if (headers !== undefined) {
+    for (const k in headers) {
+      const v = headers[k]!;
+      headerCount += Array.isArray(v) ? v.length : 1;
     }
   }
+  ensureLengths(at + 4 + 2 * headerCount + 2);
+  const key = m.key;
+  const value = m.value;
+  const keyLength = key == null ? -1 : byteLengthOf(key);
+  const valueLength = value == null ? -1 : byteLengthOf(value);
   let size =
     1 + // attributes
     1 + // timestamp delta: always 0 here (no record timestamps), one varint byte
     sizeOfVarInt(offsetDelta) +
     (keyLength < 0 ? 1 : sizeOfVarInt(keyLength) + keyLength) +
     (valueLength < 0 ? 1 : sizeOfVarInt(valueLength) + valueLength) +
-    sizeOfVarInt(headers.length);
-  for (const h of headers) size += sizeOfVarInt(h.keyLength) + h.keyLength + sizeOfVarInt(h.valueLength) + h.valueLength;
-  return { key, keyLength, value, valueLength, headers, bodySize: size };
+    sizeOfVarInt(headerCount);
+  lengths[at + 1] = keyLength;
+  lengths[at + 2] = valueLength;
+  lengths[at + 3] = headerCount;
+  let i = at + 4;
+  if (headers !== undefined) {
+    for (const k in headers) {
+      const v = headers[k]!;
+      const kl = utf8Length(k);
+      if (Array.isArray(v)) {
+        for (const x of v as readonly HeaderValue[]) {
+          const vl = byteLengthOf(x);
+          lengths[i++] = kl;
+          lengths[i++] = vl;
+          size += sizeOfVarInt(kl) + kl + sizeOfVarInt(vl) + vl;
+        }
+      } else {
+        const vl = byteLengthOf(v as HeaderValue);
+        lengths[i++] = kl;
+        lengths[i++] = vl;
+        size += sizeOfVarInt(kl) + kl + sizeOfVarInt(vl) + vl;
+      }
+    }
+  }
+  lengths[at] = size;
+  return i;
+}
+
+/** Writes one record sized by sizeRecord at `at`; returns the buffer offset after it. */
+function writeRecord(buf: Buffer, o: number, m: ProduceMessage, offsetDelta: number, at: number): number {
+  o = writeVarInt(buf, o, lengths[at]!);
+  buf[o++] = 0; // attributes
+  buf[o++] = 0; // timestamp delta (varlong 0)
+  o = writeVarInt(buf, o, offsetDelta);
+  const keyLength = lengths[at + 1]!;
+  o = writeVarInt(buf, o, keyLength);
+  if (keyLength >= 0) o = writeRaw(buf, o, m.key!, keyLength);
+  const valueLength = lengths[at + 2]!;
+  o = writeVarInt(buf, o, valueLength);
+  if (valueLength >= 0) o = writeRaw(buf, o, m.value!, valueLength);
+  o = writeVarInt(buf, o, lengths[at + 3]!);
+  const headers = m.headers;
+  if (headers === undefined) return o;
+  let i = at + 4;
+  for (const k in headers) {
+    const v = headers[k]!;
+    if (Array.isArray(v)) {
+      for (const x of v as readonly HeaderValue[]) {
+        o = writeVarInt(buf, o, lengths[i]!);
+        o = writeRaw(buf, o, k, lengths[i++]!);
+        o = writeVarInt(buf, o, lengths[i]!);
+        o = writeRaw(buf, o, x, lengths[i++]!);
+      }
+    } else {
+      o = writeVarInt(buf, o, lengths[i]!);
+      o = writeRaw(buf, o, k, lengths[i++]!);
+      o = writeVarInt(buf, o, lengths[i]!);
+      o = writeRaw(buf, o, v as HeaderValue, lengths[i++]!);
+    }
+  }
+  return o;
 }
 
 /** Bytes from the batch's first field (base offset) to its end. */
 const BATCH_HEADER_BYTES = 8 + 4 + 4 + 1 + 4 + 2 + 4 + 8 + 8 + 8 + 2 + 4 + 4;
 
-interface SizedPartition {
-  readonly partition: number;
-  readonly firstSequence: number;
-  readonly records: SizedRecord[];
-  /** Everything after the partition's int32 record-set size. */
-  readonly batchSize: number;
-}
-
 /**
  * The Produce request body for `args` (which `encodable` accepted), with `now` the timestamp kafkajs would take
- * from Date.now() for the batches of records that carry none. Pure.
+ * from Date.now() for the batches of records that carry none. Pure apart from a reused scratch array.
  */
 export function encodeProduceRequest(args: ProduceArgs, now: number): Buffer {
   const transactionalId = args.transactionalId ?? null;
   const transactionalLength = transactionalId === null ? -1 : Buffer.byteLength(transactionalId, 'utf8');
   let total = 2 + Math.max(transactionalLength, 0) + 2 + 4 + 4;
-  const topics: { topic: string; topicLength: number; partitions: SizedPartition[] }[] = [];
+  // Sizing pass: every record's lengths into `lengths`, every partition's batch size into `batchSizes`.
+  const batchSizes: number[] = [];
+  let at = 0;
   for (const t of args.topicData) {
-    const topicLength = Buffer.byteLength(t.topic, 'utf8');
-    total += 2 + topicLength + 4;
-    const partitions: SizedPartition[] = [];
+    total += 2 + Buffer.byteLength(t.topic, 'utf8') + 4;
     for (const p of t.partitions) {
-      const records: SizedRecord[] = new Array(p.messages.length);
       let batchSize = BATCH_HEADER_BYTES;
-      for (let i = 0; i < p.messages.length; i++) {
-        const r = sizeRecord(p.messages[i]!, i);
-        records[i] = r;
-        batchSize += sizeOfVarInt(r.bodySize) + r.bodySize;
+      const messages = p.messages;
+      for (let i = 0; i < messages.length; i++) {
+        const next = sizeRecord(messages[i]!, i, at);
+        const body = lengths[at]!;
+        batchSize += sizeOfVarInt(body) + body;
+        at = next;
       }
-      partitions.push({ partition: p.partition, firstSequence: p.firstSequence ?? 0, records, batchSize });
+      batchSizes.push(batchSize);
       total += 4 + 4 + batchSize;
     }
-    topics.push({ topic: t.topic, topicLength, partitions });
   }
 
   const buf = Buffer.allocUnsafe(total);
@@ -252,28 +290,33 @@ export function encodeProduceRequest(args: ProduceArgs, now: number): Buffer {
   if (transactionalId !== null) o += buf.write(transactionalId, o, transactionalLength, 'utf8');
   o = buf.writeInt16BE(args.acks, o);
   o = buf.writeInt32BE(args.timeout, o);
-  o = buf.writeInt32BE(topics.length, o);
+  o = buf.writeInt32BE(args.topicData.length, o);
   const producerId = Long.fromValue(args.producerId ?? -1);
   const attributes = NONE | (transactionalId ? TRANSACTIONAL : 0);
   const nowHigh = Math.floor(now / 0x100000000) | 0;
   const nowLow = now >>> 0;
-  for (const t of topics) {
-    o = buf.writeInt16BE(t.topicLength, o);
-    o += buf.write(t.topic, o, t.topicLength, 'utf8');
+  let batch = 0;
+  at = 0;
+  for (const t of args.topicData) {
+    const topicLength = Buffer.byteLength(t.topic, 'utf8');
+    o = buf.writeInt16BE(topicLength, o);
+    o += buf.write(t.topic, o, topicLength, 'utf8');
     o = buf.writeInt32BE(t.partitions.length, o);
     for (const p of t.partitions) {
+      const batchSize = batchSizes[batch++]!;
+      const messages = p.messages;
       o = buf.writeInt32BE(p.partition, o);
-      o = buf.writeInt32BE(p.batchSize, o); // the record set: one batch
+      o = buf.writeInt32BE(batchSize, o); // the record set: one batch
       o = buf.writeInt32BE(0, o); // base offset (int64 0)
       o = buf.writeInt32BE(0, o);
-      o = buf.writeInt32BE(p.batchSize - 12, o); // batch length: what follows this field
+      o = buf.writeInt32BE(batchSize - 12, o); // batch length: what follows this field
       o = buf.writeInt32BE(0, o); // partition leader epoch
       o = buf.writeInt8(MAGIC, o);
       const crcAt = o;
       o += 4;
       const bodyStart = o;
       o = buf.writeInt16BE(attributes, o);
-      o = buf.writeInt32BE(p.records.length - 1, o); // last offset delta
+      o = buf.writeInt32BE(messages.length - 1, o); // last offset delta
       o = buf.writeInt32BE(nowHigh, o); // first timestamp
       o = buf.writeInt32BE(nowLow | 0, o);
       o = buf.writeInt32BE(nowHigh, o); // max timestamp
@@ -281,25 +324,12 @@ export function encodeProduceRequest(args: ProduceArgs, now: number): Buffer {
       o = buf.writeInt32BE(producerId.getHighBits(), o);
       o = buf.writeInt32BE(producerId.getLowBits(), o);
       o = buf.writeInt16BE(args.producerEpoch ?? 0, o);
-      o = buf.writeInt32BE(p.firstSequence, o);
-      o = buf.writeInt32BE(p.records.length, o);
-      for (let i = 0; i < p.records.length; i++) {
-        const r = p.records[i]!;
-        o = writeVarInt(buf, o, r.bodySize);
-        buf[o++] = 0; // attributes
-        buf[o++] = 0; // timestamp delta (varlong 0)
-        o = writeVarInt(buf, o, i);
-        o = writeVarInt(buf, o, r.keyLength);
-        if (r.key !== null) o = writeRaw(buf, o, r.key, r.keyLength);
-        o = writeVarInt(buf, o, r.valueLength);
-        if (r.value !== null) o = writeRaw(buf, o, r.value, r.valueLength);
-        o = writeVarInt(buf, o, r.headers.length);
-        for (const h of r.headers) {
-          o = writeVarInt(buf, o, h.keyLength);
-          o = writeRaw(buf, o, h.key, h.keyLength);
-          o = writeVarInt(buf, o, h.valueLength);
-          o = writeRaw(buf, o, h.value, h.valueLength);
-        }
+      o = buf.writeInt32BE(p.firstSequence ?? 0, o);
+      o = buf.writeInt32BE(messages.length, o);
+      for (let i = 0; i < messages.length; i++) {
+        const m = messages[i]!;
+        o = writeRecord(buf, o, m, i, at);
+        at += 4 + 2 * lengths[at + 3]!;
       }
       buf.writeUInt32BE(crc32c(buf, bodyStart, o), crcAt);
     }

@@ -225,6 +225,9 @@ describe('encodable', () => {
     expect(encodable(base({ headers: null as unknown as Record<string, string> }))).toBe(false);
     expect(encodable(base({ headers: { a: null as unknown as string } }))).toBe(false);
     expect(encodable(base({ headers: { a: ['x', 3 as unknown as string] } }))).toBe(false);
+    // Inherited enumerable header names: kafkajs' Object.keys skips them, a for-in would not.
+    const inherited = Object.assign(Object.create({ inherited: 'x' }) as Record<string, string>, { own: 'y' });
+    expect(encodable(base({ headers: inherited }))).toBe(false);
   });
 });
 
