@@ -32,16 +32,17 @@ function tools(seed: number) {
   const ticks = (): bigint => BigInt(int(2 ** 31)) * BigInt(int(2 ** 31)) + BigInt(int(1000));
   const row = (): SourceRow => {
     const content = r() < 0.3 ? null : Buffer.from(text('abcé€\u0000', pick([0, 5, 200, 3000])));
+    const odd = '"\\\n\t\u2028\u0001é/ ';
     return {
       key: text('0123456789abcdef-', 40),
-      name: maybe(text('abc é.txt/', 30)),
+      name: maybe(text(r() < 0.3 ? odd : 'abc é.txt/', 30)),
       pathLocator: maybe(text('/0123456789.', 20)),
       parentPathLocator: maybe(text('/0123456789.', 20)),
       isDirectory: r() < 0.2,
       contentLength: content === null ? maybe(int(100)) : content.length,
       content,
       modifiedOn: maybe(ticks()),
-      businessUnit: maybe(text('BUxé', 8)),
+      businessUnit: r() < 0.05 ? (undefined as unknown as null) : maybe(text(r() < 0.3 ? odd : 'BUxé', 8)),
       attributes: r() < 0.3 ? {} : { creationTime: maybe(ticks()), lastWriteTime: maybe(ticks()), lastAccessTime: r() < 0.5 ? undefined : maybe(ticks()), isReadonly: maybe(r() < 0.5), isHidden: r() < 0.5 ? undefined : maybe(r() < 0.5), isSystem: maybe(false), isArchive: maybe(true) },
     };
   };
