@@ -1,7 +1,15 @@
 /** Depth of a hierarchy string such as `/1/2/3/` (3): parents sort before their children. Both sides order by it. */
 export function hierarchyDepth(pathLocator: string | null): number {
   if (!pathLocator) return 0;
-  return pathLocator.split('/').filter(Boolean).length;
+  // The number of non-empty '/'-separated parts, counted without splitting: the poller sorts every page by it.
+  let depth = 0;
+  let inPart = false;
+  for (let i = 0; i < pathLocator.length; i++) {
+    const slash = pathLocator.charCodeAt(i) === 47;
+    if (!slash && !inPart) depth++;
+    inPart = !slash;
+  }
+  return depth;
 }
 
 /**

@@ -71,7 +71,8 @@ export function rowDigest(row: SourceRow, contentSha256: Buffer | null): Buffer 
     [a.creationTime, a.lastWriteTime, a.lastAccessTime].map((t) => t?.toString() ?? null),
     [a.isReadonly, a.isHidden, a.isSystem, a.isArchive].map((f) => f ?? null),
   ]);
-  return sha256(Buffer.from(canonical, 'utf8'));
+  // crypto.hash takes the string as UTF-8 itself: no Buffer per row.
+  return hash('sha256', canonical, 'buffer');
 }
 
 /** The content hash of a row when it can be known without reading its content again: inline content only. */

@@ -73,3 +73,42 @@ describe('groupBySize', () => {
     expect(keysOf(groupBySize(records, one * 2))).toEqual([['t0', 't1'], ['t2', 't3']]);
   });
 });
+
+describe('groupBySize per partition', () => {
+  const sized = (key: string, partition: number, bytes: number): OutRecord => ({ ...rec(key, bytes), partition });
+  const partitionOf = (r: OutRecord): number | undefined => r.partition;
+
+  it('limits each partition, not the whole send, to maxBytes; and the whole send to maxTotalBytes', () => {
+    const size = recordSize(sized('a', 0, 100));
+    const records = ['a', 'b', 'c', 'd', 'e', 'f'].map((k, i) => sized(k, i % 3, 100));
+    // Two records of each of three partitions fit in one send of 2 records' bytes per partition.
+    expect(keysOf(groupBySize(records, 2 * size, partitionOf, 100 * size))).toEqual([['a', 'b', 'c', 'd', 'e', 'f']]);
+    expect(keysOf(groupBySize(records, 2 * size, partitionOf, 4 * size))).toEqual([['a', 'b', 'c', 'd'], ['e', 'f']]);
+    expect(keysOf(groupBySize(records, size, partitionOf, 100 * size))).toEqual([['a', 'b', 'c'], ['d', 'e', 'f']]);
+  });
+
+  it('keeps order and every partition under the limit for seeded records (one record over the limit goes alone)', () => {
+    let seed = 5;
+    const next = (): number => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+    for (let round = 0; round < 200; round++) {
+      const records = Array.from({ length: Math.floor(next() * 60) }, (_, i) => sized(`k${i}`, Math.floor(next() * 4), Math.floor(next() * 1500)));
+      const max = 500 + Math.floor(next() * 3000);
+      const total = max + Math.floor(next() * 6000);
+      const groups = groupBySize(records, max, partitionOf, total);
+      expect(groups.flat()).toEqual(records);
+      for (const g of groups) {
+        if (g.length === 1) continue;
+        expect(g.reduce((n, r) => n + recordSize(r), 0)).toBeLessThanOrEqual(total);
+        for (let p = 0; p < 4; p++) expect(g.filter((r) => r.partition === p).reduce((n, r) => n + recordSize(r), 0)).toBeLessThanOrEqual(max);
+      }
+      // A group ends only when the next record would not fit, or after a record too large for any batch.
+      for (let i = 1; i < groups.length; i++) {
+        const g = groups[i - 1]!;
+        const first = groups[i]![0]!;
+        const sameP = g.filter((r) => r.partition === first.partition).reduce((n, r) => n + recordSize(r), 0);
+        const all = g.reduce((n, r) => n + recordSize(r), 0);
+        expect(sameP + recordSize(first) > max || all + recordSize(first) > total || recordSize(g.at(-1)!) > max).toBe(true);
+      }
+    }
+  });
+});
