@@ -7,63 +7,31 @@ import { partitionCount } from './topics.js';
 /**
  * Sends records and resolves only when every one is acknowledged by all in-sync replicas. A broker rejects a
  * record batch (per partition) larger than the topic's max.message.bytes, and kafkajs puts everything of one send
- * for a partition into one batch — so sends are cut into groups in which each partition's records stay under that
- * size (and the whole send under MAX_SEND_BYTES).
+ * for a partition into one batch — so sends are cut into groups that stay under that size.
  */
 
 const PER_RECORD_OVERHEAD = 96;
 
-/**
- * Largest send (one Produce request per broker) when its records spread over partitions: a group used to stop at
- * max.message.bytes in total, a sixth of what six partitions take in one request, so six times the round trips.
- */
-export const MAX_SEND_BYTES = 16 * 1024 * 1024;
-
 export function recordSize(r: OutRecord): number {
-  let size = utf8Length(r.key) + (r.value?.length ?? 0) + PER_RECORD_OVERHEAD;
-  const headers = r.headers;
-  for (const k in headers) size += utf8Length(k) + utf8Length(headers[k]!);
+  let size = Buffer.byteLength(r.key) + (r.value?.length ?? 0) + PER_RECORD_OVERHEAD;
+  for (const [k, v] of Object.entries(r.headers)) size += Buffer.byteLength(k) + Buffer.byteLength(v);
   return size;
 }
 
-/** UTF-8 length of a string; short ASCII ones (keys, header names and values) counted here. Pure. */
-function utf8Length(s: string): number {
-  const n = s.length;
-  if (n > 64) return Buffer.byteLength(s, 'utf8');
-  for (let i = 0; i < n; i++) if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s, 'utf8');
-  return n;
-}
-
-/**
- * Splits records, in order, into groups in which the records of each partition (`partitionOf`; without it, all
- * records count as one partition) total at most `maxBytes`, and all records at most `maxTotalBytes`. A record
- * larger than that goes alone. Pure.
- */
-export function groupBySize<T extends OutRecord>(records: readonly T[], maxBytes: number, partitionOf?: (r: T) => number | undefined, maxTotalBytes = maxBytes): T[][] {
-  const groups: T[][] = [];
-  let current: T[] = [];
-  let total = 0;
-  const perPartition = new Map<number | undefined, number>();
+/** Splits records, in order, into groups whose total size stays under `maxBytes` (a record larger than that goes alone). Pure. */
+export function groupBySize(records: readonly OutRecord[], maxBytes: number): OutRecord[][] {
+  const groups: OutRecord[][] = [];
+  let current: OutRecord[] = [];
+  let size = 0;
   for (const r of records) {
     const s = recordSize(r);
-    const p = partitionOf?.(r);
-    const inPartition = perPartition.get(p) ?? 0;
-    if (current.length > 0 && (s > maxBytes || inPartition + s > maxBytes || total + s > maxTotalBytes)) {
+    if (current.length > 0 && size + s > maxBytes) {
       groups.push(current);
       current = [];
-      total = 0;
-      perPartition.clear();
+      size = 0;
     }
     current.push(r);
-    total += s;
-    perPartition.set(p, (perPartition.get(p) ?? 0) + s);
-    if (s > maxBytes) {
-      // Too large for any batch: alone, so that the broker's refusal fails only its own send.
-      groups.push(current);
-      current = [];
-      total = 0;
-      perPartition.clear();
-    }
+    size += s;
   }
   if (current.length > 0) groups.push(current);
   return groups;
@@ -129,9 +97,14 @@ export class Publisher {
    */
   private async sendNow(topic: string, records: readonly OutRecord[]): Promise<void> {
     const partitions = await this.partitionsOf(topic);
-    const messages = records.map((r) => ({ key: r.key, value: r.value, headers: r.headers, partition: r.partition ?? (partitions > 0 ? partitionForKey(topic, r.key, partitions) : undefined) }));
-    for (const group of groupBySize(messages, this.maxBatchBytes, (m) => m.partition, Math.max(this.maxBatchBytes, MAX_SEND_BYTES))) {
-      await withKafkaErrors(`publishing to ${topic}`, () => this.producer.send({ topic, acks: -1, messages: group }));
+    for (const group of groupBySize(records, this.maxBatchBytes)) {
+      await withKafkaErrors(`publishing to ${topic}`, () =>
+        this.producer.send({
+          topic,
+          acks: -1,
+          messages: group.map((r) => ({ key: r.key, value: r.value, headers: r.headers, partition: r.partition ?? (partitions > 0 ? partitionForKey(topic, r.key, partitions) : undefined) })),
+        }),
+      );
     }
   }
 
