@@ -55,7 +55,8 @@ export class Publisher {
   async connect(): Promise<void> {
     if (this.connected) return;
     // Produce requests encoded in one pass (produce-request.ts), process-wide, once kafkajs' own encoder agreed on a sample.
-    this.fastEncoder = await installFastProduce();
+    // Whatever goes wrong there (a kafkajs whose internals moved), kafkajs' own encoder stays in use.
+    this.fastEncoder = await installFastProduce().catch(() => false);
     await withKafkaErrors('connecting the producer', async () => {
       await this.producer.connect();
       await this.admin.connect();
