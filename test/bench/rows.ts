@@ -1,4 +1,5 @@
 import { createCipheriv, createHash } from 'node:crypto';
+import { seeded as prng } from '../support/seeded.js';
 
 /**
  * The benchmark's rows, generated from a seed: the same seed gives the same keys, tree shapes and bytes, so every
@@ -16,17 +17,8 @@ export interface BenchRow {
   readonly modifiedOffsetUs: number;
 }
 
-/** mulberry32: a small, fast, seedable 32-bit generator; good enough to shape data, not for cryptography. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (test/support/seeded.ts): a seedable generator that shapes the rows, so a run replays from its seed. */
+export { prng };
 
 /** A version-4-shaped UUID from the generator. */
 export function uuidFrom(next: () => number): string {

@@ -1,18 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { mergeByProduction } from '../../src/apply/loop.js';
 import type { InRecord } from '../../src/events/records.js';
-
-/** A small seeded generator (mulberry32): every failure replays from the seed it prints. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded } from '../support/seeded.js';
 
 function record(partition: number, offset: number, timestamp?: number): InRecord {
   return { topic: 't', partition, offset: BigInt(offset), key: null, value: null, headers: {}, ...(timestamp === undefined ? {} : { timestamp }) };

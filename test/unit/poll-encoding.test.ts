@@ -11,17 +11,7 @@ import { hierarchyDepth } from '../../src/events/hierarchy.js';
 import { changeToAvro, chunkToAvro } from '../../src/events/mapping.js';
 import { schemaOf } from '../../src/events/schemas.js';
 import { rowDigest } from '../../src/poll/build.js';
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seeded as rng } from '../support/seeded.js';
 
 function tools(seed: number) {
   const r = rng(seed);

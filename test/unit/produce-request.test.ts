@@ -10,6 +10,7 @@ import { changeRecord, chunkRecord, chunkTombstone, markerRecord, tombstoneRecor
 import { SingleObjectCodec } from '../../src/events/codec.js';
 import { crc32c } from '../../src/kafka/crc32c.js';
 import { agreesWithKafkajs, encodable, encodeProduceRequest, installFastProduce, type ProduceArgs, type ProduceMessage } from '../../src/kafka/produce-request.js';
+import { seeded as rng } from '../support/seeded.js';
 
 const require = createRequire(import.meta.url);
 const kafkajsCrc32c = require('kafkajs/src/protocol/recordBatch/crc32C') as (b: Buffer) => number;
@@ -28,18 +29,6 @@ const { requests } = require('kafkajs/src/protocol/requests') as {
 
 /** The request factory kafkajs had before any install (the install replaces `protocol`, never this function). */
 const kafkajsProduce = requests.Produce.protocol;
-
-/** Mulberry32: a small seeded generator, so a failure replays. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function gen(seed: number) {
   const r = rng(seed);

@@ -14,19 +14,9 @@ import { describe, expect, it } from 'vitest';
 import { reduceBatch, type BatchEvent } from '../../src/apply/reduce.js';
 import type { BlobChange, Deletion } from '../../src/contract.js';
 import { compareChanges, compareModifiedOn } from '../../src/events/version.js';
+import { seeded as mulberry32 } from '../support/seeded.js';
 
 type Rng = () => number;
-
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const pick = <T>(rng: Rng, items: readonly T[]): T => items[Math.floor(rng() * items.length)]!;
 
