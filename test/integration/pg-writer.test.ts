@@ -188,6 +188,10 @@ async function explainedTarget(label: string, settings = ''): Promise<{ sql: pg.
   const db = await createTestDatabase(`pgwriter ${label}`);
   dropWhenPassed(db);
   const pool = new pg.Pool({ connectionString: db.url, max: 2 });
+  // As in control-store.test.ts: the drop after a passed test terminates the idle sessions (57P01).
+  pool.on('error', (err: Error & { code?: string }) => {
+    if (err.code !== '57P01') console.warn(`[pg-writer test] idle connection to ${db.name} failed: ${err.message}`);
+  });
   const plans: PlanNode[] = [];
   pool.on('connect', (client) => {
     client.on('notice', (notice) => {
