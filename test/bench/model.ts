@@ -10,7 +10,7 @@ export type WorkloadId = (typeof WORKLOADS)[number];
  * A stage of a system: `e2e` is first source read to last target commit; `poll` and `apply` are highwater's stages
  * measured alone; `produce`/`consume` are B2's; `copy` is B1's; `rebuild` is W4.
  */
-export type Stage = 'e2e' | 'poll' | 'apply' | 'produce' | 'consume' | 'copy' | 'rebuild';
+export type Stage = 'e2e' | 'poll' | 'apply' | 'produce' | 'produce-java' | 'consume' | 'copy' | 'rebuild';
 
 /** One timed repetition of one stage of one system on one workload. */
 export interface Measurement {
@@ -86,17 +86,22 @@ export interface GoalResult {
 }
 
 /**
- * Every row highwater carries goes through Kafka as one record produced with acks=all, so no per-record pipeline on
- * a broker can be faster than B2's produce of the same records on it. Shares are of rows/s (the bytes are the same
- * rows', so MB/s shares are equal); null when a side was not measured.
+ * Every row highwater carries goes through Kafka as one record produced with acks=all. Two rates bound it: what the
+ * broker takes (B2 produce-java: Kafka's own Java producer, batched, the same number of records of the same mean
+ * size) and what plain kafkajs, highwater's client, reaches (B2 produce: one 1000-record send at a time). Shares are
+ * of rows/s (the bytes are the same rows', so MB/s shares are equal); null when a side was not measured.
  */
 export interface BrokerCeiling {
-  /** B2 produce as a share of B1 on the workload: the most the goal's ratio can reach on this broker. */
+  /** B2 produce (plain kafkajs) as a share of B1. */
   readonly b2ProduceVsB1: number | null;
   /** highwater's rate for the goal's stage as a share of B2 produce. */
   readonly highwaterVsB2Produce: number | null;
-  /** The goal asks for more than B2 produce reached: it cannot be met on this broker, whatever highwater does. */
+  /** B2 produce-java (the broker's ceiling) as a share of B1; absent from runs before 2026-11-30 14:00. */
+  readonly javaProduceVsB1?: number | null;
+  /** The goal asks for more than the Java producer reached: it cannot be met on this broker, whatever highwater does. */
   readonly targetAboveCeiling: boolean;
+  /** The goal asks for more than plain kafkajs reached (B2 produce); absent from older runs. */
+  readonly targetAboveKafkajs?: boolean;
 }
 
 export interface BenchResults {

@@ -13,6 +13,7 @@ const HEADLINE: readonly { system: SystemId; stage: SummaryRow['stage']; label: 
   { system: 'highwater', stage: 'rebuild', label: 'highwater rebuild', colour: '#3182bd' },
   { system: 'B1', stage: 'copy', label: 'B1 raw binary COPY', colour: '#2ca02c' },
   { system: 'B2', stage: 'produce', label: 'B2 kafkajs produce', colour: '#ff7f0e' },
+  { system: 'B2', stage: 'produce-java', label: 'B2 Java producer (broker)', colour: '#8c564b' },
   { system: 'B2', stage: 'consume', label: 'B2 kafkajs consume', colour: '#fdae6b' },
   { system: 'B3', stage: 'e2e', label: 'B3 naive per-row', colour: '#d62728' },
   { system: 'B4', stage: 'e2e', label: 'B4 Debezium', colour: '#9467bd' },

@@ -73,18 +73,23 @@ function ratioGoal(id: string, workload: WorkloadId, stage: Stage, min: number, 
 const orNull = (x: number): number | null => (Number.isFinite(x) ? x : null);
 
 /**
- * B2 produce (acks=all, highwater's own encoded records, the same broker) against B1 and against highwater's stage on
- * one workload; undefined when B2 produce was not measured.
+ * B2 produce (plain kafkajs) and B2 produce-java (the broker's ceiling), acks=all, highwater's own encoded records
+ * or as many of their mean size, on the same broker, against B1 and against highwater's stage on one workload;
+ * undefined when neither was measured.
  */
 export function brokerCeiling(s: readonly SummaryRow[], workload: WorkloadId, stage: Stage, min: number): BrokerCeiling | undefined {
   const b2 = find(s, workload, 'B2', 'produce');
-  if (b2 === undefined) return undefined;
+  const java = find(s, workload, 'B2', 'produce-java');
+  if (b2 === undefined && java === undefined) return undefined;
   const hw = find(s, workload, 'highwater', stage);
-  const vsB1 = orNull(b2.ratioToB1);
+  const vsB1 = b2 === undefined ? null : orNull(b2.ratioToB1);
+  const javaVsB1 = java === undefined ? null : orNull(java.ratioToB1);
   return {
     b2ProduceVsB1: vsB1,
-    highwaterVsB2Produce: orNull(ratio(hw?.rowsPerSec, b2.rowsPerSec)),
-    targetAboveCeiling: vsB1 !== null && min > vsB1,
+    highwaterVsB2Produce: b2 === undefined ? null : orNull(ratio(hw?.rowsPerSec, b2.rowsPerSec)),
+    ...(java === undefined ? {} : { javaProduceVsB1: javaVsB1 }),
+    targetAboveCeiling: javaVsB1 !== null && min > javaVsB1,
+    targetAboveKafkajs: vsB1 !== null && min > vsB1,
   };
 }
 

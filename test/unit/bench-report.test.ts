@@ -47,16 +47,32 @@ describe('bench summary and goals', () => {
     expect(goals.get('W3-apply')).toMatchObject({ status: 'not measured', measured: '-' });
   });
 
-  it("puts the broker's ceiling (B2 produce vs B1) and highwater's share of it next to the W1 and W2 goals", () => {
+  it("puts plain kafkajs' produce rate (B2 produce vs B1) and highwater's share of it next to the W1 and W2 goals", () => {
     const goals = new Map(results().goals.map((g) => [g.id, g]));
     // W1: B1 50,000 rows/s, B2 produce 20,000 (40 % of B1, under the 50 % target), highwater 16,667.
     const w1 = goals.get('W1-e2e')!.ceiling!;
     expect(w1.b2ProduceVsB1).toBeCloseTo(0.4);
     expect(w1.highwaterVsB2Produce).toBeCloseTo(20_000 / 60_000 / 0.4);
-    expect(w1.targetAboveCeiling).toBe(true);
+    expect(w1.targetAboveKafkajs).toBe(true);
+    // Without the Java producer's measurement nothing says what the broker takes: no target is above its ceiling.
+    expect(w1.targetAboveCeiling).toBe(false);
+    expect(w1).not.toHaveProperty('javaProduceVsB1');
     // W2: B1 10,000 rows/s, B2 produce 9,091 (90.9 %), highwater 8,000 (88 % of B2 produce).
-    expect(goals.get('W2-e2e')!.ceiling).toEqual({ b2ProduceVsB1: expect.closeTo(100 / 110, 6), highwaterVsB2Produce: expect.closeTo(110 / 125, 6), targetAboveCeiling: false });
+    expect(goals.get('W2-e2e')!.ceiling).toEqual({ b2ProduceVsB1: expect.closeTo(100 / 110, 6), highwaterVsB2Produce: expect.closeTo(110 / 125, 6), targetAboveCeiling: false, targetAboveKafkajs: false });
     for (const id of ['W1-tree-e2e', 'W2-storage', 'W3-apply', 'W4-rebuild', 'W2-rss', 'W1-vs-B4']) expect(goals.get(id)!.ceiling).toBeUndefined();
+  });
+
+  it("takes the broker's ceiling from Kafka's Java producer when it was measured", () => {
+    // W1: the Java producer at 40,000 rows/s = 80 % of B1, above the 50 % target; W2: 5,000 rows/s = 50 %, below 60 %.
+    const withJava = [...measurements, m({ system: 'B2', stage: 'produce-java', ms: 25 }), m({ workload: 'W2', system: 'B2', stage: 'produce-java', ms: 200 })];
+    const goals = new Map(evaluateGoals(summarize(withJava), [], []).map((g) => [g.id, g]));
+    expect(goals.get('W1-e2e')!.ceiling).toMatchObject({ javaProduceVsB1: expect.closeTo(0.8, 6), targetAboveCeiling: false, targetAboveKafkajs: true });
+    expect(goals.get('W2-e2e')!.ceiling).toMatchObject({ javaProduceVsB1: expect.closeTo(0.5, 6), targetAboveCeiling: true, targetAboveKafkajs: false });
+    const table = goalTable([...goals.values()]);
+    expect(table.split('\n')[0]).toMatch(/status\s+broker: Java producer\s+kafkajs: B2 produce\s+highwater \/ B2 produce$/);
+    expect(table).toMatch(/W1-e2e .* MISSED\s+80\.0 % of B1\s+40\.0 % of B1 \(below target\)\s+83\.3 %/);
+    expect(table).toContain("W1-e2e: the target (>= 50.0 % of B1) is above plain kafkajs' produce rate here (40.0 % of B1) but not above the broker's (80.0 % of B1).");
+    expect(table).toContain("W2-e2e: the target (>= 60.0 % of B1) is above this broker's ceiling (50.0 % of B1): it cannot be met on this broker.");
   });
 
   it('leaves the ceiling out without B2 produce, and keeps a missing highwater figure as null in the JSON', () => {
@@ -64,7 +80,7 @@ describe('bench summary and goals', () => {
     expect(evaluateGoals(onlyB1, [], []).find((g) => g.id === 'W1-e2e')).not.toHaveProperty('ceiling');
     const noHighwater = summarize(measurements.filter((x) => x.system !== 'highwater'));
     const w1 = evaluateGoals(noHighwater, [], []).find((g) => g.id === 'W1-e2e')!;
-    expect(JSON.parse(JSON.stringify(w1)).ceiling).toEqual({ b2ProduceVsB1: 0.4, highwaterVsB2Produce: null, targetAboveCeiling: true });
+    expect(JSON.parse(JSON.stringify(w1)).ceiling).toEqual({ b2ProduceVsB1: 0.4, highwaterVsB2Produce: null, targetAboveCeiling: false, targetAboveKafkajs: true });
   });
 });
 
@@ -83,13 +99,19 @@ describe('bench rendering', () => {
     expect(report).toContain('- a note');
   });
 
-  it('prints the ceiling columns and says when a target is above the ceiling', () => {
+  it("prints plain kafkajs' rate as the ceiling column when the broker was not measured, and says it is not the broker's", () => {
     const table = goalTable(results().goals);
     expect(table.split('\n')[0]).toMatch(/status\s+ceiling on this broker\s+highwater \/ B2 produce$/);
     expect(table).toMatch(/W1-e2e .* MISSED\s+40\.0 % of B1 \(below target\)\s+83\.3 %/);
     expect(table).toMatch(/W2-e2e .* MET\s+90\.9 % of B1\s+88\.0 %/);
-    expect(table).toContain("W1-e2e: the target (>= 50.0 % of B1) is above this broker's ceiling (40.0 % of B1)");
+    expect(table).toContain('W1-e2e: the target (>= 50.0 % of B1) is above B2 produce (40.0 % of B1) in this run.');
+    expect(table).toContain("B2 produce is the client's rate, not the broker's ceiling.");
     expect(table).not.toContain('W2-e2e: the target');
+  });
+
+  it('reads a goal written by an older run (targetAboveCeiling meant above B2 produce) the same way', () => {
+    const old = results().goals.map((g) => (g.ceiling === undefined ? g : { ...g, ceiling: { b2ProduceVsB1: g.ceiling.b2ProduceVsB1, highwaterVsB2Produce: g.ceiling.highwaterVsB2Produce, targetAboveCeiling: g.ceiling.targetAboveKafkajs! } }));
+    expect(goalTable(old)).toBe(goalTable(results().goals));
   });
 
   it('renders the goals of a results file written before the ceiling without its columns', () => {

@@ -1,4 +1,4 @@
-import type { Message } from 'kafkajs';
+import type { Admin, Message } from 'kafkajs';
 import { quotePg } from '../../../src/sql/ident.js';
 import type { CopyValue } from '../../../consumers/postgres/copy-binary.js';
 import type { BenchContext } from '../context.js';
@@ -9,6 +9,7 @@ import type { SourceTable } from '../env/source.js';
 import { copyIntoTarget } from './b1-copy.js';
 import { naiveApply, naiveProduce } from './b3-naive.js';
 import { waitForRows } from './highwater.js';
+import { javaProducerClasspath, runProduceCeiling } from './java-producer.js';
 import { consumeAll, createTopic, produceAll } from './kafka-raw.js';
 import { createTargetShapedTable } from './target-table.js';
 
@@ -46,9 +47,29 @@ export async function runB2(ctx: BenchContext, w: WorkloadId, rep: number, messa
     ctx.collect.measure({ workload: w, system: 'B2', stage: 'consume', rep, rows: consumed.seen, bytes: load.bytes, ms: consumed.ms, complete: consumed.seen >= messages.length, note: 'group joined to last batch' });
     ctx.collect.observe(w, 'B2', rep, 'consume: start -> group joined', consumed.joinMs / 1000, 's');
     await admin.deleteTopics({ topics: [topic] });
+    await produceWithJava(ctx, admin, w, rep, messages, load);
   } finally {
     await producer.disconnect();
     await admin.disconnect();
+  }
+}
+
+/**
+ * B2's second produce: as many records of the same mean size through Kafka's own Java producer, batched as a tuned
+ * Java client batches (see java-producer.ts): what the broker takes, as against what plain kafkajs reaches. A
+ * failure (no Maven, no java) is a note, not a failed run.
+ */
+async function produceWithJava(ctx: BenchContext, admin: Admin, w: WorkloadId, rep: number, messages: readonly Message[], load: Load): Promise<void> {
+  const topic = `b2j.${slug(w)}.r${rep}.${ctx.options.seed}`;
+  try {
+    const classpath = await javaProducerClasspath();
+    await createTopic(admin, topic, 6);
+    const meanBytes = messages.reduce((sum, m) => sum + ((m.value as Buffer | null)?.length ?? 0), 0) / Math.max(1, messages.length);
+    const result = await runProduceCeiling(classpath, ctx.env.brokers.join(','), topic, messages.length, meanBytes);
+    ctx.collect.measure({ workload: w, system: 'B2', stage: 'produce-java', rep, rows: load.rows, bytes: load.bytes, ms: result.ms, complete: result.records >= messages.length, note: `Kafka's Java producer, ${Math.round(meanBytes)}-byte records` });
+    await admin.deleteTopics({ topics: [topic] });
+  } catch (err) {
+    ctx.collect.note(`B2 produce with Kafka's Java producer could not run: ${err instanceof Error ? err.message.split('\n').slice(0, 4).join(' / ') : String(err)}`);
   }
 }
 
