@@ -126,8 +126,9 @@ export class RowPublisher {
   }
 
   /**
-   * Two passes over the source, slice by slice: the first hashes the content (chunk keys are content-addressed),
-   * the second sends the chunks. If the content changed in between, the row has a newer ModifiedOn and a later
+   * Two passes: the source hashes the content (chunk keys are content-addressed; only the digest crosses the wire,
+   * where reading it slice by slice to hash it here moved every byte twice), then the chunks are read slice by slice
+   * and sent, hashed again on the way. If the content changed in between, the row has a newer ModifiedOn and a later
    * window publishes it, so this version is reported as failed rather than published half-old, half-new.
    */
   private async publishChunks(topic: string, observed: ObservedRow, ctx: EventContext): Promise<Prepared | RowFailure> {
@@ -135,7 +136,7 @@ export class RowPublisher {
     const size = row.contentLength!;
     const chunkSize = this.settings.inlineLimit;
     const count = Math.ceil(size / chunkSize);
-    const first = await this.hashBySlices(row.key, size, chunkSize);
+    const first = (await this.source.contentHashes([row.key])).get(row.key) ?? null;
     if (first === null) return vanished(row);
     const partition = await this.publisher.partitionOfKey(topic, row.key);
     const second = createHash('sha256');
@@ -143,26 +144,17 @@ export class RowPublisher {
     for (let index = 0; index < count; index++) {
       const bytes = await this.source.readContentSlice(row.key, index * chunkSize, chunkSize);
       if (bytes === null) return vanished(row);
+      // A slice shorter than the page's length promised: the content was replaced by a shorter one since the page
+      // was read, perhaps before it was hashed too, so the two hashes could agree on bytes that are not `size` long.
+      if (bytes.length !== Math.min(chunkSize, size - index * chunkSize)) return changedWhileRead(row);
       second.update(bytes);
       const record = await chunkRecord(this.codec, { table: ctx.table, key: row.key, contentSha256: first, index, count, bytes }, ctx.tenant, partition);
       // The last chunk is sent by the caller, together with the row's change (publish).
       if (index < count - 1) await this.publisher.send(topic, [record]);
       else last = record;
     }
-    if (!second.digest().equals(first)) {
-      return { key: row.key, modifiedOn: row.modifiedOn, reason: 'content changed while it was being read; the newer version is published by a later window' };
-    }
+    if (!second.digest().equals(first)) return changedWhileRead(row);
     return { ...this.ready(observed, ctx, { kind: 'chunked', chunkCount: count, chunkSize, totalSize: size }, first, count), lastChunk: last! };
-  }
-
-  private async hashBySlices(key: string, size: number, sliceSize: number): Promise<Buffer | null> {
-    const hash = createHash('sha256');
-    for (let offset = 0; offset < size; offset += sliceSize) {
-      const bytes = await this.source.readContentSlice(key, offset, sliceSize);
-      if (bytes === null) return null;
-      hash.update(bytes);
-    }
-    return hash.digest();
   }
 }
 
@@ -192,6 +184,10 @@ export function groupsOfBytes<T extends { readonly row: SourceRow }>(rows: reado
   }
   if (current.length > 0) groups.push(current);
   return groups;
+}
+
+function changedWhileRead(row: SourceRow): RowFailure {
+  return { key: row.key, modifiedOn: row.modifiedOn, reason: 'content changed while it was being read; the newer version is published by a later window' };
 }
 
 function vanished(row: SourceRow): RowFailure {

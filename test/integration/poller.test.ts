@@ -297,6 +297,18 @@ async function closedPort(): Promise<number> {
   return address.port;
 }
 
+/** The real source with some of its reads replaced; each replacement gets the real source to delegate to. */
+function sourceWith(real: SourceConnector, overrides: { [K in keyof SourceConnector]?: SourceConnector[K] extends (...args: infer A) => infer R ? (real: SourceConnector, ...args: A) => R : never }): SourceConnector {
+  return new Proxy(real, {
+    get(target, prop, receiver) {
+      const override = (overrides as Record<PropertyKey, ((real: SourceConnector, ...args: unknown[]) => unknown) | undefined>)[prop];
+      if (override !== undefined) return (...args: unknown[]) => override(target, ...args);
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}
+
 /** A source whose clock() waits for `gate`: a poller that holds the lease stays inside its window planning. */
 function gatedSource(real: SourceConnector, gate: Promise<void>): SourceConnector {
   return {
@@ -797,6 +809,39 @@ describe('poller', () => {
     const mediumEvent = events.find((e) => e.key === medium.id)!;
     expect(mediumEvent.content.kind === 'inline' && mediumEvent.content.bytes.equals(medium.content!)).toBe(true);
     expect(events.find((e) => e.key === small.id)!.contentSha256?.equals(createHash('sha256').update(small.content!).digest())).toBe(true);
+  });
+
+  it('fails, never publishes, a chunked row replaced by a shorter content between its page and its hash, and publishes the newer version next run', async () => {
+    const fx = await fixture('blob shrunk', { root: { kafka: { brokers: brokers(), partitions: 3, maxMessageBytes: MiB }, poll: { maxBlobBytes: 8 * MiB } } });
+    const big = sampleRow({ path: '/1/', bu: fx.bus[0]!, content: randomBytes(3 * MiB + 7) });
+    await insertRows(fx.src, [big]);
+    const shorter = randomBytes(MiB + 5);
+    const rt = fx.runtime();
+    await rt.ensureTableTopics(fx.config.tables[0]!);
+    await rt.store().migrate();
+    // The writer commits right after the page was read and before the poller hashes the content: the hash is the
+    // shorter content's, and reading the page's length in slices finds only that content too.
+    let replaced = false;
+    const source = sourceWith(await rt.source(fx.config.tables[0]!), {
+      contentHashes: async (real, keys) => {
+        if (!replaced) {
+          replaced = true;
+          await fx.src.query(`UPDATE demo."ReferralAttachment" SET file_stream = $1 WHERE stream_id = $2`, [shorter, big.id]);
+          await fx.src.query(`UPDATE demo."cw_referralattachmentBase" SET "ModifiedOn" = clock_timestamp() WHERE cw_referralattachmentid = $1`, [big.id]);
+        }
+        return real.contentHashes(keys);
+      },
+    });
+    const run = await (await pollerWith(rt, source)).run({ requestedBy: 'test' });
+    expect(completed(run)).toMatchObject({ published: 0, failed: 1 });
+    const failures = await fx.ctl.query(`SELECT key, reason FROM ${CONTROL_SCHEMA}.row_failures WHERE run_id = $1`, [run.runId]);
+    expect(failures.rows).toEqual([{ key: big.id, reason: 'content changed while it was being read; the newer version is published by a later window' }]);
+    expect(changes(await readTopic(fx.topic)).filter((e) => e.key === big.id)).toEqual([]);
+
+    expect(completed(await fx.poll())).toMatchObject({ published: 1, failed: 0 });
+    const [manifest] = changes(await readTopic(fx.topic)).filter((e) => e.key === big.id);
+    expect(manifest!.content).toMatchObject({ kind: 'chunked', totalSize: shorter.length });
+    expect(manifest!.contentSha256!.equals(createHash('sha256').update(shorter).digest())).toBe(true);
   });
 
   it('publishes only the scoped BU, never an excluded key, and the parents its children need', async () => {
