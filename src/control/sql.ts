@@ -522,6 +522,54 @@ function registerPending(schema: string, table: string, runId: string, rows: rea
   };
 }
 
+/**
+ * The keys of a read about to be sent for the first time, in one row (see migration 005): what registerPending
+ * would write as one pending entry per key. Returns the row's id, which clearPendingSends deletes once the keys are
+ * recorded.
+ */
+function insertPendingSend(schema: string, table: string, runId: string, rows: readonly PendingRow[]): Query {
+  return {
+    text: `INSERT INTO ${t(schema, 'pending_sends')} (table_name, run_id, keys, modified_on_ticks, path_locators)
+      VALUES ($1, $2, $3::text[], $4::bigint[], $5::text[]) RETURNING id`,
+    values: [table, runId, rows.map((r) => r.key), rows.map((r) => ticksOrNull(r.modifiedOn)), rows.map((r) => r.pathLocator)],
+  };
+}
+
+function deletePendingSends(schema: string, table: string, ids: readonly string[]): Query {
+  return { text: `DELETE FROM ${t(schema, 'pending_sends')} WHERE table_name = $1 AND id = ANY($2::bigint[])`, values: [table, [...ids]] };
+}
+
+/**
+ * Every pending send left of a table (a poller stopped between a send and the checkpoint that recorded it), in one
+ * statement: deleted, and each of its keys registered as registerPending would have registered it, one send after
+ * the other in order: a new entry takes the first send's ModifiedOn, path and run; every entry's greatest sent
+ * ModifiedOn is raised to the greatest sent (one row per key, as ON CONFLICT requires). Acknowledged versions stay.
+ */
+function replayPendingSends(schema: string, table: string): Query {
+  return {
+    text: `WITH gone AS (
+        DELETE FROM ${t(schema, 'pending_sends')} WHERE table_name = $1 RETURNING id, run_id, keys, modified_on_ticks, path_locators
+      ), k AS (
+        SELECT r.key,
+          (array_agg(r.modified_on_ticks ORDER BY gone.id))[1] AS modified_on_ticks,
+          (array_agg(r.path_locator ORDER BY gone.id))[1] AS path_locator,
+          (array_agg(gone.run_id ORDER BY gone.id))[1] AS run_id,
+          max(r.modified_on_ticks) AS max_sent_modified_on_ticks
+        FROM gone CROSS JOIN LATERAL unnest(gone.keys, gone.modified_on_ticks, gone.path_locators) AS r(key, modified_on_ticks, path_locator)
+        GROUP BY r.key
+      )
+      INSERT INTO ${t(schema, 'published')} AS p
+        (table_name, key, modified_on_ticks, path_locator, deleted, acked, max_sent_modified_on_ticks, run_id)
+      SELECT $1, k.key, k.modified_on_ticks, k.path_locator, false, false, k.max_sent_modified_on_ticks, k.run_id
+      FROM k
+      ORDER BY k.key
+      ON CONFLICT (table_name, key) DO UPDATE SET
+        max_sent_modified_on_ticks = GREATEST(p.max_sent_modified_on_ticks, EXCLUDED.max_sent_modified_on_ticks),
+        acked = p.acked AND NOT p.deleted, deleted = false`,
+    values: [table],
+  };
+}
+
 function selectRegisteredKeysAfter(schema: string, table: string, afterKey: string | null, limit: number): Query {
   const after = afterKey === null ? '' : 'AND key > $3';
   return {
@@ -635,7 +683,7 @@ export const controlSql = {
   insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable,
   selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease,
   releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators,
-  upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
+  upsertPublished, registerPending, insertPendingSend, deletePendingSends, replayPendingSends, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted,
   setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus,
 } as const;
 

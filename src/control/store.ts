@@ -25,7 +25,7 @@ import {
 
 export * from './sql.js';
 
-const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
+const { insertRun, finishRun, selectRun, selectRuns, selectRunTables, selectRunBatches, insertRunTable, reopenRunTable, selectRunTable, finishRunTable, insertBatch, selectLastCompletedBatch, resetRun, acquireLease, renewLease, releaseLease, advanceHighWater, selectWatermark, selectWatermarks, selectPublished, selectPublishedPathLocators, upsertPublished, registerPending, insertPendingSend, deletePendingSends, replayPendingSends, selectRegisteredKeysAfter, selectSweepCursor, upsertSweepCursor, markDeleted, setNullModifiedOn, lockObservations, nextObservation, insertRowFailure, selectRowFailures, selectStatus } = controlSql;
 // ---------------------------------------------------------------------------------------------------------------
 // Row mapping (pg returns bigint as string, read back with BigInt; never through Number for ticks)
 
@@ -380,6 +380,35 @@ export class ControlStore {
     const unique = [...new Map(rows.map((r) => [r.key, r])).values()];
     await this.exec(registerPending(this.schema, table, runId, unique), `registering keys of ${table} before their send`);
     await this.refreshRegistryStatistics(unique.length);
+  }
+
+  /**
+   * Registers keys about to be sent for the first time — keys the registry does not hold — in one row rather than
+   * one pending entry each (migration 005): the delete sweep learns of them through replayPendingSends if the
+   * poller stops before they are recorded. Returns the id to give clearPendingSends once every one of them is
+   * recorded by recordPublished. Keys the registry holds must go through registerPending (their entries change).
+   */
+  async registerPendingSend(table: string, runId: string, rows: readonly PendingRow[]): Promise<string | null> {
+    if (rows.length === 0) return null;
+    const { rows: inserted } = await this.exec(insertPendingSend(this.schema, table, runId, rows), `registering keys of ${table} before their first send`);
+    await this.refreshRegistryStatistics(rows.length);
+    return String(inserted[0]!.id);
+  }
+
+  /** Forgets pending sends whose keys are all recorded in the registry now. */
+  async clearPendingSends(table: string, ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.exec(deletePendingSends(this.schema, table, ids), `clearing the pending sends of ${table}`);
+  }
+
+  /**
+   * Turns the pending sends a stopped poller left for `table` into pending registry entries (as registerPending
+   * would have written them) and deletes them, atomically. Run by whoever takes a lease of the table, before it
+   * reads or sweeps anything. Returns the keys registered.
+   */
+  async replayPendingSends(table: string): Promise<number> {
+    const { rowCount } = await this.exec(replayPendingSends(this.schema, table), `registering the pending sends left of ${table}`);
+    return rowCount ?? 0;
   }
 
   /**

@@ -156,6 +156,25 @@ export class SendPipeline {
   private readonly paths = new Set<string>();
   /** Sets that collect every key queued while they are watched (see watch). */
   private readonly watchers = new Set<Set<string>>();
+  /** The pending send of each read (ControlStore.registerPendingSend), by the batch number of the read's last page. */
+  private readonly pendingSends = new Map<number, string>();
+
+  /** A read's pending send, to clear once the page numbered `lastBatchNo` (the read's last) is checkpointed. */
+  pendingSend(lastBatchNo: number, id: string): void {
+    this.pendingSends.set(lastBatchNo, id);
+  }
+
+  /** The pending sends of the reads whose last page is among `batchNos` (checkpointed now), forgotten here. */
+  takePendingSends(batchNos: readonly number[]): string[] {
+    const ids: string[] = [];
+    for (const n of batchNos) {
+      const id = this.pendingSends.get(n);
+      if (id === undefined) continue;
+      ids.push(id);
+      this.pendingSends.delete(n);
+    }
+    return ids;
+  }
 
   queue(at: PageAt, prepared: PreparedPage): void {
     this.queued.push({ at, prepared });
@@ -321,6 +340,9 @@ export class TablePoll {
     }
     const unwatch = this.deps.store.watchRegistry(this.job.table, this.publishedPaths);
     try {
+      // Keys a stopped poller may have sent without recording them: registered as pending before anything reads
+      // the registry (the delete sweep must walk them).
+      await this.deps.store.replayPendingSends(this.job.table);
       return await this.runLeased(resume, lease.highWater);
     } finally {
       unwatch();
@@ -430,7 +452,7 @@ export class TablePoll {
           // it is what each page would have seen before its own registration). An entry that may have changed since
           // the lookup — a key in flight then (its checkpoint registers it), or one queued since (an ancestor of an
           // earlier page, a page of the read before) — is looked up again with its page.
-          await this.registerPending(read.value);
+          await this.registerPendingAtRead(pipe, read.value, registeredAtRead, stale, batchNo);
           const pendingAtRead = new Set<SourceRow>(read.value);
           for (const rows of pagesOf(read.value, this.job.batchSize)) {
             if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
@@ -509,6 +531,15 @@ export class TablePoll {
         await this.checkpointPage(p.at, p.prepared, outcomeOf(outcome, p.prepared.ordered), true);
         pipe.release(p.at.batchNo);
       }
+      // Refused rows did not reach Kafka; their keys get the pending entries registerPending gave them before
+      // pending sends existed. Then every key of a read whose last page this was is in the registry, and its
+      // pending send goes.
+      if (outcome.failed.length > 0) {
+        const refused = new Set(outcome.failed.map((f) => f.key));
+        await this.registerPending(pages.flatMap((p) => p.prepared.ordered).map((r) => r.row).filter((row) => refused.has(row.key)));
+      }
+      const cleared = pipe.takePendingSends(pages.map((p) => p.at.batchNo));
+      if (cleared.length > 0) await this.stages.time('checkpoint: clear pending sends', () => this.deps.store.clearPendingSends(this.job.table, cleared));
     });
   }
 
@@ -584,6 +615,21 @@ export class TablePoll {
     for (const { key, pathLocator } of written) {
       if (pathLocator !== null && directories.get(key) === pathLocator) this.publishedPaths.add(key, pathLocator);
     }
+  }
+
+  /**
+   * Registers every key of a read before any page of it is sent: the keys the registry did not hold when the read
+   * arrived (and that nothing queued since) in one pending send (ControlStore.registerPendingSend: one row, not one
+   * per key), cleared when the read's last page is checkpointed; the others as pending entries (registerPending),
+   * since their entries change (a greater ModifiedOn sent, a deleted key coming back).
+   */
+  private async registerPendingAtRead(pipe: SendPipeline, rows: readonly SourceRow[], registered: ReadonlyMap<string, PublishedEntry>, stale: ReadonlySet<string>, batchNo: number): Promise<void> {
+    const isNew = (row: SourceRow): boolean => !registered.has(row.key) && !stale.has(row.key);
+    await this.registerPending(rows.filter((row) => !isNew(row)));
+    const fresh = rows.filter(isNew);
+    if (fresh.length === 0) return;
+    const id = await this.stages.time('prepare: register pending send', () => this.deps.store.registerPendingSend(this.job.table, this.job.runId, fresh.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
+    if (id !== null) pipe.pendingSend(batchNo + pagesOf(rows, this.job.batchSize).length, id);
   }
 
   /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */

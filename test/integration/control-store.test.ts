@@ -62,18 +62,19 @@ describe('control store', () => {
     dropWhenPassed(db);
     const concurrent = await withOtherProcess(db, async (other) =>
       Promise.all([new ControlStore(db.pool(), SCHEMA).migrate(), other.migrate()]));
-    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3, 4]]);
+    expect(concurrent.map((r) => r.applied).sort()).toEqual([[], [1, 2, 3, 4, 5]]);
 
     const again = await new ControlStore(db.pool(), SCHEMA).migrate();
     expect(again.applied).toEqual([]);
     const tables = await db.pool().query<{ table_name: string }>(
       'SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name', [SCHEMA]);
     expect(tables.rows.map((r) => r.table_name)).toEqual([
-      'deletion_log', 'observations', 'published', 'row_failures', 'run_batches', 'run_tables', 'runs', 'schema_migrations', 'sweep_cursors', 'watermarks',
+      'deletion_log', 'observations', 'pending_sends', 'published', 'row_failures', 'run_batches', 'run_tables', 'runs', 'schema_migrations', 'sweep_cursors', 'watermarks',
     ]);
     const versions = await db.pool().query(`SELECT version, name FROM "${SCHEMA}".schema_migrations ORDER BY version`);
     expect(versions.rows).toEqual([{ version: 1, name: '001_init.sql' }, { version: 2, name: '002_late_arrival_sweep.sql' },
-      { version: 3, name: '003_observations.sql' }, { version: 4, name: '004_registry_fillfactor.sql' }]);
+      { version: 3, name: '003_observations.sql' }, { version: 4, name: '004_registry_fillfactor.sql' },
+      { version: 5, name: '005_pending_sends.sql' }]);
     const { rows: options } = await db.pool().query(`SELECT reloptions FROM pg_class WHERE oid = '"${SCHEMA}".published'::regclass`);
     expect(options[0].reloptions).toEqual(['fillfactor=70']);
   });
@@ -84,7 +85,7 @@ describe('control store', () => {
     const error = await store.migrate().then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(HighwaterError);
     expect((error as HighwaterError).code).toBe('SCHEMA_TOO_NEW');
-    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*004_registry_fillfactor\.sql/);
+    expect((error as HighwaterError).message).toMatch(/999_from_the_future\.sql.*005_pending_sends\.sql/);
   });
 
   it('gives a lease to exactly one of several pollers asking at once', async ({ task }) => {
@@ -284,6 +285,37 @@ describe('control store', () => {
     }
     const found = await store.lookupPublished('T', [keys[0]!, keys.at(-1)!]);
     expect(found.get(keys[0]!)?.modifiedOn).toBe(7n);
+  });
+
+  // A first send's keys are registered as one pending send rather than one entry each (migration 005); a poller
+  // stopped before recording them leaves the pending send, and the next lease holder replays it: the registry must
+  // then hold exactly what registerPending would have written, so the delete sweep walks those keys.
+  it('registry: replaying pending sends registers their keys as registerPending does; cleared ones are not replayed', async ({ task }) => {
+    const { store } = await controlStore(task.name);
+    const runId = await store.createRun({ kind: 'poll' });
+    const entry = (key: string, modifiedOn: bigint) => ({ key, modifiedOn, pathLocator: `/${key}/` });
+    for (const table of ['viaSends', 'viaPending']) {
+      await store.recordPublished(table, runId, [published('acked', 5n), published('gone', 4n)]);
+      await store.recordDeletions(table, runId, [{ key: 'gone', modifiedOn: 4n, observed: 40n }]);
+    }
+    const batches = [[entry('new', 3n), entry('acked', 7n)], [entry('gone', 6n), entry('new', 9n)]];
+    for (const rows of batches) await store.registerPendingSend('viaSends', runId, rows);
+    const cleared = await store.registerPendingSend('viaSends', runId, [entry('cleared', 1n)]);
+    await store.clearPendingSends('viaSends', [cleared!]);
+    await store.registerPendingSend('Other', runId, [entry('elsewhere', 1n)]);
+    for (const rows of batches) await store.registerPending('viaPending', runId, rows);
+
+    expect(await store.lookupPublished('viaSends', ['new'])).toEqual(new Map()); // not in the registry before the replay
+    expect(await store.replayPendingSends('viaSends')).toBe(3);
+    expect(await store.replayPendingSends('viaSends')).toBe(0);
+    const keys = ['new', 'acked', 'gone', 'cleared'];
+    const viaSends = await store.lookupPublished('viaSends', keys);
+    expect(viaSends).toEqual(await store.lookupPublished('viaPending', keys));
+    expect(viaSends.get('new')).toMatchObject({ acked: false, deleted: false, maxSentModifiedOn: 9n });
+    expect(viaSends.get('acked')).toMatchObject({ acked: true, modifiedOn: 5n, maxSentModifiedOn: 7n });
+    expect(viaSends.get('gone')).toMatchObject({ acked: false, deleted: false });
+    expect(await store.registeredKeysAfter('viaSends', null, 10)).toEqual(['acked', 'gone', 'new']);
+    expect(await store.replayPendingSends('Other')).toBe(1);
   });
 
   // Regression (the full-size 100k-row tree poll): with autovacuum off, or before its first pass, the registry had

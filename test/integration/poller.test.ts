@@ -648,10 +648,12 @@ describe('poller', () => {
     await blocker.query(`BEGIN; LOCK TABLE ${CONTROL_SCHEMA}.run_batches IN EXCLUSIVE MODE`);
     const running = (await rt.poller()).run({ requestedBy: 'test' });
     running.catch(() => undefined);
-    // Page 2 is prepared (its new key registered before its send) while page 1's checkpoint waits.
+    // Page 2 is prepared (its new key registered before its send: in the registry, or in a pending send when the
+    // registry did not hold it) while page 1's checkpoint waits.
     let registered = false;
     for (let i = 0; i < 300 && !registered; i++) {
-      const { rows } = await fx.ctl.query(`SELECT 1 FROM ${CONTROL_SCHEMA}.published WHERE key = $1`, [other.id]);
+      const { rows } = await fx.ctl.query(`SELECT 1 FROM ${CONTROL_SCHEMA}.published WHERE key = $1
+        UNION ALL SELECT 1 FROM ${CONTROL_SCHEMA}.pending_sends WHERE $1 = ANY(keys)`, [other.id]);
       registered = rows.length > 0;
       if (!registered) await delay(100);
     }

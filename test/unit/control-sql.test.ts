@@ -48,6 +48,9 @@ function everyQuery(): Record<string, Query> {
     selectSweepCursor: sql.selectSweepCursor(SCHEMA, SENTINEL, 'deletes'),
     upsertSweepCursor: sql.upsertSweepCursor(SCHEMA, SENTINEL, SENTINEL, 'late-arrivals'),
     registerPending: sql.registerPending(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, pathLocator: SENTINEL }]),
+    insertPendingSend: sql.insertPendingSend(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, pathLocator: SENTINEL }]),
+    deletePendingSends: sql.deletePendingSends(SCHEMA, SENTINEL, ['1']),
+    replayPendingSends: sql.replayPendingSends(SCHEMA, SENTINEL),
     markDeleted: sql.markDeleted(SCHEMA, SENTINEL, RUN, [{ key: SENTINEL, modifiedOn: TICKS, observed: TICKS }]),
     setNullModifiedOn: sql.setNullModifiedOn(SCHEMA, RUN, SENTINEL, SENTINEL, 3),
     lockObservations: sql.lockObservations(SCHEMA, SENTINEL),
@@ -96,13 +99,14 @@ describe('control store SQL builders', () => {
 
   it('puts the caller values in the parameters', () => {
     const q = everyQuery();
-    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'registerPending', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor', 'lockObservations', 'nextObservation', 'setNullModifiedOn']) {
+    for (const name of ['finishRun', 'insertRunTable', 'finishRunTable', 'insertBatch', 'acquireLease', 'advanceHighWater', 'upsertPublished', 'registerPending', 'insertPendingSend', 'deletePendingSends', 'replayPendingSends', 'markDeleted', 'insertRowFailure', 'upsertSweepCursor', 'lockObservations', 'nextObservation', 'setNullModifiedOn']) {
       expect(flat(q[name]!), name).toContain(SENTINEL);
     }
     expect(flat(q.insertRunTable!)).toContain(TICKS.toString());
     expect(flat(q.insertBatch!)).toContain(TICKS.toString());
     expect(flat(q.advanceHighWater!)).toContain(TICKS.toString());
     expect(flat(q.upsertPublished!)).toContain(TICKS.toString());
+    expect(flat(q.insertPendingSend!)).toContain(TICKS.toString());
     expect(flat(q.markDeleted!)).toContain(TICKS.toString());
     expect(flat(q.insertRowFailure!)).toContain(TICKS.toString());
     expect(JSON.parse(q.insertRun!.values[4] as string)).toEqual({ s: SENTINEL, t: TICKS.toString() });
