@@ -3,6 +3,7 @@ import type { InRecord } from '../events/records.js';
 import { coerceError } from '../errors.js';
 import { withRetry } from '../retry.js';
 import { withKafkaErrors } from './client.js';
+import { installFastFetch } from './fetch-response.js';
 
 /**
  * A consumer that never lets kafkajs commit on its own: offsets are committed by the apply loop after the data
@@ -117,6 +118,8 @@ export class ManualConsumer {
   }
 
   async start(handler: (batch: PartitionBatch) => Promise<void>): Promise<void> {
+    // kafkajs' own decoder stays in use if the one-pass decoder cannot be installed (src/kafka/fetch-response.ts).
+    await installFastFetch().catch(() => false);
     await withKafkaErrors(`starting consumer group ${this.options.groupId}`, async () => {
       await this.consumer.connect();
       await this.admin.connect();
