@@ -30,32 +30,55 @@ interface Tap {
   pos: number;
 }
 
-/** Varint bytes read by the fast path: seven, so the value is below 2^49 and exact in a number. */
-const FAST_LONG_BYTES = 7;
+/** Varint bytes read as one number (below 2^49, exact); up to FAST_LONG_BYTES in all (63 bits) on the fast path. */
+const NUMBER_BYTES = 7;
+const FAST_LONG_BYTES = 9;
+const LOW_BITS = 49n;
+
+/** avsc's own reading of a long: through an 8-byte Buffer. */
+function unpackingRead(self: unknown, tap: Tap): unknown {
+  return (unpackingBigintLong as unknown as { _read(tap: Tap): unknown })._read.call(self, tap);
+}
 
 /**
- * The bigint long, reading the usual value without avsc's per-value Buffer: a zig-zag varint of at most seven
- * bytes (every tick count up to about year 3700, sizes, window bounds) is read here as a number and made a bigint;
- * a longer one, or one that runs past the end of the buffer, is read by avsc's own path, as before. Same values,
- * same errors (test/unit/avro-long.test.ts); about a quarter of a change event's Avro decoding, and its garbage.
+ * The bigint long, reading the usual value without avsc's per-value Buffer (allocated and zero-filled for every
+ * long, eight of them in a change event): a zig-zag varint of at most nine bytes (63 bits: every tick count, size and
+ * window bound) is read here, its first seven bytes as one number, the rest as a second; a ten-byte one, or one that
+ * runs past the end of the buffer, is read by avsc's own path, as before. Same values, same errors
+ * (test/unit/avro-long.test.ts).
  */
 export const bigintLong: avro.types.LongType = Object.create(unpackingBigintLong, {
   _read: {
-    value: function readLong(this: { _read(tap: Tap): unknown }, tap: Tap): unknown {
+    value: function readLong(this: unknown, tap: Tap): unknown {
       const buf = tap.buf;
+      const end = buf.length;
       let pos = tap.pos;
+      if (pos >= end) return unpackingRead(this, tap);
       let b = buf[pos++]!;
-      let n = b & 0x7f;
+      let low = b & 0x7f;
       let scale = 128;
-      for (let read = 1; b & 0x80; read++) {
-        if (read === FAST_LONG_BYTES || pos >= buf.length) return (unpackingBigintLong as unknown as { _read(tap: Tap): unknown })._read.call(this, tap);
+      let read = 1;
+      for (; b & 0x80 && read < NUMBER_BYTES; read++) {
+        if (pos >= end) return unpackingRead(this, tap);
         b = buf[pos++]!;
-        n += (b & 0x7f) * scale;
+        low += (b & 0x7f) * scale;
         scale *= 128;
       }
-      if (pos > buf.length) return (unpackingBigintLong as unknown as { _read(tap: Tap): unknown })._read.call(this, tap);
+      if (!(b & 0x80)) {
+        tap.pos = pos;
+        return BigInt(low % 2 === 0 ? low / 2 : -(low + 1) / 2);
+      }
+      let high = 0;
+      scale = 1;
+      for (; b & 0x80; read++) {
+        if (read === FAST_LONG_BYTES || pos >= end) return unpackingRead(this, tap);
+        b = buf[pos++]!;
+        high += (b & 0x7f) * scale;
+        scale *= 128;
+      }
       tap.pos = pos;
-      return BigInt(n % 2 === 0 ? n / 2 : -(n + 1) / 2);
+      const zigzag = (BigInt(high) << LOW_BITS) + BigInt(low);
+      return low % 2 === 0 ? zigzag >> 1n : -(zigzag >> 1n) - 1n;
     },
   },
 }) as avro.types.LongType;

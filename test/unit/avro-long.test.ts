@@ -45,9 +45,13 @@ function generator(seed: number) {
       window: { start: ticks(), end: ticks() },
     };
   };
-  /** Bytes of a varint: canonical of a random 64-bit value, padded with 0x80 continuation, or random bytes. */
+  /** Bytes of a varint: canonical of a random 64-bit value, padded with 0x80 continuation, random bytes, or 8 to 11 bytes. */
   const varint = (): Buffer => {
-    const kind = int(3);
+    const kind = int(4);
+    if (kind === 3) {
+      const length = 8 + int(4);
+      return Buffer.from(Array.from({ length }, (_, i) => (i < length - 1 ? 0x80 | int(128) : int(128))));
+    }
     if (kind === 0) return slowLong.toBuffer(ticks());
     if (kind === 1) {
       const canonical = slowLong.toBuffer(ticks());
