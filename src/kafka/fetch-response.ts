@@ -455,13 +455,20 @@ const INSTALLED = Symbol.for('highwater.fastFetch');
  */
 export function decodeWithFallback(original: FetchResponseModule['decode']): FetchResponseModule['decode'] {
   return async (raw) => {
+    let decoded: FetchResponse;
     try {
-      return decodeFetchV11(raw);
+      decoded = decodeFetchV11(raw);
     } catch {
+      fetchDecodes.kafkajs++;
       return original(raw);
     }
+    fetchDecodes.fast++;
+    return decoded;
   };
 }
+
+/** Fetch responses of this process decoded by each of the two decoders (for tests and diagnosis). */
+export const fetchDecodes = { fast: 0, kafkajs: 0 };
 
 /**
  * Makes kafkajs decode Fetch responses of version 11 with decodeFetchV11 (falling back to its own decoder for what
