@@ -10,7 +10,8 @@ import avro from 'avsc';
 export const SCHEMA_NAMES = ['BlobChange', 'BlobChunk', 'WatermarkMarker', 'BackfillRequest'] as const;
 export type SchemaName = (typeof SCHEMA_NAMES)[number];
 
-export const bigintLong = avro.types.LongType.__with({
+/** avsc's bigint long as declared: every value read through an 8-byte Buffer (avsc's unpackLongBytes). */
+export const unpackingBigintLong = avro.types.LongType.__with({
   fromBuffer: (buf: Buffer) => buf.readBigInt64LE(),
   toBuffer: (n: bigint) => {
     const buf = Buffer.alloc(8);
@@ -22,6 +23,65 @@ export const bigintLong = avro.types.LongType.__with({
   isValid: (n: unknown) => typeof n === 'bigint',
   compare: (a: bigint, b: bigint) => (a === b ? 0 : a < b ? -1 : 1),
 });
+
+/** avsc's reading position in a buffer (its Tap). */
+interface Tap {
+  buf: Buffer;
+  pos: number;
+}
+
+/** Varint bytes read as one number (below 2^49, exact); up to FAST_LONG_BYTES in all (63 bits) on the fast path. */
+const NUMBER_BYTES = 7;
+const FAST_LONG_BYTES = 9;
+const LOW_BITS = 49n;
+
+/** avsc's own reading of a long: through an 8-byte Buffer. */
+function unpackingRead(self: unknown, tap: Tap): unknown {
+  return (unpackingBigintLong as unknown as { _read(tap: Tap): unknown })._read.call(self, tap);
+}
+
+/**
+ * The bigint long, reading the usual value without avsc's per-value Buffer (allocated and zero-filled for every
+ * long, eight of them in a change event): a zig-zag varint of at most nine bytes (63 bits: every tick count, size and
+ * window bound) is read here, its first seven bytes as one number, the rest as a second; a ten-byte one, or one that
+ * runs past the end of the buffer, is read by avsc's own path, as before. Same values, same errors
+ * (test/unit/avro-long.test.ts).
+ */
+export const bigintLong: avro.types.LongType = Object.create(unpackingBigintLong, {
+  _read: {
+    value: function readLong(this: unknown, tap: Tap): unknown {
+      const buf = tap.buf;
+      const end = buf.length;
+      let pos = tap.pos;
+      if (pos >= end) return unpackingRead(this, tap);
+      let b = buf[pos++]!;
+      let low = b & 0x7f;
+      let scale = 128;
+      let read = 1;
+      for (; b & 0x80 && read < NUMBER_BYTES; read++) {
+        if (pos >= end) return unpackingRead(this, tap);
+        b = buf[pos++]!;
+        low += (b & 0x7f) * scale;
+        scale *= 128;
+      }
+      if (!(b & 0x80)) {
+        tap.pos = pos;
+        return BigInt(low % 2 === 0 ? low / 2 : -(low + 1) / 2);
+      }
+      let high = 0;
+      scale = 1;
+      for (; b & 0x80; read++) {
+        if (read === FAST_LONG_BYTES || pos >= end) return unpackingRead(this, tap);
+        b = buf[pos++]!;
+        high += (b & 0x7f) * scale;
+        scale *= 128;
+      }
+      tap.pos = pos;
+      const zigzag = (BigInt(high) << LOW_BITS) + BigInt(low);
+      return low % 2 === 0 ? zigzag >> 1n : -(zigzag >> 1n) - 1n;
+    },
+  },
+}) as avro.types.LongType;
 
 /** Options every Avro type of highwater is built with (also handed to the schema-registry client). */
 export function avroTypeOptions(): Partial<avro.ForSchemaOptions> {

@@ -3,6 +3,7 @@ import type { InRecord } from '../events/records.js';
 import { coerceError } from '../errors.js';
 import { withRetry } from '../retry.js';
 import { withKafkaErrors } from './client.js';
+import { installFastFetch } from './fetch-response.js';
 
 /**
  * A consumer that never lets kafkajs commit on its own: offsets are committed by the apply loop after the data
@@ -94,6 +95,8 @@ export class ManualConsumer {
   private runConfig: Parameters<Consumer['run']>[0];
   private restartTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** Whether Fetch responses are decoded by the one-pass decoder (src/kafka/fetch-response.ts), known after start. */
+  fastDecoder = false;
   /**
    * Resolves with the error when kafkajs has stopped this consumer for good (a crash it does not restart from: a
    * non-retriable error of the handler). Until then it stays pending. Without it a process would live on consuming
@@ -117,6 +120,8 @@ export class ManualConsumer {
   }
 
   async start(handler: (batch: PartitionBatch) => Promise<void>): Promise<void> {
+    // kafkajs' own decoder stays in use if the one-pass decoder cannot be installed (src/kafka/fetch-response.ts).
+    this.fastDecoder = await installFastFetch().catch(() => false);
     await withKafkaErrors(`starting consumer group ${this.options.groupId}`, async () => {
       await this.consumer.connect();
       await this.admin.connect();

@@ -32,6 +32,7 @@ import { quotePg } from '../../src/sql/ident.js';
 import { Runtime, sourceSpec, type RunningConsumers } from '../../src/wiring.js';
 import { ApplyLoop } from '../../src/apply/loop.js';
 import type { ApplyBatch, TargetWriter } from '../../src/apply/sink/writer.js';
+import { fetchDecodes } from '../../src/kafka/fetch-response.js';
 import { ManualConsumer, type PartitionBatch } from '../../src/kafka/consumer.js';
 import { brokers, canControlBroker, consumeMessages, deleteTopics, killBroker, uniqueName, withAdmin } from '../support/kafka.js';
 import { createTestDatabase, type TestDatabase } from '../support/pg.js';
@@ -1040,9 +1041,14 @@ describe('several partitions applied at once', () => {
     });
     loop.attach(consumer);
     scope.defer(() => consumer.stop());
+    const decodedBefore = { ...fetchDecodes };
     await consumer.start((batch) => loop.handle(batch));
+    expect(consumer.fastDecoder).toBe(true);
 
     await waitFor('both batches applied', () => caughtUp(p), 60_000, () => storedOffsets(p));
+    // The records came through the one-pass Fetch decoder (src/kafka/fetch-response.ts), none through kafkajs' own.
+    expect(fetchDecodes.fast).toBeGreaterThan(decodedBefore.fast);
+    expect(fetchDecodes.kafkajs).toBe(decodedBefore.kafkajs);
     await waitFor('the child in the target', async () => (await heldVersions(p)).get('file') === '11', 30_000, async () => ({ held: Object.fromEntries(await heldChildren(p)) }));
     expect(Object.fromEntries(await heldVersions(p))).toEqual({ folder: '10', file: '11' });
     expect((await heldChildren(p)).size).toBe(0);
