@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Collector } from './collector.js';
 import type { HwEnv } from './systems/highwater.js';
 import type { BenchOptions } from './options.js';
+import type { CpuSampler } from './env/cpu.js';
 
 /** What every workload gets: the databases, the broker, the collector and the options. */
 export interface BenchContext {
@@ -12,6 +13,8 @@ export interface BenchContext {
   readonly target: pg.Pool;
   readonly kafka: Kafka;
   readonly collect: Collector;
+  /** Who spent the CPU during each timed stage (null where /proc cannot be read). */
+  readonly cpu: CpuSampler | null;
   readonly log: (line: string) => void;
   /** Registers a clean-up that runs once at the end of the run, last registered first. */
   readonly defer: (cleanup: () => Promise<void>) => void;

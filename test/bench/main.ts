@@ -15,6 +15,7 @@ import { renderSvg } from './render-svg.js';
 import { DEFAULT_TREE, MIB, blobRows, flatRows, mixedSize, treeRows } from './rows.js';
 import { evaluateGoals, summarize } from './summary.js';
 import { rawKafka } from './systems/kafka-raw.js';
+import { CpuSampler } from './env/cpu.js';
 import { runBulk } from './workloads/bulk.js';
 import { runW3 } from './workloads/w3.js';
 import { runW5 } from './workloads/w5.js';
@@ -75,6 +76,7 @@ async function measure(options: BenchOptions): Promise<BenchResults> {
   const admin = quietPool(adminUrl, 2);
   const dbs = { source: `hwbench_${process.pid}_source`, target: `hwbench_${process.pid}_target` };
   let broker: KafkaBroker | undefined;
+  let cpu: CpuSampler | null = null;
   const collect = new Collector(log);
   try {
     const machine = await fingerprint(workDir, admin, KAFKA_VERSION);
@@ -83,7 +85,9 @@ async function measure(options: BenchOptions): Promise<BenchResults> {
     broker = await startKafka({ runtime: await ensureKafkaRuntime(), dataDir: join(workDir, 'kafka'), logFile: join(workDir, 'kafka.log'), heapMb: 1024 });
     log(`Kafka ${KAFKA_VERSION} on ${broker.bootstrap}; work directory ${workDir}`);
     const cleanups: (() => Promise<void>)[] = [];
-    const ctx = context(options, collect, workDir, adminUrl, dbs, broker.bootstrap, cleanups);
+    const started = broker;
+    cpu = CpuSampler.start(machine.cores, () => started.pid);
+    const ctx = context(options, collect, workDir, adminUrl, dbs, broker.bootstrap, cleanups, cpu);
     try {
       await runWorkloads(ctx);
     } finally {
@@ -100,6 +104,7 @@ async function measure(options: BenchOptions): Promise<BenchResults> {
       summary, goals: evaluateGoals(summary, collect.observations, collect.rss),
     };
   } finally {
+    cpu?.stop();
     await broker?.stop();
     for (const db of Object.values(dbs)) await dropDatabase(admin, db).catch(() => undefined);
     await admin.end();
@@ -108,12 +113,12 @@ async function measure(options: BenchOptions): Promise<BenchResults> {
   }
 }
 
-function context(options: BenchOptions, collect: Collector, workDir: string, adminUrl: string, dbs: { source: string; target: string }, bootstrap: string, cleanups: (() => Promise<void>)[]): BenchContext {
+function context(options: BenchOptions, collect: Collector, workDir: string, adminUrl: string, dbs: { source: string; target: string }, bootstrap: string, cleanups: (() => Promise<void>)[], cpu: CpuSampler | null): BenchContext {
   const sourceUrl = withDatabase(adminUrl, dbs.source);
   const targetUrl = withDatabase(adminUrl, dbs.target);
   const target = quietPool(targetUrl);
   return {
-    options, collect, log, defer: (cleanup) => cleanups.push(cleanup),
+    options, collect, cpu, log, defer: (cleanup) => cleanups.push(cleanup),
     env: { brokers: [bootstrap], sourceUrl, targetUrl, target, workDir, repoDir: REPO_DIR, profile: options.profile },
     source: quietPool(sourceUrl), target,
     kafka: rawKafka([bootstrap], 'highwater-bench'),

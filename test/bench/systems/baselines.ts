@@ -7,6 +7,7 @@ import type { WorkloadId } from '../model.js';
 import { dbNowMs } from '../env/pgdb.js';
 import type { SourceTable } from '../env/source.js';
 import { copyIntoTarget } from './b1-copy.js';
+import { observeCpu } from './cpu-split.js';
 import { naiveApply, naiveProduce } from './b3-naive.js';
 import { waitForRows } from './highwater.js';
 import { javaProducerClasspath, runProduceCeiling } from './java-producer.js';
@@ -24,11 +25,16 @@ export interface Load {
 export async function runB1(ctx: BenchContext, w: WorkloadId, rep: number, tables: readonly { name: string; values: readonly (readonly CopyValue[])[] }[], load: Load, withKey = true): Promise<void> {
   const schema = `b1_${slug(w)}_r${rep}`;
   let ms = 0;
+  const windows: { startMs: number; endMs: number }[] = [];
   for (const t of tables) {
     const table = await createTargetShapedTable(ctx.target, ctx.env.repoDir, schema, t.name, withKey);
+    const startMs = Date.now();
     ms += await copyIntoTarget(ctx.target, table, t.values);
+    windows.push({ startMs, endMs: Date.now() });
   }
   ctx.collect.measure({ workload: w, system: 'B1', stage: 'copy', rep, rows: load.rows, bytes: load.bytes, ms, complete: true });
+  // The CPU of the first table's COPY (most workloads have one table; W6's are alike).
+  if (windows.length > 0) await observeCpu(ctx, w, 'B1', 'copy', rep, { ...windows[0]!, rows: Math.round(load.rows / tables.length) });
   await ctx.target.query(`DROP SCHEMA ${quotePg(schema)} CASCADE`);
 }
 
@@ -41,7 +47,9 @@ export async function runB2(ctx: BenchContext, w: WorkloadId, rep: number, messa
   try {
     await createTopic(admin, topic, 6);
     await producer.connect();
+    const produceStartMs = Date.now();
     const produceMs = await produceAll(producer, topic, messages);
+    await observeCpu(ctx, w, 'B2', 'produce', rep, { startMs: produceStartMs, endMs: Date.now(), rows: load.rows });
     ctx.collect.measure({ workload: w, system: 'B2', stage: 'produce', rep, rows: load.rows, bytes: load.bytes, ms: produceMs, complete: true });
     const consumed = await consumeAll(ctx.kafka, topic, `${topic}.group`, messages.length, stageTimeoutMs(load.rows));
     ctx.collect.measure({ workload: w, system: 'B2', stage: 'consume', rep, rows: consumed.seen, bytes: load.bytes, ms: consumed.ms, complete: consumed.seen >= messages.length, note: 'group joined to last batch' });

@@ -4,6 +4,7 @@ import type { BenchContext } from '../context.js';
 import { stageTimeoutMs } from '../context.js';
 import type { WorkloadId } from '../model.js';
 import type { SourceTable } from '../env/source.js';
+import { observeCpu } from './cpu-split.js';
 import { cli, dbNowMs, offsetsReach, pollRuns, runCli, startConsume, targetProgress, waitForRows, writeHwConfig, type HwConfigOptions, type HwSetup } from './highwater.js';
 
 /**
@@ -46,6 +47,7 @@ export async function pollAlone(ctx: BenchContext, w: WorkloadId, rep: number, s
   if (!record) return;
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'poll', rep, rows: runs.published, bytes: expect.bytes, ms: runs.finishedMs - runs.startedMs, complete: runs.published >= expect.rows });
   ctx.collect.peak(w, 'highwater', 'poll', rep, proc.peakRss());
+  await observeCpu(ctx, w, 'highwater', 'poll', rep, { startMs: runs.startedMs, endMs: runs.finishedMs, rows: runs.published, processes: [{ name: 'poll', pid: proc.pid }] });
 }
 
 export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, setup: HwSetup, expect: Expect): Promise<void> {
@@ -57,6 +59,7 @@ export async function applyAlone(ctx: BenchContext, w: WorkloadId, rep: number, 
   ctx.collect.measure({ workload: w, system: 'highwater', stage: 'apply', rep, rows: arrivedUnits(expect, done.rows), bytes: arrivedBytes(expect, done.rows), ms: done.lastCommitMs - started, complete: done.complete });
   ctx.collect.observe(w, 'highwater', rep, 'apply: consumer ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - started) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'consume', rep, consume.peakRss());
+  await observeCpu(ctx, w, 'highwater', 'apply', rep, { startMs: started, endMs: done.lastCommitMs, rows: arrivedUnits(expect, done.rows), processes: [{ name: 'consume', pid: consume.pid }] });
   await observeSideTopics(ctx, w, rep, setup, before, 'apply');
 }
 
@@ -73,6 +76,7 @@ export async function endToEnd(ctx: BenchContext, w: WorkloadId, rep: number, se
   ctx.collect.observe(w, 'highwater', rep, 'e2e: poll start -> first target commit', ((done.firstCommitMs ?? Number.NaN) - runs.startedMs) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'poll', rep, poll.peakRss());
   ctx.collect.peak(w, 'highwater', 'consume', rep, consume.peakRss());
+  await observeCpu(ctx, w, 'highwater', 'e2e', rep, { startMs: runs.startedMs, endMs: done.lastCommitMs, rows: done.rows, processes: [{ name: 'poll', pid: poll.pid }, { name: 'consume', pid: consume.pid }] });
   await observeSideTopics(ctx, w, rep, setup, before, 'e2e');
   return done.complete;
 }
@@ -99,6 +103,7 @@ export async function rebuild(ctx: BenchContext, w: WorkloadId, rep: number, set
   ctx.collect.observe(w, 'highwater', rep, 'rebuild: spawn -> consumers ready (CLI start-up)', (ready - spawned) / 1000, 's');
   ctx.collect.observe(w, 'highwater', rep, 'rebuild: consumers ready -> first target commit', ((done.firstCommitMs ?? Number.NaN) - ready) / 1000, 's');
   ctx.collect.peak(w, 'highwater', 'rebuild', rep, proc.peakRss());
+  await observeCpu(ctx, w, 'highwater', 'rebuild', rep, { startMs: ready, endMs: done.lastCommitMs, rows: done.rows, processes: [{ name: 'rebuild', pid: proc.pid }] });
   await ctx.target.query(`DROP SCHEMA IF EXISTS ${quotePg(into)} CASCADE`);
 }
 
