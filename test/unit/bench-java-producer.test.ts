@@ -7,6 +7,11 @@ describe("B2's Java producer (ProduceCeiling.java)", () => {
     expect(r).toEqual({ records: 100000, ms: 714.25 });
   });
 
+  it('reads the wall-clock window of the timed sends when the program prints it', () => {
+    const r = parseProduceCeiling('sent 10 records of 412 bytes in 5.000 ms\nwindow 1796050000000 1796050000005\n');
+    expect(r).toEqual({ records: 10, ms: 5, window: { startMs: 1796050000000, endMs: 1796050000005 } });
+  });
+
   it('throws with the output when there is no result line or it is empty', () => {
     expect(() => parseProduceCeiling('Exception in thread "main" org.apache.kafka.common.errors.TimeoutException')).toThrow(/no result.*TimeoutException/s);
     expect(() => parseProduceCeiling('sent 0 records of 412 bytes in 0.000 ms')).toThrow(/empty result/);

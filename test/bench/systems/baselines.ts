@@ -75,6 +75,7 @@ async function produceWithJava(ctx: BenchContext, admin: Admin, w: WorkloadId, r
     const meanBytes = messages.reduce((sum, m) => sum + ((m.value as Buffer | null)?.length ?? 0), 0) / Math.max(1, messages.length);
     const result = await runProduceCeiling(classpath, ctx.env.brokers.join(','), topic, messages.length, meanBytes);
     ctx.collect.measure({ workload: w, system: 'B2', stage: 'produce-java', rep, rows: load.rows, bytes: load.bytes, ms: result.ms, complete: result.records >= messages.length, note: `Kafka's Java producer, ${Math.round(meanBytes)}-byte records` });
+    if (result.window) await observeCpu(ctx, w, 'B2', 'produce-java', rep, { ...result.window, rows: load.rows });
     await admin.deleteTopics({ topics: [topic] });
   } catch (err) {
     ctx.collect.note(`B2 produce with Kafka's Java producer could not run: ${err instanceof Error ? err.message.split('\n').slice(0, 4).join(' / ') : String(err)}`);

@@ -22,6 +22,8 @@ export interface JavaProduceResult {
   readonly records: number;
   /** First send to last acknowledgement of the timed records (JVM start-up and warm-up outside). */
   readonly ms: number;
+  /** Epoch ms of the first send and of the last acknowledgement (absent from an older program's output). */
+  readonly window?: { readonly startMs: number; readonly endMs: number };
 }
 
 /** The broker's jars (kafka-clients and what it needs): the program's classpath. */
@@ -48,7 +50,8 @@ export function parseProduceCeiling(output: string): JavaProduceResult {
   const records = Number(m[1]);
   const ms = Number(m[2]);
   if (!(records > 0 && ms > 0)) throw new Error(`ProduceCeiling printed an empty result: ${m[0]}`);
-  return { records, ms };
+  const w = /^window (\d+) (\d+)$/m.exec(output);
+  return w === null ? { records, ms } : { records, ms, window: { startMs: Number(w[1]), endMs: Number(w[2]) } };
 }
 
 /** Runs the program against `topic` (which must exist) and returns its own measurement. */
