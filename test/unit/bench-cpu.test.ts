@@ -53,6 +53,7 @@ describe('bench CPU accounting', () => {
       'cpu/row (e2e): consume process': 10,
       'cpu/row (e2e): gone process': 0,
       'cpu/row (e2e): bench process': 5,
+      'cpu/row (e2e): other processes': 5,
     });
   });
 });

@@ -33,7 +33,14 @@ export function cpuObservations(split: CpuSplit, stage: Stage, window: StageWind
     { name: `cpu/row (${stage}): postgres`, value: perRow(split.postgres), unit: 'µs' },
     { name: `cpu/row (${stage}): kafka broker`, value: perRow(split.broker), unit: 'µs' },
   ];
-  for (const p of window.processes ?? []) out.push({ name: `cpu/row (${stage}): ${p.name} process`, value: perRow(split.children.get(p.pid) ?? 0), unit: 'µs' });
+  let known = split.postgres + split.broker + split.bench;
+  for (const p of window.processes ?? []) {
+    const own = split.children.get(p.pid) ?? 0;
+    known += own;
+    out.push({ name: `cpu/row (${stage}): ${p.name} process`, value: perRow(own), unit: 'µs' });
+  }
   out.push({ name: `cpu/row (${stage}): bench process`, value: perRow(split.bench), unit: 'µs' });
+  // Anything else that ran meanwhile (another job on the machine, the kernel's own threads): noise to read the rest by.
+  out.push({ name: `cpu/row (${stage}): other processes`, value: perRow(Math.max(0, split.machine - known)), unit: 'µs' });
   return out;
 }
