@@ -40,7 +40,7 @@ function rssTable(results: BenchResults): string {
 
 function observationTable(results: BenchResults): string {
   const groups = new Map<string, { values: number[]; unit: string }>();
-  for (const o of results.observations) {
+  for (const o of results.observations.filter((x) => parseCpuName(x.name) === null)) {
     const key = `${o.workload}|${o.system}|${o.name}`;
     const g = groups.get(key) ?? { values: [], unit: o.unit };
     g.values.push(o.value);
@@ -48,6 +48,39 @@ function observationTable(results: BenchResults): string {
   }
   const rows = [...groups.entries()].map(([key, g]) => [...key.split('|'), fmt(percentile(g.values, 50), 2), g.unit, String(g.values.length)]);
   return columns(['workload', 'system', 'observation', 'median', 'unit', 'reps'], rows);
+}
+
+/** `cpu (stage): machine busy` or `cpu/row (stage): <who>` (see systems/cpu-split.ts), else null. */
+function parseCpuName(name: string): { stage: string; who: string } | null {
+  const m = /^cpu(?:\/row)? \(([^)]+)\): (.+)$/.exec(name);
+  return m === null ? null : { stage: m[1]!, who: m[2]! };
+}
+
+const PARTIES = ['postgres', 'kafka broker', 'bench process', 'other processes'];
+
+/**
+ * Who spent the CPU of each timed stage (medians over repetitions): how busy the cores were, the µs of CPU per row of
+ * every process together and of each party, and the rate the stage's CPU per row allows when every core works on it.
+ * Empty for runs before the split was measured.
+ */
+export function cpuTable(results: BenchResults, cores: number): string {
+  const groups = new Map<string, Map<string, number[]>>();
+  for (const o of results.observations) {
+    const cpu = parseCpuName(o.name);
+    if (cpu === null) continue;
+    const key = `${o.workload}|${o.system}|${cpu.stage}`;
+    const byWho = groups.get(key) ?? new Map<string, number[]>();
+    byWho.set(cpu.who, [...(byWho.get(cpu.who) ?? []), o.value]);
+    groups.set(key, byWho);
+  }
+  if (groups.size === 0) return '';
+  const rows = [...groups.entries()].map(([key, byWho]) => {
+    const med = (who: string): number => (byWho.has(who) ? percentile(byWho.get(who)!, 50) : Number.NaN);
+    const own = [...byWho.keys()].filter((w) => w.endsWith(' process') && !PARTIES.includes(w)).map((w) => `${w.replace(/ process$/, '')} ${fmt(med(w))}`);
+    const all = med('all processes');
+    return [...key.split('|'), `${fmt(med('machine busy'))} %`, fmt(all), fmt(med('postgres')), fmt(med('kafka broker')), own.join(', ') || '-', fmt(med('bench process')), fmt(med('other processes')), fmt((cores * 1e6) / all)];
+  });
+  return columns(['workload', 'system', 'stage', 'cores busy', 'all µs/row', 'postgres', 'broker', 'highwater processes', 'bench', 'other', 'rows/s at all cores'], rows);
 }
 
 const share = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : pct(x));
@@ -107,6 +140,16 @@ export function machineLine(results: BenchResults): string {
   return `machine: ${m.cores} cores (${m.cpuModel}), ${m.memoryGiB.toFixed(0)} GiB; load average ${load(m.loadAverage)} at start${m.loadAverageAfter ? `, ${load(m.loadAverageAfter)} at end` : ''}; fsync ${fmt(m.fsyncPerSecond)}/s; node ${m.node}; ${m.postgres}; Kafka ${m.kafka}`;
 }
 
+function cpuSection(results: BenchResults): string[] {
+  const table = cpuTable(results, results.machine.cores);
+  if (table === '') return [];
+  return [
+    '',
+    `CPU of each timed stage (µs of one core per row, medians; ${results.machine.cores} cores shared by every process; "other" is what no party of the stage spent)`,
+    table,
+  ];
+}
+
 export function renderReport(results: BenchResults): string {
   return [
     `highwater benchmark — seed ${results.seed}, ${results.startedAt} .. ${results.finishedAt}`,
@@ -120,6 +163,7 @@ export function renderReport(results: BenchResults): string {
     '',
     'observations',
     observationTable(results),
+    ...cpuSection(results),
     '',
     'goals of issue 11',
     goalTable(results.goals),
