@@ -54,6 +54,7 @@ export async function runB2(ctx: BenchContext, w: WorkloadId, rep: number, messa
     const consumed = await consumeAll(ctx.kafka, topic, `${topic}.group`, messages.length, stageTimeoutMs(load.rows));
     ctx.collect.measure({ workload: w, system: 'B2', stage: 'consume', rep, rows: consumed.seen, bytes: load.bytes, ms: consumed.ms, complete: consumed.seen >= messages.length, note: 'group joined to last batch' });
     ctx.collect.observe(w, 'B2', rep, 'consume: start -> group joined', consumed.joinMs / 1000, 's');
+    await observeCpu(ctx, w, 'B2', 'consume', rep, { ...consumed.window, rows: consumed.seen });
     await admin.deleteTopics({ topics: [topic] });
     await produceWithJava(ctx, admin, w, rep, messages, load);
   } finally {

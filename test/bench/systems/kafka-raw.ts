@@ -69,7 +69,7 @@ export async function produceAll(producer: Producer, topic: string, messages: re
  * moment the group is joined (kafkajs' GROUP_JOIN event) to the last batch, so the first fetch counts; the join
  * itself is a fixed cost, reported apart as `joinMs`.
  */
-export async function consumeAll(kafka: Kafka, topic: string, groupId: string, count: number, timeoutMs: number): Promise<{ ms: number; joinMs: number; seen: number }> {
+export async function consumeAll(kafka: Kafka, topic: string, groupId: string, count: number, timeoutMs: number): Promise<{ ms: number; joinMs: number; seen: number; window: { startMs: number; endMs: number } }> {
   const consumer = kafka.consumer({ groupId, maxBytes: 16 * 1024 * 1024, maxBytesPerPartition: 8 * 1024 * 1024 });
   await consumer.connect();
   try {
@@ -78,21 +78,28 @@ export async function consumeAll(kafka: Kafka, topic: string, groupId: string, c
     const started = performance.now();
     let first = Number.NaN;
     let last = Number.NaN;
+    // The same instants on the wall clock, for the CPU split (systems/cpu-split.ts).
+    const window = { startMs: Number.NaN, endMs: Number.NaN };
     consumer.on(consumer.events.GROUP_JOIN, () => {
       first = performance.now();
+      window.startMs = Date.now();
     });
     const done = new Promise<void>((resolve) => {
       void consumer.run({
         eachBatch: async ({ batch }) => {
-          if (Number.isNaN(first)) first = performance.now();
+          if (Number.isNaN(first)) {
+            first = performance.now();
+            window.startMs = Date.now();
+          }
           seen += batch.messages.length;
           last = performance.now();
+          window.endMs = Date.now();
           if (seen >= count) resolve();
         },
       });
     });
     await Promise.race([done, new Promise((r) => setTimeout(r, timeoutMs))]);
-    return { ms: last - first, joinMs: first - started, seen };
+    return { ms: last - first, joinMs: first - started, seen, window };
   } finally {
     await consumer.disconnect();
   }
