@@ -56,7 +56,7 @@ function parseCpuName(name: string): { stage: string; who: string } | null {
   return m === null ? null : { stage: m[1]!, who: m[2]! };
 }
 
-const PARTIES = ['postgres', 'kafka broker', 'bench process', 'other processes'];
+const PARTIES = ['postgres', 'kafka broker', 'bench process', 'kernel interrupts', 'other processes'];
 
 /**
  * Who spent the CPU of each timed stage (medians over repetitions): how busy the cores were, the µs of CPU per row of
@@ -78,9 +78,9 @@ export function cpuTable(results: BenchResults, cores: number): string {
     const med = (who: string): number => (byWho.has(who) ? percentile(byWho.get(who)!, 50) : Number.NaN);
     const own = [...byWho.keys()].filter((w) => w.endsWith(' process') && !PARTIES.includes(w)).map((w) => `${w.replace(/ process$/, '')} ${fmt(med(w))}`);
     const all = med('all processes');
-    return [...key.split('|'), `${fmt(med('machine busy'))} %`, fmt(all), fmt(med('postgres')), fmt(med('kafka broker')), own.join(', ') || '-', fmt(med('bench process')), fmt(med('other processes')), fmt((cores * 1e6) / all)];
+    return [...key.split('|'), `${fmt(med('machine busy'))} %`, fmt(all), fmt(med('postgres')), fmt(med('kafka broker')), own.join(', ') || '-', fmt(med('bench process')), fmt(med('kernel interrupts')), fmt(med('other processes')), fmt((cores * 1e6) / all)];
   });
-  return columns(['workload', 'system', 'stage', 'cores busy', 'all µs/row', 'postgres', 'broker', 'highwater processes', 'bench', 'other', 'rows/s at all cores'], rows);
+  return columns(['workload', 'system', 'stage', 'cores busy', 'all µs/row', 'postgres', 'broker', 'highwater processes', 'bench', 'interrupts', 'other', 'rows/s at all cores'], rows);
 }
 
 const share = (x: number | null | undefined): string => (x === null || x === undefined ? '-' : pct(x));
@@ -145,7 +145,7 @@ function cpuSection(results: BenchResults): string[] {
   if (table === '') return [];
   return [
     '',
-    `CPU of each timed stage (µs of one core per row, medians; ${results.machine.cores} cores shared by every process; "other" is what no party of the stage spent)`,
+    `CPU of each timed stage (µs of one core per row, medians; ${results.machine.cores} cores shared by every process; "interrupts": the kernel's (mostly the loopback network); "other": what no party of the stage spent)`,
     table,
   ];
 }

@@ -17,7 +17,7 @@ describe('bench CPU accounting', () => {
   });
 
   it('counts user, nice, system, irq, softirq and steal as busy, not idle or iowait', () => {
-    expect(parseMachineBusy('cpu  100 2 30 5000 70 4 5 6 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n')).toBe(100 + 2 + 30 + 4 + 5 + 6);
+    expect(parseMachineBusy('cpu  100 2 30 5000 70 4 5 6 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n')).toEqual({ busy: 100 + 2 + 30 + 4 + 5 + 6, interrupts: 4 + 5 });
     expect(() => parseMachineBusy('intr 1 2 3')).toThrow(/unexpected/);
   });
 
@@ -42,7 +42,7 @@ describe('bench CPU accounting', () => {
   });
 
   it('reports the busy share of the cores and each party’s µs of CPU per row', () => {
-    const split = { seconds: 10, cores: 2, machine: 15, postgres: 6, broker: 3, bench: 0.5, children: new Map([[7, 4], [8, 1]]) };
+    const split = { seconds: 10, cores: 2, machine: 15, interrupts: 0.2, postgres: 6, broker: 3, bench: 0.5, children: new Map([[7, 4], [8, 1]]) };
     const got = cpuObservations(split, 'e2e', { startMs: 0, endMs: 10_000, rows: 100_000, processes: [{ name: 'poll', pid: 7 }, { name: 'consume', pid: 8 }, { name: 'gone', pid: 9 }] });
     expect(Object.fromEntries(got.map((o) => [o.name, o.value]))).toEqual({
       'cpu (e2e): machine busy': 75,
@@ -53,7 +53,8 @@ describe('bench CPU accounting', () => {
       'cpu/row (e2e): consume process': 10,
       'cpu/row (e2e): gone process': 0,
       'cpu/row (e2e): bench process': 5,
-      'cpu/row (e2e): other processes': 5,
+      'cpu/row (e2e): kernel interrupts': 2,
+      'cpu/row (e2e): other processes': 3,
     });
   });
 });

@@ -95,13 +95,13 @@ describe('bench rendering', () => {
     const cpu = (rep: number, who: string, value: number) => ({ workload: 'W1' as const, system: 'highwater' as const, rep, name: who === 'busy' ? 'cpu (e2e): machine busy' : `cpu/row (e2e): ${who}`, value, unit: who === 'busy' ? '% of cores' : 'µs' });
     const observations = [
       ...[[1, 90, 400, 100], [2, 99, 380, 95], [3, 95, 390, 90]].flatMap(([rep, busy, all, pg]) => [cpu(rep!, 'busy', busy!), cpu(rep!, 'all processes', all!), cpu(rep!, 'postgres', pg!)]),
-      cpu(1, 'kafka broker', 22), cpu(1, 'poll process', 84), cpu(1, 'consume process', 63), cpu(1, 'bench process', 5), cpu(1, 'other processes', 111),
+      cpu(1, 'kafka broker', 22), cpu(1, 'poll process', 84), cpu(1, 'consume process', 63), cpu(1, 'bench process', 5), cpu(1, 'kernel interrupts', 9), cpu(1, 'other processes', 111),
       { workload: 'W1' as const, system: 'B1' as const, rep: 1, name: 'cpu/row (copy): all processes', value: 20, unit: 'µs' },
     ];
     const table = cpuTable({ ...results(), observations }, 2);
     // 2 cores at 390 µs a row: 5,128 rows/s when every core works on the stage.
-    expect(table).toMatch(/W1\s+highwater\s+e2e\s+95 %\s+390\s+95\s+22\s+poll 84, consume 63\s+5\s+111\s+5,128/);
-    expect(table).toMatch(/W1\s+B1\s+copy\s+- %\s+20\s+-\s+-\s+-\s+-\s+-\s+100,000/);
+    expect(table).toMatch(/W1\s+highwater\s+e2e\s+95 %\s+390\s+95\s+22\s+poll 84, consume 63\s+5\s+9\s+111\s+5,128/);
+    expect(table).toMatch(/W1\s+B1\s+copy\s+- %\s+20\s+-\s+-\s+-\s+-\s+-\s+-\s+100,000/);
     const report = renderReport({ ...results(), observations });
     expect(report).toContain('CPU of each timed stage');
     expect(report.split('CPU of each timed stage')[0]).not.toContain('cpu/row');

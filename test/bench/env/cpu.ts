@@ -36,13 +36,18 @@ export function parseProcStat(line: string): ProcStat | null {
   return [stat.pid, stat.ppid, stat.utime, stat.stime, stat.cutime, stat.cstime].every(Number.isFinite) ? stat : null;
 }
 
-/** Busy clock ticks of all cores from /proc/stat's first line (user, nice, system, irq, softirq, steal). */
-export function parseMachineBusy(procStat: string): number {
+/**
+ * Clock ticks of all cores from /proc/stat's first line: busy (user, nice, system, irq, softirq, steal), and of it
+ * the interrupts (irq, softirq), which no process is charged with — on this machine mostly the loopback network
+ * stack carrying every byte between the broker, its clients and PostgreSQL.
+ */
+export function parseMachineBusy(procStat: string): { busy: number; interrupts: number } {
   const first = procStat.split('\n', 1)[0] ?? '';
   const [label, ...values] = first.trim().split(/\s+/);
   if (label !== 'cpu') throw new Error(`unexpected /proc/stat: ${first}`);
   const n = values.map(Number);
-  return n[0]! + n[1]! + n[2]! + n[5]! + n[6]! + (n[7] ?? 0);
+  const interrupts = n[5]! + n[6]!;
+  return { busy: n[0]! + n[1]! + n[2]! + interrupts + (n[7] ?? 0), interrupts };
 }
 
 /**
@@ -79,6 +84,8 @@ export interface CpuSplit {
   readonly cores: number;
   /** Busy time of all cores. */
   readonly machine: number;
+  /** Interrupt handling of all cores (irq, softirq): charged to no process. */
+  readonly interrupts: number;
   readonly postgres: number;
   readonly broker: number;
   /** This process (the benchmark: B1's COPY client, B2's clients, the progress probes). */
@@ -91,6 +98,7 @@ type Series = { atMs: number; value: number }[];
 
 export class CpuSampler {
   private readonly machine: Series = [];
+  private readonly interrupts: Series = [];
   private readonly postgres: Series = [];
   private readonly broker: Series = [];
   private readonly bench: Series = [];
@@ -129,6 +137,7 @@ export class CpuSampler {
       seconds: (endMs - startMs) / 1000,
       cores: this.cores,
       machine: over(this.machine),
+      interrupts: over(this.interrupts),
       postgres: over(this.postgres),
       broker: over(this.broker),
       bench: over(this.bench),
@@ -141,7 +150,9 @@ export class CpuSampler {
     const machine = readFileSync('/proc/stat', 'utf8');
     const stats = processTable();
     const seconds = (ticks: number): number => ticks / this.ticksPerSecond;
-    this.machine.push({ atMs, value: seconds(parseMachineBusy(machine)) });
+    const ticks = parseMachineBusy(machine);
+    this.machine.push({ atMs, value: seconds(ticks.busy) });
+    this.interrupts.push({ atMs, value: seconds(ticks.interrupts) });
     this.postgres.push({ atMs, value: seconds(postgresTicks(stats)) });
     const brokerPid = this.brokerPid();
     const broker = stats.find((s) => s.pid === brokerPid);

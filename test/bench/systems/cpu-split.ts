@@ -5,7 +5,7 @@ import type { Stage, SystemId, WorkloadId } from '../model.js';
 /**
  * A timed stage's CPU, as observations: how busy the machine's cores were over the stage's window, and the CPU each
  * party spent per row (µs of one core): all processes together, PostgreSQL, the broker, each of the stage's own
- * processes, this benchmark process. With every core busy, a stage's rate is the cores divided by its CPU per row;
+ * processes, this benchmark process, the kernel's interrupt handling (the loopback network), and the rest. With every core busy, a stage's rate is the cores divided by its CPU per row;
  * those figures say whose CPU a faster stage would have to save.
  */
 
@@ -33,13 +33,14 @@ export function cpuObservations(split: CpuSplit, stage: Stage, window: StageWind
     { name: `cpu/row (${stage}): postgres`, value: perRow(split.postgres), unit: 'µs' },
     { name: `cpu/row (${stage}): kafka broker`, value: perRow(split.broker), unit: 'µs' },
   ];
-  let known = split.postgres + split.broker + split.bench;
+  let known = split.postgres + split.broker + split.bench + split.interrupts;
   for (const p of window.processes ?? []) {
     const own = split.children.get(p.pid) ?? 0;
     known += own;
     out.push({ name: `cpu/row (${stage}): ${p.name} process`, value: perRow(own), unit: 'µs' });
   }
   out.push({ name: `cpu/row (${stage}): bench process`, value: perRow(split.bench), unit: 'µs' });
+  out.push({ name: `cpu/row (${stage}): kernel interrupts`, value: perRow(split.interrupts), unit: 'µs' });
   // Anything else that ran meanwhile (another job on the machine, the kernel's own threads): noise to read the rest by.
   out.push({ name: `cpu/row (${stage}): other processes`, value: perRow(Math.max(0, split.machine - known)), unit: 'µs' });
   return out;
