@@ -4,7 +4,8 @@ import { isDeepStrictEqual } from 'node:util';
 /**
  * The body of a Fetch response (version 11) decoded in one pass, into exactly what kafkajs' own decoder
  * (protocol/requests/fetch/v11/response.js, v4/decodeMessages.js, recordBatch/v0/decoder.js, record/v0/decoder.js,
- * header/v0/decoder.js) returns for the same bytes.
+ * header/v0/decoder.js) returns for the same bytes — but for header values, which come as UTF-8 strings rather than
+ * Buffers (kafkajs' IHeaders allows both; withStringHeaders gives kafkajs' own result the same form).
  *
  * Why: kafkajs decodes every record through a new Decoder over its own slice, every 64-bit varint through Long
  * (BigInt) objects, every offset and timestamp through Long and back to a string, and builds each record's headers
@@ -327,7 +328,7 @@ function decodeHeaders(r: Reader): Record<string, unknown> {
   const headers: Record<string, unknown> = {};
   for (let i = 0; i < count; i++) {
     const key = String(r.varintString());
-    const value = r.varintBytes();
+    const value = r.varintString();
     if (key === '__proto__') throw new Unsupported('header named __proto__');
     const held = headers[key];
     headers[key] = held === undefined ? value : Array.isArray(held) ? held.concat([value]) : [held, value];
@@ -460,11 +461,32 @@ export function decodeWithFallback(original: FetchResponseModule['decode']): Fet
       decoded = decodeFetchV11(raw);
     } catch {
       fetchDecodes.kafkajs++;
-      return original(raw);
+      return withStringHeaders(await original(raw));
     }
     fetchDecodes.fast++;
     return decoded;
   };
+}
+
+/**
+ * kafkajs' decoded response with every header value a UTF-8 string, as decodeFetchV11 gives them (a repeated
+ * header's array element by element; anything not a Buffer as it is), so that a consumer sees the same whichever
+ * decoder ran. In place; returns its argument.
+ */
+export function withStringHeaders<T>(decoded: T): T {
+  const text = (v: unknown): unknown => (Buffer.isBuffer(v) ? v.toString('utf8') : v);
+  for (const topic of (decoded as Partial<FetchResponse>).responses ?? []) {
+    for (const partition of topic.partitions ?? []) {
+      for (const message of partition.messages ?? []) {
+        const headers = message.headers ?? {};
+        for (const key of Object.keys(headers)) {
+          const v = headers[key];
+          headers[key] = Array.isArray(v) ? v.map(text) : text(v);
+        }
+      }
+    }
+  }
+  return decoded;
 }
 
 /** Fetch responses of this process decoded by each of the two decoders (for tests and diagnosis). */
@@ -486,7 +508,7 @@ export async function installFastFetch(): Promise<boolean> {
   const check = (async () => {
     const theirs = (require('kafkajs/src/protocol/requests/fetch/v11/response') as FetchResponseModule).decode;
     const sample = await sampleFetchResponse();
-    if (!isDeepStrictEqual(decodeFetchV11(sample), await theirs(sample))) return false;
+    if (!isDeepStrictEqual(decodeFetchV11(sample), withStringHeaders(await theirs(sample)))) return false;
     def.protocol = ({ version }) => {
       const factory = original({ version });
       if (version !== FAST_VERSION || typeof factory !== 'function') return factory;

@@ -1,6 +1,6 @@
 /**
  * src/kafka/fetch-response.ts: a Fetch v11 response decoded in one pass must be exactly what kafkajs' own decoder
- * returns for the same bytes, for seeded generated responses of many shapes (headers repeated, named like
+ * returns for the same bytes, header values as UTF-8 strings (withStringHeaders), for seeded generated responses of many shapes (headers repeated, named like
  * Object.prototype's members, null keys and values, control batches, transactions and aborted ones, log-append
  * time, partial trailing batches, gaps in offsets); what the fast path leaves to kafkajs (compressed batches,
  * offsets past 2^53, a legacy message set) must still come out as kafkajs decodes it, through the fallback.
@@ -8,11 +8,13 @@
 import { createRequire } from 'node:module';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { decodeFetchV11, decodeWithFallback, encodeFetchV11Response, installFastFetch, Unsupported, type SampleBatch, type SamplePartition } from '../../src/kafka/fetch-response.js';
+import { decodeFetchV11, decodeWithFallback, encodeFetchV11Response, installFastFetch, Unsupported, withStringHeaders, type SampleBatch, type SamplePartition } from '../../src/kafka/fetch-response.js';
 import { seeded as rng } from '../support/seeded.js';
 
 const require = createRequire(import.meta.url);
-const kafkajsDecode = (require('kafkajs/src/protocol/requests/fetch/v11/response') as { decode: (b: Buffer) => Promise<unknown> }).decode;
+const kafkajsOwnDecode = (require('kafkajs/src/protocol/requests/fetch/v11/response') as { decode: (b: Buffer) => Promise<unknown> }).decode;
+/** kafkajs' result in the form the fast decoder gives it: header values as UTF-8 strings. */
+const kafkajsDecode = async (b: Buffer): Promise<unknown> => withStringHeaders(await kafkajsOwnDecode(b));
 const { requests } = require('kafkajs/src/protocol/requests') as {
   requests: { Fetch: { protocol: (v: { version: number }) => (args: unknown) => { response: { decode: (b: Buffer) => Promise<unknown> } } } };
 };
@@ -116,12 +118,12 @@ describe('decodeFetchV11', () => {
     }
   });
 
-  it('leaves compressed batches and offsets past 2^53 to kafkajs, whose result the fallback returns', async () => {
+  it('leaves compressed batches and offsets past 2^53 to kafkajs, whose result the fallback returns with string header values', async () => {
     let refused = 0;
     for (let seed = 1000; seed < 1100; seed++) {
       const raw = await generator(seed).response({ compressed: seed % 2 === 0, huge: seed % 2 === 1 });
       if ((() => { try { decodeFetchV11(raw); return false; } catch (err) { return err instanceof Unsupported; } })()) refused++;
-      expect(sameAs(await settle(() => decodeWithFallback(kafkajsDecode)(raw)), await settle(() => kafkajsDecode(raw))), `seed ${seed}`).toBe(true);
+      expect(sameAs(await settle(() => decodeWithFallback(kafkajsOwnDecode)(raw)), await settle(() => kafkajsDecode(raw))), `seed ${seed}`).toBe(true);
     }
     expect(refused).toBeGreaterThan(50);
   });
@@ -136,8 +138,35 @@ describe('decodeFetchV11', () => {
       variants.push(flipped);
     }
     for (const v of variants) {
-      expect(sameAs(await settle(() => decodeWithFallback(kafkajsDecode)(v)), await settle(() => kafkajsDecode(v)))).toBe(true);
+      expect(sameAs(await settle(() => decodeWithFallback(kafkajsOwnDecode)(v)), await settle(() => kafkajsDecode(v)))).toBe(true);
     }
+  });
+});
+
+describe('withStringHeaders', () => {
+  it("turns kafkajs' Buffer header values into UTF-8 strings, a repeated header's element by element, and leaves the rest", () => {
+    const proto = Object.prototype.toString;
+    const decoded = {
+      responses: [{ topicName: 't', partitions: [{ messages: [
+        { key: Buffer.from('k'), value: Buffer.from('v'), headers: { a: Buffer.from('é-ü'), multi: [Buffer.from('1'), Buffer.from('2')], nul: null, toString: [proto, Buffer.from('x')] } },
+        { key: null, value: null, headers: {} },
+      ] }] }],
+    };
+    expect(withStringHeaders(decoded)).toBe(decoded);
+    const [first, second] = decoded.responses[0]!.partitions[0]!.messages;
+    expect(first!.headers).toEqual({ a: 'é-ü', multi: ['1', '2'], nul: null, toString: [proto, 'x'] });
+    // Keys and values of the records stay Buffers: only headers change form.
+    expect(Buffer.isBuffer(first!.key) && Buffer.isBuffer(first!.value)).toBe(true);
+    expect(second!.headers).toEqual({});
+  });
+
+  it('gives the fast decoder header values as strings, never Buffers', async () => {
+    const raw = await generator(11).response({ compressed: false, huge: false });
+    const values = (decodeFetchV11(raw) as { responses: { partitions: { messages: { headers: Record<string, unknown> }[] }[] }[] }).responses
+      .flatMap((t) => t.partitions.flatMap((p) => p.messages.flatMap((m) => Object.values(m.headers).flat())));
+    expect(values.length).toBeGreaterThan(0);
+    expect(values.some((v) => Buffer.isBuffer(v))).toBe(false);
+    expect(values.some((v) => typeof v === 'string')).toBe(true);
   });
 });
 
@@ -147,7 +176,7 @@ describe('installFastFetch', () => {
     expect(await installFastFetch()).toBe(true);
     const raw = await generator(5).response({ compressed: false, huge: false });
     const decode = requests.Fetch.protocol({ version: 11 })({ topics: [], maxWaitTime: 100 }).response.decode;
-    expect(decode).not.toBe(kafkajsDecode);
+    expect(decode).not.toBe(kafkajsOwnDecode);
     expect(sameAs(await decode(raw), await kafkajsDecode(raw))).toBe(true);
     // Other versions keep kafkajs' own response decoder.
     expect(requests.Fetch.protocol({ version: 10 })({ topics: [], maxWaitTime: 100 }).response.decode).toBe(require('kafkajs/src/protocol/requests/fetch/v10/response').decode);
