@@ -438,11 +438,15 @@ export class TablePoll {
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
     if (window.end <= window.start) return;
     this.throwIfStopping();
+    // The parents the window's children reference, listed once for the whole step (a resumed step lists them
+    // again and goes on from its checkpoint's position): each page reads the next of them in keyset order.
+    const parents = step === 'missing-parents' ? await this.stages.time('read: referenced parents', () => this.source((s) => s.readReferencedParents({ ...this.scopeFilter, window }))) : [];
+    if (step === 'missing-parents' && parents.length === 0) return;
     const pipe = new SendPipeline();
     let batchNo = from?.batchNo ?? 0;
     let limit = this.job.batchSize;
     const readAhead = (after: Position | null, rows: number): Promise<ReadAhead> => {
-      const ahead = this.readPage(step, window, after, rows).then((read) => this.lookupAhead(pipe, read));
+      const ahead = this.readPage(step, window, parents, after, rows).then((read) => this.lookupAhead(pipe, read));
       ahead.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
       return ahead;
     };
@@ -572,10 +576,13 @@ export class TablePoll {
     return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
-    const request = { ...this.scopeFilter, window, after, limit };
-    if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
-    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...request, step }))));
+  /** One read of a step: `parents` are the paths the missing-parents step pages (see runStep). */
+  private readPage(step: Step, window: Window, parents: readonly string[], after: Position | null, limit: number): Promise<Page> {
+    if (step === 'missing-parents') {
+      const request = { parents, excludedKeys: this.job.excludedKeys, after, limit };
+      return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: parents query', () => s.readMissingParentsPage(request))));
+    }
+    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...this.scopeFilter, window, after, limit, step }))));
   }
 
   /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
