@@ -183,7 +183,7 @@ export function referencedParentsQuery(spec: SourceTableSpec, req: ReferencedPar
   const p = new Params();
   const n = names(spec);
   const where = [...windowConditions(n, req.window, p), `${n.parent} IS NOT NULL`, ...scopeConditions(spec, req, p, 'child')];
-  const text = `SELECT ${n.parent}.ToString() AS [parent_path_locator]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}\nGROUP BY ${n.parent}${maxdopHint(spec.maxdop)}`;
+  const text = `SELECT DISTINCT ${n.parent}.ToString() AS [parent_path_locator]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}${maxdopHint(spec.maxdop)}`;
   return { text, values: p.values };
 }
 
