@@ -1,7 +1,7 @@
 import { maxdopHint } from '../../src/sql/fragments.js';
 import type { SqlServerParam, SqlServerStatement, SqlServerType } from '../../src/sql/statement.js';
 import type { Position, Ticks, Window } from '../../src/contract.js';
-import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ScopeFilter, SourceTableSpec, WindowCountRequest } from '../../src/poll/source/connector.js';
+import type { KeyStatesRequest, KeyVersionsRequest, MembershipRequest, MissingParentsRequest, NullModifiedOnRequest, PageRequest, ReferencedParentsRequest, ScopeFilter, SourceTableSpec, WindowCountRequest } from '../../src/poll/source/connector.js';
 import { quoteMssql } from '../../src/sql/ident.js';
 import { isoFromTicks } from '../../src/time/ticks.js';
 
@@ -175,24 +175,31 @@ export function pageQuery(spec: SourceTableSpec, req: PageRequest): SqlServerSta
 }
 
 /**
- * Parents referenced by the window's children, in the parents' own (ModifiedOn, key) order and with no window
- * bound on the parents' ModifiedOn. The BU scope applies to the children (a child in scope needs its parent
- * whatever the parent's BU); exclusions apply to both.
+ * The distinct parent path locators (hierarchyid text) of the window's children in scope: the parents the
+ * missing-parents step pages, listed once per step instead of found again by every page. The BU scope applies to
+ * the children (a child in scope needs its parent whatever the parent's BU); exclusions apply to both.
+ */
+export function referencedParentsQuery(spec: SourceTableSpec, req: ReferencedParentsRequest): SqlServerStatement {
+  const p = new Params();
+  const n = names(spec);
+  const where = [...windowConditions(n, req.window, p), `${n.parent} IS NOT NULL`, ...scopeConditions(spec, req, p, 'child')];
+  const text = `SELECT DISTINCT ${n.parent}.ToString() AS [parent_path_locator]\nFROM ${fromClause(n, spec)}\nWHERE ${where.join('\n  AND ')}${maxdopHint(spec.maxdop)}`;
+  return { text, values: p.values };
+}
+
+/**
+ * One keyset page of the parents at the listed paths (referencedParentsQuery), in the parents' own (ModifiedOn,
+ * key) order and with no window bound on their ModifiedOn; exclusions apply to them, the BU scope does not. The
+ * paths travel as a JSON list of hierarchyid text, parsed back by the server as byPathLocatorsQuery's are.
  */
 export function missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRequest): SqlServerStatement {
   const p = new Params();
   const n = names(spec);
-  const cn = names(spec, 'c', 'cm');
   const select = selectList(spec, p);
-  const children = [
-    ...windowConditions(cn, req.window, p),
-    `${cn.parent} IS NOT NULL`,
-    ...scopeConditions(spec, req, p, 'child', 'c', 'cm'),
-  ];
-  const referenced = `SELECT ${cn.parent} FROM ${fromClause(cn, spec, 'c', 'cm')}\n    WHERE ${children.join('\n      AND ')}`;
+  const paths = p.add('parents', 'NVarChar', JSON.stringify(req.parents));
   // A parent with a NULL ModifiedOn has no keyset position: the children's ancestor lookup publishes it instead.
   const where = [
-    `${n.path} IN (${referenced})`,
+    `${n.path} IN (SELECT CAST(pl.[path] AS hierarchyid) FROM OPENJSON(${paths}) WITH ([path] nvarchar(4000) '$') AS pl)`,
     `${n.mod} IS NOT NULL`,
     ...keysetCondition(n, req.after, p),
     ...scopeConditions(spec, { businessUnit: null, excludedKeys: req.excludedKeys }, p, 'parent'),

@@ -296,6 +296,16 @@ function byDepth(rows: ObservedRow[]): ObservedRow[] {
   return rows.sort((a, b) => hierarchyDepth(a.row.pathLocator) - hierarchyDepth(b.row.pathLocator));
 }
 
+/**
+ * Whether the registry holds an acknowledged, not deleted version of the row's key at the row's ModifiedOn: the row
+ * is probably unchanged (its digest decides, in preparePage), and a pending registration would change nothing in
+ * that entry (registerPending keeps an acknowledged version, and the greatest ModifiedOn sent is already at least
+ * this one).
+ */
+export function heldAtSameVersion(row: SourceRow, registered: Registered | undefined): boolean {
+  return registered !== undefined && registered.acked && !registered.deleted && compareModifiedOn(row.modifiedOn, registered.modifiedOn) === 0;
+}
+
 /** A registry entry the late-arrival sweep must act on: a key never acknowledged, deleted, or at another ModifiedOn. */
 function needsRepublish(modifiedOn: Ticks, registered: PublishedEntry | undefined): boolean {
   return registered === undefined || registered.deleted || !registered.acked || registered.modifiedOn !== modifiedOn;
@@ -428,11 +438,15 @@ export class TablePoll {
   private async runStep(step: Step, window: Window, from: { batchNo: number; position: Position | null } | null): Promise<void> {
     if (window.end <= window.start) return;
     this.throwIfStopping();
+    // The parents the window's children reference, listed once for the whole step (a resumed step lists them
+    // again and goes on from its checkpoint's position): each page reads the next of them in keyset order.
+    const parents = step === 'missing-parents' ? await this.stages.time('read: referenced parents', () => this.source((s) => s.readReferencedParents({ ...this.scopeFilter, window }))) : [];
+    if (step === 'missing-parents' && parents.length === 0) return;
     const pipe = new SendPipeline();
     let batchNo = from?.batchNo ?? 0;
     let limit = this.job.batchSize;
     const readAhead = (after: Position | null, rows: number): Promise<ReadAhead> => {
-      const ahead = this.readPage(step, window, after, rows).then((read) => this.lookupAhead(pipe, read));
+      const ahead = this.readPage(step, window, parents, after, rows).then((read) => this.lookupAhead(pipe, read));
       ahead.catch(() => undefined); // awaited later; a failure surfaces there, not as an unhandled rejection
       return ahead;
     };
@@ -447,13 +461,13 @@ export class TablePoll {
           limit = readLimit(read.value, this.job.batchSize);
           next = more ? readAhead(positionOf(read.value.at(-1)!), limit) : null;
           // The registry once per read rather than once per page: what it held for every key of the read, looked up
-          // as the read arrived (lookupAhead), then every key registered as pending, here, in read order and before
-          // any page of the read is sent (registerPending keeps acknowledged versions as they are; the lookup before
-          // it is what each page would have seen before its own registration). An entry that may have changed since
+          // as the read arrived (lookupAhead), then every key that may be sent registered as pending, here, in read
+          // order and before any page of the read is sent (registerPending keeps acknowledged versions as they are;
+          // the lookup before it is what each page would have seen before its own registration; a key held at the
+          // same version is registered by preparePage only if it changed). An entry that may have changed since
           // the lookup — a key in flight then (its checkpoint registers it), or one queued since (an ancestor of an
           // earlier page, a page of the read before) — is looked up again with its page.
-          await this.registerPendingAtRead(pipe, read.value, registeredAtRead, stale, batchNo);
-          const pendingAtRead = new Set<SourceRow>(read.value);
+          const pendingAtRead = await this.registerPendingAtRead(pipe, read.value, registeredAtRead, stale, batchNo);
           for (const rows of pagesOf(read.value, this.job.batchSize)) {
             if (pipe.idle && pipe.queued.length > 0) await this.flush(pipe, window, next);
             const startedAt = new Date();
@@ -562,10 +576,13 @@ export class TablePoll {
     return { businessUnit: this.job.businessUnit, excludedKeys: this.job.excludedKeys };
   }
 
-  private readPage(step: Step, window: Window, after: Position | null, limit = this.job.batchSize): Promise<Page> {
-    const request = { ...this.scopeFilter, window, after, limit };
-    if (step === 'missing-parents') return this.observe((s) => s.readMissingParentsPage(request));
-    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...request, step }))));
+  /** One read of a step: `parents` are the paths the missing-parents step pages (see runStep). */
+  private readPage(step: Step, window: Window, parents: readonly string[], after: Position | null, limit: number): Promise<Page> {
+    if (step === 'missing-parents') {
+      const request = { parents, excludedKeys: this.job.excludedKeys, after, limit };
+      return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: parents query', () => s.readMissingParentsPage(request))));
+    }
+    return this.stages.time('read: observation', () => this.observe((s) => this.stages.time('read: query', () => s.readPage({ ...this.scopeFilter, window, after, limit, step }))));
   }
 
   /** Publishes the observed rows whose state the registry does not hold yet (see preparePage), in one go. */
@@ -618,18 +635,26 @@ export class TablePoll {
   }
 
   /**
-   * Registers every key of a read before any page of it is sent: the keys the registry did not hold when the read
-   * arrived (and that nothing queued since) in one pending send (ControlStore.registerPendingSend: one row, not one
-   * per key), cleared when the read's last page is checkpointed; the others as pending entries (registerPending),
-   * since their entries change (a greater ModifiedOn sent, a deleted key coming back).
+   * Registers the keys of a read that may be sent before any page of it is sent: the keys the registry did not hold
+   * when the read arrived (and that nothing queued since) in one pending send (ControlStore.registerPendingSend:
+   * one row, not one per key), cleared when the read's last page is checkpointed; the others as pending entries
+   * (registerPending), since their entries change (a greater ModifiedOn sent, a deleted key coming back). Not the
+   * rows the registry held acknowledged at the same ModifiedOn (probably unchanged, see heldAtSameVersion): on a
+   * tree, the folders the missing-parents step published come again with the children, and registering them was
+   * most of the step's registry writes for nothing (for such a key registerPending changes nothing). preparePage
+   * registers those of them that turn out to have changed, before their page is queued. Returns the rows
+   * registered here.
    */
-  private async registerPendingAtRead(pipe: SendPipeline, rows: readonly SourceRow[], registered: ReadonlyMap<string, PublishedEntry>, stale: ReadonlySet<string>, batchNo: number): Promise<void> {
+  private async registerPendingAtRead(pipe: SendPipeline, rows: readonly SourceRow[], registered: ReadonlyMap<string, PublishedEntry>, stale: ReadonlySet<string>, batchNo: number): Promise<Set<SourceRow>> {
     const isNew = (row: SourceRow): boolean => !registered.has(row.key) && !stale.has(row.key);
-    await this.registerPending(rows.filter((row) => !isNew(row)));
-    const fresh = rows.filter(isNew);
-    if (fresh.length === 0) return;
-    const id = await this.stages.time('prepare: register pending send', () => this.deps.store.registerPendingSend(this.job.table, this.job.runId, fresh.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
-    if (id !== null) pipe.pendingSend(batchNo + pagesOf(rows, this.job.batchSize).length, id);
+    const toSend = rows.filter((row) => stale.has(row.key) || !heldAtSameVersion(row, registered.get(row.key)));
+    await this.registerPending(toSend.filter((row) => !isNew(row)));
+    const fresh = toSend.filter(isNew);
+    if (fresh.length > 0) {
+      const id = await this.stages.time('prepare: register pending send', () => this.deps.store.registerPendingSend(this.job.table, this.job.runId, fresh.map((row) => ({ key: row.key, modifiedOn: row.modifiedOn, pathLocator: row.pathLocator }))));
+      if (id !== null) pipe.pendingSend(batchNo + pagesOf(rows, this.job.batchSize).length, id);
+    }
+    return new Set(toSend);
   }
 
   /** Registers the keys of rows about to be sent (see ControlStore.registerPending), before their first send. */

@@ -319,6 +319,7 @@ function gatedSource(real: SourceConnector, gate: Promise<void>): SourceConnecto
     },
     oldestOpenTransaction: () => real.oldestOpenTransaction(),
     readPage: (r) => real.readPage(r),
+    readReferencedParents: (r) => real.readReferencedParents(r),
     readMissingParentsPage: (r) => real.readMissingParentsPage(r),
     readByKeys: (k) => real.readByKeys(k),
     readByPathLocators: (p) => real.readByPathLocators(p),
@@ -593,6 +594,100 @@ describe('poller', () => {
     const newChildEvent = events.find((e) => e.key === newChild.id)!;
     if (rootEvent.partition === newChildEvent.partition) expect(rootEvent.offset).toBeLessThan(newChildEvent.offset);
     console.log(`[poller test] missing parents: ${samePartition} of ${children.length} children share the parent's partition`);
+  });
+
+  // The missing-parents step lists the parents of the window's children once, then pages them. Here the parent
+  // paged last is referenced only by the window's last child (a listing cut at a page of children would miss it),
+  // and the run fails after the step's first page and is resumed inside the step: the resumed step lists them again
+  // and goes on from its checkpoint. Every parent comes from that step: the children step never has to read one by
+  // its path (its ancestor lookup, which would hide a parent missing from the listing).
+  it('publishes every parent the window\'s children reference in the missing-parents step, also when resumed inside it', async () => {
+    const fx = await fixture('parents listed', { table: { batchSize: 2 } });
+    const { t } = await one<{ t: string }>(fx.src, `SELECT to_char((clock_timestamp() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS t`);
+    const config = parseConfigObject({ ...fx.raw, tables: [tableConfig(fx.topic, { batchSize: 2, initialBaseline: t })] }, 'parents listed');
+    // Five folders older than the window, paged in this order (their own ModifiedOn).
+    const folders = Array.from({ length: 5 }, (_, i) => sampleRow({ path: `/${i + 1}/`, bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '${3 * 24 - i} hours'` }));
+    // Ten children of the first four folders in the window, then the last folder's only child, the window's newest row.
+    const children = Array.from({ length: 10 }, (_, i) => sampleRow({ path: `/${(i % 4) + 1}/${i + 1}/`, parent: `/${(i % 4) + 1}/`, bu: fx.bus[i % 2]!, modifiedOnSql: `clock_timestamp() - interval '${120 - i} minutes'` }));
+    const last = sampleRow({ path: '/5/1/', parent: '/5/', bu: fx.bus[1]!, modifiedOnSql: `clock_timestamp() - interval '10 minutes'` });
+    await insertRows(fx.src, [...folders, ...children, last]);
+
+    const rt = fx.runtime(config);
+    const real = await rt.source(config.tables[0]!);
+    let parentReads = 0;
+    let byPath = 0;
+    const failing = sourceWith(real, {
+      readMissingParentsPage: (r, request) => {
+        if (++parentReads === 2) return Promise.reject(new Error('the source went away (test)'));
+        return r.readMissingParentsPage(request);
+      },
+      readByPathLocators: (r, paths) => {
+        byPath++;
+        return r.readByPathLocators(paths);
+      },
+    });
+    const failed = await (await pollerWith(rt, failing)).run({ requestedBy: 'test' });
+    expect(failed.status).toBe('failed');
+    const before = await batches(fx.ctl, failed.runId);
+    expect(before.map((b) => [b.step, b.batch_no, b.rows])).toEqual([['missing-parents', 1, 2]]);
+
+    const resumed = await (await pollerWith(rt, failing)).resume(failed.runId);
+    completed(resumed);
+    expect(byPath, 'no parent was left to the children step').toBe(0);
+    const steps = await batches(fx.ctl, failed.runId);
+    expect(steps.filter((b) => b.step === 'missing-parents').map((b) => [b.batch_no, b.rows])).toEqual([[1, 2], [2, 2], [3, 1]]);
+    expect(steps.filter((b) => b.step === 'children').reduce((n, b) => n + b.rows, 0)).toBe(11);
+    const events = changes(await readTopic(fx.topic));
+    expect(keysOf(events)).toEqual([...folders, ...children, last].map((r) => r.id).sort());
+    for (const f of folders) expect(events.filter((e) => e.key === f.id)).toHaveLength(1);
+    const parentEvent = events.find((e) => e.key === folders[4]!.id)!;
+    const childEvent = events.find((e) => e.key === last.id)!;
+    if (parentEvent.partition === childEvent.partition) expect(parentEvent.offset).toBeLessThan(childEvent.offset);
+  });
+
+  // The children step reads again the folders the missing-parents step published (they are children too). Unchanged,
+  // they are skipped without a pending registration (it would change nothing in their entries); one renamed in
+  // between, with the same ModifiedOn, is published again, registered before its send like any changed row.
+  it('skips the folders the missing-parents step published without registering them again, and republishes one changed since', async () => {
+    const fx = await fixture('folders again', { table: { batchSize: 3 } });
+    const { t } = await one<{ t: string }>(fx.src, `SELECT to_char((clock_timestamp() - interval '1 day') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS t`);
+    const config = parseConfigObject({ ...fx.raw, tables: [tableConfig(fx.topic, { batchSize: 3, initialBaseline: t })] }, 'folders again');
+    const root = sampleRow({ path: '/9/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '3 days'` });
+    const folders = Array.from({ length: 4 }, (_, i) => sampleRow({ path: `/9/${i + 1}/`, parent: '/9/', bu: fx.bus[0]!, isDirectory: true, content: null, modifiedOnSql: `clock_timestamp() - interval '${200 - i} minutes'` }));
+    const files = Array.from({ length: 8 }, (_, i) => sampleRow({ path: `/9/${(i % 4) + 1}/${i + 1}/`, parent: `/9/${(i % 4) + 1}/`, bu: fx.bus[0]!, modifiedOnSql: `clock_timestamp() - interval '${100 - i} minutes'` }));
+    await insertRows(fx.src, [root, ...folders, ...files]);
+    const renamed = folders[2]!;
+
+    const rt = fx.runtime(config);
+    const store = rt.store();
+    const registered: string[] = [];
+    const registerPending = store.registerPending.bind(store);
+    store.registerPending = (table, runId, rows) => {
+      registered.push(...rows.map((r) => r.key));
+      return registerPending(table, runId, rows);
+    };
+    const real = await rt.source(config.tables[0]!);
+    let renamedAt: number | null = null;
+    const source = sourceWith(real, {
+      readPage: async (r, request) => {
+        if (request.step === 'children' && renamedAt === null) {
+          renamedAt = registered.length;
+          await fx.src.query(`UPDATE demo."ReferralAttachment" SET name = 'renamed' WHERE stream_id = $1`, [renamed.id]);
+        }
+        return r.readPage(request);
+      },
+    });
+    const run = await (await pollerWith(rt, source)).run({ requestedBy: 'test' });
+    completed(run);
+    expect(renamedAt).not.toBeNull();
+    // In the children step, the renamed folder only: the others are the versions the registry holds.
+    expect(registered.slice(renamedAt!)).toEqual([renamed.id]);
+    const events = changes(await readTopic(fx.topic));
+    expect(events.filter((e) => e.key === renamed.id).map((e) => e.name)).toEqual([renamed.name, 'renamed']);
+    for (const f of folders.filter((f) => f !== renamed)) expect(events.filter((e) => e.key === f.id)).toHaveLength(1);
+    expect(keysOf(events)).toEqual([root, ...folders, ...files].map((r) => r.id).sort());
+    const steps = await batches(fx.ctl, run.runId);
+    expect(steps.filter((b) => b.step === 'children').reduce((n, b) => n + b.rows_skipped, 0)).toBe(3);
   });
 
   it('publishes every unpublished ancestor, root first, before a child whose chain is older than the window', async () => {

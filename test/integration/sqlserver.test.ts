@@ -308,9 +308,11 @@ describe.skipIf(skipReason !== null)('SQL Server (real server)', () => {
       expect((await allPages(source, 'roots', 10)).flat().map((r) => r.key)).toEqual([root]);
       const children = (await allPages(source, 'children', 10)).flat();
       expect(children.map((r) => [r.key, r.pathLocator, r.parentPathLocator])).toEqual([[child, '/1/1/', '/1/']]);
-      const parents = await source.readMissingParentsPage({ window: WINDOW, after: null, limit: 10, ...scope });
+      const listed = await source.readReferencedParents({ window: WINDOW, ...scope });
+      expect(listed).toEqual(['/1/']);
+      const parents = await source.readMissingParentsPage({ parents: listed, after: null, limit: 10, excludedKeys: scope.excludedKeys });
       expect(parents.map((r) => [r.key, r.isDirectory, r.content, r.contentLength])).toEqual([[folder, true, null, null]]);
-      expect(await source.readMissingParentsPage({ window: WINDOW, after: { modifiedOn: parents[0]!.modifiedOn!, key: folder }, limit: 10, ...scope })).toEqual([]);
+      expect(await source.readMissingParentsPage({ parents: listed, after: { modifiedOn: parents[0]!.modifiedOn!, key: folder }, limit: 10, excludedKeys: scope.excludedKeys })).toEqual([]);
       expect((await source.readByPathLocators(['/1/'])).map((r) => r.key)).toEqual([folder]);
       expect((await source.readByKeys([child.toUpperCase(), 'not-a-guid'])).map((r) => r.key)).toEqual([child]);
     });

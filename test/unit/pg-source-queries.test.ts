@@ -8,11 +8,11 @@ import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   byKeysQuery, byPathLocatorsQuery, clockQuery, contentHashesQuery, contentSliceQuery, countNullModifiedOnQuery, countWindowQuery, keyStatesQuery, memberKeysQuery, missingParentsQuery, nullModifiedOnPageQuery,
-  oldestOpenTransactionQuery, pageQuery, type Statement,
+  oldestOpenTransactionQuery, pageQuery, referencedParentsQuery, type Statement,
 } from '../../connectors/postgres/queries.js';
 import { toSourceRow } from '../../connectors/postgres/source.js';
 import { keyStates } from '../../src/poll/source/connector.js';
-import type { MissingParentsRequest, PageRequest, SourceTableSpec } from '../../src/poll/source/connector.js';
+import type { MissingParentsRequest, PageRequest, ReferencedParentsRequest, SourceTableSpec } from '../../src/poll/source/connector.js';
 import { ticksFromIso } from '../../src/time/ticks.js';
 
 const SENTINEL = "x'); DROP TABLE demo; --";
@@ -40,8 +40,14 @@ function page(over: Partial<PageRequest> = {}): PageRequest {
   return { step: 'roots', window, after, limit: 500, businessUnit: BU_SENTINEL, excludedKeys: [SENTINEL, 'plain-key'], ...over };
 }
 
+const PATH_SENTINEL = "/1/'); DROP TABLE demo; --/";
+
 function parents(over: Partial<MissingParentsRequest> = {}): MissingParentsRequest {
-  return { window, after, limit: 250, businessUnit: BU_SENTINEL, excludedKeys: [SENTINEL], ...over };
+  return { parents: ['/1/', PATH_SENTINEL], after, limit: 250, excludedKeys: [SENTINEL], ...over };
+}
+
+function referenced(over: Partial<ReferencedParentsRequest> = {}): ReferencedParentsRequest {
+  return { window, businessUnit: BU_SENTINEL, excludedKeys: [SENTINEL], ...over };
 }
 
 /** The position of `$n` for a value, so tests can find which placeholder carries it. */
@@ -74,7 +80,9 @@ describe('PostgreSQL source statements parse as PostgreSQL and carry every value
     ['children page', pageQuery(spec, page({ step: 'children' }))],
     ['first page (no position, no scope, no exclusions)', pageQuery(spec, page({ after: null, businessUnit: null, excludedKeys: [] }))],
     ['missing parents', missingParentsQuery(spec, parents())],
-    ['missing parents, first page, no scope', missingParentsQuery(spec, parents({ after: null, businessUnit: null, excludedKeys: [] }))],
+    ['missing parents, first page, no exclusions', missingParentsQuery(spec, parents({ after: null, excludedKeys: [] }))],
+    ['referenced parents', referencedParentsQuery(spec, referenced())],
+    ['referenced parents, no scope', referencedParentsQuery(spec, referenced({ businessUnit: null, excludedKeys: [] }))],
     ['by keys', byKeysQuery(spec, [SENTINEL, 'b'])],
     ['by path locators', byPathLocatorsQuery(spec, [SENTINEL, '/1/2/'])],
     ['content slice', contentSliceQuery(spec, SENTINEL, 1_048_576, 65_536)],
@@ -188,32 +196,44 @@ describe('pageQuery', () => {
   });
 });
 
-describe('missingParentsQuery', () => {
-  it('selects parents whose path locator is referenced by children of the window (a subquery over the window)', () => {
-    const stmt = missingParentsQuery(spec, parents());
+describe('referencedParentsQuery', () => {
+  it('lists the distinct parent paths of the window\'s children, as text, in one range of the window', () => {
+    const stmt = referencedParentsQuery(spec, referenced());
     const start = placeholderOf(stmt, '2024-01-01T00:00:00.000000Z');
     const end = placeholderOf(stmt, '2024-01-02T00:00:00.000001Z');
-    const sub = /WHERE b\."path_locator" IN \((SELECT c\."parent_path_locator" FROM [\s\S]*?)\)\n/.exec(stmt.text)?.[1];
-    expect(sub).toBeDefined();
-    expect(sub).toContain('FROM "Demo"."ReferralAttachment" AS c');
-    expect(sub).toContain('JOIN "Demo"."cw_referralattachmentBase" AS cm ON cm."cw_referralattachmentid" = c."stream_id"');
-    expect(sub).toContain(`cm."ModifiedOn" > ${start}::timestamptz`);
-    expect(sub).toContain(`cm."ModifiedOn" <= ${end}::timestamptz`);
-    expect(sub).toContain('c."parent_path_locator" IS NOT NULL');
+    expect(stmt.text).toMatch(/^SELECT DISTINCT b\."parent_path_locator"::text AS parent_path_locator\nFROM "Demo"\."ReferralAttachment" AS b\n/);
+    expect(stmt.text).toContain('JOIN "Demo"."cw_referralattachmentBase" AS m ON m."cw_referralattachmentid" = b."stream_id"');
+    expect(stmt.text).toContain(`m."ModifiedOn" > ${start}::timestamptz`);
+    expect(stmt.text).toContain(`m."ModifiedOn" <= ${end}::timestamptz`);
+    expect(stmt.text).toContain('b."parent_path_locator" IS NOT NULL');
+    expect(stmt.text).not.toMatch(/ORDER BY|LIMIT/);
   });
 
-  it('applies the BU scope to the children, not to the parents', () => {
+  it('scopes the children: BU and exclusions', () => {
+    const stmt = referencedParentsQuery(spec, referenced());
+    expect(stmt.text).toContain(`lower(m."OwningBusinessUnit"::text) = lower(${placeholderOf(stmt, BU_SENTINEL)})`);
+    expect(stmt.text).toContain(`lower(b."stream_id"::text) <> ALL(${placeholderOf(stmt, [SENTINEL.toLowerCase()])}::text[])`);
+    const all = referencedParentsQuery(spec, referenced({ businessUnit: null, excludedKeys: [] }));
+    expect(all.text).not.toContain('OwningBusinessUnit"::text');
+    expect(all.text).not.toContain('<> ALL');
+  });
+});
+
+describe('missingParentsQuery', () => {
+  it('reads the rows at the listed parent paths (one array parameter), with no window bound on them', () => {
     const stmt = missingParentsQuery(spec, parents());
-    const bu = placeholderOf(stmt, BU_SENTINEL);
-    expect(stmt.text).toContain(`lower(cm."OwningBusinessUnit"::text) = lower(${bu})`);
-    expect(stmt.text).not.toContain(`lower(m."OwningBusinessUnit"::text) = lower(${bu})\n`);
-    expect(stmt.text.match(/"OwningBusinessUnit"::text\) = lower\(\$/g)).toHaveLength(1);
+    expect(stmt.text).toContain(`WHERE b."path_locator"::text = ANY(${placeholderOf(stmt, ['/1/', PATH_SENTINEL])}::text[])`);
+    expect(stmt.text).toContain('m."ModifiedOn" IS NOT NULL');
+    expect(stmt.text).not.toMatch(/"ModifiedOn" <=? \$/);
+    // No sub-query over the window's children: they were listed once, by referencedParentsQuery.
+    expect(stmt.text).not.toContain('parent_path_locator" IS NOT NULL');
+    expect(stmt.text).not.toMatch(/\bAS c\b/);
   });
 
-  it('never returns an excluded parent nor reads an excluded child', () => {
+  it('never applies a BU scope to the parents, and never returns an excluded one', () => {
     const stmt = missingParentsQuery(spec, parents());
-    expect(stmt.text).toMatch(/lower\(c\."stream_id"::text\) <> ALL\(\$\d+::text\[\]\)/);
-    expect(stmt.text).toMatch(/\n {2}AND lower\(b\."stream_id"::text\) <> ALL\(\$\d+::text\[\]\)/);
+    expect(stmt.text).not.toContain('OwningBusinessUnit"::text) = lower(');
+    expect(stmt.text).toContain(`\n  AND lower(b."stream_id"::text) <> ALL(${placeholderOf(stmt, [SENTINEL.toLowerCase()])}::text[])`);
   });
 
   it('pages the parents by their own (ModifiedOn, key), with the keyset predicate only after a position', () => {

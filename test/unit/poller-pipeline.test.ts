@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import type { SourceRow } from '../../src/contract.js';
 import type { ObservedRow, Registered } from '../../src/poll/build.js';
 import type { PublishedRow } from '../../src/poll/publish-rows.js';
-import { SendPipeline, outcomeOf, pagesOf, readLimit, sameVersionInFlight } from '../../src/poll/table-poll.js';
+import { SendPipeline, heldAtSameVersion, outcomeOf, pagesOf, readLimit, sameVersionInFlight } from '../../src/poll/table-poll.js';
 
 function row(key: string, contentBytes: number | null): SourceRow {
   return {
@@ -93,6 +93,24 @@ describe('sameVersionInFlight', () => {
   it('does not skip when the registry holds a version sent later (the in-flight one would not replace it)', () => {
     expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 5n, maxSentModifiedOn: 5n }))).toBe(false);
     expect(sameVersionInFlight(inline(), inline(), pending({ acked: true, modifiedOn: 0n, maxSentModifiedOn: 1n }))).toBe(true);
+  });
+});
+
+describe('heldAtSameVersion (a read\'s rows left to preparePage to register, only if they changed)', () => {
+  const entry = (over: Partial<Registered> = {}): Registered => ({ modifiedOn: 1n, digest: Buffer.alloc(32), deleted: false, acked: true, maxSentModifiedOn: 1n, observed: 7n, ...over });
+
+  it('is true for a key the registry holds acknowledged at the row\'s ModifiedOn (the folders the missing-parents step published)', () => {
+    expect(heldAtSameVersion(row('k', null), entry())).toBe(true);
+    expect(heldAtSameVersion({ ...row('k', null), modifiedOn: null }, entry({ modifiedOn: null, maxSentModifiedOn: null }))).toBe(true);
+  });
+
+  it('is false for a new key, one in flight (not acknowledged), a deleted one, or another ModifiedOn', () => {
+    expect(heldAtSameVersion(row('k', null), undefined)).toBe(false);
+    expect(heldAtSameVersion(row('k', null), entry({ acked: false }))).toBe(false);
+    expect(heldAtSameVersion(row('k', null), entry({ deleted: true }))).toBe(false);
+    expect(heldAtSameVersion(row('k', null), entry({ modifiedOn: 0n }))).toBe(false);
+    expect(heldAtSameVersion(row('k', null), entry({ modifiedOn: 2n, maxSentModifiedOn: 2n }))).toBe(false);
+    expect(heldAtSameVersion({ ...row('k', null), modifiedOn: null }, entry())).toBe(false);
   });
 });
 

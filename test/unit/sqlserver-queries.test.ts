@@ -2,7 +2,7 @@ import { init, parse } from '@guanmingchiu/sqlparser-ts';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
   byKeysQuery, byPathLocatorsQuery, clockQuery, contentSliceQuery, datetime2Text, memberKeysQuery, contentHashesQuery, nullModifiedOnPageQuery, countNullModifiedOnQuery, countWindowQuery, serverTimeZoneQuery, keyStatesQuery, maxdopHint,
-  missingParentsQuery, oldestOpenTransactionQuery, pageQuery, type SqlServerStatement,
+  missingParentsQuery, oldestOpenTransactionQuery, pageQuery, referencedParentsQuery, type SqlServerStatement,
 } from '../../connectors/sqlserver/queries.js';
 import { mssqlConfig, toSourceRow } from '../../connectors/sqlserver/source.js';
 import type { PageRequest, SourceTableSpec } from '../../src/poll/source/connector.js';
@@ -96,8 +96,10 @@ describe('SQL Server source statements parse as T-SQL', () => {
     ['roots page', pageQuery(spec, page())],
     ['children page', pageQuery(spec, page({ step: 'children' }))],
     ['first page (no position, no scope)', pageQuery(spec, page({ after: null, businessUnit: null, excludedKeys: [] }))],
-    ['missing parents', missingParentsQuery(spec, { window, after, limit: 100, businessUnit: 'bu-1', excludedKeys: ['k'] })],
-    ['missing parents, first page', missingParentsQuery(spec, { window, after: null, limit: 100, businessUnit: null, excludedKeys: [] })],
+    ['missing parents', missingParentsQuery(spec, { parents: ['/1/', '/1/2/'], after, limit: 100, excludedKeys: ['k'] })],
+    ['missing parents, first page', missingParentsQuery(spec, { parents: ['/1/'], after: null, limit: 100, excludedKeys: [] })],
+    ['referenced parents', referencedParentsQuery(spec, { window, businessUnit: 'bu-1', excludedKeys: ['k'] })],
+    ['referenced parents, no scope', referencedParentsQuery({ ...spec, maxdop: null }, { window, businessUnit: null, excludedKeys: [] })],
     ['by keys', byKeysQuery(spec, ['a', 'b'])],
     ['by path locators', byPathLocatorsQuery(spec, ['/1/', '/1/2/'])],
     ['content slice', contentSliceQuery(spec, 'k', 1_048_576, 65_536)],
@@ -208,7 +210,8 @@ describe('page reads', () => {
 describe('MAXDOP', () => {
   it('ends window reads with OPTION (MAXDOP n) when configured', () => {
     expect(pageQuery(spec, page()).text).toMatch(/\nOPTION \(MAXDOP 2\)$/);
-    expect(missingParentsQuery(spec, { window, after, limit: 10, businessUnit: null, excludedKeys: [] }).text).toMatch(/\nOPTION \(MAXDOP 2\)$/);
+    expect(missingParentsQuery(spec, { parents: ['/1/'], after, limit: 10, excludedKeys: [] }).text).toMatch(/\nOPTION \(MAXDOP 2\)$/);
+    expect(referencedParentsQuery(spec, { window, businessUnit: null, excludedKeys: [] }).text).toMatch(/\nOPTION \(MAXDOP 2\)$/);
   });
 
   it('has no hint when not configured', () => {
@@ -224,26 +227,36 @@ describe('MAXDOP', () => {
 });
 
 describe('missing parents', () => {
-  const stmt = missingParentsQuery(spec, { window, after, limit: 100, businessUnit: 'bu-1', excludedKeys: ['k'] });
+  const stmt = missingParentsQuery(spec, { parents: ['/1/', '/1/2/'], after, limit: 100, excludedKeys: ['k'] });
+  const listing = referencedParentsQuery(spec, { window, businessUnit: 'bu-1', excludedKeys: ['k'] });
 
-  it('selects parents whose path locator the window children reference, in their own keyset order', () => {
-    expect(stmt.text).toMatch(/WHERE b\.\[path_locator\] IN \(SELECT c\.\[parent_path_locator\] FROM \[dbo\]\.\[ReferralAttachment\] AS c WITH \(READCOMMITTEDLOCK\)/);
-    expect(stmt.text).toContain('cm.[ModifiedOn] > CONVERT(datetime2(7), @windowStart, 126)');
-    expect(stmt.text).toContain('c.[parent_path_locator] IS NOT NULL');
+  it('lists the distinct parent paths of the window children once, as hierarchyid text', () => {
+    expect(listing.text).toMatch(/^SELECT DISTINCT b\.\[parent_path_locator\]\.ToString\(\) AS \[parent_path_locator\]\nFROM \[dbo\]\.\[ReferralAttachment\] AS b WITH \(READCOMMITTEDLOCK\)/);
+    expect(listing.text).toContain('m.[ModifiedOn] > CONVERT(datetime2(7), @windowStart, 126)');
+    expect(listing.text).toContain('m.[ModifiedOn] <= CONVERT(datetime2(7), @windowEnd, 126)');
+    expect(listing.text).toContain('b.[parent_path_locator] IS NOT NULL');
+    expect(listing.text).not.toMatch(/ORDER BY|TOP/);
+  });
+
+  it('scopes the listed children to the BU and excludes keys on both sides', () => {
+    expect(listing.text).toContain('m.[OwningBusinessUnit] = @childBusinessUnit');
+    expect(listing.text).toContain('@childExcluded');
+    expect(stmt.text).not.toMatch(/\[OwningBusinessUnit\] = @/);
+    expect(stmt.text).toContain('@parentExcluded');
+  });
+
+  it('pages the rows at the listed paths, parsed back to hierarchyid, in their own keyset order', () => {
+    expect(stmt.text).toContain("WHERE b.[path_locator] IN (SELECT CAST(pl.[path] AS hierarchyid) FROM OPENJSON(@parents) WITH ([path] nvarchar(4000) '$') AS pl)");
+    expect(stmt.values.parents).toEqual({ type: 'NVarChar', value: JSON.stringify(['/1/', '/1/2/']) });
+    expect(stmt.text).toContain('m.[ModifiedOn] IS NOT NULL');
     expect(stmt.text).toContain('m.[stream_id] > @afterKey');
     expect(stmt.text).toMatch(/ORDER BY m\.\[ModifiedOn\], m\.\[stream_id\]/);
   });
 
-  it('bounds the children by the window but not the parents', () => {
-    expect(stmt.text).not.toMatch(/\bm\.\[ModifiedOn\] > CONVERT\(datetime2\(7\), @windowStart/);
-    expect(stmt.text).not.toMatch(/\bm\.\[ModifiedOn\] <= CONVERT\(datetime2\(7\), @windowEnd/);
-  });
-
-  it('scopes the children to the BU and excludes keys on both sides', () => {
-    expect(stmt.text).toContain('cm.[OwningBusinessUnit] = @childBusinessUnit');
-    expect(stmt.text).not.toMatch(/[^c]m\.\[OwningBusinessUnit\] = @/);
-    expect(stmt.text).toContain('@childExcluded');
-    expect(stmt.text).toContain('@parentExcluded');
+  it('bounds neither the parents by the window nor reads the children again', () => {
+    expect(stmt.text).not.toContain('@windowStart');
+    expect(stmt.text).not.toContain('@windowEnd');
+    expect(stmt.text).not.toContain('parent_path_locator] IS NOT NULL');
   });
 });
 
@@ -317,7 +330,8 @@ describe('values never enter the text', () => {
   it('keeps an excluded key, a BU id and a position key in parameters only', () => {
     const stmts = [
       pageQuery(spec, page({ businessUnit: SENTINEL, excludedKeys: [SENTINEL], after: { modifiedOn: after.modifiedOn, key: SENTINEL } })),
-      missingParentsQuery(spec, { window, after: { modifiedOn: after.modifiedOn, key: SENTINEL }, limit: 5, businessUnit: SENTINEL, excludedKeys: [SENTINEL] }),
+      missingParentsQuery(spec, { parents: [SENTINEL], after: { modifiedOn: after.modifiedOn, key: SENTINEL }, limit: 5, excludedKeys: [SENTINEL] }),
+      referencedParentsQuery(spec, { window, businessUnit: SENTINEL, excludedKeys: [SENTINEL] }),
       byKeysQuery(spec, [SENTINEL]),
       byPathLocatorsQuery(spec, [SENTINEL]),
       contentSliceQuery(spec, SENTINEL, 0, 1),

@@ -7,7 +7,7 @@ import type { Position, SourceRow, Ticks, Window } from '../../contract.js';
  * Every comparison of keys and timestamps happens in the source database, in its own ordering.
  */
 
-/** The window steps that page the source directly (missing parents page a sub-query, see `readMissingParentsPage`). */
+/** The window steps that page the source directly (missing parents page a set of paths, see `readMissingParentsPage`). */
 export type PageStep = 'roots' | 'children';
 
 export interface ScopeFilter {
@@ -30,9 +30,17 @@ export interface WindowCountRequest extends ScopeFilter {
   readonly window: Window;
 }
 
-export interface MissingParentsRequest extends ScopeFilter {
-  /** Parents referenced by the children of this window. */
-  readonly window: Window;
+/** The children of this window in scope, whose parents the missing-parents step reads (see `readReferencedParents`). */
+export type ReferencedParentsRequest = WindowCountRequest;
+
+export interface MissingParentsRequest {
+  /**
+   * Path locators (text, as rows carry them) of the parents to page: those the window's children in scope reference
+   * (`readReferencedParents`), listed once per step rather than found again by every page.
+   */
+  readonly parents: readonly string[];
+  /** Keys never read (a parent is read whatever its BU: the scope applies to the children, in the listing). */
+  readonly excludedKeys: readonly string[];
   /** Keyset position over the parents' own (ModifiedOn, key). */
   readonly after: Position | null;
   readonly limit: number;
@@ -83,7 +91,13 @@ export interface SourceConnector {
   oldestOpenTransaction(): Promise<OldestOpenTransaction>;
   /** One keyset page of a window step, ordered by (ModifiedOn, key). Content is inline up to the inline limit. */
   readPage(request: PageRequest): Promise<SourceRow[]>;
-  /** One keyset page of parents referenced by the window's children, ordered by (ModifiedOn, key). */
+  /** The distinct parent path locators (text) of the window's children in scope, in no particular order. */
+  readReferencedParents(request: ReferencedParentsRequest): Promise<string[]>;
+  /**
+   * One keyset page of the rows at the given parent paths, ordered by their own (ModifiedOn, key), whatever their
+   * BU, not excluded, and with a ModifiedOn (a NULL one has no keyset position: the children's ancestor lookup
+   * publishes such a parent).
+   */
   readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]>;
   /** Rows by key (back-fill requests), with the same shape as a page. */
   readByKeys(keys: readonly string[]): Promise<SourceRow[]>;

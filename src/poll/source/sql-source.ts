@@ -9,6 +9,7 @@ import type {
   NullModifiedOnRequest,
   OldestOpenTransaction,
   PageRequest,
+  ReferencedParentsRequest,
   ScopeFilter,
   SourceConnector,
   SourceTableSpec,
@@ -43,6 +44,7 @@ export interface SourceDialect<S, R> {
   /** The executor is passed as well: an engine may need a driver error unclassified (SQL Server's permissions). */
   oldestOpenTransaction(run: SourceRun<S>, executor: SourceExecutor<S>): Promise<OldestOpenTransaction>;
   pageQuery(spec: SourceTableSpec, req: PageRequest): S;
+  referencedParentsQuery(spec: SourceTableSpec, req: ReferencedParentsRequest): S;
   missingParentsQuery(spec: SourceTableSpec, req: MissingParentsRequest): S;
   byKeysQuery(spec: SourceTableSpec, keys: readonly string[]): S;
   byPathLocatorsQuery(spec: SourceTableSpec, pathLocators: readonly string[]): S;
@@ -87,7 +89,16 @@ export class SqlSource<S, R> implements SourceConnector {
     return this.#rows(`reading ${request.step}`, this.dialect.pageQuery(this.spec, request));
   }
 
-  readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]> {
+  async readReferencedParents(request: ReferencedParentsRequest): Promise<string[]> {
+    const rows = await this.#run<{ parent_path_locator: string }>(
+      'listing the parents of the window',
+      this.dialect.referencedParentsQuery(this.spec, request),
+    );
+    return rows.map((r) => r.parent_path_locator);
+  }
+
+  async readMissingParentsPage(request: MissingParentsRequest): Promise<SourceRow[]> {
+    if (request.parents.length === 0) return [];
     return this.#rows('reading missing parents', this.dialect.missingParentsQuery(this.spec, request));
   }
 
