@@ -146,7 +146,7 @@ describe('decodeFetchV11', () => {
 describe('withStringHeaders', () => {
   it("turns kafkajs' Buffer header values into UTF-8 strings, a repeated header's element by element, and leaves the rest", () => {
     const proto = Object.prototype.toString;
-    const decoded = {
+    const decoded: { responses: { topicName: string; partitions: { messages: { key: Buffer | null; value: Buffer | null; headers: Record<string, unknown> }[] }[] }[] } = {
       responses: [{ topicName: 't', partitions: [{ messages: [
         { key: Buffer.from('k'), value: Buffer.from('v'), headers: { a: Buffer.from('é-ü'), multi: [Buffer.from('1'), Buffer.from('2')], nul: null, toString: [proto, Buffer.from('x')] } },
         { key: null, value: null, headers: {} },
