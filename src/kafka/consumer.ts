@@ -76,12 +76,20 @@ export function clusterUnreachable(error: unknown): boolean {
 /** Pause before starting a consumer again after kafkajs gave up on an unreachable cluster. */
 const RESTART_DELAY_MS = 5000;
 
+/**
+ * A record's headers as one string per name (the first of a repeated one). The one-pass Fetch decoder already gives
+ * strings; kafkajs' own gives Buffers. A header whose value is null (the protocol allows it) is left out rather than
+ * failing the whole batch. A plain loop: this runs for every header of every record consumed.
+ */
 export function headersToStrings(headers: IHeaders | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers ?? {})) {
-    if (v === undefined) continue;
-    const first = Array.isArray(v) ? v[0] : v;
-    if (first !== undefined) out[k] = first.toString();
+  if (headers === undefined) return out;
+  for (const k in headers) {
+    if (!Object.prototype.hasOwnProperty.call(headers, k)) continue;
+    const v: unknown = headers[k];
+    const first: unknown = Array.isArray(v) ? v[0] : v;
+    if (typeof first === 'string') out[k] = first;
+    else if (Buffer.isBuffer(first)) out[k] = first.toString('utf8');
   }
   return out;
 }
